@@ -1,0 +1,116 @@
+"""Input checks at the public boundary, before anything is traced.
+
+Every error names the argument at fault and what was expected. Checks on values (finite,
+in range) run only on concrete arrays: under a caller's own `jax.jit` or `jax.vmap` the
+inputs are tracers, and only their shapes can be checked.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxplain import engine, schedules
+from jaxplain.model import Model, normalize_targets
+
+
+def is_traced(value) -> bool:
+    return isinstance(value, jax.core.Tracer)
+
+
+def as_float_array(name: str, value):
+    """`value` as a floating-point array, refusing non-numeric or non-finite data."""
+    if not isinstance(value, (jax.Array, np.ndarray)):
+        try:
+            value = np.asarray(value)
+        except Exception as error:
+            raise TypeError(f"{name} must be an array, got {type(value).__name__}") from error
+    dtype = value.dtype
+    if np.issubdtype(dtype, np.integer) or dtype == bool:
+        value = value.astype(jnp.result_type(float))
+    elif not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{name} must hold real numbers, got dtype {dtype}")
+    if not is_traced(value) and not bool(np.all(np.isfinite(np.asarray(value)))):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return value
+
+
+def check_model(model) -> None:
+    if not isinstance(model, Model):
+        raise TypeError(
+            "model must be a jaxplain.Model (use Model.from_linen, Model.from_nnx or "
+            f"Model.from_callable to wrap one), got {type(model).__name__}"
+        )
+
+
+def check_x(model: Model, x):
+    """Checks `x` against the model; returns `(x, num_classes)`."""
+    check_model(model)
+    if isinstance(x, (jax.Array, np.ndarray)) and jnp.issubdtype(x.dtype, jnp.integer):
+        raise TypeError(
+            f"x must be floating point to be differentiated, got dtype {x.dtype}; for token "
+            "ids, explain the model's embeddings instead"
+        )
+    x = as_float_array("x", x)
+    if x.ndim < 1 or x.shape[0] < 1:
+        raise ValueError(f"x must have a leading batch axis of size >= 1, got shape {x.shape}")
+    try:
+        out = engine.output_struct(model, x)
+    except Exception as error:
+        raise ValueError(
+            f"the model cannot be applied to x of shape {tuple(x.shape)} and dtype "
+            f"{x.dtype}: {type(error).__name__}: {error}"
+        ) from error
+    if len(out.shape) != 2 or out.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"model must return (batch, classes) = ({x.shape[0]}, C) for x of shape "
+            f"{tuple(x.shape)}, got output shape {tuple(out.shape)}"
+        )
+    return x, out.shape[1]
+
+
+def prepare(model: Model, x, target):
+    """Checks model, x and target; returns `(x, targets)`."""
+    x, num_classes = check_x(model, x)
+    return x, normalize_targets(target, x.shape[0], num_classes)
+
+
+def baseline(value, x):
+    """A baseline broadcastable to `x`: a scalar, one example, or one per example."""
+    value = as_float_array("baseline", value)
+    try:
+        shape = np.broadcast_shapes(value.shape, x.shape)
+    except ValueError:
+        shape = None
+    if shape != tuple(x.shape):
+        raise ValueError(
+            f"baseline of shape {tuple(value.shape)} cannot be broadcast to x of shape "
+            f"{tuple(x.shape)}; pass a scalar, one example of shape {tuple(x.shape[1:])} or "
+            f"one per example of shape {tuple(x.shape)}"
+        )
+    return value
+
+
+def positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+def schedule(name) -> str:
+    if name not in schedules.SCHEDULES:
+        raise ValueError(
+            f"schedule must be one of {sorted(schedules.SCHEDULES)}, got {name!r}"
+        )
+    return name
+
+
+def chunk_size(value, model: Model, x, num_points: int) -> int:
+    """The chunk size to use: the caller's, clipped to the number of points, or the default."""
+    if value is None:
+        return engine.default_chunk_size(model, x, num_points)
+    return min(positive_int("chunk_size", value), num_points)
+

@@ -1,0 +1,49 @@
+"""`Attribution`: what every jaxplain explainer returns."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Optional
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Attribution:
+    """An explanation of a batch, as a pytree (it can be returned from `jax.jit`).
+
+    Attributes:
+      values: attributions shaped like the input `x`, or `(batch, k, *x.shape[1:])`
+        when k targets per example were asked for.
+      target: the class explained for each example, `(batch,)` or `(batch, k)`; with
+        `target="predicted"` this says which class that was.
+      delta: for path methods, the signed completeness gap per example and target,
+        `sum(values) - (F(x) - F(baseline))`; `None` where it has no meaning.
+      extras: method-specific arrays, e.g. `"output_difference"` = F(x) - F(baseline).
+    """
+
+    values: Array
+    target: Array
+    delta: Optional[Array] = None
+    extras: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def relative_delta(self) -> Optional[Array]:
+        """|delta| / |F(x) - F(baseline)| per example: how converged a path method is.
+
+        Zero for an exact integral; the IG paper calls an answer within 5% (0.05) good.
+        `None` for methods without a completeness gap.
+        """
+        if self.delta is None or "output_difference" not in self.extras:
+            return None
+        scale = jnp.abs(self.extras["output_difference"])
+        tiny = jnp.finfo(jnp.result_type(scale)).tiny
+        return jnp.abs(self.delta) / jnp.maximum(scale, tiny)
+
+
+jax.tree_util.register_dataclass(
+    Attribution, data_fields=["values", "target", "delta", "extras"], meta_fields=[]
+)

@@ -1,0 +1,207 @@
+"""The attribution engine: weighted sums of input-gradients over sets of points.
+
+Every gradient method in jaxplain is a choice of points and weights. For a batch `x`
+of B examples, K points per example `p_k = point_fn(param_k, x)` and weights `w_k`,
+the engine computes, for each example b and each of its k targets t,
+
+    sum_k w[k, b] * d F_t(p) / d p  at p = p_k[b]      (shape (B, k, *x.shape[1:]))
+
+and the target outputs F_t(p_k[b]) at every point (shape (B, K, k)). This is the only
+module that knows how points are batched:
+
+* Points are evaluated `chunk_size` at a time: all B examples times `chunk_size` points
+  form one batch of rows for the model. A `lax.scan` runs over the full chunks and one
+  shorter call handles the remainder, so a chunk size that does not divide K gives the
+  same answer without wasted evaluations. Peak memory is set by the chunk, never by K.
+* Rows are laid out example-major (row = b * chunk + j), so a batch sharded across
+  devices along its first axis stays sharded.
+* Several targets share one forward pass per chunk: the pullback of that forward pass
+  is vmapped over the targets' one-hot cotangents.
+* Weights are applied, and sums accumulated, in float32 or wider, whatever the
+  model's compute dtype (a bfloat16 model keeps float32 quadrature weights).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxplain.model import Model
+
+Array = jax.Array
+
+# Bytes a chunk may use for the activations saved for the backward pass, when the caller
+# does not set `chunk_size`. The environment variable JAXPLAIN_CHUNK_BYTES overrides it.
+DEFAULT_CHUNK_BYTES = 1 << 30
+
+
+def forward(model: Model, x: Array) -> Array:
+    """The model's selected outputs (B, classes); a plain call, named for readability."""
+    return model(x)
+
+
+def gradients(model: Model, points: Array, choose: Callable[[Array], Array]):
+    """Outputs at `points` and gradients of chosen outputs, in one forward pass.
+
+    Args:
+      model: the model.
+      points: (R, ...) rows to evaluate.
+      choose: maps the outputs (R, C) (gradient stopped) to the (R, k) int classes to
+        differentiate; k targets share the forward pass.
+
+    Returns:
+      `(outputs, targets, grads)`: outputs (R, C), targets (R, k) and
+      grads (R, k, ...) with grads[r, j] = d outputs[r, targets[r, j]] / d points[r].
+    """
+    outputs, pullback = jax.vjp(model, points)
+    targets = choose(jax.lax.stop_gradient(outputs))
+    cotangents = jax.nn.one_hot(targets, outputs.shape[-1], dtype=outputs.dtype)
+    if targets.shape[1] == 1:
+        grads = pullback(cotangents[:, 0])[0][:, None]
+    else:
+        grads = jax.vmap(pullback, in_axes=1, out_axes=1)(cotangents)[0]
+    return outputs, targets, grads
+
+
+def path_gradients(
+    model: Model,
+    x: Array,
+    targets: Array,
+    point_fn: Callable[[Any, Array], Array],
+    point_params: Any,
+    weights: Array,
+    *,
+    chunk_size: int,
+) -> Tuple[Array, Array]:
+    """Weighted sum of target gradients over K points per example, chunked.
+
+    Args:
+      model: the model.
+      x: inputs (B, ...).
+      targets: (B, k) int class indices.
+      point_fn: `point_fn(param, x) -> (B, ...)`, the points for one parameter.
+      point_params: a pytree whose leaves have a leading axis of size K (e.g. the
+        alphas of a path).
+      weights: (K,) or (K, B) weight of each point.
+      chunk_size: points evaluated at once (static, >= 1).
+
+    Returns:
+      `(gradient_sum, outputs)`: (B, k, *x.shape[1:]) in float32 or wider, and the
+      target outputs at every point, (B, K, k).
+    """
+    batch, count = x.shape[0], targets.shape[1]
+    num_points = jax.tree_util.tree_leaves(point_params)[0].shape[0]
+    acc_dtype = jnp.promote_types(x.dtype, jnp.float32)
+    weights = jnp.asarray(weights, acc_dtype).reshape(num_points, -1)
+    weights = jnp.broadcast_to(weights, (num_points, batch)).T
+
+    def chunk(params, chunk_weights):
+        size = chunk_weights.shape[1]
+        points = jax.vmap(point_fn, in_axes=(0, None), out_axes=1)(params, x)
+        rows = points.reshape((batch * size,) + x.shape[1:])
+        row_targets = jnp.repeat(targets, size, axis=0)
+        outputs, _, grads = gradients(model, rows, lambda _: row_targets)
+        chosen = jnp.take_along_axis(outputs, row_targets, axis=1).reshape(batch, size, count)
+        grads = grads.astype(acc_dtype).reshape((batch, size, count) + x.shape[1:])
+        scale = chunk_weights.reshape((batch, size, 1) + (1,) * (x.ndim - 1))
+        return (grads * scale).sum(axis=1), chosen
+
+    chunk_size = min(chunk_size, num_points)
+    full, remainder = divmod(num_points, chunk_size)
+    split = full * chunk_size
+    head = jax.tree_util.tree_map(lambda leaf: leaf[:split], point_params)
+    if full == 1:
+        total, outputs = chunk(head, weights[:, :split])
+    else:
+        stacked = jax.tree_util.tree_map(
+            lambda leaf: leaf.reshape((full, chunk_size) + leaf.shape[1:]), head
+        )
+        stacked_weights = weights[:, :split].reshape(batch, full, chunk_size).swapaxes(0, 1)
+
+        def body(carry, inputs):
+            grads, chosen = chunk(*inputs)
+            return carry + grads, chosen
+
+        zeros = jnp.zeros((batch, count) + x.shape[1:], acc_dtype)
+        total, outputs = jax.lax.scan(body, zeros, (stacked, stacked_weights))
+        outputs = outputs.swapaxes(0, 1).reshape(batch, split, count)
+    if remainder:
+        tail = jax.tree_util.tree_map(lambda leaf: leaf[split:], point_params)
+        tail_total, tail_outputs = chunk(tail, weights[:, split:])
+        total = total + tail_total
+        outputs = jnp.concatenate([outputs, tail_outputs], axis=1)
+    return total, outputs
+
+
+def _cache_key(model: Model, x) -> tuple:
+    leaves, treedef = jax.tree_util.tree_flatten(model)
+    avals = tuple((np.shape(leaf), jnp.result_type(leaf)) for leaf in leaves)
+    return treedef, avals, tuple(x.shape), jnp.result_type(x)
+
+
+# Abstract-evaluation results keyed by (model structure, parameter shapes, input shape).
+# A model built from a new Python function each call gets a new key, so the caches are
+# bounded.
+_CACHE_LIMIT = 512
+_OUTPUT_STRUCTS: dict = {}
+_BYTES_PER_ROW: dict = {}
+
+
+def _cached(cache: dict, key, compute):
+    if key not in cache:
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[key] = compute()
+    return cache[key]
+
+
+def output_struct(model: Model, x) -> jax.ShapeDtypeStruct:
+    """Shape and dtype of `model(x)`, found by abstract evaluation and cached."""
+    key = _cache_key(model, x)
+    return _cached(
+        _OUTPUT_STRUCTS, key, lambda: jax.eval_shape(model, jax.ShapeDtypeStruct(key[2], key[3]))
+    )
+
+
+def _bytes_per_row(model: Model, feature_shape: tuple, dtype) -> int:
+    def residual_bytes(rows):
+        pullback = jax.eval_shape(
+            lambda p: jax.vjp(model, p)[1], jax.ShapeDtypeStruct((rows,) + feature_shape, dtype)
+        )
+        return sum(
+            int(np.prod(leaf.shape)) * jnp.dtype(leaf.dtype).itemsize
+            for leaf in jax.tree_util.tree_leaves(pullback)
+        )
+
+    # Residuals that grow with the number of rows are the activations a chunk keeps for
+    # its backward pass; the constant part (the parameters) does not depend on the chunk.
+    input_bytes = int(np.prod(feature_shape)) * jnp.dtype(dtype).itemsize
+    return max(residual_bytes(2) - residual_bytes(1), input_bytes) + 2 * input_bytes
+
+
+def chunk_budget_bytes() -> int:
+    """Bytes of saved activations a default chunk may use (see `default_chunk_size`)."""
+    override = os.environ.get("JAXPLAIN_CHUNK_BYTES")
+    if override:
+        return int(override)
+    stats = jax.devices()[0].memory_stats() or {}
+    limit = stats.get("bytes_limit")
+    return limit // 4 if limit else DEFAULT_CHUNK_BYTES
+
+
+def default_chunk_size(model: Model, x, num_points: int) -> int:
+    """The largest number of points per chunk whose saved activations fit the budget.
+
+    The activations a batch of rows keeps for its backward pass are measured by
+    abstract evaluation (no compilation), once per model and input shape. The budget is
+    a quarter of the accelerator's memory, or 1 GiB on the CPU, or the value of the
+    environment variable JAXPLAIN_CHUNK_BYTES.
+    """
+    key = _cache_key(model, x)[:2] + (tuple(x.shape[1:]), jnp.result_type(x))
+    per_row = _cached(_BYTES_PER_ROW, key, lambda: _bytes_per_row(model, key[2], key[3]))
+    rows = chunk_budget_bytes() // per_row
+    return int(max(1, min(num_points, rows // max(1, x.shape[0]))))

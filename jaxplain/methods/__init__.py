@@ -1,0 +1,1 @@
+"""Explainers, one short file per family, each built on `jaxplain.engine`."""

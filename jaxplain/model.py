@@ -1,0 +1,292 @@
+"""The model being explained, and which of its outputs an explanation is about.
+
+`Model` is a pytree: the parameters are its leaves and the apply function is static
+metadata. Passing a `Model` into a jitted explainer therefore compiles once per
+architecture and input shape; new parameters of the same shapes reuse the program.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any, Callable, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+OUTPUTS = ("logits", "probs", "log_probs")
+
+# Keyword arguments that put common Flax models in evaluation mode. `Model.from_linen`
+# passes them when the applied method accepts them and the caller did not set them.
+_EVAL_KWARGS = {
+    "train": False,
+    "training": False,
+    "is_training": False,
+    "deterministic": True,
+    "use_running_average": True,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class _LinenApply:
+    """`module.apply(variables, x, method=..., **kwargs)`; hashable so jit can cache on it."""
+
+    module: Any
+    method: Any
+    kwargs: tuple
+
+    def __call__(self, variables, x):
+        return self.module.apply(variables, x, method=self.method, **dict(self.kwargs))
+
+
+@dataclasses.dataclass(frozen=True)
+class _NnxApply:
+    """Rebuilds an NNX module from its graph definition and state, then calls it."""
+
+    graphdef: Any
+
+    def __call__(self, state, x):
+        from flax import nnx
+
+        return nnx.merge(self.graphdef, state)(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class _CallableApply:
+    """A parameter-free function `f(x)`."""
+
+    function: Callable
+
+    def __call__(self, params, x):
+        del params
+        return self.function(x)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Model:
+    """A classifier to explain: `apply_fn(params, x) -> (batch, classes)` plus its params.
+
+    `params` are pytree leaves and `apply_fn` and `output` are static, so
+    `model.replace(params=new_params)` never triggers a recompilation of an explainer
+    that has already run on a model of the same architecture.
+
+    Attributes:
+      apply_fn: a hashable callable `apply_fn(params, x)` returning raw scores
+        (logits) of shape `(batch, classes)`.
+      params: any pytree of arrays.
+      output: which output the explanation is about: `"logits"` (the raw scores),
+        `"probs"` (softmax of the scores) or `"log_probs"` (log-softmax).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import jaxplain
+      >>> w = jnp.array([[1.0, -1.0], [2.0, 0.5]])
+      >>> model = jaxplain.Model(lambda w, x: x @ w, w)
+      >>> model(jnp.ones((3, 2))).shape
+      (3, 2)
+    """
+
+    apply_fn: Callable
+    params: Any
+    output: str = "logits"
+
+    def __post_init__(self):
+        if not callable(self.apply_fn):
+            raise TypeError(f"apply_fn must be callable, got {type(self.apply_fn).__name__}")
+        if self.output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {self.output!r}")
+
+    def __call__(self, x: Array) -> Array:
+        """Returns the selected output (logits, probs or log_probs) for a batch `x`."""
+        scores = self.apply_fn(self.params, x)
+        if self.output == "probs":
+            return jax.nn.softmax(scores, axis=-1)
+        if self.output == "log_probs":
+            return jax.nn.log_softmax(scores, axis=-1)
+        return scores
+
+    def replace(self, **changes) -> "Model":
+        """Returns a copy with some fields replaced, e.g. `model.replace(params=p)`."""
+        return dataclasses.replace(self, **changes)
+
+    def with_output(self, output: str) -> "Model":
+        """Returns the same model explaining `output` ("logits", "probs", "log_probs")."""
+        return self.replace(output=output)
+
+    @classmethod
+    def from_callable(cls, function: Callable, *, output: str = "logits") -> "Model":
+        """Wraps a parameter-free function `function(x) -> (batch, classes)`."""
+        if not callable(function):
+            raise TypeError(f"function must be callable, got {type(function).__name__}")
+        return cls(_CallableApply(function), (), output)
+
+    @classmethod
+    def from_linen(
+        cls,
+        module,
+        variables,
+        method: Optional[Union[str, Callable]] = None,
+        *,
+        output: str = "logits",
+        **apply_kwargs,
+    ) -> "Model":
+        """Wraps a Flax Linen module and its variables, in evaluation mode.
+
+        Nothing is mutable: BatchNorm must use its running statistics and Dropout must
+        be deterministic. When the applied method takes one of the keyword arguments
+        `train`, `training`, `is_training` (set to False), `deterministic` or
+        `use_running_average` (set to True) and `apply_kwargs` does not set it,
+        jaxplain sets it to evaluation mode for you.
+
+        Args:
+          module: a `flax.linen.Module`.
+          variables: the full variables dict (`{"params": ..., "batch_stats": ...}`).
+          method: the method to apply (name or function); `__call__` by default.
+          output: "logits", "probs" or "log_probs".
+          **apply_kwargs: further keyword arguments for `module.apply`.
+
+        Returns:
+          A `Model`.
+        """
+        import flax.linen as nn
+
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"module must be a flax.linen.Module, got {type(module).__name__}")
+        if not isinstance(variables, dict) and not hasattr(variables, "keys"):
+            raise TypeError(
+                "variables must be the dict returned by module.init (e.g. {'params': ...}), "
+                f"got {type(variables).__name__}"
+            )
+        target = getattr(module, method) if isinstance(method, str) else (method or module.__call__)
+        accepted = _keyword_names(target)
+        kwargs = {k: v for k, v in _EVAL_KWARGS.items() if k in accepted}
+        kwargs.update(apply_kwargs)
+        return cls(_LinenApply(module, method, tuple(sorted(kwargs.items()))), variables, output)
+
+    @classmethod
+    def from_nnx(cls, module, *, output: str = "logits") -> "Model":
+        """Wraps a Flax NNX module, in evaluation mode.
+
+        The module is not modified: jaxplain explains a view of it with
+        `deterministic=True` and `use_running_average=True` wherever modules have
+        those attributes (Dropout, BatchNorm).
+        """
+        from flax import nnx
+
+        if not isinstance(module, nnx.Module):
+            raise TypeError(f"module must be a flax.nnx.Module, got {type(module).__name__}")
+        evaluating = nnx.view(
+            module, deterministic=True, use_running_average=True, raise_if_not_found=False
+        )
+        graphdef, state = nnx.split(evaluating)
+        return cls(_NnxApply(graphdef), state, output)
+
+
+jax.tree_util.register_dataclass(Model, data_fields=["params"], meta_fields=["apply_fn", "output"])
+
+
+def _keyword_names(function) -> set:
+    try:
+        return set(inspect.signature(function).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
+@dataclasses.dataclass(frozen=True)
+class TopK:
+    """Target rule: explain each example's `k` highest-scoring classes."""
+
+    k: int
+
+
+def top_k(k: int) -> TopK:
+    """Target that explains the `k` highest-scoring classes of each example.
+
+    `jaxplain.top_k(1)` is `target="predicted"` except that the attribution keeps a
+    target axis of size 1.
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"top_k(k): k must be a positive int, got {k!r}")
+    return TopK(int(k))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Targets:
+    """Which output index each example is explained for, normalised at the boundary.
+
+    Either `indices` holds explicit classes of shape (batch, k), or `top` says to take
+    the `top` highest-scoring classes at the input. `single` means the caller asked
+    for one target per example, so attributions drop the target axis.
+    """
+
+    indices: Optional[Array]
+    top: Optional[int]
+    single: bool
+
+    @property
+    def count(self) -> int:
+        return self.top if self.indices is None else self.indices.shape[1]
+
+    def resolve(self, outputs_at_x: Array) -> Array:
+        """(batch, k) int32 class indices, given the model's outputs at the input."""
+        if self.indices is not None:
+            return self.indices
+        return jax.lax.top_k(outputs_at_x, self.top)[1].astype(jnp.int32)
+
+    def squeeze(self, values: Array) -> Array:
+        """Drops the target axis (axis 1) when a single target was asked for."""
+        return values[:, 0] if self.single else values
+
+
+jax.tree_util.register_dataclass(Targets, data_fields=["indices"], meta_fields=["top", "single"])
+
+
+def normalize_targets(target, batch: int, num_classes: int) -> Targets:
+    """Turns a user's `target` argument into `Targets`, checking it first.
+
+    Accepted: an int (same class for every example); an int array of shape (batch,)
+    (one class per example); an int array of shape (batch, k) or (1, k) (k classes per
+    example, all explained in one pass); "predicted" (the argmax); `top_k(k)`.
+    """
+    if isinstance(target, str):
+        if target != "predicted":
+            raise ValueError(
+                f"target must be an int, an int array, 'predicted' or jaxplain.top_k(k); "
+                f"got the string {target!r}"
+            )
+        return Targets(None, 1, True)
+    if isinstance(target, TopK):
+        if target.k > num_classes:
+            raise ValueError(f"target=top_k({target.k}) but the model has {num_classes} classes")
+        return Targets(None, target.k, False)
+    if target is None:
+        raise ValueError("target is required: an int, an int array, 'predicted' or top_k(k)")
+    if isinstance(target, jax.core.Tracer):
+        indices = target
+    else:
+        indices = np.asarray(target)
+        if indices.dtype == bool or not np.issubdtype(indices.dtype, np.integer):
+            raise TypeError(f"target must hold integers, got dtype {indices.dtype}")
+        if indices.size and (indices.min() < 0 or indices.max() >= num_classes):
+            raise ValueError(
+                f"target holds {indices.min()}..{indices.max()}, outside the model's "
+                f"classes 0..{num_classes - 1}"
+            )
+    if indices.ndim == 0:
+        return Targets(jnp.full((batch, 1), indices, jnp.int32), None, True)
+    if indices.ndim == 1:
+        if indices.shape[0] != batch:
+            raise ValueError(
+                f"target has length {indices.shape[0]} but x holds {batch} examples; pass "
+                f"one class per example, or shape (1, k) for the same k classes for all"
+            )
+        return Targets(jnp.asarray(indices, jnp.int32)[:, None], None, True)
+    if indices.ndim == 2 and indices.shape[0] in (1, batch):
+        expanded = jnp.broadcast_to(jnp.asarray(indices, jnp.int32), (batch, indices.shape[1]))
+        return Targets(expanded, None, False)
+    raise ValueError(
+        f"target has shape {tuple(indices.shape)}; expected (), ({batch},), ({batch}, k) or (1, k)"
+    )

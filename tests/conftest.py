@@ -1,0 +1,52 @@
+"""Small models shared by the tests."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxplain
+
+
+class TinyMLP(nn.Module):
+    """A smooth MLP: tanh and softplus keep the path integrand smooth."""
+
+    features: tuple = (16, 16)
+    num_classes: int = 3
+
+    @nn.compact
+    def __call__(self, x):
+        x = x.reshape((x.shape[0], -1))
+        x = nn.tanh(nn.Dense(self.features[0])(x))
+        x = nn.softplus(nn.Dense(self.features[1])(x))
+        return nn.Dense(self.num_classes)(x)
+
+
+class TinyCNN(nn.Module):
+    num_classes: int = 4
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Conv(4, (3, 3))(x))
+        x = nn.avg_pool(x, (2, 2), strides=(2, 2))
+        x = x.reshape((x.shape[0], -1))
+        return nn.Dense(self.num_classes)(x)
+
+
+def mlp_model(features=5, num_classes=3, seed=0, dtype=jnp.float32):
+    module = TinyMLP(num_classes=num_classes)
+    variables = module.init(jax.random.PRNGKey(seed), jnp.zeros((1, features)))
+    variables = jax.tree_util.tree_map(lambda p: p.astype(dtype), variables)
+    return jaxplain.Model.from_linen(module, variables)
+
+
+def linear_model(weights, bias=None):
+    weights = jnp.asarray(weights)
+    bias = jnp.zeros(weights.shape[1], weights.dtype) if bias is None else jnp.asarray(bias)
+    return jaxplain.Model(lambda p, x: x.reshape(x.shape[0], -1) @ p["w"] + p["b"], {"w": weights, "b": bias})
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
