@@ -31,9 +31,21 @@ def as_float_array(name: str, value):
         value = value.astype(jnp.result_type(float))
     elif not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"{name} must hold real numbers, got dtype {dtype}")
-    if not is_traced(value) and not bool(np.all(np.isfinite(np.asarray(value)))):
+    if not is_traced(value) and not _all_finite(value):
         raise ValueError(f"{name} contains NaN or infinite values")
     return value
+
+
+@jax.jit
+def _device_all_finite(value):
+    return jnp.isfinite(value).all()
+
+
+def _all_finite(value) -> bool:
+    # Arrays already on a device are checked there: only one bool crosses to the host.
+    if isinstance(value, jax.Array):
+        return bool(_device_all_finite(value))
+    return bool(np.isfinite(value).all())
 
 
 def check_model(model) -> None:

@@ -23,8 +23,9 @@ module that knows how points are batched:
 
 from __future__ import annotations
 
+import functools
 import os
-from typing import Any, Callable, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +38,35 @@ Array = jax.Array
 # Bytes a chunk may use for the activations saved for the backward pass, when the caller
 # does not set `chunk_size`. The environment variable JAXPLAIN_CHUNK_BYTES overrides it.
 DEFAULT_CHUNK_BYTES = 1 << 30
+
+
+def program(fun: Optional[Callable] = None, *, static_argnames: Sequence[str] = ()):
+    """Decorator: compile an explainer's traced body as one XLA program.
+
+    Every method wraps its body with it, so that all of jaxplain's programs are
+    compiled the same way; today it is `jax.jit` with `static_argnames`.
+    """
+    if fun is None:
+        return functools.partial(program, static_argnames=static_argnames)
+    return jax.jit(fun, static_argnames=tuple(static_argnames))
+
+
+def after(value: Array, dependency: Array) -> Array:
+    """`value + 0 * dependency`: `value`, available only once `dependency` is computed.
+
+    XLA's CPU runtime runs independent operations of one program at the same time.
+    When both are multi-threaded matmuls (the first backward step, which needs only the
+    cotangent, next to the forward pass; or IG's endpoint pass next to its path) they
+    compete for the same cores and both slow down several-fold: on 2 cores a 64-step IG
+    of an MLP took 2x its floor. An optimisation barrier does not order them at run
+    time; a data dependency does. `dependency` must broadcast to `value`'s shape; pass
+    a cheap piece of the result to wait for (an elementwise tie costs one fused add; a
+    reduction over a matmul's output can cost more than the matmul). Where
+    `dependency` is NaN or infinite the result is NaN, which only happens when the
+    model's outputs are already unusable.
+    """
+    dependency = jax.lax.stop_gradient(dependency).astype(value.dtype)
+    return value + jnp.zeros((), value.dtype) * dependency
 
 
 def forward(model: Model, x: Array) -> Array:
@@ -60,6 +90,7 @@ def gradients(model: Model, points: Array, choose: Callable[[Array], Array]):
     outputs, pullback = jax.vjp(model, points)
     targets = choose(jax.lax.stop_gradient(outputs))
     cotangents = jax.nn.one_hot(targets, outputs.shape[-1], dtype=outputs.dtype)
+    cotangents = after(cotangents, outputs[:, None])
     if targets.shape[1] == 1:
         grads = pullback(cotangents[:, 0])[0][:, None]
     else:
@@ -131,7 +162,7 @@ def path_gradients(
         outputs = outputs.swapaxes(0, 1).reshape(batch, split, count)
     if remainder:
         tail = jax.tree_util.tree_map(lambda leaf: leaf[split:], point_params)
-        tail_total, tail_outputs = chunk(tail, weights[:, split:])
+        tail_total, tail_outputs = chunk(tail, after(weights[:, split:], outputs[:, -1:, 0]))
         total = total + tail_total
         outputs = jnp.concatenate([outputs, tail_outputs], axis=1)
     return total, outputs
@@ -139,8 +170,8 @@ def path_gradients(
 
 def _cache_key(model: Model, x) -> tuple:
     leaves, treedef = jax.tree_util.tree_flatten(model)
-    avals = tuple((np.shape(leaf), jnp.result_type(leaf)) for leaf in leaves)
-    return treedef, avals, tuple(x.shape), jnp.result_type(x)
+    avals = tuple((np.shape(leaf), getattr(leaf, "dtype", None) or np.result_type(leaf)) for leaf in leaves)
+    return treedef, avals, tuple(x.shape), np.dtype(x.dtype)
 
 
 # Abstract-evaluation results keyed by (model structure, parameter shapes, input shape).
@@ -183,13 +214,17 @@ def _bytes_per_row(model: Model, feature_shape: tuple, dtype) -> int:
     return max(residual_bytes(2) - residual_bytes(1), input_bytes) + 2 * input_bytes
 
 
+@functools.lru_cache(maxsize=None)
+def _device_memory_bytes() -> Optional[int]:
+    return (jax.devices()[0].memory_stats() or {}).get("bytes_limit")
+
+
 def chunk_budget_bytes() -> int:
     """Bytes of saved activations a default chunk may use (see `default_chunk_size`)."""
     override = os.environ.get("JAXPLAIN_CHUNK_BYTES")
     if override:
         return int(override)
-    stats = jax.devices()[0].memory_stats() or {}
-    limit = stats.get("bytes_limit")
+    limit = _device_memory_bytes()
     return limit // 4 if limit else DEFAULT_CHUNK_BYTES
 
 
@@ -201,7 +236,7 @@ def default_chunk_size(model: Model, x, num_points: int) -> int:
     a quarter of the accelerator's memory, or 1 GiB on the CPU, or the value of the
     environment variable JAXPLAIN_CHUNK_BYTES.
     """
-    key = _cache_key(model, x)[:2] + (tuple(x.shape[1:]), jnp.result_type(x))
+    key = _cache_key(model, x)[:2] + (tuple(x.shape[1:]), np.dtype(x.dtype))
     per_row = _cached(_BYTES_PER_ROW, key, lambda: _bytes_per_row(model, key[2], key[3]))
     rows = chunk_budget_bytes() // per_row
     return int(max(1, min(num_points, rows // max(1, x.shape[0]))))

@@ -275,18 +275,19 @@ def normalize_targets(target, batch: int, num_classes: int) -> Targets:
                 f"target holds {indices.min()}..{indices.max()}, outside the model's "
                 f"classes 0..{num_classes - 1}"
             )
+    xp = jnp if isinstance(indices, jax.core.Tracer) else np
     if indices.ndim == 0:
-        return Targets(jnp.full((batch, 1), indices, jnp.int32), None, True)
+        return Targets(jnp.asarray(xp.full((batch, 1), indices, xp.int32)), None, True)
     if indices.ndim == 1:
         if indices.shape[0] != batch:
             raise ValueError(
                 f"target has length {indices.shape[0]} but x holds {batch} examples; pass "
                 f"one class per example, or shape (1, k) for the same k classes for all"
             )
-        return Targets(jnp.asarray(indices, jnp.int32)[:, None], None, True)
-    if indices.ndim == 2 and indices.shape[0] in (1, batch):
-        expanded = jnp.broadcast_to(jnp.asarray(indices, jnp.int32), (batch, indices.shape[1]))
-        return Targets(expanded, None, False)
+        return Targets(jnp.asarray(indices.astype(xp.int32)[:, None]), None, True)
+    if indices.ndim == 2 and indices.shape[0] in (1, batch) and indices.shape[1] >= 1:
+        expanded = xp.broadcast_to(indices.astype(xp.int32), (batch, indices.shape[1]))
+        return Targets(jnp.asarray(expanded), None, False)
     raise ValueError(
         f"target has shape {tuple(indices.shape)}; expected (), ({batch},), ({batch}, k) or (1, k)"
     )

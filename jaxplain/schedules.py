@@ -18,6 +18,7 @@ Conventions (the same as Captum's, see docs/architecture.md):
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Dict, Tuple
 
 import numpy as np
@@ -59,6 +60,9 @@ SCHEDULES: Dict[str, Callable[[int], Schedule]] = {
 }
 
 
+@functools.lru_cache(maxsize=256)
 def get(name: str, steps: int) -> Schedule:
-    """Returns `(alphas, weights)` of schedule `name` with `steps` points."""
-    return SCHEDULES[name](steps)
+    """Returns `(alphas, weights)` of schedule `name` with `steps` points (read-only, cached)."""
+    alphas, weights = SCHEDULES[name](steps)
+    alphas.flags.writeable = weights.flags.writeable = False
+    return alphas, weights

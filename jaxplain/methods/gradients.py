@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
-import jax
 import jax.numpy as jnp
 
 from jaxplain import _checks, engine
@@ -12,7 +9,7 @@ from jaxplain.attribution import Attribution
 from jaxplain.model import Model, Targets
 
 
-@functools.partial(jax.jit, static_argnames=("times_input", "absolute"))
+@engine.program(static_argnames=("times_input", "absolute"))
 def _input_gradients(model: Model, x, targets: Targets, *, times_input: bool, absolute: bool):
     _, chosen, grads = engine.gradients(model, x, targets.resolve)
     values = x[:, None] * grads if times_input else grads

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
-import jax
 import jax.numpy as jnp
 
 from jaxplain import _checks, engine, schedules
@@ -12,7 +9,7 @@ from jaxplain.attribution import Attribution
 from jaxplain.model import Model, Targets
 
 
-@functools.partial(jax.jit, static_argnames=("steps", "schedule", "chunk_size"))
+@engine.program(static_argnames=("steps", "schedule", "chunk_size"))
 def _integrated_gradients(model, x, baseline, targets: Targets, *, steps, schedule, chunk_size):
     batch = x.shape[0]
     baseline = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
@@ -24,7 +21,8 @@ def _integrated_gradients(model, x, baseline, targets: Targets, *, steps, schedu
     ).astype(jnp.promote_types(x.dtype, jnp.float32))
 
     alphas, weights = schedules.get(schedule, steps)
-    path = x - baseline
+    # The path waits for the endpoint pass: see `engine.after`.
+    path = engine.after(x - baseline, difference[:, :1].reshape((batch,) + (1,) * (x.ndim - 1)))
     gradient_sum, _ = engine.path_gradients(
         model,
         x,

@@ -1,0 +1,66 @@
+"""Shared pieces of the benchmark scripts: timing, machine description, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from typing import Callable, Dict, List
+
+import jax
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def block(value):
+    return jax.tree_util.tree_map(
+        lambda leaf: leaf.block_until_ready() if hasattr(leaf, "block_until_ready") else leaf,
+        value,
+    )
+
+
+def interleaved_medians(
+    contenders: Dict[str, Callable[[], object]], *, repeats: int, warmup: int = 2
+) -> Dict[str, dict]:
+    """Runs the contenders in turn, `repeats` rounds after `warmup` rounds; seconds per call.
+
+    Interleaving puts every contender under the same machine conditions, so their ratio
+    is fair even when the machine's speed drifts during the run.
+    """
+    for _ in range(warmup):
+        for run in contenders.values():
+            block(run())
+    times: Dict[str, List[float]] = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, run in contenders.items():
+            start = time.perf_counter()
+            block(run())
+            times[name].append(time.perf_counter() - start)
+    return {
+        name: {"median_s": statistics.median(ts), "min_s": min(ts), "runs": len(ts)}
+        for name, ts in times.items()
+    }
+
+
+def machine() -> dict:
+    device = jax.devices()[0]
+    return {
+        "platform": device.platform,
+        "device": getattr(device, "device_kind", str(device)),
+        "device_count": jax.device_count(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def write(name: str, payload: dict, out_dir: str = RESULTS) -> str:
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, name)
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=2)
+        f.write("\n")
+    return path
