@@ -1,0 +1,38 @@
+"""The README's example runs, its test command is what CI runs, and docstring examples hold."""
+
+import doctest
+import pathlib
+import re
+
+import pytest
+
+import jaxplain.model
+import jaxplain.methods.integrated
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _blocks(language):
+    text = (ROOT / "README.md").read_text()
+    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
+
+
+def test_readme_python_example_runs():
+    for block in _blocks("python"):
+        namespace = {}
+        exec(compile(block, "README.md", "exec"), namespace)
+    assert namespace["a"].values.shape == (32, 10)
+    assert namespace["a3"].values.shape == (32, 3, 10)
+
+
+def test_ci_runs_the_readme_test_command():
+    commands = [line for block in _blocks("bash") for line in block.splitlines() if "pytest" in line]
+    assert commands, "README.md must give the test command"
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert commands[0].strip() in [line.strip() for line in ci]
+
+
+@pytest.mark.parametrize("module", [jaxplain.model, jaxplain.methods.integrated])
+def test_docstring_examples(module):
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
