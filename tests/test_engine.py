@@ -72,3 +72,28 @@ def test_bfloat16_inputs_accumulate_in_float32(rng):
     assert low.values.dtype == jnp.float32
     error = jnp.linalg.norm(low.values - full.values) / jnp.linalg.norm(full.values)
     assert float(error) < 0.05  # bfloat16 keeps ~3 significant digits per gradient
+
+
+def _temp_bytes(model, x, steps, chunk_size):
+    from jaxplain import _checks
+    from jaxplain.methods.integrated import _integrated_gradients
+
+    x, targets = _checks.prepare(model, x, 0)
+    compiled = _integrated_gradients.lower(
+        model, x, 0.0, targets, steps=steps, schedule="gauss_legendre", chunk_size=chunk_size
+    ).compile()
+    analysis = compiled.memory_analysis()
+    if analysis is None:
+        pytest.skip("this backend reports no memory analysis")
+    return analysis.temp_size_in_bytes
+
+
+def test_peak_memory_is_set_by_the_chunk_not_the_steps():
+    model = mlp_model(features=256)
+    x = np.ones((8, 256), np.float32)
+    small_chunk_many_steps = _temp_bytes(model, x, steps=1024, chunk_size=8)
+    one_chunk_few_steps = _temp_bytes(model, x, steps=64, chunk_size=64)
+    assert small_chunk_many_steps < one_chunk_few_steps / 2
+    # 32x the steps at the same chunk: only the per-point target outputs grow (4 bytes each)
+    growth = small_chunk_many_steps - _temp_bytes(model, x, steps=32, chunk_size=8)
+    assert growth <= 2 * 4 * 8 * 1024
