@@ -54,6 +54,17 @@ def test_default_chunk_size_follows_the_memory_budget(monkeypatch, rng):
     assert engine.default_chunk_size(model, x, 50) == 10
 
 
+def test_cpu_default_splits_the_points_into_a_few_chunks(monkeypatch):
+    if jax.default_backend() != "cpu":
+        pytest.skip("the split applies on the CPU")
+    model = mlp_model(features=5)
+    monkeypatch.setenv("JAXPLAIN_CHUNK_BYTES", str(1 << 40))
+    assert engine.default_chunk_size(model, np.zeros((256, 5), np.float32), 64) == 16
+    # with few examples a chunk keeps at least CPU_MIN_CHUNK_ROWS rows
+    assert engine.default_chunk_size(model, np.zeros((4, 5), np.float32), 64) == 64
+    assert engine.default_chunk_size(model, np.zeros((16, 5), np.float32), 64) == 16
+
+
 def test_saved_activations_per_row_are_measured():
     # Two tanh layers of width 16 and a softplus layer: each row keeps at least 16 floats.
     model = mlp_model(features=5)
@@ -91,9 +102,11 @@ def _temp_bytes(model, x, steps, chunk_size):
 def test_peak_memory_is_set_by_the_chunk_not_the_steps():
     model = mlp_model(features=256)
     x = np.ones((8, 256), np.float32)
-    small_chunk_many_steps = _temp_bytes(model, x, steps=1024, chunk_size=8)
+    small_chunk_many_steps = _temp_bytes(model, x, steps=1024, chunk_size=8)  # a loop
     one_chunk_few_steps = _temp_bytes(model, x, steps=64, chunk_size=64)
     assert small_chunk_many_steps < one_chunk_few_steps / 2
+    unrolled = _temp_bytes(model, x, steps=128, chunk_size=8)  # 16 chunks, one after another
+    assert engine.max_unrolled_chunks() < 16 or unrolled < one_chunk_few_steps / 2
     # 32x the steps at the same chunk: only the per-point target outputs grow (4 bytes each)
     growth = small_chunk_many_steps - _temp_bytes(model, x, steps=32, chunk_size=8)
     assert growth <= 2 * 4 * 8 * 1024

@@ -22,17 +22,17 @@ def _integrated_gradients(model, x, baseline, targets: Targets, *, steps, schedu
 
     alphas, weights = schedules.get(schedule, steps)
     # The path waits for the endpoint pass: see `engine.after`.
-    path = engine.after(x - baseline, difference[:, :1].reshape((batch,) + (1,) * (x.ndim - 1)))
+    tied_x = engine.after(x, difference[:, :1].reshape((batch,) + (1,) * (x.ndim - 1)))
     gradient_sum, _ = engine.path_gradients(
         model,
-        x,
+        tied_x,
         chosen,
-        lambda alpha, _: baseline + alpha * path,
+        lambda alpha, x: baseline + alpha * (x - baseline),
         jnp.asarray(alphas, x.dtype),
         weights,
         chunk_size=chunk_size,
     )
-    values = gradient_sum * path[:, None]
+    values = gradient_sum * (x - baseline)[:, None]
     delta = values.reshape(batch, chosen.shape[1], -1).sum(axis=-1) - difference
     return Attribution(
         values=targets.squeeze(values),
