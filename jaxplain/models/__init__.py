@@ -1,0 +1,61 @@
+"""Flax Linen classifiers for NHWC images and token sequences, to train and explain.
+
+Every model has `num_classes` and an `activation` field through which all of its
+nonlinearities pass, and every `__call__` takes `train: bool = False` (running
+BatchNorm statistics and no dropout when False).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import flax.linen as nn
+
+from jaxplain.models.cnn import SmallCNN
+from jaxplain.models.inception import InceptionV3
+from jaxplain.models.mlp import MLP
+from jaxplain.models.resnet import ResNet, ResNet18, ResNet50
+from jaxplain.models.text import TextClassifier
+
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+    "mlp": MLP,
+    "small_cnn": SmallCNN,
+    "resnet": ResNet,
+    "resnet18": ResNet18,
+    "resnet50": ResNet50,
+    "inception_v3": InceptionV3,
+    "text_classifier": TextClassifier,
+}
+
+
+def build(name: str, **config) -> nn.Module:
+    """Constructs a model of the zoo by name.
+
+    Args:
+      name: a key of `ARCHITECTURES`, e.g. "resnet18".
+      **config: the fields of that model, e.g. `num_classes=10`.
+
+    Returns:
+      An unbound Flax Linen module.
+
+    Example:
+      >>> from jaxplain import models
+      >>> models.build("small_cnn", num_classes=10).channels
+      (32, 64)
+    """
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(sorted(ARCHITECTURES))}")
+    return ARCHITECTURES[name](**config)
+
+
+__all__ = [
+    "ARCHITECTURES",
+    "InceptionV3",
+    "MLP",
+    "ResNet",
+    "ResNet18",
+    "ResNet50",
+    "SmallCNN",
+    "TextClassifier",
+    "build",
+]
