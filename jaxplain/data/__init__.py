@@ -1,0 +1,27 @@
+"""Datasets for attribution: small bundled ones, synthetic ones with known truth, and TFDS.
+
+`load(name)` returns a `Dataset` with a fixed train/test split. The bundled datasets
+(`names()`) load offline; any other name is read from TensorFlow Datasets.
+"""
+
+from jaxplain.data.dataset import Dataset
+from jaxplain.data.loading import BUNDLED, load, names
+from jaxplain.data.synthetic import (
+    ADDITIVE_TERMS,
+    additive_logit,
+    additive_shapley,
+    additive_terms,
+)
+from jaxplain.data.text import Vocabulary
+
+__all__ = [
+    "ADDITIVE_TERMS",
+    "BUNDLED",
+    "Dataset",
+    "Vocabulary",
+    "additive_logit",
+    "additive_shapley",
+    "additive_terms",
+    "load",
+    "names",
+]
