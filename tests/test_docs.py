@@ -28,8 +28,14 @@ def test_readme_python_example_runs():
 def test_ci_runs_the_readme_test_command():
     commands = [line for block in _blocks("bash") for line in block.splitlines() if "pytest" in line]
     assert commands, "README.md must give the test command"
+    test_command = commands[0].split("&&")[-1].strip()
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
-    assert commands[0].strip() in [line.strip() for line in ci]
+    assert test_command in [line.strip() for line in ci]
+
+
+def test_readme_main_job_is_the_tested_command():
+    first = _blocks("bash")[0].strip().split("&&")[-1].strip()
+    assert first.startswith("jaxplain explain --model checkpoints/digits_cnn --data digits")
 
 
 @pytest.mark.parametrize("module", [jaxplain.model, jaxplain.methods.integrated])

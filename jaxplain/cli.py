@@ -1,0 +1,299 @@
+"""The `jaxplain` command line.
+
+    jaxplain explain --model checkpoints/digits_cnn --data digits --n 16 --out OUT
+    jaxplain train --model small_cnn --data digits --epochs 30 --out checkpoints/digits_cnn
+
+Bad arguments end with one line on stderr and exit code 2; nothing prints a traceback
+for a user's mistake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import shlex
+import sys
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+EXPLAIN_EXAMPLES = """examples:
+  jaxplain explain --model checkpoints/digits_cnn --data digits --n 16 --out out/digits
+  jaxplain explain --model checkpoints/wine_mlp --data wine --method saliency --out out/wine
+  jaxplain explain --model checkpoints/synthetic_text --data synthetic_text --steps 64 --out out/text
+"""
+
+TRAIN_EXAMPLES = """examples:
+  jaxplain train --model small_cnn --data digits --epochs 30 --out checkpoints/digits_cnn
+  jaxplain train --model mlp --data wine --config '{"features": [32, 32]}' --out my_wine_mlp
+"""
+
+
+class UsageError(Exception):
+    """A mistake in the command's arguments: reported in one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _methods() -> Dict[str, Callable]:
+    import jaxplain
+
+    return {
+        "integrated_gradients": jaxplain.integrated_gradients,
+        "saliency": jaxplain.saliency,
+        "input_x_gradient": jaxplain.input_x_gradient,
+    }
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="jaxplain", description="Attributions for JAX and Flax classifiers.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    explain = commands.add_parser(
+        "explain",
+        help="explain a trained checkpoint on examples of a dataset",
+        description="Explain the first N examples of a dataset split with a checkpoint; "
+        "writes attributions.npz and attributions.png to --out and prints a table.",
+        epilog=EXPLAIN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    explain.add_argument("--model", required=True, help="checkpoint folder (see checkpoints/README.md)")
+    explain.add_argument("--data", required=True, help="dataset name: digits, breast_cancer, wine, synthetic_additive, synthetic_text, or a TFDS name")
+    explain.add_argument("--method", default="integrated_gradients", help="one of: " + ", ".join(_methods()))
+    explain.add_argument("--n", type=_positive_int, default=16, help="number of examples (default 16)")
+    explain.add_argument("--split", choices=("test", "train"), default="test")
+    explain.add_argument("--target", default="predicted", help="'predicted', 'label' (the true class) or a class index")
+    explain.add_argument("--output", choices=("logits", "probs", "log_probs"), default="logits", help="which model output to explain")
+    explain.add_argument("--steps", type=_positive_int, default=64, help="path points for integrated_gradients")
+    explain.add_argument("--schedule", default="gauss_legendre", help="interpolation schedule for integrated_gradients")
+    explain.add_argument("--baseline", type=float, default=0.0, help="constant baseline for path methods (default 0)")
+    explain.add_argument("--data-dir", default=None, help="TFDS data folder")
+    explain.add_argument("--out", default="jaxplain_out", help="output folder (default ./jaxplain_out)")
+
+    train = commands.add_parser(
+        "train",
+        help="train a zoo model on a dataset and save a checkpoint",
+        description="Train an architecture from jaxplain.models on a dataset and write a checkpoint "
+        "folder that records the test accuracy and this exact command.",
+        epilog=TRAIN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_argument("--model", required=True, help="architecture: mlp, small_cnn, resnet18, ... (jaxplain.models.ARCHITECTURES)")
+    train.add_argument("--data", required=True, help="dataset name (see jaxplain explain --help)")
+    train.add_argument("--out", required=True, help="checkpoint folder to write")
+    train.add_argument("--config", default="{}", help="JSON object of architecture settings, e.g. '{\"features\": [32, 32]}'")
+    train.add_argument("--epochs", type=_positive_int, default=20)
+    train.add_argument("--batch-size", type=_positive_int, default=64)
+    train.add_argument("--learning-rate", type=float, default=1e-3)
+    train.add_argument("--weight-decay", type=float, default=1e-4)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--data-dir", default=None, help="TFDS data folder")
+    return parser
+
+
+def _load_data(name: str, data_dir: Optional[str]):
+    from jaxplain import data
+
+    try:
+        return data.load(name, data_dir=data_dir)
+    except (ValueError, TypeError, RuntimeError, ImportError, FileNotFoundError) as error:
+        raise UsageError(f"cannot load dataset {name!r}: {error}") from error
+
+
+def _load_checkpoint(path: str):
+    from jaxplain import io
+
+    try:
+        return io.load_checkpoint(path)
+    except (FileNotFoundError, io.CheckpointError) as error:
+        raise UsageError(str(error)) from error
+
+
+def _targets(choice: str, labels: np.ndarray, num_classes: int):
+    if choice in ("predicted", "label"):
+        return "predicted" if choice == "predicted" else labels.astype(np.int32)
+    try:
+        target = int(choice)
+    except ValueError:
+        raise UsageError(f"--target must be 'predicted', 'label' or a class index, got {choice!r}")
+    if not 0 <= target < num_classes:
+        raise UsageError(f"--target {target} is outside the model's classes 0..{num_classes - 1}")
+    return target
+
+
+def explain(args) -> int:
+    import jax
+    import jax.numpy as jnp
+
+    import jaxplain
+    from jaxplain import viz
+
+    methods = _methods()
+    if args.method not in methods:
+        raise UsageError(f"unknown method {args.method!r}; choose one of: {', '.join(methods)}")
+    checkpoint = _load_checkpoint(args.model)
+    dataset = _load_data(args.data, args.data_dir)
+    x_all = dataset.x_test if args.split == "test" else dataset.x_train
+    y_all = dataset.y_test if args.split == "test" else dataset.y_train
+    expected = tuple(checkpoint.metadata["input_shape"])
+    if tuple(x_all.shape[1:]) != expected:
+        raise UsageError(
+            f"dataset {args.data!r} has examples of shape {tuple(x_all.shape[1:])} but the "
+            f"model {args.model} takes {expected}"
+        )
+    n = min(args.n, len(x_all))
+    inputs, labels = np.asarray(x_all[:n]), np.asarray(y_all[:n])
+    num_classes = int(checkpoint.metadata.get("num_classes", 0)) or int(dataset.num_classes)
+    target = _targets(args.target, labels, num_classes)
+    options = {"steps": args.steps, "schedule": args.schedule, "baseline": args.baseline}
+    method = methods[args.method]
+    accepted = {k: v for k, v in options.items() if k in inspect.signature(method).parameters}
+
+    text = np.issubdtype(np.asarray(inputs).dtype, np.integer)
+    if text:
+        # Token ids cannot be differentiated: explain the embeddings and sum each
+        # token's attribution over its embedding dimensions.
+        module, variables = checkpoint.module, checkpoint.variables
+        x = module.apply(variables, jnp.asarray(inputs), method="embed")
+        model = checkpoint.model(output=args.output, method="logits_from_embeddings")
+        if "baseline" in accepted:
+            pad = np.full_like(inputs, getattr(module, "pad_id", 0))
+            accepted["baseline"] = module.apply(variables, jnp.asarray(pad), method="embed")
+    else:
+        x = jnp.asarray(inputs)
+        model = checkpoint.model(output=args.output)
+    try:
+        attribution = method(model, x, target=target, **accepted)
+    except (ValueError, TypeError) as error:
+        raise UsageError(str(error)) from error
+    values = np.asarray(attribution.values)
+    if text:
+        values = values.sum(axis=-1)
+    explained = np.asarray(attribution.target)
+    probabilities = np.asarray(jax.nn.softmax(model.with_output("logits")(x), axis=-1))
+    chosen = probabilities[np.arange(n), explained]
+
+    os.makedirs(args.out, exist_ok=True)
+    arrays = {
+        "values": values,
+        "target": explained,
+        "probability": chosen,
+        "inputs": inputs,
+        "labels": labels,
+        "indices": np.arange(n),
+    }
+    if attribution.delta is not None:
+        arrays["delta"] = np.asarray(attribution.delta)
+        arrays["relative_delta"] = np.asarray(attribution.relative_delta)
+    np.savez_compressed(os.path.join(args.out, "attributions.npz"), **arrays)
+    picture = os.path.join(args.out, "attributions.png")
+    titles = [f"#{i} y={labels[i]} t={explained[i]} p={chosen[i]:.2f}" for i in range(n)]
+    if text:
+        words = [[str(int(t)) for t in row] for row in inputs]
+        viz.token_attributions(words, values, picture, row_labels=titles)
+    elif inputs.ndim == 4:
+        viz.image_attributions(inputs, values, picture, titles=titles)
+    else:
+        viz.tabular_attributions(values.reshape(n, -1), picture, feature_names=dataset.feature_names, row_labels=titles)
+
+    print(f"{args.method} on {n} {args.split} examples of {args.data} with {args.model}")
+    header = f"{'index':>5} {'label':>5} {'target':>6} {'prob':>6}"
+    if attribution.delta is not None:
+        header += f" {'delta':>10} {'rel.delta':>9}"
+    print(header)
+    for i in range(n):
+        row = f"{i:>5} {labels[i]:>5} {explained[i]:>6} {chosen[i]:>6.3f}"
+        if attribution.delta is not None:
+            row += f" {arrays['delta'][i]:>10.2e} {arrays['relative_delta'][i]:>9.2e}"
+        print(row)
+    print(f"wrote {os.path.join(args.out, 'attributions.npz')} and {picture}")
+    return 0
+
+
+def train(args, argv: List[str]) -> int:
+    from jaxplain import io, models
+    from jaxplain.models.train import train as fit
+
+    if args.model not in models.ARCHITECTURES:
+        raise UsageError(
+            f"unknown architecture {args.model!r}; choose one of: {', '.join(sorted(models.ARCHITECTURES))}"
+        )
+    try:
+        config = json.loads(args.config)
+    except json.JSONDecodeError as error:
+        raise UsageError(f"--config is not valid JSON: {error}")
+    if not isinstance(config, dict):
+        raise UsageError("--config must be a JSON object")
+    dataset = _load_data(args.data, args.data_dir)
+    config.setdefault("num_classes", int(dataset.num_classes))
+    if args.model == "text_classifier":
+        config.setdefault("vocab_size", int(dataset.extras["vocab_size"]))
+        config.setdefault("max_length", int(dataset.extras["max_length"]))
+    try:
+        module = models.build(args.model, **{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"cannot build {args.model!r} with config {config}: {error}")
+    result = fit(
+        module,
+        dataset,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+    )
+    command = "jaxplain " + " ".join(shlex.quote(arg) for arg in argv)
+    io.save_checkpoint(
+        args.out,
+        architecture=args.model,
+        config=config,
+        variables=result.variables,
+        input_shape=dataset.x_train.shape[1:],
+        input_dtype=str(dataset.x_train.dtype),
+        num_classes=int(dataset.num_classes),
+        dataset=args.data,
+        test_accuracy=round(result.test_accuracy, 6),
+        command=command,
+        training={
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "learning_rate": args.learning_rate,
+            "weight_decay": args.weight_decay,
+            "seed": args.seed,
+        },
+    )
+    print(f"test accuracy {result.test_accuracy:.4f}; wrote {args.out}")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command == "explain":
+            return explain(args)
+        return train(args, argv)
+    except UsageError as error:
+        command = f"jaxplain {argv[0]}" if argv and not argv[0].startswith("-") else "jaxplain"
+        print(f"{command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

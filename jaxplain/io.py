@@ -1,0 +1,278 @@
+"""Checkpoints: a model's variables plus a JSON file that says how to rebuild it.
+
+A checkpoint is a folder with two files:
+
+  variables.msgpack   the Linen variables (params, batch_stats), Flax msgpack
+  metadata.json       format, architecture name and config, input shape and dtype,
+                      number of classes, dataset, test accuracy, the command that made
+                      it, the SHA-256 of variables.msgpack, the parameter count
+
+`save_checkpoint` writes both into a temporary folder and renames it into place, so a
+crash never leaves a half-written checkpoint. `load_model(path)` rebuilds the
+architecture from `jaxplain.models`, checks the stored variables against it (structure,
+shapes, dtypes, checksum) and returns a ready `jaxplain.Model`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from typing import Any, Dict, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import serialization
+
+from jaxplain.model import Model
+
+FORMAT = "jaxplain.checkpoint"
+FORMAT_VERSION = 1
+VARIABLES_FILE = "variables.msgpack"
+METADATA_FILE = "metadata.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is corrupt, or does not match the architecture it names."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint: the Linen module, its variables and the metadata."""
+
+    module: nn.Module
+    variables: Dict[str, Any]
+    metadata: Dict[str, Any]
+
+    def model(self, *, output: str = "logits", method=None) -> Model:
+        """The checkpoint as a `jaxplain.Model` (evaluation mode)."""
+        return Model.from_linen(self.module, self.variables, method=method, output=output)
+
+
+def _encode(value):
+    """Config values as JSON: functions by name, tuples as lists."""
+    if callable(value):
+        name = getattr(value, "__name__", "")
+        if _known_function(name) is not value:
+            raise TypeError(
+                f"config value {value!r} is a function jaxplain cannot name; use one from "
+                "flax.linen or jax.nn"
+            )
+        return {"function": name}
+    if isinstance(value, (list, tuple)):
+        return [_encode(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _encode(item) for key, item in value.items()}
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    return value
+
+
+def _decode(value):
+    if isinstance(value, dict) and set(value) == {"function"}:
+        return _function(value["function"])
+    if isinstance(value, list):
+        return tuple(_decode(item) for item in value)  # Linen fields must be hashable
+    if isinstance(value, dict):
+        return {key: _decode(item) for key, item in value.items()}
+    return value
+
+
+def _known_function(name: str):
+    for namespace in (nn, jax.nn, jnp):
+        if name.isidentifier() and hasattr(namespace, name):
+            return getattr(namespace, name)
+    return None
+
+
+def _function(name: str):
+    function = _known_function(name)
+    if function is None:
+        raise CheckpointError(f"unknown function {name!r} in the checkpoint's config")
+    return function
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _leaves(tree) -> Dict[str, Any]:
+    flat = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        flat["/".join(str(getattr(k, "key", k)) for k in path)] = leaf
+    return flat
+
+
+def save_checkpoint(
+    path: str,
+    *,
+    architecture: str,
+    config: Dict[str, Any],
+    variables,
+    input_shape,
+    input_dtype: str = "float32",
+    **metadata,
+) -> str:
+    """Writes a checkpoint folder atomically; returns its path.
+
+    Args:
+      path: the folder to create (replaced if it is a jaxplain checkpoint already).
+      architecture: a name from `jaxplain.models.ARCHITECTURES`.
+      config: the keyword arguments that build the architecture.
+      variables: the module's variables.
+      input_shape: the shape of one example (no batch axis).
+      input_dtype: the dtype the model takes ("float32", or "int32" for token ids).
+      **metadata: anything else to record: dataset, test_accuracy, command, ...
+
+    Returns:
+      `path`.
+    """
+    from jaxplain.models import build
+
+    build(architecture, **_decode(_encode(config)))  # an unknown architecture fails here
+    if os.path.exists(path) and not os.path.isfile(os.path.join(path, METADATA_FILE)):
+        raise FileExistsError(f"{path} exists and is not a jaxplain checkpoint; not overwriting it")
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".checkpoint-", dir=parent)
+    try:
+        state = jax.tree_util.tree_map(np.asarray, serialization.to_state_dict(variables))
+        variables_path = os.path.join(staging, VARIABLES_FILE)
+        with open(variables_path, "wb") as f:
+            f.write(serialization.msgpack_serialize(state))
+        record = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "architecture": architecture,
+            "config": _encode(config),
+            "input_shape": [int(d) for d in input_shape],
+            "input_dtype": str(np.dtype(input_dtype)),
+            "parameter_count": int(sum(np.size(x) for x in jax.tree_util.tree_leaves(state.get("params", state)))),
+            "sha256": _sha256(variables_path),
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "jaxplain_version": _version(),
+            **_encode(metadata),
+        }
+        with open(os.path.join(staging, METADATA_FILE), "w") as f:
+            json.dump(record, f, indent=2, sort_keys=False)
+            f.write("\n")
+        if os.path.exists(path):
+            shutil.rmtree(path)
+        os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return path
+
+
+def _version() -> str:
+    from jaxplain import __version__
+
+    return __version__
+
+
+def read_metadata(path: str) -> Dict[str, Any]:
+    """The metadata of the checkpoint at `path`, checked for format and version."""
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"no checkpoint folder at {path}")
+    metadata_path = os.path.join(path, METADATA_FILE)
+    if not os.path.isfile(metadata_path):
+        raise FileNotFoundError(f"{metadata_path} is missing: {path} is not a jaxplain checkpoint")
+    try:
+        with open(metadata_path) as f:
+            metadata = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{metadata_path} is not valid JSON: {error}") from error
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{metadata_path} does not describe a jaxplain checkpoint")
+    if metadata.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{metadata_path} has format version {metadata['format_version']}; this jaxplain "
+            f"reads up to {FORMAT_VERSION}: upgrade jaxplain"
+        )
+    for key in ("architecture", "config", "input_shape", "sha256"):
+        if key not in metadata:
+            raise CheckpointError(f"{metadata_path} lacks the field {key!r}")
+    return metadata
+
+
+def load_checkpoint(path: str) -> Checkpoint:
+    """Reads and verifies the checkpoint at `path`.
+
+    Raises:
+      FileNotFoundError: the folder or one of its files is missing.
+      CheckpointError: a file is corrupt (bad JSON, checksum mismatch, unreadable
+        msgpack), or the variables do not match the architecture (the message names
+        the file and the first mismatching parameters with both shapes).
+    """
+    from jaxplain.models import build
+
+    metadata = read_metadata(path)
+    variables_path = os.path.join(path, VARIABLES_FILE)
+    if not os.path.isfile(variables_path):
+        raise FileNotFoundError(f"{variables_path} is missing")
+    if _sha256(variables_path) != metadata["sha256"]:
+        raise CheckpointError(
+            f"{variables_path} does not match the checksum in {METADATA_FILE}: the file is "
+            "corrupt or was replaced"
+        )
+    try:
+        with open(variables_path, "rb") as f:
+            stored = serialization.msgpack_restore(f.read())
+    except Exception as error:
+        raise CheckpointError(f"{variables_path} cannot be read: {error}") from error
+
+    try:
+        module = build(metadata["architecture"], **_decode(metadata["config"]))
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(
+            f"{os.path.join(path, METADATA_FILE)}: cannot build architecture "
+            f"{metadata['architecture']!r} with config {metadata['config']}: {error}"
+        ) from error
+    example = jax.ShapeDtypeStruct((1, *metadata["input_shape"]), metadata.get("input_dtype", "float32"))
+    expected = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), jnp.zeros(example.shape, example.dtype)))
+    _check_match(variables_path, metadata["architecture"], _leaves(expected), _leaves(stored))
+    variables = jax.tree_util.tree_map(jnp.asarray, stored)
+    return Checkpoint(module, variables, metadata)
+
+
+def _check_match(file: str, architecture: str, expected: dict, stored: dict) -> None:
+    problems = [f"missing {key} {tuple(leaf.shape)}" for key, leaf in expected.items() if key not in stored]
+    problems += [f"unexpected {key} {np.shape(leaf)}" for key, leaf in stored.items() if key not in expected]
+    problems += [
+        f"{key}: stored {np.shape(stored[key])} {np.asarray(stored[key]).dtype}, "
+        f"architecture needs {tuple(leaf.shape)} {leaf.dtype}"
+        for key, leaf in expected.items()
+        if key in stored
+        and (np.shape(stored[key]) != tuple(leaf.shape) or np.asarray(stored[key]).dtype != leaf.dtype)
+    ]
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise CheckpointError(
+            f"{file} does not match architecture {architecture!r}: " + "; ".join(problems[:5]) + more
+        )
+
+
+def load_model(path: str, *, output: str = "logits", method: Optional[str] = None) -> Model:
+    """Loads the checkpoint at `path` as a ready `jaxplain.Model`.
+
+    Args:
+      path: a checkpoint folder (see `save_checkpoint`).
+      output: "logits", "probs" or "log_probs".
+      method: the module method to apply (e.g. "logits_from_embeddings" for a text
+        classifier explained on its embeddings); `__call__` by default.
+
+    Example:
+      >>> model = jaxplain.load_model("checkpoints/digits_cnn")  # doctest: +SKIP
+    """
+    return load_checkpoint(path).model(output=output, method=method)
