@@ -76,20 +76,24 @@ def forward(model: Model, x: Array) -> Array:
     return model(x)
 
 
-def gradients(model: Model, points: Array, choose: Callable[[Array], Array]):
+def gradients(model: Model, points, choose: Callable[[Array], Array], *, context=None):
     """Outputs at `points` and gradients of chosen outputs, in one forward pass.
 
     Args:
-      model: the model.
-      points: (R, ...) rows to evaluate.
+      model: the model; called as `model(points)`, or `model((points, context))` when
+        a context is given.
+      points: (R, ...) rows to differentiate.
       choose: maps the outputs (R, C) (gradient stopped) to the (R, k) int classes to
         differentiate; k targets share the forward pass.
+      context: optional pytree of (R, ...) rows the model also reads but that are not
+        differentiated (e.g. the input of a network whose inner layer is `points`).
 
     Returns:
       `(outputs, targets, grads)`: outputs (R, C), targets (R, k) and
       grads (R, k, ...) with grads[r, j] = d outputs[r, targets[r, j]] / d points[r].
     """
-    outputs, pullback = jax.vjp(model, points)
+    function = model if context is None else (lambda p: model((p, context)))
+    outputs, pullback = jax.vjp(function, points)
     targets = choose(jax.lax.stop_gradient(outputs))
     cotangents = jax.nn.one_hot(targets, outputs.shape[-1], dtype=outputs.dtype)
     cotangents = after(cotangents, outputs[:, None])
@@ -98,6 +102,75 @@ def gradients(model: Model, points: Array, choose: Callable[[Array], Array]):
     else:
         grads = jax.vmap(pullback, in_axes=1, out_axes=1)(cotangents)[0]
     return outputs, targets, grads
+
+
+def _rows(tree, size: int):
+    """Per-example pytree leaves (B, ...) repeated for `size` points: (B * size, ...)."""
+    return jax.tree_util.tree_map(lambda leaf: jnp.repeat(leaf, size, axis=0), tree)
+
+
+def _points(point_fn, params, x, batch: int):
+    """The chunk's points as example-major rows, (batch * size, ...)."""
+    points = jax.vmap(point_fn, in_axes=(0, None), out_axes=1)(params, x)
+    return points.reshape((-1,) + points.shape[2:])
+
+
+def _over_chunks(chunk, point_params, weights, x, chunk_size: int, zeros, dependency):
+    """Runs `chunk` over the K points in chunks of `chunk_size`, one chunk after another.
+
+    `chunk(params, weights, x) -> (partial_sum, per_point)` evaluates one chunk, with
+    `per_point` of shape (B, size, ...). Returns the sum of the partial sums and the
+    per-point results concatenated along axis 1. Up to `max_unrolled_chunks()` chunks
+    are laid out in straight-line code, more run as a `lax.scan` plus a remainder call;
+    either way each chunk's `x` is tied (`after`) to `dependency(partial_sum)` of the
+    chunk before, so only one chunk's activations are alive at a time.
+    """
+    num_points = jax.tree_util.tree_leaves(point_params)[0].shape[0]
+    batch = x.shape[0]
+
+    def take(start, stop):
+        params = jax.tree_util.tree_map(lambda leaf: leaf[start:stop], point_params)
+        return params, weights[:, start:stop]
+
+    def tied(total):
+        return after(x, dependency(total).astype(x.dtype))
+
+    chunk_size = min(chunk_size, num_points)
+    starts = range(0, num_points, chunk_size)
+    if len(starts) <= max_unrolled_chunks():
+        total, per_point, chunk_x = None, [], x
+        for start in starts:
+            partial, values = chunk(*take(start, start + chunk_size), chunk_x)
+            total = partial if total is None else total + partial
+            per_point.append(values)
+            chunk_x = tied(total)
+        return total, jnp.concatenate(per_point, axis=1)
+
+    full, remainder = divmod(num_points, chunk_size)
+    split = full * chunk_size
+    head, head_weights = take(0, split)
+    stacked = jax.tree_util.tree_map(
+        lambda leaf: leaf.reshape((full, chunk_size) + leaf.shape[1:]), head
+    )
+    stacked_weights = head_weights.reshape(batch, full, chunk_size).swapaxes(0, 1)
+
+    def body(carry, inputs):
+        partial, values = chunk(*inputs, x)
+        return carry + partial, values
+
+    total, per_point = jax.lax.scan(body, zeros, (stacked, stacked_weights))
+    per_point = per_point.swapaxes(0, 1)
+    per_point = per_point.reshape((batch, split) + per_point.shape[3:])
+    if remainder:
+        partial, values = chunk(*take(split, num_points), tied(total))
+        total = total + partial
+        per_point = jnp.concatenate([per_point, values], axis=1)
+    return total, per_point
+
+
+def _weights(weights, num_points: int, batch: int, dtype):
+    weights = jnp.asarray(weights, dtype).reshape(num_points, -1)
+    return jnp.broadcast_to(weights, (num_points, batch)).T
 
 
 def path_gradients(
@@ -109,8 +182,13 @@ def path_gradients(
     weights: Array,
     *,
     chunk_size: int,
+    contribution_fn: Optional[Callable] = None,
+    context: Any = None,
 ) -> Tuple[Array, Array]:
     """Weighted sum of target gradients over K points per example, chunked.
+
+    Computes sum_k w[k, b] * c_k(grad F_t(p_k[b])) with p_k = point_fn(param_k, x) and
+    c_k = contribution_fn (the identity by default).
 
     Args:
       model: the model.
@@ -121,6 +199,12 @@ def path_gradients(
         alphas of a path).
       weights: (K,) or (K, B) weight of each point.
       chunk_size: points evaluated at once (static, >= 1).
+      contribution_fn: `contribution_fn(params, x, grads) -> grads'`, applied to one
+        chunk's gradients of shape (B, size, k, *x.shape[1:]) before they are weighted
+        and summed; `params` holds the chunk's point parameters (leading axis size).
+        E.g. multiplies each gradient by its own path step (x - b_k).
+      context: optional per-example pytree (B, ...) that the model reads as
+        `model((points, context_rows))` without differentiating it.
 
     Returns:
       `(gradient_sum, outputs)`: (B, k, *x.shape[1:]) in float32 or wider, and the
@@ -129,62 +213,88 @@ def path_gradients(
     batch, count = x.shape[0], targets.shape[1]
     num_points = jax.tree_util.tree_leaves(point_params)[0].shape[0]
     acc_dtype = jnp.promote_types(x.dtype, jnp.float32)
-    weights = jnp.asarray(weights, acc_dtype).reshape(num_points, -1)
-    weights = jnp.broadcast_to(weights, (num_points, batch)).T
 
     def chunk(params, chunk_weights, x):
         size = chunk_weights.shape[1]
-        points = jax.vmap(point_fn, in_axes=(0, None), out_axes=1)(params, x)
-        rows = points.reshape((batch * size,) + x.shape[1:])
-        row_targets = jnp.repeat(targets, size, axis=0)
-        outputs, _, grads = gradients(model, rows, lambda _: row_targets)
+        row_targets = _rows(targets, size)
+        outputs, _, grads = gradients(
+            model,
+            _points(point_fn, params, x, batch),
+            lambda _: row_targets,
+            context=None if context is None else _rows(context, size),
+        )
         chosen = jnp.take_along_axis(outputs, row_targets, axis=1).reshape(batch, size, count)
+        grads = grads.astype(acc_dtype).reshape((batch, size, count) + x.shape[1:])
+        if contribution_fn is not None:
+            grads = contribution_fn(params, x, grads).astype(acc_dtype)
         # (batch, size, everything else): a rank-3 reduction compiles to a faster
         # kernel than one with the target and feature axes kept apart.
-        grads = grads.astype(acc_dtype).reshape(batch, size, -1)
-        total = (grads * chunk_weights[:, :, None]).sum(axis=1)
+        total = (grads.reshape(batch, size, -1) * chunk_weights[:, :, None]).sum(axis=1)
         return total.reshape((batch, count) + x.shape[1:]), chosen
 
-    def after_chunk(total):
-        # The next chunk's points wait for this chunk's gradients, so chunks run one
-        # after the other and only one chunk's activations are alive at a time.
-        return after(x, total[:, 0].astype(x.dtype))
-
-    def take(start, stop):
-        params = jax.tree_util.tree_map(lambda leaf: leaf[start:stop], point_params)
-        return params, weights[:, start:stop]
-
-    chunk_size = min(chunk_size, num_points)
-    starts = range(0, num_points, chunk_size)
-    if len(starts) <= max_unrolled_chunks():
-        total, outputs, chunk_x = None, [], x
-        for start in starts:
-            grads, chosen = chunk(*take(start, start + chunk_size), chunk_x)
-            total = grads if total is None else total + grads
-            outputs.append(chosen)
-            chunk_x = after_chunk(total)
-        return total, jnp.concatenate(outputs, axis=1)
-
-    full, remainder = divmod(num_points, chunk_size)
-    split = full * chunk_size
-    head, head_weights = take(0, split)
-    stacked = jax.tree_util.tree_map(
-        lambda leaf: leaf.reshape((full, chunk_size) + leaf.shape[1:]), head
-    )
-    stacked_weights = head_weights.reshape(batch, full, chunk_size).swapaxes(0, 1)
-
-    def body(carry, inputs):
-        grads, chosen = chunk(*inputs, x)
-        return carry + grads, chosen
-
     zeros = jnp.zeros((batch, count) + x.shape[1:], acc_dtype)
-    total, outputs = jax.lax.scan(body, zeros, (stacked, stacked_weights))
-    outputs = outputs.swapaxes(0, 1).reshape(batch, split, count)
-    if remainder:
-        tail_total, tail_outputs = chunk(*take(split, num_points), after_chunk(total))
-        total = total + tail_total
-        outputs = jnp.concatenate([outputs, tail_outputs], axis=1)
-    return total, outputs
+    return _over_chunks(
+        chunk,
+        point_params,
+        _weights(weights, num_points, batch, acc_dtype),
+        x,
+        chunk_size,
+        zeros,
+        # the next chunk waits for this chunk's gradients (an elementwise tie)
+        dependency=lambda total: total[:, 0],
+    )
+
+
+def path_outputs(
+    model: Model,
+    x: Array,
+    targets: Array,
+    point_fn: Callable[[Any, Array], Array],
+    point_params: Any,
+    *,
+    chunk_size: int,
+) -> Array:
+    """The target outputs at K points per example, F_t(point_fn(param_k, x)), chunked.
+
+    The forward-only counterpart of `path_gradients`, for perturbation methods: the
+    same chunking, the same row layout, no gradients.
+
+    Args:
+      model: the model.
+      x: inputs (B, ...).
+      targets: (B, k) int class indices.
+      point_fn: `point_fn(param, x) -> (B, ...)`, e.g. x with one window occluded.
+      point_params: a pytree whose leaves have a leading axis of size K.
+      chunk_size: points evaluated at once (static, >= 1).
+
+    Returns:
+      The target outputs (B, K, k), in the model's output dtype.
+    """
+    batch, count = x.shape[0], targets.shape[1]
+    num_points = jax.tree_util.tree_leaves(point_params)[0].shape[0]
+
+    def chunk(params, chunk_weights, x):
+        size = chunk_weights.shape[1]
+        outputs = model(_points(point_fn, params, x, batch))
+        chosen = jnp.take_along_axis(outputs, _rows(targets, size), axis=1)
+        chosen = chosen.reshape(batch, size, count)
+        return chosen.sum(axis=1), chosen
+
+    _, outputs = _over_chunks(
+        chunk,
+        point_params,
+        jnp.zeros((batch, num_points), jnp.float32),
+        x,
+        chunk_size,
+        jnp.zeros((batch, count), output_dtype(model, x)),
+        dependency=lambda total: total[:, :1].reshape((batch,) + (1,) * (x.ndim - 1)),
+    )
+    return outputs
+
+
+def output_dtype(model: Model, x) -> Any:
+    """The dtype of the model's outputs for inputs like `x` (abstract evaluation)."""
+    return jax.eval_shape(model, jax.ShapeDtypeStruct(x.shape, x.dtype)).dtype
 
 
 def max_unrolled_chunks() -> int:
