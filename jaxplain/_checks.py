@@ -126,3 +126,27 @@ def chunk_size(value, model: Model, x, num_points: int) -> int:
         return engine.default_chunk_size(model, x, num_points)
     return min(positive_int("chunk_size", value), num_points)
 
+
+
+def key(value):
+    """A JAX PRNG key (typed, or a raw uint32 array of shape (2,)), for randomized methods."""
+    if value is None:
+        raise TypeError("key is required: pass a jax.random.key(seed) (same key, same result)")
+    if isinstance(value, (jax.Array, np.ndarray)):
+        if jnp.issubdtype(value.dtype, jax.dtypes.prng_key) and value.shape == ():
+            return value
+        if value.dtype == np.uint32 and value.shape == (2,):
+            return value
+    raise TypeError(
+        f"key must be a single jax.random.key(seed) or jax.random.PRNGKey(seed), got "
+        f"{type(value).__name__} {getattr(value, 'dtype', '')}{getattr(value, 'shape', '')}"
+    )
+
+
+def fraction(name: str, value, *, low: float = 0.0, high: float = 1.0) -> float:
+    """A float in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not low <= float(value) <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+    return float(value)

@@ -1,1 +1,10 @@
-"""Explainers, one short file per family, each built on `jaxplain.engine`."""
+"""Explainers, one short file per family, each built on `jaxplain.engine`.
+
+Every public method is registered in `METHODS` (see `registry.py`) by the decorator
+`@register(family, randomized=...)`.
+"""
+
+from jaxplain.methods import gradients, integrated
+from jaxplain.methods.registry import FAMILIES, METHODS, MethodInfo, register
+
+__all__ = ["FAMILIES", "METHODS", "MethodInfo", "register"]

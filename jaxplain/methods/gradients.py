@@ -6,6 +6,7 @@ import jax.numpy as jnp
 
 from jaxplain import _checks, engine
 from jaxplain.attribution import Attribution
+from jaxplain.methods.registry import register
 from jaxplain.model import Model, Targets
 
 
@@ -17,6 +18,7 @@ def _input_gradients(model: Model, x, targets: Targets, *, times_input: bool, ab
     return Attribution(targets.squeeze(values), targets.squeeze(chosen))
 
 
+@register("gradient")
 def saliency(model: Model, x, *, target, absolute: bool = False) -> Attribution:
     """The gradient of the target output with respect to the input.
 
@@ -41,6 +43,7 @@ def saliency(model: Model, x, *, target, absolute: bool = False) -> Attribution:
     return _input_gradients(model, x, targets, times_input=False, absolute=bool(absolute))
 
 
+@register("gradient")
 def input_x_gradient(model: Model, x, *, target) -> Attribution:
     """The input times the gradient of the target output: phi_i = x_i dF_t(x)/dx_i.
 

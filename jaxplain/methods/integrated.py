@@ -6,6 +6,7 @@ import jax.numpy as jnp
 
 from jaxplain import _checks, engine, schedules
 from jaxplain.attribution import Attribution
+from jaxplain.methods.registry import register
 from jaxplain.model import Model, Targets
 
 
@@ -42,6 +43,7 @@ def _integrated_gradients(model, x, baseline, targets: Targets, *, steps, schedu
     )
 
 
+@register("path")
 def integrated_gradients(
     model: Model,
     x,

@@ -1,0 +1,43 @@
+"""One registry of every explainer: the CLI, the docs and the tests list methods from it."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Dict
+
+FAMILIES = ("gradient", "path", "noise", "rules", "layer", "perturbation")
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodInfo:
+    """What the registry knows of a method.
+
+    Attributes:
+      name: the public name, e.g. "integrated_gradients".
+      function: the method, `function(model, x, *, target, ...) -> Attribution`.
+      family: one of FAMILIES.
+      summary: the first line of its docstring.
+      randomized: whether it takes a `key` (same key, same result).
+    """
+
+    name: str
+    function: Callable
+    family: str
+    summary: str
+    randomized: bool
+
+
+METHODS: Dict[str, MethodInfo] = {}
+
+
+def register(family: str, *, randomized: bool = False) -> Callable[[Callable], Callable]:
+    """Decorator that adds a public method to `METHODS` and returns it unchanged."""
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+
+    def add(function: Callable) -> Callable:
+        summary = (function.__doc__ or "").strip().splitlines()[0] if function.__doc__ else ""
+        METHODS[function.__name__] = MethodInfo(function.__name__, function, family, summary, randomized)
+        return function
+
+    return add
