@@ -115,11 +115,12 @@ def _points(point_fn, params, x, batch: int):
     return points.reshape((-1,) + points.shape[2:])
 
 
-def _over_chunks(chunk, point_params, weights, x, chunk_size: int, zeros, dependency):
+def over_chunks(chunk, point_params, weights, x, chunk_size: int, zeros, dependency):
     """Runs `chunk` over the K points in chunks of `chunk_size`, one chunk after another.
 
     `chunk(params, weights, x) -> (partial_sum, per_point)` evaluates one chunk, with
-    `per_point` of shape (B, size, ...). Returns the sum of the partial sums and the
+    `per_point` of shape (B, size, ...) and `partial_sum` any pytree (summed leaf by
+    leaf; `zeros` is its zero). Returns the sum of the partial sums and the
     per-point results concatenated along axis 1. Up to `max_unrolled_chunks()` chunks
     are laid out in straight-line code, more run as a `lax.scan` plus a remainder call;
     either way each chunk's `x` is tied (`after`) to `dependency(partial_sum)` of the
@@ -141,7 +142,7 @@ def _over_chunks(chunk, point_params, weights, x, chunk_size: int, zeros, depend
         total, per_point, chunk_x = None, [], x
         for start in starts:
             partial, values = chunk(*take(start, start + chunk_size), chunk_x)
-            total = partial if total is None else total + partial
+            total = partial if total is None else jax.tree_util.tree_map(jnp.add, total, partial)
             per_point.append(values)
             chunk_x = tied(total)
         return total, jnp.concatenate(per_point, axis=1)
@@ -156,14 +157,14 @@ def _over_chunks(chunk, point_params, weights, x, chunk_size: int, zeros, depend
 
     def body(carry, inputs):
         partial, values = chunk(*inputs, x)
-        return carry + partial, values
+        return jax.tree_util.tree_map(jnp.add, carry, partial), values
 
     total, per_point = jax.lax.scan(body, zeros, (stacked, stacked_weights))
     per_point = per_point.swapaxes(0, 1)
     per_point = per_point.reshape((batch, split) + per_point.shape[3:])
     if remainder:
         partial, values = chunk(*take(split, num_points), tied(total))
-        total = total + partial
+        total = jax.tree_util.tree_map(jnp.add, total, partial)
         per_point = jnp.concatenate([per_point, values], axis=1)
     return total, per_point
 
@@ -233,7 +234,7 @@ def path_gradients(
         return total.reshape((batch, count) + x.shape[1:]), chosen
 
     zeros = jnp.zeros((batch, count) + x.shape[1:], acc_dtype)
-    return _over_chunks(
+    return over_chunks(
         chunk,
         point_params,
         _weights(weights, num_points, batch, acc_dtype),
@@ -280,7 +281,7 @@ def path_outputs(
         chosen = chosen.reshape(batch, size, count)
         return chosen.sum(axis=1), chosen
 
-    _, outputs = _over_chunks(
+    _, outputs = over_chunks(
         chunk,
         point_params,
         jnp.zeros((batch, num_points), jnp.float32),

@@ -1,0 +1,191 @@
+"""Expected Gradients, Blur IG, Guided IG and IDGI: closed forms, completeness, invariances."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxplain
+from jaxplain.methods.integrated import _blur, blur_ig, expected_gradients, guided_ig, idgi
+
+from conftest import TinyCNN, linear_model, mlp_model
+
+KEY = jax.random.key(0)
+
+
+def _cnn():
+    module = TinyCNN()
+    variables = module.init(jax.random.PRNGKey(1), jnp.zeros((1, 6, 6, 2)))
+    return jaxplain.Model.from_linen(module, variables)
+
+
+# ---- expected gradients -------------------------------------------------------------
+
+def test_expected_gradients_on_a_linear_model_is_exact_for_the_drawn_references(rng):
+    weights = rng.normal(size=(5, 3)).astype(np.float32)
+    x = rng.normal(size=(4, 5)).astype(np.float32)
+    background = rng.normal(size=(9, 5)).astype(np.float32)
+    a = expected_gradients(linear_model(weights), x, target=2, background=background, key=KEY, samples=3000)
+    np.testing.assert_allclose(a.delta, 0.0, atol=1e-5)  # sum = F(x) - mean F(drawn b)
+    expected = weights[:, 2] * (x - background.mean(axis=0))  # the expectation
+    np.testing.assert_allclose(a.values, expected, atol=0.05 * np.abs(expected).max())
+
+
+def test_expected_gradients_key_chunks_and_targets(rng):
+    model = mlp_model(features=5, num_classes=4)
+    x = rng.normal(size=(3, 5)).astype(np.float32)
+    background = rng.normal(size=(6, 5)).astype(np.float32)
+    run = lambda **kw: expected_gradients(model, x, background=background, samples=12, **{"key": KEY, "target": 1, **kw})
+    base = run()
+    np.testing.assert_allclose(run(chunk_size=5).values, base.values, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(run().values, base.values)
+    assert not np.allclose(run(key=jax.random.key(7)).values, base.values)
+    both = run(target=[[3, 1]])
+    np.testing.assert_allclose(both.values[:, 1], base.values, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="background must hold M >= 1 reference examples of shape \\(5,\\)"):
+        expected_gradients(model, x, target=0, background=np.zeros((4, 3)), key=KEY)
+
+
+# ---- blur IG ------------------------------------------------------------------------
+
+def test_blur_is_normalised_and_sigma_zero_is_the_identity(rng):
+    x = jnp.asarray(rng.normal(size=(2, 7, 5, 3)), jnp.float32)
+    np.testing.assert_allclose(_blur(x, 0.0, 3.0), x, atol=1e-6)
+    blurred = _blur(x, 2.0, 3.0)
+    np.testing.assert_allclose(blurred.mean(axis=(1, 2)), x.mean(axis=(1, 2)), atol=0.15)
+    assert float(blurred.std()) < float(x.std())
+    constant = jnp.ones((1, 6, 6, 1))
+    np.testing.assert_allclose(_blur(constant, 1.5, 2.0), constant, rtol=1e-5)  # rows sum to 1
+
+
+def test_blur_ig_on_a_linear_model_equals_its_closed_form(rng):
+    """grad F = w everywhere, so the sum of w * (step changes) telescopes: w * (x - blur(x))."""
+    x = rng.normal(size=(2, 6, 6, 2)).astype(np.float32)
+    weights = rng.normal(size=(72, 3)).astype(np.float32)
+    a = blur_ig(linear_model(weights), x, target=1, max_sigma=3.0, steps=5)
+    expected = weights[:, 1].reshape(6, 6, 2) * (x - np.asarray(_blur(jnp.asarray(x), 3.0, 3.0)))
+    np.testing.assert_allclose(a.values, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_blur_ig_converges_and_is_chunk_invariant(rng):
+    model = _cnn()
+    x = rng.normal(size=(2, 6, 6, 2)).astype(np.float32)
+    coarse = blur_ig(model, x, target=0, max_sigma=3.0, steps=4)
+    fine = blur_ig(model, x, target=0, max_sigma=3.0, steps=64)
+    assert float(jnp.max(fine.relative_delta)) < float(jnp.max(coarse.relative_delta))
+    assert float(jnp.max(fine.relative_delta)) < 0.01
+    chunked = blur_ig(model, x, target=0, max_sigma=3.0, steps=64, chunk_size=7)
+    np.testing.assert_allclose(chunked.values, fine.values, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="blur_ig needs spatial axes"):
+        blur_ig(mlp_model(features=5), np.zeros((2, 5), np.float32), target=0)
+
+
+# ---- IDGI ---------------------------------------------------------------------------
+
+def test_idgi_on_a_linear_model_equals_its_closed_form(rng):
+    """g = w at every point and each step changes F by w.(x - b)/steps, so
+    phi = w^2 / |w|^2 * w.(x - b)."""
+    weights = rng.normal(size=(5, 2)).astype(np.float32)
+    x = rng.normal(size=(3, 5)).astype(np.float32)
+    a = idgi(linear_model(weights), x, target=0, steps=7)
+    w = weights[:, 0]
+    np.testing.assert_allclose(a.values, (w**2 / (w**2).sum()) * (x @ w)[:, None], rtol=1e-5, atol=1e-6)
+
+
+def test_idgi_completeness_is_exact_at_any_step_count(rng):
+    model = mlp_model(features=5)
+    x = rng.normal(size=(4, 5)).astype(np.float32)
+    for steps in (2, 9):
+        assert float(jnp.max(jnp.abs(idgi(model, x, target="predicted", steps=steps).relative_delta))) < 1e-4
+    a = idgi(model, x, target=[[0, 2]], steps=9)
+    b = idgi(model, x, target=2, steps=9, chunk_size=4)
+    np.testing.assert_allclose(a.values[:, 1], b.values, rtol=1e-5, atol=1e-7)
+
+
+# ---- guided IG ----------------------------------------------------------------------
+
+def slow_guided_ig(grad, x, baseline, steps, fraction, max_dist):
+    """An independent numpy transcription of the Guided IG algorithm, one example."""
+    x, baseline = np.asarray(x, np.float64).ravel(), np.asarray(baseline, np.float64).ravel()
+    current, attribution = baseline.copy(), np.zeros_like(x)
+    total = np.abs(x - baseline).sum()
+    for step in range(steps):
+        g = np.asarray(grad(current), np.float64)
+        alpha = (step + 1) / steps
+        low, high = max(alpha - max_dist, 0.0), min(alpha + max_dist, 1.0)
+        low_point, high_point = baseline + low * (x - baseline), baseline + high * (x - baseline)
+        target = total * (1 - alpha)
+        blocked = np.zeros(x.shape, bool)
+        for _ in range(100):
+            old = current.copy()
+            with np.errstate(divide="ignore", invalid="ignore"):
+                progress = np.where(x != baseline, (current - baseline) / (x - baseline), high)
+            current = np.where(progress < low, low_point, current)
+            l1 = np.abs(current - x).sum()
+            if np.isclose(l1, target, rtol=1e-5, atol=1e-7 * (1 + total)):
+                attribution += (current - old) * g
+                break
+            blocked |= current == high_point
+            free = np.where(blocked, np.inf, np.abs(g))
+            threshold = np.quantile(free, fraction, method="lower")
+            chosen = (free <= threshold) & ~blocked
+            available = (np.abs(current - high_point) * chosen).sum()
+            gamma = (l1 - target) / available if available > 0 else np.inf
+            if gamma > 1:
+                current = np.where(chosen, high_point, current)
+            else:
+                current = np.where(chosen, current + gamma * (high_point - current), current)
+            attribution += (current - old) * g
+            if gamma <= 1:
+                break
+    return attribution
+
+
+def test_guided_ig_agrees_with_a_slow_float64_transcription(rng):
+    with jax.enable_x64(True):
+        model = mlp_model(features=6, dtype=jnp.float64)
+        x = jnp.asarray(rng.normal(size=(2, 6)))
+        fast = guided_ig(model, x, target=1, steps=20, fraction=0.25, max_dist=0.1)
+        for i in range(2):
+            grad = jax.grad(lambda z: model(z[None])[0, 1])
+            slow = slow_guided_ig(grad, x[i], np.zeros(6), 20, 0.25, 0.1)
+            np.testing.assert_allclose(fast.values[i], slow, rtol=1e-6, atol=1e-9)
+
+
+def test_guided_ig_linear_closed_form_and_completeness(rng):
+    weights = rng.normal(size=(5, 3)).astype(np.float32)
+    x = rng.normal(size=(3, 5)).astype(np.float32)
+    a = guided_ig(linear_model(weights), x, target=2, steps=16)
+    np.testing.assert_allclose(a.values, weights[:, 2] * x, rtol=1e-4, atol=1e-5)  # any path, same integral
+    model = mlp_model(features=5)
+    coarse = guided_ig(model, x, target=0, steps=8)
+    fine = guided_ig(model, x, target=0, steps=256)
+    assert float(jnp.max(fine.relative_delta)) < float(jnp.max(coarse.relative_delta))
+    both = guided_ig(model, x, target=[[0, 1]], steps=32)
+    np.testing.assert_allclose(both.values[:, 0], guided_ig(model, x, target=0, steps=32).values, rtol=1e-5, atol=1e-7)
+
+
+# ---- all four -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["expected_gradients", "blur_ig", "idgi", "guided_ig"])
+def test_new_params_do_not_retrace(name, rng):
+    calls = []
+    base = _cnn()
+
+    def apply_fn(params, x):
+        calls.append(1)
+        return base.apply_fn(params, x)
+
+    model = jaxplain.Model(apply_fn, base.params)
+    x = rng.normal(size=(2, 6, 6, 2)).astype(np.float32)
+    options = {
+        "expected_gradients": dict(background=np.zeros((3, 6, 6, 2), np.float32), key=KEY, samples=4),
+        "blur_ig": dict(max_sigma=2.0, steps=4),
+        "idgi": dict(steps=4),
+        "guided_ig": dict(steps=4),
+    }[name]
+    method = {"expected_gradients": expected_gradients, "blur_ig": blur_ig, "idgi": idgi, "guided_ig": guided_ig}[name]
+    method(model, x, target=0, **options)
+    traced = len(calls)
+    method(model.replace(params=jax.tree_util.tree_map(lambda p: p * 1.5, model.params)), x + 1, target=0, **options)
+    assert len(calls) == traced
