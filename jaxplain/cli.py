@@ -15,7 +15,7 @@ import json
 import os
 import shlex
 import sys
-from typing import Callable, Dict, List, Optional
+from typing import List, Optional
 
 import numpy as np
 
@@ -40,14 +40,20 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
-def _methods() -> Dict[str, Callable]:
+def _methods():
     import jaxplain
 
-    return {
-        "integrated_gradients": jaxplain.integrated_gradients,
-        "saliency": jaxplain.saliency,
-        "input_x_gradient": jaxplain.input_x_gradient,
-    }
+    return jaxplain.METHODS
+
+
+def _window(text: str):
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated sizes such as 2,2,1, got {text!r}")
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"window sizes must be positive, got {text!r}")
+    return sizes
 
 
 def _positive_int(text: str) -> int:
@@ -63,6 +69,11 @@ def _positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="jaxplain", description="Attributions for JAX and Flax classifiers.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands.add_parser(
+        "methods",
+        help="list the attribution methods",
+        description="List every attribution method with its family and summary.",
+    )
 
     explain = commands.add_parser(
         "explain",
@@ -74,14 +85,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("--model", required=True, help="checkpoint folder (see checkpoints/README.md)")
     explain.add_argument("--data", required=True, help="dataset name: digits, breast_cancer, wine, synthetic_additive, synthetic_text, or a TFDS name")
-    explain.add_argument("--method", default="integrated_gradients", help="one of: " + ", ".join(_methods()))
+    explain.add_argument("--method", default="integrated_gradients", help="a method name (list them with: jaxplain methods)")
     explain.add_argument("--n", type=_positive_int, default=16, help="number of examples (default 16)")
     explain.add_argument("--split", choices=("test", "train"), default="test")
     explain.add_argument("--target", default="predicted", help="'predicted', 'label' (the true class) or a class index")
     explain.add_argument("--output", choices=("logits", "probs", "log_probs"), default="logits", help="which model output to explain")
     explain.add_argument("--steps", type=_positive_int, default=64, help="path points for integrated_gradients")
     explain.add_argument("--schedule", default="gauss_legendre", help="interpolation schedule for integrated_gradients")
-    explain.add_argument("--baseline", type=float, default=0.0, help="constant baseline for path methods (default 0)")
+    explain.add_argument("--baseline", type=float, default=0.0, help="constant baseline for path and perturbation methods (default 0)")
+    explain.add_argument("--samples", type=_positive_int, default=None, help="samples of randomized methods (default: the method's)")
+    explain.add_argument("--seed", type=int, default=0, help="seed of the key of randomized methods")
+    explain.add_argument("--background", type=_positive_int, default=64, help="training examples used as references by expected_gradients (default 64)")
+    explain.add_argument("--layer", default=None, help="layer path for layer methods, e.g. Conv_1 (see jaxplain.methods.layers.layer_names)")
+    explain.add_argument("--window", type=_window, default=None, help="occlusion window, e.g. 2,2,1")
+    explain.add_argument("--rule", default=None, help="LRP rule (epsilon, gamma, alpha1beta0, composite)")
+    explain.add_argument("--wrap", default="saliency", help="the method that smoothgrad, smoothgrad_sq and vargrad wrap (default saliency)")
+    explain.add_argument("--noise-scale", type=float, default=None, help="noise of smoothgrad and kin, as a fraction of the input range")
     explain.add_argument("--data-dir", default=None, help="TFDS data folder")
     explain.add_argument("--out", default="jaxplain_out", help="output folder (default ./jaxplain_out)")
 
@@ -144,8 +163,9 @@ def explain(args) -> int:
     from jaxplain import viz
 
     methods = _methods()
-    if args.method not in methods:
-        raise UsageError(f"unknown method {args.method!r}; choose one of: {', '.join(methods)}")
+    for name in (args.method, args.wrap):
+        if name not in methods:
+            raise UsageError(f"unknown method {name!r}; choose one of: {', '.join(sorted(methods))}")
     checkpoint = _load_checkpoint(args.model)
     dataset = _load_data(args.data, args.data_dir)
     x_all = dataset.x_test if args.split == "test" else dataset.x_train
@@ -160,29 +180,44 @@ def explain(args) -> int:
     inputs, labels = np.asarray(x_all[:n]), np.asarray(y_all[:n])
     num_classes = int(checkpoint.metadata.get("num_classes", 0)) or int(dataset.num_classes)
     target = _targets(args.target, labels, num_classes)
-    options = {"steps": args.steps, "schedule": args.schedule, "baseline": args.baseline}
-    method = methods[args.method]
-    accepted = {k: v for k, v in options.items() if k in inspect.signature(method).parameters}
-
+    info = methods[args.method]
     text = np.issubdtype(np.asarray(inputs).dtype, np.integer)
     if text:
         # Token ids cannot be differentiated: explain the embeddings and sum each
         # token's attribution over its embedding dimensions.
         module, variables = checkpoint.module, checkpoint.variables
-        x = module.apply(variables, jnp.asarray(inputs), method="embed")
+        embed = lambda tokens: module.apply(variables, jnp.asarray(tokens), method="embed")  # noqa: E731
+        x = embed(inputs)
         model = checkpoint.model(output=args.output, method="logits_from_embeddings")
-        if "baseline" in accepted:
-            pad = np.full_like(inputs, getattr(module, "pad_id", 0))
-            accepted["baseline"] = module.apply(variables, jnp.asarray(pad), method="embed")
+        baseline = embed(np.full_like(inputs, getattr(module, "pad_id", 0)))
+        background = embed(dataset.x_train[: args.background])
     else:
+        embed = None
         x = jnp.asarray(inputs)
         model = checkpoint.model(output=args.output)
+        baseline = args.baseline
+        background = jnp.asarray(dataset.x_train[: args.background])
+    candidates = {
+        "steps": args.steps, "schedule": args.schedule, "baseline": baseline, "samples": args.samples,
+        "layer": args.layer, "window": args.window, "rule": args.rule, "noise_scale": args.noise_scale,
+        "key": jax.random.key(args.seed), "background": background,
+    }
+
+    def accepted(function, exclude=()):
+        names = inspect.signature(function).parameters
+        return {k: v for k, v in candidates.items() if k in names and k not in exclude and v is not None}
+
     try:
-        attribution = method(model, x, target=target, **accepted)
+        if info.family == "noise":
+            inner = methods[args.wrap].function
+            options = {**accepted(info.function), **accepted(inner, exclude=("key",))}
+            attribution = info.function(inner, model, x, target=target, **options)
+        else:
+            attribution = info.function(model, x, target=target, **accepted(info.function))
     except (ValueError, TypeError) as error:
-        raise UsageError(str(error)) from error
+        raise UsageError(str(error).replace("keyword-only argument: '", "argument: --").rstrip("'")) from error
     values = np.asarray(attribution.values)
-    if text:
+    if text and values.ndim == 3:
         values = values.sum(axis=-1)
     explained = np.asarray(attribution.target)
     probabilities = np.asarray(jax.nn.softmax(model.with_output("logits")(x), axis=-1))
@@ -203,13 +238,14 @@ def explain(args) -> int:
     np.savez_compressed(os.path.join(args.out, "attributions.npz"), **arrays)
     picture = os.path.join(args.out, "attributions.png")
     titles = [f"#{i} y={labels[i]} t={explained[i]} p={chosen[i]:.2f}" for i in range(n)]
-    if text:
+    if text and values.shape == inputs.shape:
         words = [[str(int(t)) for t in row] for row in inputs]
         viz.token_attributions(words, values, picture, row_labels=titles)
-    elif inputs.ndim == 4:
-        viz.image_attributions(inputs, values, picture, titles=titles)
+    elif inputs.ndim == 4 and values.ndim in (3, 4):
+        viz.image_attributions(inputs, viz.spatial_map(values, inputs.shape[1:3]), picture, titles=titles)
     else:
-        viz.tabular_attributions(values.reshape(n, -1), picture, feature_names=dataset.feature_names, row_labels=titles)
+        names = dataset.feature_names if values.reshape(n, -1).shape[1] == len(dataset.feature_names or ()) else None
+        viz.tabular_attributions(values.reshape(n, -1), picture, feature_names=names, row_labels=titles)
 
     print(f"{args.method} on {n} {args.split} examples of {args.data} with {args.model}")
     header = f"{'index':>5} {'label':>5} {'target':>6} {'prob':>6}"
@@ -281,11 +317,22 @@ def train(args, argv: List[str]) -> int:
     return 0
 
 
+def list_methods() -> int:
+    methods = _methods()
+    width = max(len(name) for name in methods)
+    print(f"{'method':<{width}}  {'family':<12}  {'key':<3}  summary")
+    for name, info in sorted(methods.items(), key=lambda item: (item[1].family, item[0])):
+        print(f"{name:<{width}}  {info.family:<12}  {'yes' if info.randomized else '':<3}  {info.summary}")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if args.command == "methods":
+            return list_methods()
         if args.command == "explain":
             return explain(args)
         return train(args, argv)

@@ -27,6 +27,22 @@ def clip_scale(values: np.ndarray, percentile: float = 99.0) -> float:
     return scale if scale > 0 else 1e-12
 
 
+def spatial_map(values: np.ndarray, size) -> np.ndarray:
+    """(n, h, w) or (n, h, w, c) attributions as (n, H, W) maps at the input's size.
+
+    Channels are summed; a map at another resolution (a conv layer's Grad-CAM, say) is
+    resized bilinearly.
+    """
+    import jax
+
+    values = np.asarray(values, np.float32)
+    if values.ndim == 4:
+        values = values.sum(axis=-1)
+    if tuple(values.shape[1:3]) != tuple(size):
+        values = np.asarray(jax.image.resize(values, (values.shape[0], *size), "bilinear"))
+    return values
+
+
 def _as_image(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, np.float32)
     if x.ndim == 3 and x.shape[-1] == 1:
