@@ -98,7 +98,7 @@ def gradients(model: Model, points, choose: Callable[[Array], Array], *, context
     cotangents = jax.nn.one_hot(targets, outputs.shape[-1], dtype=outputs.dtype)
     cotangents = after(cotangents, outputs[:, None])
     if targets.shape[1] == 1:
-        grads = pullback(cotangents[:, 0])[0][:, None]
+        grads = jax.tree_util.tree_map(lambda g: g[:, None], pullback(cotangents[:, 0])[0])
     else:
         grads = jax.vmap(pullback, in_axes=1, out_axes=1)(cotangents)[0]
     return outputs, targets, grads
