@@ -1,0 +1,832 @@
+"""Perturbation methods: explain a prediction by evaluating the model on altered inputs.
+
+Every method here is forward-only. It builds K perturbed copies of each example, has
+`engine.path_outputs` evaluate the target outputs at all of them (chunked, one compiled
+program per call), and combines those outputs into attributions.
+
+Groups and coalitions. Methods 2-6 below (`feature_ablation`, `exact_shapley`,
+`shapley_sampling`, `kernel_shap`, `lime`) play a game whose players are G groups of
+features: `feature_mask` gives each feature of one example a group id in 0..G-1 (by
+default every feature is its own group). A coalition is a binary vector z of length G,
+and the model is evaluated at
+
+    x_z = x where the feature's group is in z, the baseline elsewhere,
+    v(z) = F_t(x_z),
+
+so v(all ones) = F_t(x) and v(all zeros) = F_t(baseline). Each method computes one value
+phi_g per group, and every feature of group g receives phi_g: the attribution map is the
+group values broadcast onto the features (Captum's feature-mask convention), so it sums
+to sum_g |g| phi_g, not to sum_g phi_g. Efficiency, where a method has it, holds over
+groups: sum_g phi_g = F_t(x) - F_t(baseline), and `delta` measures exactly that.
+
+All methods first evaluate the model at x and at the baseline in one pass (this resolves
+`target="predicted"` or `top_k` and gives `extras["output_difference"]` =
+F_t(x) - F_t(baseline)); every perturbed point then goes through `engine.path_outputs`.
+The randomized methods draw everything from their `key`, separately for every example
+of the batch, before any model evaluation: the answer does not depend on `chunk_size`
+or on how many targets are explained at once, but an example's draws do depend on its
+position in the batch.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxplain import _checks, engine
+from jaxplain.attribution import Attribution
+from jaxplain.methods.registry import register
+from jaxplain.model import Model, Targets
+
+# exact_shapley evaluates 2^G coalitions per example.
+MAX_EXACT_GROUPS = 16
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+# --- inside the compiled programs -------------------------------------------------------
+
+
+def _accumulation_dtype(x):
+    return jnp.promote_types(x.dtype, jnp.float32)
+
+
+def _endpoints(model, x, baseline, targets: Targets):
+    """One pass at [x; baseline]: `(chosen, F_t(x), F_t(baseline), x tied to the pass)`."""
+    batch = x.shape[0]
+    ends = engine.forward(model, jnp.concatenate([x, baseline]))
+    chosen = targets.resolve(ends[:batch])
+    dtype = _accumulation_dtype(x)
+    at_x = jnp.take_along_axis(ends[:batch], chosen, axis=1).astype(dtype)
+    at_baseline = jnp.take_along_axis(ends[batch:], chosen, axis=1).astype(dtype)
+    # The perturbed points wait for the endpoint pass: see `engine.after`.
+    tied_x = engine.after(x, at_x[:, :1].reshape((batch,) + (1,) * (x.ndim - 1)))
+    return chosen, at_x, at_baseline, tied_x
+
+
+def _coalition_values(model, x, baseline, mask, chosen, present, params, chunk_size):
+    """v(z) = F_t(x where the feature's group is present, baseline elsewhere), (B, K, k).
+
+    `present(param)` turns one point's parameter into its coalition: a bool vector
+    (G,) shared by the batch, or (B, G) with one coalition per example. `params` is a
+    pytree with a leading axis of K points.
+    """
+
+    def point(param, x):
+        keep = jnp.take(present(param), mask, axis=-1)  # (*features) or (B, *features)
+        return jnp.where(keep, x, baseline)
+
+    outputs = engine.path_outputs(model, x, chosen, point, params, chunk_size=chunk_size)
+    return outputs.astype(_accumulation_dtype(x))
+
+
+def _random_words(key, *shapes):
+    """Random uint32 arrays of the given shapes, from one draw of `key`.
+
+    One flat draw, then split and reshaped: XLA:CPU compiles every threefry draw
+    separately (about half a second each), and a multi-dimensional draw under JAX's
+    default partitionable threefry took several seconds.
+    """
+    sizes = [math.prod(shape) for shape in shapes]
+    words = jax.random.bits(key, (sum(sizes),), jnp.uint32)
+    pieces = jnp.split(words, np.cumsum(sizes)[:-1])
+    return [piece.reshape(shape) for piece, shape in zip(pieces, shapes)]
+
+
+def _uniform(words):
+    """Uniform floats in [0, 1) on a grid of 2^-24, from random uint32 words."""
+    return (words >> 8).astype(jnp.float32) * (2.0**-24)
+
+
+def _random_ranks(words):
+    """Uniformly random rankings from random words (2, ..., G): each row a permutation of 0..G-1.
+
+    The rows of 0..G-1 are sorted by random keys of two 32-bit words each, so that
+    ties (which would favour the lower index) practically never occur.
+    """
+    order = jnp.broadcast_to(jnp.arange(words.shape[-1], dtype=jnp.int32), words.shape[1:])
+    return jax.lax.sort((words[0], words[1], order), dimension=words.ndim - 2, num_keys=2)[2]
+
+
+def _group_attribution(
+    targets, chosen, group_values, mask, at_x, at_baseline, *, with_delta, extras=None
+):
+    """The Attribution of per-group values (B, G, k), each broadcast onto its features.
+
+    With `with_delta`, delta = sum over groups - (F_t(x) - F_t(baseline)).
+    """
+    difference = at_x - at_baseline
+    values = jnp.take(jnp.swapaxes(group_values, 1, 2), mask, axis=2)  # (B, k, *features)
+    delta = group_values.sum(axis=1) - difference if with_delta else None
+    extras = {"output_difference": difference, **(extras or {})}
+    return Attribution(
+        values=targets.squeeze(values),
+        target=targets.squeeze(chosen),
+        delta=None if delta is None else targets.squeeze(delta),
+        extras={name: targets.squeeze(value) for name, value in extras.items()},
+    )
+
+
+def _broadcast_baseline(baseline, x):
+    return jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
+
+
+def _window_cover(size: int, window: int, stride: int) -> np.ndarray:
+    """(positions, size) bool: which features of one axis each window position covers.
+
+    Positions start at 0, stride, 2 stride, ... while the window fits:
+    `range(0, size - window + 1, stride)`.
+    """
+    starts = np.arange(0, size - window + 1, stride)
+    index = np.arange(size)
+    return (index >= starts[:, None]) & (index < starts[:, None] + window)
+
+
+@engine.program(static_argnames=("window", "stride", "chunk_size"))
+def _occlusion(model, x, baseline, targets: Targets, *, window, stride, chunk_size):
+    batch, feature_shape = x.shape[0], x.shape[1:]
+    baseline = _broadcast_baseline(baseline, x)
+    chosen, at_x, at_baseline, tied_x = _endpoints(model, x, baseline, targets)
+    covers = [_window_cover(*axis) for axis in zip(feature_shape, window, stride)]
+    positions = [len(cover) for cover in covers]
+    # One point per window position, the positions of all axes in C order.
+    grid = np.stack(np.meshgrid(*map(np.arange, positions), indexing="ij"), -1)
+    grid = grid.reshape(-1, len(covers))
+
+    def occluded(position, x):
+        covered = functools.reduce(
+            jnp.logical_and,
+            (
+                jnp.asarray(cover)[position[axis]].reshape(
+                    [-1 if other == axis else 1 for other in range(len(covers))]
+                )
+                for axis, cover in enumerate(covers)
+            ),
+        )
+        return jnp.where(covered, baseline, x)
+
+    outputs = engine.path_outputs(
+        model, tied_x, chosen, occluded, jnp.asarray(grid), chunk_size=chunk_size
+    )
+    differences = at_x[:, None] - outputs.astype(at_x.dtype)  # (B, K, k)
+    total = jnp.swapaxes(differences, 1, 2).reshape((batch, chosen.shape[1]) + tuple(positions))
+    # A window covers a box, so spreading every window's difference onto its features
+    # factorises into one small contraction per axis (positions -> features).
+    count = np.ones((), np.int64)
+    for cover in covers:
+        total = jnp.tensordot(
+            total, jnp.asarray(cover, total.dtype), axes=([2], [0]), precision=_HIGHEST
+        )
+        count = np.multiply.outer(count, cover.sum(axis=0))
+    values = jnp.where(count > 0, total / jnp.asarray(np.maximum(count, 1), total.dtype), 0.0)
+    difference = at_x - at_baseline
+    return Attribution(
+        values=targets.squeeze(values),
+        target=targets.squeeze(chosen),
+        extras={"output_difference": targets.squeeze(difference)},
+    )
+
+
+@engine.program(static_argnames=("groups", "chunk_size"))
+def _feature_ablation(model, x, baseline, mask, targets: Targets, *, groups, chunk_size):
+    baseline = _broadcast_baseline(baseline, x)
+    chosen, at_x, at_baseline, tied_x = _endpoints(model, x, baseline, targets)
+    ablated = _coalition_values(
+        model, tied_x, baseline, mask, chosen,
+        lambda group: jnp.arange(groups) != group,
+        jnp.arange(groups),
+        chunk_size,
+    )
+    return _group_attribution(
+        targets, chosen, at_x[:, None] - ablated, mask, at_x, at_baseline, with_delta=False
+    )
+
+
+def _shapley_weight_table(groups: int) -> np.ndarray:
+    """w(s) = s! (G - 1 - s)! / G! for s = 0..G-1, and 0 for s = G."""
+    total = math.factorial(groups)
+    weights = [math.factorial(s) * math.factorial(groups - 1 - s) / total for s in range(groups)]
+    return np.array(weights + [0.0])
+
+
+@engine.program(static_argnames=("groups", "chunk_size"))
+def _exact_shapley(model, x, baseline, mask, targets: Targets, *, groups, chunk_size):
+    baseline = _broadcast_baseline(baseline, x)
+    chosen, at_x, at_baseline, tied_x = _endpoints(model, x, baseline, targets)
+    group_bits = jnp.arange(groups)
+    coalitions = jnp.arange(2**groups)  # group g is in coalition c when bit g of c is set
+    values = _coalition_values(
+        model, tied_x, baseline, mask, chosen,
+        lambda c: ((c >> group_bits) & 1).astype(bool),
+        coalitions,
+        chunk_size,
+    )
+    # phi_g = sum_c W[g, c] v(c): +w(|c| - 1) where g is in c, -w(|c|) where it is not.
+    members = (coalitions[None, :] >> group_bits[:, None]) & 1  # (G, 2^G)
+    sizes = members.sum(axis=0)
+    table = jnp.asarray(_shapley_weight_table(groups), values.dtype)
+    weights = jnp.where(members == 1, table[jnp.maximum(sizes - 1, 0)], -table[sizes])
+    phi = jnp.einsum("gc,bck->bgk", weights, values, precision=_HIGHEST)
+    return _group_attribution(targets, chosen, phi, mask, at_x, at_baseline, with_delta=True)
+
+
+@engine.program(static_argnames=("groups", "samples", "antithetic", "chunk_size"))
+def _shapley_sampling(
+    model, x, baseline, mask, targets: Targets, key, *, groups, samples, antithetic, chunk_size
+):
+    batch = x.shape[0]
+    baseline = _broadcast_baseline(baseline, x)
+    chosen, at_x, at_baseline, tied_x = _endpoints(model, x, baseline, targets)
+    draws = samples // 2 if antithetic else samples
+    (words,) = _random_words(key, (2, draws, batch, groups))
+    ranks = _random_ranks(words)  # ranks[m, b, g]: g's place in order m
+    if antithetic:
+        ranks = jnp.concatenate([ranks, groups - 1 - ranks])  # each order, then its reverse
+    # Point (m, j): the first j groups of order m present (j = 0..G).
+    order, prefix = np.divmod(np.arange(samples * (groups + 1)), groups + 1)
+    values = _coalition_values(
+        model, tied_x, baseline, mask, chosen,
+        lambda p: ranks[p[0]] < p[1],
+        (jnp.asarray(order), jnp.asarray(prefix)),
+        chunk_size,
+    )
+    values = values.reshape(batch, samples, groups + 1, -1)
+    # The group of rank j is credited with v(first j + 1 groups) - v(first j groups).
+    steps = jnp.diff(values, axis=2)
+    credit = jnp.take_along_axis(steps, jnp.swapaxes(ranks, 0, 1)[..., None], axis=2)
+    # credit: (B, M, G, k)
+    phi = credit.mean(axis=1)
+    # An order and its reverse are dependent: the independent draws are their averages.
+    independent = credit.reshape(batch, 2, draws, groups, -1).mean(axis=1) if antithetic else credit
+    standard_error = independent.std(axis=1, ddof=1) / math.sqrt(draws)
+    return _group_attribution(
+        targets, chosen, phi, mask, at_x, at_baseline, with_delta=True,
+        extras={"standard_error": jnp.swapaxes(standard_error, 1, 2)},
+    )
+
+
+@engine.program(static_argnames=("groups", "samples", "paired", "chunk_size"))
+def _kernel_shap(
+    model, x, baseline, mask, targets: Targets, key, *, groups, samples, paired, chunk_size
+):
+    batch = x.shape[0]
+    baseline = _broadcast_baseline(baseline, x)
+    chosen, at_x, at_baseline, tied_x = _endpoints(model, x, baseline, targets)
+    draws = samples // 2 if paired else samples
+    size_words, subset_words = _random_words(key, (draws, batch), (2, draws, batch, groups))
+    # Shapley kernel: size s in 1..G-1 with probability proportional to (G-1) / (s (G-s))
+    # (by inverting its CDF), then a uniformly random subset of that size.
+    sizes = np.arange(1, groups)
+    chance = 1.0 / (sizes * (groups - sizes))
+    thresholds = jnp.asarray(np.cumsum(chance / chance.sum())[:-1], jnp.float32)
+    size = 1 + (_uniform(size_words)[..., None] >= thresholds).sum(axis=-1)
+    coalitions = _random_ranks(subset_words) < size[..., None]
+    if paired:
+        coalitions = jnp.concatenate([coalitions, ~coalitions])
+    values = _coalition_values(
+        model, tied_x, baseline, mask, chosen, lambda z: z, coalitions, chunk_size
+    )  # (B, n, k)
+    z = jnp.swapaxes(coalitions, 0, 1).astype(values.dtype)  # (B, n, G)
+    difference = at_x - at_baseline
+    # Least squares of v(z) - v(0) on z subject to sum(phi) = difference: with
+    # phi = difference / G + psi and sum(psi) = 0,
+    # z . phi = |z| difference / G + (z - |z| / G) . psi.
+    share = z.mean(axis=-1, keepdims=True)
+    design = z - share
+    response = values - at_baseline[:, None] - share * difference[:, None]
+    psi = jnp.matmul(jnp.linalg.pinv(design), response, precision=_HIGHEST)  # (B, G, k)
+    # The minimum-norm psi is orthogonal to the null vector (1, ..., 1) of `design`;
+    # removing its mean only cleans up rounding.
+    psi = psi - psi.mean(axis=1, keepdims=True)
+    phi = difference[:, None] / groups + psi
+    return _group_attribution(targets, chosen, phi, mask, at_x, at_baseline, with_delta=True)
+
+
+@engine.program(static_argnames=("groups", "samples", "chunk_size"))
+def _lime(
+    model, x, baseline, mask, targets: Targets, key, kernel_width, *, groups, samples, chunk_size
+):
+    batch = x.shape[0]
+    baseline = _broadcast_baseline(baseline, x)
+    chosen, at_x, at_baseline, tied_x = _endpoints(model, x, baseline, targets)
+    (words,) = _random_words(key, (samples, batch, groups))
+    coalitions = _uniform(words) < 0.5  # each group present with probability 1/2
+    values = _coalition_values(
+        model, tied_x, baseline, mask, chosen, lambda z: z, coalitions, chunk_size
+    )  # (B, n, k)
+    z = jnp.swapaxes(coalitions, 0, 1).astype(values.dtype)  # (B, n, G)
+    # Cosine distance between z and the all-ones vector: 1 - sqrt(|z| / G) (1 for z = 0).
+    distance = 1.0 - jnp.sqrt(z.mean(axis=-1))
+    root_weight = jnp.exp(-(distance**2) / (4.0 * kernel_width**2))  # sqrt of the kernel
+    design = jnp.concatenate([jnp.ones_like(z[..., :1]), z], axis=-1) * root_weight[..., None]
+    solution = jnp.matmul(
+        jnp.linalg.pinv(design), values * root_weight[..., None], precision=_HIGHEST
+    )  # (B, 1 + G, k)
+    return _group_attribution(
+        targets, chosen, solution[:, 1:], mask, at_x, at_baseline, with_delta=True,
+        extras={"intercept": solution[:, 0]},
+    )
+
+
+# --- checks at the public boundary -----------------------------------------------------
+
+
+def _feature_groups(feature_mask, x):
+    """The mask as int32 of one example's shape, and its number of groups G."""
+    feature_shape = tuple(x.shape[1:])
+    if feature_mask is None:
+        size = int(np.prod(feature_shape, dtype=np.int64))
+        return np.arange(size, dtype=np.int32).reshape(feature_shape), size
+    if _checks.is_traced(feature_mask):
+        raise TypeError(
+            "feature_mask must be a concrete array, not a traced value: its number of "
+            "groups fixes the shapes of the compiled program"
+        )
+    mask = np.asarray(feature_mask)
+    if mask.dtype == bool or not np.issubdtype(mask.dtype, np.integer):
+        raise TypeError(f"feature_mask must hold integer group ids, got dtype {mask.dtype}")
+    try:
+        shape = np.broadcast_shapes(mask.shape, feature_shape)
+    except ValueError:
+        shape = None
+    if shape != feature_shape:
+        raise ValueError(
+            f"feature_mask of shape {tuple(mask.shape)} cannot be broadcast to one example "
+            f"of x, shape {feature_shape}"
+        )
+    ids = np.unique(mask)
+    if ids.size == 0 or ids[0] != 0 or ids[-1] != ids.size - 1:
+        shown = ", ".join(map(str, ids[:8])) + (", ..." if ids.size > 8 else "")
+        raise ValueError(
+            f"feature_mask must number its groups 0..G-1, each id used at least once; "
+            f"got the ids {shown}"
+        )
+    return np.ascontiguousarray(np.broadcast_to(mask, feature_shape), dtype=np.int32), int(ids.size)
+
+
+def _axis_sizes(name: str, value, x) -> tuple:
+    rank = x.ndim - 1
+    if not isinstance(value, (tuple, list)) or not all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value
+    ):
+        raise TypeError(
+            f"{name} must be a tuple of ints, one per non-batch axis of x (shape "
+            f"{tuple(x.shape)}), got {value!r}"
+        )
+    if len(value) != rank:
+        raise ValueError(
+            f"{name} has {len(value)} sizes but x of shape {tuple(x.shape)} has {rank} "
+            f"non-batch axes; give one size per axis, e.g. {(2,) * rank}"
+        )
+    if min(value, default=1) < 1:
+        raise ValueError(f"{name} must be >= 1 on every axis, got {tuple(value)}")
+    return tuple(int(v) for v in value)
+
+
+def _window(window, stride, x):
+    if x.ndim < 2:
+        raise ValueError(
+            f"occlusion needs x with a non-batch axis to slide over, got shape {tuple(x.shape)}"
+        )
+    window = _axis_sizes("window", window, x)
+    if any(w > n for w, n in zip(window, x.shape[1:])):
+        raise ValueError(
+            f"window {window} is larger than one example of x, shape {tuple(x.shape[1:])}"
+        )
+    if isinstance(stride, (int, np.integer)) and not isinstance(stride, bool):
+        stride = (stride,) * len(window)
+    stride = window if stride is None else _axis_sizes("stride", stride, x)
+    return window, stride
+
+
+def _samples(value, *, even_for: str = "", even: bool = False) -> int:
+    samples = _checks.positive_int("samples", value)
+    if even and samples % 2:
+        raise ValueError(
+            f"samples must be even with {even_for}=True (every draw is evaluated together "
+            f"with its mirror image), got {samples}"
+        )
+    return samples
+
+
+def _flag(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return bool(value)
+
+
+def _positive_number(name: str, value):
+    if _checks.is_traced(value):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return float(value)
+
+
+def _prepare(model, x, target, baseline, feature_mask):
+    x, targets = _checks.prepare(model, x, target)
+    baseline = _checks.baseline(baseline, x)
+    mask, groups = _feature_groups(feature_mask, x)
+    return x, targets, baseline, mask, groups
+
+
+# --- public methods --------------------------------------------------------------------
+
+
+@register("perturbation")
+def occlusion(
+    model: Model, x, *, target, window, stride=None, baseline=0.0, chunk_size=None
+) -> Attribution:
+    """Occlusion: the output drop when a sliding window of features is set to the baseline.
+
+    A box of shape `window` slides over each example with steps `stride`. Along an
+    axis of size n with window w and stride s its start positions are
+    0, s, 2s, ... while the window fits: `range(0, n - w + 1, s)`. For each position p
+    (every combination of the axes' starts) the covered features are set to the
+    baseline, giving x_p, and
+
+        phi_i = (1 / N_i) sum_{p covers i} (F_t(x) - F_t(x_p)),
+
+    with N_i the number of positions whose window covers feature i (Captum's
+    averaging). Features that no window covers get 0: those past the last window
+    when s does not divide n - w, and those between windows when s > w.
+
+    Captum's Occlusion places ceil((n - w) / s) + 1 windows instead, the last one cut
+    off at the edge, so that every feature is covered; it refuses s > w. The two agree
+    whenever s divides n - w (always with s = 1, Captum's default stride).
+
+    Args:
+      model: a `jaxplain.Model`.
+      x: a batch of inputs, `(batch, ...)`.
+      target: an int, an int array `(batch,)` or `(batch, k)`, `"predicted"`, or
+        `jaxplain.top_k(k)`.
+      window: a tuple of sizes, one per non-batch axis of x, e.g. `(2, 2, 1)` for
+        NHWC images (2x2 pixels, one channel at a time).
+      stride: a tuple like `window`, or one int for every axis; defaults to `window`
+        (non-overlapping windows; Captum's default stride is 1).
+      baseline: the value occluded features take: a scalar, one example (shape
+        `x.shape[1:]`), or one per example.
+      chunk_size: points evaluated at once (`jaxplain.engine.default_chunk_size` by
+        default). The answer does not depend on it.
+
+    Returns:
+      An `Attribution` with `values` shaped like `x` (or `(batch, k, ...)`), `target`,
+      `delta=None` and `extras["output_difference"]` = F_t(x) - F_t(baseline).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import jaxplain
+      >>> from jaxplain.methods.perturbation import occlusion
+      >>> model = jaxplain.Model(lambda w, x: x @ w, jnp.array([[1.0], [2.0], [3.0], [4.0]]))
+      >>> occlusion(model, jnp.ones((1, 4)), target=0, window=(2,)).values
+      Array([[3., 3., 7., 7.]], dtype=float32)
+
+    References:
+      Zeiler, Fergus. Visualizing and Understanding Convolutional Networks. ECCV 2014,
+      arXiv:1311.2901.
+    """
+    x, targets = _checks.prepare(model, x, target)
+    baseline = _checks.baseline(baseline, x)
+    window, stride = _window(window, stride, x)
+    points = math.prod(len(range(0, n - w + 1, s)) for n, w, s in zip(x.shape[1:], window, stride))
+    chunk_size = _checks.chunk_size(chunk_size, model, x, points)
+    return _occlusion(
+        model, x, baseline, targets, window=window, stride=stride, chunk_size=chunk_size
+    )
+
+
+@register("perturbation")
+def feature_ablation(
+    model: Model, x, *, target, baseline=0.0, feature_mask=None, chunk_size=None
+) -> Attribution:
+    """Feature ablation: the output drop when one group of features is set to the baseline.
+
+    With the groups of `feature_mask` (see the module docstring), every feature of
+    group g gets
+
+        phi_g = F_t(x) - F_t(x with group g at the baseline),
+
+    one model evaluation per group (as Captum's FeatureAblation).
+
+    Args:
+      model: a `jaxplain.Model`.
+      x: a batch of inputs, `(batch, ...)`.
+      target: an int, an int array `(batch,)` or `(batch, k)`, `"predicted"`, or
+        `jaxplain.top_k(k)`.
+      baseline: a scalar, one example (shape `x.shape[1:]`), or one per example.
+      feature_mask: an int array broadcastable to one example, `x.shape[1:]`, giving
+        each feature a group id in 0..G-1 (every id used); None makes every feature
+        its own group.
+      chunk_size: points evaluated at once (`jaxplain.engine.default_chunk_size` by
+        default). The answer does not depend on it.
+
+    Returns:
+      An `Attribution` with `values` shaped like `x` (or `(batch, k, ...)`), `target`,
+      `delta=None` (ablation promises no completeness) and
+      `extras["output_difference"]` = F_t(x) - F_t(baseline).
+
+    References:
+      Zeiler, Fergus. Visualizing and Understanding Convolutional Networks. ECCV 2014,
+      arXiv:1311.2901 (occluding parts of the input); Kokhlikyan et al. Captum: A
+      unified and generic model interpretability library for PyTorch.
+      arXiv:2009.07896, 2020 (FeatureAblation with feature masks).
+    """
+    x, targets, baseline, mask, groups = _prepare(model, x, target, baseline, feature_mask)
+    chunk_size = _checks.chunk_size(chunk_size, model, x, groups)
+    return _feature_ablation(
+        model, x, baseline, mask, targets, groups=groups, chunk_size=chunk_size
+    )
+
+
+@register("perturbation")
+def exact_shapley(
+    model: Model, x, *, target, baseline=0.0, feature_mask=None, chunk_size=None
+) -> Attribution:
+    """Exact Shapley values of the groups of features, from all 2^G coalitions.
+
+    The game is v(S) = F_t(x with the groups outside S at the baseline) (baseline
+    Shapley). Group g's value is
+
+        phi_g = sum_{S not containing g} |S|! (G - |S| - 1)! / G! (v(S + g) - v(S)),
+
+    computed as one (G, 2^G) weight matrix applied to the vector of the 2^G coalition
+    values (no loop over coalitions), and every feature of group g gets phi_g. The
+    values are efficient: sum_g phi_g = F_t(x) - F_t(baseline); `delta` is the
+    difference, with both endpoints evaluated separately, so it is zero up to rounding.
+    Captum's ShapleyValues (all permutations) computes the same numbers.
+
+    Args:
+      model: a `jaxplain.Model`.
+      x: a batch of inputs, `(batch, ...)`.
+      target: an int, an int array `(batch,)` or `(batch, k)`, `"predicted"`, or
+        `jaxplain.top_k(k)`.
+      baseline: a scalar, one example (shape `x.shape[1:]`), or one per example.
+      feature_mask: an int array broadcastable to one example giving each feature a
+        group id in 0..G-1 (every id used); None makes every feature its own group.
+        At most 16 groups (65,536 coalitions per example).
+      chunk_size: points evaluated at once (`jaxplain.engine.default_chunk_size` by
+        default). The answer does not depend on it.
+
+    Returns:
+      An `Attribution` with `values` shaped like `x` (or `(batch, k, ...)`), `target`,
+      `delta` = sum_g phi_g - (F_t(x) - F_t(baseline)) and
+      `extras["output_difference"]`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import jaxplain
+      >>> from jaxplain.methods.perturbation import exact_shapley
+      >>> model = jaxplain.Model.from_callable(lambda x: (x[:, :1] * x[:, 1:]))
+      >>> exact_shapley(model, jnp.array([[2.0, 3.0]]), target=0).values  # x0 x1: split evenly
+      Array([[3., 3.]], dtype=float32)
+
+    References:
+      Shapley. A Value for n-Person Games. Contributions to the Theory of Games II,
+      1953; Sundararajan, Najmi. The many Shapley values for model explanation.
+      ICML 2020, arXiv:1908.08474.
+    """
+    x, targets, baseline, mask, groups = _prepare(model, x, target, baseline, feature_mask)
+    if groups > MAX_EXACT_GROUPS:
+        given = (
+            f"feature_mask=None makes each of the {groups} features of x (shape "
+            f"{tuple(x.shape)}) a group"
+            if feature_mask is None
+            else f"feature_mask has {groups} groups"
+        )
+        raise ValueError(
+            f"exact_shapley evaluates 2^G coalitions and allows at most {MAX_EXACT_GROUPS} "
+            f"groups, but {given}; pass a feature_mask with fewer groups, or use "
+            "shapley_sampling or kernel_shap"
+        )
+    chunk_size = _checks.chunk_size(chunk_size, model, x, 2**groups)
+    return _exact_shapley(model, x, baseline, mask, targets, groups=groups, chunk_size=chunk_size)
+
+
+@register("perturbation", randomized=True)
+def shapley_sampling(
+    model: Model,
+    x,
+    *,
+    target,
+    baseline=0.0,
+    feature_mask=None,
+    samples: int = 26,
+    antithetic: bool = True,
+    key,
+    chunk_size=None,
+) -> Attribution:
+    """Shapley values estimated from random orders of the groups (permutation sampling).
+
+    For each of M orders pi of the G groups, the groups are switched from the baseline
+    to x one at a time, and each is credited with the change it makes:
+
+        phi_g ~ (1 / M) sum_m [v(pi_m before g, plus g) - v(pi_m before g)],
+
+    an unbiased estimate of the Shapley value (the exact value averages over all G!
+    orders). With `antithetic=True` half the orders are drawn at random and the other
+    half are their reverses, which cancels much of the variance: a group early in one
+    order is late in its twin. Every example gets its own orders. Each order is
+    evaluated at its G + 1 prefixes, so one call costs samples * (G + 1) model
+    evaluations per example. Every order's credits sum to v(x) - v(baseline), so the
+    estimate is efficient up to rounding.
+
+    Captum's ShapleyValueSampling draws plain orders (no reverses), the same ones for
+    the whole batch, with `n_samples=25` by default, and evaluates G points per order
+    after one shared baseline evaluation.
+
+    Args:
+      model: a `jaxplain.Model`.
+      x: a batch of inputs, `(batch, ...)`.
+      target: an int, an int array `(batch,)` or `(batch, k)`, `"predicted"`, or
+        `jaxplain.top_k(k)`.
+      baseline: a scalar, one example (shape `x.shape[1:]`), or one per example.
+      feature_mask: an int array broadcastable to one example giving each feature a
+        group id in 0..G-1 (every id used); None makes every feature its own group.
+      samples: the number of orders M in all, reverses included (so even when
+        `antithetic`; the default 26 is Captum's 25 rounded up to pairs).
+      antithetic: pair every random order with its reverse.
+      key: a `jax.random.key`; same key, same result.
+      chunk_size: points evaluated at once (`jaxplain.engine.default_chunk_size` by
+        default). The answer does not depend on it.
+
+    Returns:
+      An `Attribution` with `values` shaped like `x` (or `(batch, k, ...)`), `target`,
+      `delta` = sum_g phi_g - (F_t(x) - F_t(baseline)), `extras["output_difference"]`
+      and `extras["standard_error"]`, `(batch, G)` (or `(batch, k, G)`): the standard
+      error of each group's estimate (from the M orders, or from the M / 2 averages of
+      an order and its reverse when `antithetic`); NaN with a single independent draw.
+
+    References:
+      Strumbelj, Kononenko. An Efficient Explanation of Individual Classifications
+      using Game Theory. JMLR 11, 2010; Castro, Gomez, Tejada. Polynomial calculation
+      of the Shapley value based on sampling. Computers & Operations Research, 2009;
+      Mitchell, Cooper, Frank, Holmes. Sampling Permutations for Shapley Value
+      Estimation. JMLR 23, 2022, arXiv:2104.12199 (antithetic orders).
+    """
+    x, targets, baseline, mask, groups = _prepare(model, x, target, baseline, feature_mask)
+    antithetic = _flag("antithetic", antithetic)
+    samples = _samples(samples, even_for="antithetic", even=antithetic)
+    key = _checks.key(key)
+    chunk_size = _checks.chunk_size(chunk_size, model, x, samples * (groups + 1))
+    return _shapley_sampling(
+        model, x, baseline, mask, targets, key,
+        groups=groups, samples=samples, antithetic=antithetic, chunk_size=chunk_size,
+    )
+
+
+@register("perturbation", randomized=True)
+def kernel_shap(
+    model: Model,
+    x,
+    *,
+    target,
+    baseline=0.0,
+    feature_mask=None,
+    samples=None,
+    paired: bool = True,
+    key,
+    chunk_size=None,
+) -> Attribution:
+    """KernelSHAP: Shapley values as a least-squares fit over sampled coalitions.
+
+    The Shapley values solve
+
+        min_phi sum_z k(z) (v(z) - v(0) - z . phi)^2   subject to   sum_g phi_g = v(1) - v(0),
+
+    over all coalitions z in {0,1}^G other than 0 and 1, with the Shapley kernel
+    k(z) = (G - 1) / (C(G, |z|) |z| (G - |z|)). Here the coalitions are sampled from
+    that kernel: the size s in 1..G-1 with probability proportional to
+    (G - 1) / (s (G - s)), then a uniform subset of that size; with `paired=True`
+    each sampled coalition is evaluated together with its complement. Because the
+    sampling already follows the kernel, the fit weighs every sample equally. The
+    constraint is enforced exactly: with phi = (v(1) - v(0)) / G + psi and
+    sum_g psi_g = 0, the fit is an unconstrained least-squares problem in psi on the
+    centred coalitions z - |z| / G, solved by the pseudo-inverse (its minimum-norm
+    solution spreads whatever the samples cannot tell apart evenly over the groups).
+    Every example gets its own coalitions. The estimate converges to `exact_shapley`
+    as `samples` grows.
+
+    Captum's KernelShap (a Lime with the Shapley kernel) samples without pairing,
+    `n_samples=25` by default, and only approximates the constraint by giving the full
+    and empty coalitions a very large weight; the SHAP package enumerates whole
+    subset sizes when its budget allows.
+
+    Args:
+      model: a `jaxplain.Model`.
+      x: a batch of inputs, `(batch, ...)`.
+      target: an int, an int array `(batch,)` or `(batch, k)`, `"predicted"`, or
+        `jaxplain.top_k(k)`.
+      baseline: a scalar, one example (shape `x.shape[1:]`), or one per example.
+      feature_mask: an int array broadcastable to one example giving each feature a
+        group id in 0..G-1 (every id used, G >= 2); None makes every feature its own
+        group.
+      samples: coalitions evaluated per example, complements included (even when
+        `paired`); by default 2 G + 2048 (SHAP's "auto" budget). For G <= 11 groups
+        `exact_shapley` needs fewer evaluations than that and is exact.
+      paired: evaluate every sampled coalition with its complement.
+      key: a `jax.random.key`; same key, same result.
+      chunk_size: points evaluated at once (`jaxplain.engine.default_chunk_size` by
+        default). The answer does not depend on it.
+
+    Returns:
+      An `Attribution` with `values` shaped like `x` (or `(batch, k, ...)`), `target`,
+      `delta` = sum_g phi_g - (F_t(x) - F_t(baseline)) (zero up to rounding) and
+      `extras["output_difference"]`.
+
+    References:
+      Lundberg, Lee. A Unified Approach to Interpreting Model Predictions. NeurIPS
+      2017, arXiv:1705.07874; Covert, Lee. Improving KernelSHAP: Practical Shapley
+      Value Estimation via Linear Regression. AISTATS 2021, arXiv:2012.01536 (paired
+      sampling).
+    """
+    x, targets, baseline, mask, groups = _prepare(model, x, target, baseline, feature_mask)
+    if groups < 2:
+        raise ValueError(
+            "kernel_shap needs at least 2 groups of features, but x and feature_mask give "
+            "1; with one group its value is F(x) - F(baseline)"
+        )
+    paired = _flag("paired", paired)
+    if samples is None:
+        samples = 2 * groups + 2048
+    samples = _samples(samples, even_for="paired", even=paired)
+    key = _checks.key(key)
+    chunk_size = _checks.chunk_size(chunk_size, model, x, samples)
+    return _kernel_shap(
+        model, x, baseline, mask, targets, key,
+        groups=groups, samples=samples, paired=paired, chunk_size=chunk_size,
+    )
+
+
+@register("perturbation", randomized=True)
+def lime(
+    model: Model,
+    x,
+    *,
+    target,
+    baseline=0.0,
+    feature_mask=None,
+    samples: int = 500,
+    kernel_width: float = 0.75,
+    key,
+    chunk_size=None,
+) -> Attribution:
+    """LIME: a locally weighted linear fit of the model on random coalitions of groups.
+
+    The interpretable features are the G groups. Coalitions z are drawn uniformly from
+    {0,1}^G (each group present with probability 1/2, independently), and the model
+    is evaluated at x where z = 1 and the baseline elsewhere. Each sample is weighted
+    by an exponential kernel of its cosine distance to the unperturbed input, the
+    all-ones vector:
+
+        d(z) = 1 - cos(z, 1) = 1 - sqrt(|z| / G)   (d = 1 for the empty coalition),
+        pi(z) = exp(-d(z)^2 / (2 kernel_width^2)),
+
+    and the attributions are the coefficients of the weighted least-squares fit with
+    an intercept, min_{c, phi} sum_z pi(z) (v(z) - c - z . phi)^2, without a penalty
+    (minimum-norm solution when the samples do not determine it). On a model that is
+    linear in the coalition (e.g. a linear model) the fit is exact. LIME is not
+    efficient: `delta` is in general not zero.
+
+    Captum's Lime defaults differ: `n_samples=50`, a Lasso fit (alpha 0.01), and the
+    kernel exp(-d^2 / (2 w^2)) with w = 1 on the cosine distance between the original
+    and perturbed inputs in input space. The LIME package uses a ridge fit
+    (alpha 1) and, for tabular data, kernel width 0.75 sqrt(number of features).
+
+    Args:
+      model: a `jaxplain.Model`.
+      x: a batch of inputs, `(batch, ...)`.
+      target: an int, an int array `(batch,)` or `(batch, k)`, `"predicted"`, or
+        `jaxplain.top_k(k)`.
+      baseline: a scalar, one example (shape `x.shape[1:]`), or one per example.
+      feature_mask: an int array broadcastable to one example giving each feature a
+        group id in 0..G-1 (every id used); None makes every feature its own group.
+      samples: random coalitions per example.
+      kernel_width: the kernel's width w (> 0) on the cosine distance in [0, 1].
+      key: a `jax.random.key`; same key, same result.
+      chunk_size: points evaluated at once (`jaxplain.engine.default_chunk_size` by
+        default). The answer does not depend on it.
+
+    Returns:
+      An `Attribution` with `values` shaped like `x` (or `(batch, k, ...)`), `target`,
+      `delta` = sum_g phi_g - (F_t(x) - F_t(baseline)), `extras["output_difference"]`
+      and `extras["intercept"]`, the fit's intercept per example and target.
+
+    References:
+      Ribeiro, Singh, Guestrin. "Why Should I Trust You?": Explaining the Predictions
+      of Any Classifier. KDD 2016, arXiv:1602.04938.
+    """
+    x, targets, baseline, mask, groups = _prepare(model, x, target, baseline, feature_mask)
+    samples = _samples(samples)
+    kernel_width = _positive_number("kernel_width", kernel_width)
+    key = _checks.key(key)
+    chunk_size = _checks.chunk_size(chunk_size, model, x, samples)
+    return _lime(
+        model, x, baseline, mask, targets, key, kernel_width,
+        groups=groups, samples=samples, chunk_size=chunk_size,
+    )
