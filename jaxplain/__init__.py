@@ -5,7 +5,27 @@ from jaxplain.attribution import Attribution
 from jaxplain.io import load_model
 from jaxplain.methods.gradients import input_x_gradient, saliency
 from jaxplain.methods.integrated import blur_ig, expected_gradients, guided_ig, idgi, integrated_gradients
+from jaxplain.methods.layers import (
+    fullgrad,
+    grad_cam,
+    layer_gradient_x_activation,
+    layer_integrated_gradients,
+    layer_names,
+    neuron_attribution,
+    neuron_gradient,
+    neuron_integrated_gradients,
+    token_attributions,
+)
+from jaxplain.methods.perturbation import (
+    exact_shapley,
+    feature_ablation,
+    kernel_shap,
+    lime,
+    occlusion,
+    shapley_sampling,
+)
 from jaxplain.methods.registry import METHODS
+from jaxplain.methods.rules import deconvnet, deeplift, deeplift_shap, guided_backprop, lrp
 from jaxplain.methods.smoothing import smoothgrad, smoothgrad_sq, vargrad
 from jaxplain.model import Model, top_k
 from jaxplain.models.train import train
@@ -13,25 +33,45 @@ from jaxplain.models.train import train
 __version__ = "0.1.0"
 
 __all__ = [
-    "METHODS",
     "Attribution",
+    "METHODS",
     "Model",
     "blur_ig",
+    "data",
+    "deconvnet",
+    "deeplift",
+    "deeplift_shap",
+    "engine",
+    "exact_shapley",
     "expected_gradients",
+    "feature_ablation",
+    "fullgrad",
+    "grad_cam",
+    "guided_backprop",
     "guided_ig",
     "idgi",
-    "smoothgrad",
-    "smoothgrad_sq",
-    "vargrad",
-    "data",
-    "engine",
     "input_x_gradient",
     "integrated_gradients",
     "io",
+    "kernel_shap",
+    "layer_gradient_x_activation",
+    "layer_integrated_gradients",
+    "layer_names",
+    "lime",
     "load_model",
+    "lrp",
     "models",
+    "neuron_attribution",
+    "neuron_gradient",
+    "neuron_integrated_gradients",
+    "occlusion",
     "saliency",
     "schedules",
+    "shapley_sampling",
+    "smoothgrad",
+    "smoothgrad_sq",
+    "token_attributions",
     "top_k",
     "train",
+    "vargrad",
 ]

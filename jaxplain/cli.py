@@ -95,8 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--baseline", type=float, default=0.0, help="constant baseline for path and perturbation methods (default 0)")
     explain.add_argument("--samples", type=_positive_int, default=None, help="samples of randomized methods (default: the method's)")
     explain.add_argument("--seed", type=int, default=0, help="seed of the key of randomized methods")
-    explain.add_argument("--background", type=_positive_int, default=64, help="training examples used as references by expected_gradients (default 64)")
+    explain.add_argument("--background", type=_positive_int, default=64, help="training examples used as references by expected_gradients and deeplift_shap (default 64)")
     explain.add_argument("--layer", default=None, help="layer path for layer methods, e.g. Conv_1 (see jaxplain.methods.layers.layer_names)")
+    explain.add_argument("--neuron", type=int, default=None, help="unit index (flattened) of --layer for neuron methods")
     explain.add_argument("--window", type=_window, default=None, help="occlusion window, e.g. 2,2,1")
     explain.add_argument("--rule", default=None, help="LRP rule (epsilon, gamma, alpha1beta0, composite)")
     explain.add_argument("--wrap", default="saliency", help="the method that smoothgrad, smoothgrad_sq and vargrad wrap (default saliency)")
@@ -199,9 +200,11 @@ def explain(args) -> int:
         background = jnp.asarray(dataset.x_train[: args.background])
     candidates = {
         "steps": args.steps, "schedule": args.schedule, "baseline": baseline, "samples": args.samples,
-        "layer": args.layer, "window": args.window, "rule": args.rule, "noise_scale": args.noise_scale,
-        "key": jax.random.key(args.seed), "background": background,
+        "layer": args.layer, "neuron": args.neuron, "window": args.window, "rule": args.rule, "noise_scale": args.noise_scale,
+        "key": jax.random.key(args.seed), "background": background, "baselines": background,
     }
+    if args.rule in ("zbox", "composite"):  # the first layer's input bounds: the data's range
+        candidates.update(low=float(np.min(dataset.x_train)), high=float(np.max(dataset.x_train)))
 
     def accepted(function, exclude=()):
         names = inspect.signature(function).parameters
@@ -212,6 +215,8 @@ def explain(args) -> int:
             inner = methods[args.wrap].function
             options = {**accepted(info.function), **accepted(inner, exclude=("key",))}
             attribution = info.function(inner, model, x, target=target, **options)
+        elif "target" not in inspect.signature(info.function).parameters:  # neuron methods
+            attribution = info.function(model, x, **accepted(info.function))
         else:
             attribution = info.function(model, x, target=target, **accepted(info.function))
     except (ValueError, TypeError) as error:
@@ -220,22 +225,21 @@ def explain(args) -> int:
     if text and values.ndim == 3:
         values = values.sum(axis=-1)
     explained = np.asarray(attribution.target)
-    probabilities = np.asarray(jax.nn.softmax(model.with_output("logits")(x), axis=-1))
-    chosen = probabilities[np.arange(n), explained]
+    logits = model.with_output("logits")(x)
+    predicted = np.asarray(logits.argmax(axis=-1))
+    probabilities = np.asarray(jax.nn.softmax(logits, axis=-1))
+    # Neuron methods explain a unit, not a class: their target is no class to score.
+    classes = "target" in inspect.signature(info.function).parameters
+    chosen = probabilities[np.arange(n), explained if classes else predicted]
 
     os.makedirs(args.out, exist_ok=True)
-    arrays = {
-        "values": values,
-        "target": explained,
-        "probability": chosen,
-        "inputs": inputs,
-        "labels": labels,
-        "indices": np.arange(n),
-    }
+    columns = {"values": values, "target": explained, "probability": chosen, "inputs": inputs,
+               "labels": labels, "indices": np.arange(n)}
     if attribution.delta is not None:
-        arrays["delta"] = np.asarray(attribution.delta)
-        arrays["relative_delta"] = np.asarray(attribution.relative_delta)
-    np.savez_compressed(os.path.join(args.out, "attributions.npz"), **arrays)
+        columns["delta"] = np.asarray(attribution.delta)
+    if attribution.relative_delta is not None:
+        columns["relative_delta"] = np.asarray(attribution.relative_delta)
+    np.savez_compressed(os.path.join(args.out, "attributions.npz"), **columns)
     picture = os.path.join(args.out, "attributions.png")
     titles = [f"#{i} y={labels[i]} t={explained[i]} p={chosen[i]:.2f}" for i in range(n)]
     if text and values.shape == inputs.shape:
@@ -248,15 +252,13 @@ def explain(args) -> int:
         viz.tabular_attributions(values.reshape(n, -1), picture, feature_names=names, row_labels=titles)
 
     print(f"{args.method} on {n} {args.split} examples of {args.data} with {args.model}")
-    header = f"{'index':>5} {'label':>5} {'target':>6} {'prob':>6}"
-    if attribution.delta is not None:
-        header += f" {'delta':>10} {'rel.delta':>9}"
-    print(header)
+    shown = [("index", np.arange(n), "d"), ("label", labels, "d"),
+             ("target" if classes else "neuron", explained, "d"),
+             ("prob" if classes else "p(pred)", chosen, ".3f")]
+    shown += [(name, columns[key], ".2e") for name, key in (("delta", "delta"), ("rel.delta", "relative_delta")) if key in columns]
+    print(" ".join(f"{name:>9}" for name, _, _ in shown))
     for i in range(n):
-        row = f"{i:>5} {labels[i]:>5} {explained[i]:>6} {chosen[i]:>6.3f}"
-        if attribution.delta is not None:
-            row += f" {arrays['delta'][i]:>10.2e} {arrays['relative_delta'][i]:>9.2e}"
-        print(row)
+        print(" ".join(f"{format(column[i], spec):>9}" for _, column, spec in shown))
     print(f"wrote {os.path.join(args.out, 'attributions.npz')} and {picture}")
     return 0
 

@@ -29,6 +29,7 @@ def test_main_job_as_the_readme_runs_it(tmp_path):
     assert elapsed < 60
     lines = result.stdout.splitlines()
     assert lines[1].split() == ["index", "label", "target", "prob", "delta", "rel.delta"]
+    assert len(lines[2].split()) == 6
     assert len(lines) == 2 + 16 + 1
     arrays = np.load(out / "attributions.npz")
     assert arrays["values"].shape == (16, 8, 8, 1)

@@ -8,6 +8,8 @@ import pytest
 
 import jaxplain.model
 import jaxplain.methods.integrated
+import jaxplain.methods.layers
+import jaxplain.methods.rules
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -38,7 +40,7 @@ def test_readme_main_job_is_the_tested_command():
     assert first.startswith("jaxplain explain --model checkpoints/digits_cnn --data digits")
 
 
-@pytest.mark.parametrize("module", [jaxplain.model, jaxplain.methods.integrated])
+@pytest.mark.parametrize("module", [jaxplain.model, jaxplain.methods.integrated, jaxplain.methods.layers, jaxplain.methods.rules])
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0

@@ -4,7 +4,7 @@ Every public method is registered in `METHODS` (see `registry.py`) by the decora
 `@register(family, randomized=...)`.
 """
 
-from jaxplain.methods import gradients, integrated, smoothing
+from jaxplain.methods import gradients, integrated, layers, perturbation, rules, smoothing
 from jaxplain.methods.registry import FAMILIES, METHODS, MethodInfo, register
 
 __all__ = ["FAMILIES", "METHODS", "MethodInfo", "register"]
