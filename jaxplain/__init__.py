@@ -22,6 +22,7 @@ from jaxplain.methods.perturbation import (
     kernel_shap,
     lime,
     occlusion,
+    patch_mask,
     shapley_sampling,
 )
 from jaxplain.methods.registry import METHODS
@@ -65,6 +66,7 @@ __all__ = [
     "neuron_gradient",
     "neuron_integrated_gradients",
     "occlusion",
+    "patch_mask",
     "saliency",
     "schedules",
     "shapley_sampling",

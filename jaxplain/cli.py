@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--layer", default=None, help="layer path for layer methods, e.g. Conv_1 (see jaxplain.methods.layers.layer_names)")
     explain.add_argument("--neuron", type=int, default=None, help="unit index (flattened) of --layer for neuron methods")
     explain.add_argument("--window", type=_window, default=None, help="occlusion window, e.g. 2,2,1")
+    explain.add_argument("--patch", type=_window, default=None, help="feature groups of the Shapley, ablation and LIME methods: boxes of this size, e.g. 2,2,1 (default: every feature its own group; every token for text)")
     explain.add_argument("--rule", default=None, help="LRP rule (epsilon, gamma, alpha1beta0, composite)")
     explain.add_argument("--wrap", default="saliency", help="the method that smoothgrad, smoothgrad_sq and vargrad wrap (default saliency)")
     explain.add_argument("--noise-scale", type=float, default=None, help="noise of smoothgrad and kin, as a fraction of the input range")
@@ -198,8 +199,16 @@ def explain(args) -> int:
         model = checkpoint.model(output=args.output)
         baseline = args.baseline
         background = jnp.asarray(dataset.x_train[: args.background])
+    if args.patch is not None:
+        if len(args.patch) != x.ndim - 1:
+            raise UsageError(f"--patch needs one size per axis of an example, shape {tuple(x.shape[1:])}")
+        feature_mask = jaxplain.methods.perturbation.patch_mask(x.shape[1:], args.patch)
+    elif text:  # one group per token: all its embedding dimensions together
+        feature_mask = np.broadcast_to(np.arange(x.shape[1], dtype=np.int32)[:, None], x.shape[1:])
+    else:
+        feature_mask = None
     candidates = {
-        "steps": args.steps, "schedule": args.schedule, "baseline": baseline, "samples": args.samples,
+        "feature_mask": feature_mask, "steps": args.steps, "schedule": args.schedule, "baseline": baseline, "samples": args.samples,
         "layer": args.layer, "neuron": args.neuron, "window": args.window, "rule": args.rule, "noise_scale": args.noise_scale,
         "key": jax.random.key(args.seed), "background": background, "baselines": background,
     }

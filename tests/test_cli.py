@@ -50,6 +50,20 @@ def test_explain_values_match_the_library_call(tmp_path, capsys):
     np.testing.assert_array_equal(arrays["target"], expected.target)
 
 
+def test_patch_groups_features_for_shapley_methods(tmp_path):
+    assert cli.main(["explain", "--model", str(ROOT / "checkpoints/digits_cnn"), "--data", "digits",
+                     "--method", "exact_shapley", "--patch", "4,4,1", "--n", "3", "--out", str(tmp_path)]) == 0
+    arrays = np.load(tmp_path / "attributions.npz")
+    model = jaxplain.load_model(str(ROOT / "checkpoints/digits_cnn"))
+    mask = jaxplain.patch_mask((8, 8, 1), (4, 4, 1))
+    expected = jaxplain.exact_shapley(model, jaxplain.data.load("digits").x_test[:3], target="predicted",
+                                      feature_mask=mask)
+    np.testing.assert_allclose(arrays["values"], expected.values, rtol=1e-5, atol=1e-6)
+    # every 4x4 block holds one value
+    blocks = arrays["values"].reshape(3, 2, 4, 2, 4)
+    np.testing.assert_array_equal(blocks, np.broadcast_to(blocks[:, :, :1, :, :1], blocks.shape))
+
+
 def test_explain_a_text_model_on_its_embeddings(tmp_path):
     assert cli.main(["explain", "--model", str(ROOT / "checkpoints/synthetic_text"), "--data", "synthetic_text",
                      "--n", "8", "--out", str(tmp_path)]) == 0
@@ -84,6 +98,8 @@ def test_train_writes_a_checkpoint_that_records_its_command(tmp_path):
         (["explain", "--model", "checkpoints/digits_cnn", "--data", "digits", "--n", "0"], "--n: expected a positive integer"),
         (["explain", "--model", "checkpoints/digits_cnn", "--data", "digits", "--target", "12"], "--target 12 is outside"),
         (["explain", "--model", "checkpoints/digits_cnn", "--data", "digits", "--schedule", "simpson"], "schedule must be one of"),
+        (["explain", "--model", "checkpoints/digits_cnn", "--data", "digits", "--method", "exact_shapley", "--patch", "2,2"], "--patch needs one size per axis"),
+        (["explain", "--model", "checkpoints/digits_cnn", "--data", "digits", "--method", "exact_shapley"], "allows at most 16 groups"),
         (["explain", "--data", "digits"], "the following arguments are required: --model"),
         (["train", "--model", "nope", "--data", "digits", "--out", "x"], "unknown architecture 'nope'"),
         (["train", "--model", "mlp", "--data", "digits", "--out", "x", "--config", "{bad"], "--config is not valid JSON"),

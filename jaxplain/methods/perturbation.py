@@ -436,6 +436,36 @@ def _prepare(model, x, target, baseline, feature_mask):
     return x, targets, baseline, mask, groups
 
 
+def patch_mask(feature_shape, patch) -> np.ndarray:
+    """A `feature_mask` that groups features into boxes of size `patch` (superpixels).
+
+    Along an axis of size n with patch size p, feature i belongs to box i // p (the
+    last box is smaller when p does not divide n); the boxes of all axes are numbered
+    0..G-1 in C order. For NHWC images, `patch=(2, 2, 1)` makes every 2x2 block of one
+    channel a group and `(2, 2, C)` every 2x2 block of all channels.
+
+    Args:
+      feature_shape: the shape of one example, `x.shape[1:]`.
+      patch: a tuple of box sizes, one per axis of `feature_shape`.
+
+    Returns:
+      An int32 array of shape `feature_shape` with group ids 0..G-1.
+
+    Example:
+      >>> patch_mask((4,), (2,))
+      array([0, 0, 1, 1], dtype=int32)
+      >>> patch_mask((2, 3), (1, 2))
+      array([[0, 0, 1],
+             [2, 2, 3]], dtype=int32)
+    """
+    feature_shape = tuple(int(n) for n in feature_shape)
+    patch = _axis_sizes("patch", patch, np.empty((1,) + feature_shape))
+    boxes = [np.arange(n) // p for n, p in zip(feature_shape, patch)]
+    counts = [-(-n // p) for n, p in zip(feature_shape, patch)]
+    grids = np.meshgrid(*boxes, indexing="ij")
+    return np.ravel_multi_index(grids, counts).astype(np.int32)
+
+
 # --- public methods --------------------------------------------------------------------
 
 
