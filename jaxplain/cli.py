@@ -210,7 +210,7 @@ def explain(args) -> int:
     candidates = {
         "feature_mask": feature_mask, "steps": args.steps, "schedule": args.schedule, "baseline": baseline, "samples": args.samples,
         "layer": args.layer, "neuron": args.neuron, "window": args.window, "rule": args.rule, "noise_scale": args.noise_scale,
-        "key": jax.random.key(args.seed), "background": background, "baselines": background,
+        "key": jax.random.key(args.seed), "background": background,
     }
     if args.rule in ("zbox", "composite"):  # the first layer's input bounds: the data's range
         candidates.update(low=float(np.min(dataset.x_train)), high=float(np.max(dataset.x_train)))

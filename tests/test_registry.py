@@ -67,7 +67,7 @@ CALLS = {
     "guided_backprop": (IMAGES, {}),
     "deconvnet": (IMAGES, {}),
     "deeplift": (IMAGES, {"baseline": 0.1}),
-    "deeplift_shap": (IMAGES, {"baselines": BACKGROUND}),
+    "deeplift_shap": (IMAGES, {"background": BACKGROUND}),
     "lrp": (IMAGES, {"rule": "composite", "low": 0.0, "high": 1.0}),
     "grad_cam": (IMAGES, {"layer": "conv2"}),
     "layer_gradient_x_activation": (IMAGES, {"layer": "conv1"}),

@@ -152,7 +152,7 @@ def test_deeplift_shap_sums_to_mean_reference_difference_and_averages_deeplift(r
     x = rng.normal(size=(3, 8, 8, 1)).astype(np.float32)
     references = rng.normal(scale=0.5, size=(4, 8, 8, 1)).astype(np.float32)
     target = np.array([0, 3, 1])
-    a = rules.deeplift_shap(model, x, target=target, baselines=references, chunk_size=3)
+    a = rules.deeplift_shap(model, x, target=target, background=references, chunk_size=3)
     mean_reference = np.mean([_target_outputs(model, np.broadcast_to(r, x.shape), target) for r in references], axis=0)
     difference = _target_outputs(model, x, target) - mean_reference
     np.testing.assert_allclose(a.extras["output_difference"], difference, rtol=1e-5, atol=1e-6)
@@ -226,7 +226,7 @@ def test_deeplift_shap_chunk_size_does_not_change_the_answer(rng):
     x = rng.normal(size=(3, 6)).astype(np.float32)
     references = rng.normal(size=(7, 6)).astype(np.float32)
     results = [
-        rules.deeplift_shap(model, x, target=2, baselines=references, chunk_size=c)
+        rules.deeplift_shap(model, x, target=2, background=references, chunk_size=c)
         for c in (1, 3, 7)
     ]
     for a in results[:-1]:
@@ -419,7 +419,7 @@ def _calls(model, x, target, **extra):
         "guided_backprop": lambda: rules.guided_backprop(model, x, target=target),
         "deconvnet": lambda: rules.deconvnet(model, x, target=target),
         "deeplift": lambda: rules.deeplift(model, x, target=target, baseline=0.5),
-        "deeplift_shap": lambda: rules.deeplift_shap(model, x, target=target, baselines=references, **extra),
+        "deeplift_shap": lambda: rules.deeplift_shap(model, x, target=target, background=references, **extra),
         "lrp": lambda: rules.lrp(model, x, target=target),
         "lrp_gamma": lambda: rules.lrp(model, x, target=target, rule="gamma"),
         "lrp_alpha1beta0": lambda: rules.lrp(model, x, target=target, rule="alpha1beta0"),
@@ -533,7 +533,7 @@ def test_product_of_inputs_is_refused_with_its_primitive_and_location():
         (ValueError, "low and high are used by the z-box rule only", lambda m, x: rules.lrp(m, x, target=0, low=0.0)),
         (ValueError, "epsilon must be finite and >= 0", lambda m, x: rules.lrp(m, x, target=0, epsilon=-1.0)),
         (TypeError, "gamma must be a number", lambda m, x: rules.lrp(m, x, target=0, rule="gamma", gamma="big")),
-        (ValueError, "baselines must have shape \\(M, 6\\)", lambda m, x: rules.deeplift_shap(m, x, target=0, baselines=np.zeros(6))),
+        (ValueError, "background must have shape \\(M, 6\\)", lambda m, x: rules.deeplift_shap(m, x, target=0, background=np.zeros(6))),
         (ValueError, "baseline of shape \\(5,\\) cannot be broadcast", lambda m, x: rules.deeplift(m, x, target=0, baseline=np.zeros(5))),
         (ValueError, "target holds 7", lambda m, x: rules.guided_backprop(m, x, target=7)),
     ],

@@ -589,7 +589,7 @@ def embedding_layer(model: Model, x) -> str:
 @register("layer")
 def token_attributions(
     model: Model,
-    tokens,
+    x,
     *,
     target,
     layer: Optional[str] = None,
@@ -603,13 +603,13 @@ def token_attributions(
     phi_{b,t} = sum_d LIG_{b,t,d}, with LIG = `layer_integrated_gradients` on the
     embedding layer (its output `(batch, tokens, embed_dim)`). The baseline sequence
     defaults to the padding token everywhere; the model's padding mask is still
-    computed from `tokens`, so every position of the baseline is attended to (see
+    computed from `x`, so every position of the baseline is attended to (see
     `extras["layer_output_difference"]` for what the scores sum to).
 
     Args:
       model: a Linen `jaxplain.Model` that takes token ids, e.g.
         `jaxplain.load_model("checkpoints/synthetic_text")`.
-      tokens: int token ids `(batch, length)`.
+      x: int token ids `(batch, length)`.
       target: as for `integrated_gradients`.
       layer: the embedding module's path; by default the model's only `nn.Embed`.
       baseline: baseline token ids (a scalar, one sequence or one per example); by
@@ -617,7 +617,7 @@ def token_attributions(
       steps, schedule, chunk_size: as for `layer_integrated_gradients`.
 
     Returns:
-      An `Attribution` whose `values` are shaped like `tokens` (or `(batch, k,
+      An `Attribution` whose `values` are shaped like `x` (or `(batch, k,
       length)`), with the `delta` and extras of `layer_integrated_gradients` plus
       `extras["embedding_attributions"]`, the per-dimension attributions.
 
@@ -626,10 +626,10 @@ def token_attributions(
       arXiv:1703.01365, 2017.
     """
     _check_linen(model)
-    layer = embedding_layer(model, tokens) if layer is None else layer
+    layer = embedding_layer(model, x) if layer is None else layer
     baseline = getattr(model.apply_fn.module, "pad_id", 0) if baseline is None else baseline
     result = layer_integrated_gradients(
-        model, tokens, target=target, layer=layer, baseline=baseline, steps=steps,
+        model, x, target=target, layer=layer, baseline=baseline, steps=steps,
         schedule=schedule, chunk_size=chunk_size,
     )
     return dataclasses.replace(

@@ -890,7 +890,7 @@ def deeplift(model: Model, x, *, target, baseline=0.0) -> Attribution:
 
 
 @register("rules")
-def deeplift_shap(model: Model, x, *, target, baselines, chunk_size=None) -> Attribution:
+def deeplift_shap(model: Model, x, *, target, background, chunk_size=None) -> Attribution:
     """DeepLIFT SHAP: the mean of DeepLIFT attributions over several references.
 
     phi = (1/M) sum_m deeplift(x; x'_m), for M references x'_m shared by all examples
@@ -902,7 +902,8 @@ def deeplift_shap(model: Model, x, *, target, baselines, chunk_size=None) -> Att
       model: a `jaxplain.Model` with `output="logits"`.
       x: a batch of inputs, `(batch, ...)`.
       target: as for `deeplift`.
-      baselines: the references, `(M, *x.shape[1:])`.
+      background: the references, `(M, *x.shape[1:])` (the name `expected_gradients`
+        uses for its references too).
       chunk_size: references evaluated at once; by default the largest chunk whose saved
         activations fit the memory budget (see `jaxplain.engine.default_chunk_size`).
 
@@ -919,17 +920,17 @@ def deeplift_shap(model: Model, x, *, target, baselines, chunk_size=None) -> Att
     """
     x, targets = _checks.prepare(model, x, target)
     _logits_only("deeplift_shap", model)
-    baselines = _checks.as_float_array("baselines", baselines)
-    if baselines.ndim != x.ndim or tuple(baselines.shape[1:]) != tuple(x.shape[1:]) or not baselines.shape[0]:
+    background = _checks.as_float_array("background", background)
+    if background.ndim != x.ndim or tuple(background.shape[1:]) != tuple(x.shape[1:]) or not background.shape[0]:
         raise ValueError(
-            f"baselines must have shape (M, {', '.join(map(str, x.shape[1:]))}) with M >= 1 "
-            f"references, got {tuple(baselines.shape)}"
+            f"background must have shape (M, {', '.join(map(str, x.shape[1:]))}) with M >= 1 "
+            f"references, got {tuple(background.shape)}"
         )
     rules = _Rules("deeplift")
     _check_supported(model, rules, x, 2)
     pairs = jax.ShapeDtypeStruct((x.shape[0], 2) + tuple(x.shape[1:]), x.dtype)
-    chunk_size = _checks.chunk_size(chunk_size, _modified(model, rules), pairs, baselines.shape[0])
-    references = jnp.asarray(baselines, x.dtype)[:, None]
+    chunk_size = _checks.chunk_size(chunk_size, _modified(model, rules), pairs, background.shape[0])
+    references = jnp.asarray(background, x.dtype)[:, None]
     return _deeplift(model, x, references, targets, chunk_size=chunk_size)
 
 
