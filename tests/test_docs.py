@@ -6,9 +6,11 @@ import re
 
 import pytest
 
+import jaxplain
 import jaxplain.model
 import jaxplain.methods.integrated
 import jaxplain.methods.layers
+import jaxplain.methods.perturbation
 import jaxplain.methods.rules
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -19,12 +21,23 @@ def _blocks(language):
     return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
 
 
-def test_readme_python_example_runs():
+def test_readme_python_examples_run_in_order():
+    namespace = {}
     for block in _blocks("python"):
-        namespace = {}
         exec(compile(block, "README.md", "exec"), namespace)
     assert namespace["a"].values.shape == (32, 10)
     assert namespace["a3"].values.shape == (32, 3, 10)
+    for name in ("sg", "dl", "ks"):
+        assert namespace[name].values.shape == (32, 10)
+    assert float(abs(namespace["dl"].delta).max()) < 1e-4
+
+
+def test_every_method_is_documented():
+    methods_doc = (ROOT / "docs" / "methods.md").read_text()
+    readme = (ROOT / "README.md").read_text()
+    for name in jaxplain.METHODS:
+        assert f"`{name}`" in methods_doc, name
+    assert "docs/methods.md" in readme
 
 
 def test_ci_runs_the_readme_test_command():
