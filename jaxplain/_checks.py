@@ -112,11 +112,11 @@ def positive_int(name: str, value) -> int:
     return int(value)
 
 
-def schedule(name) -> str:
-    if name not in schedules.SCHEDULES:
-        raise ValueError(
-            f"schedule must be one of {sorted(schedules.SCHEDULES)}, got {name!r}"
-        )
+def schedule(name, *, pilot: bool = False) -> str:
+    """A schedule name; with `pilot`, the pilot schedules are allowed too."""
+    known = sorted(schedules.SCHEDULES) + (sorted(schedules.PILOT_SCHEDULES) if pilot else [])
+    if not isinstance(name, str) or name not in known:
+        raise ValueError(f"schedule must be one of {known}, got {name!r}")
     return name
 
 

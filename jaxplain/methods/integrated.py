@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxplain import _checks, engine, schedules
 from jaxplain.attribution import Attribution
+from jaxplain.methods import auto_steps
 from jaxplain.methods.registry import register
 from jaxplain.model import Model, Targets
 
@@ -61,6 +64,61 @@ def _integrated_gradients(model, x, baseline, targets: Targets, *, steps, schedu
     return _path_attribution(values, chosen, at_x - _chosen(at_baseline, chosen), targets)
 
 
+def _one_target_per_row(x, baseline, chosen):
+    """(B * k) rows, one per example and target: each pair can follow its own path."""
+    count = chosen.shape[1]
+    return (jnp.repeat(x, count, axis=0), jnp.repeat(baseline, count, axis=0),
+            chosen.reshape(-1, 1))
+
+
+@engine.program(static_argnames=("steps", "schedule", "pilot_steps", "chunk_size"))
+def _pilot_integrated_gradients(model, x, baseline, targets: Targets, *, steps, schedule,
+                                pilot_steps, chunk_size):
+    batch = x.shape[0]
+    baseline = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
+    chosen, at_x, at_baseline, tied_x = _endpoint_pass(model, x, baseline, targets)
+    rows_x, rows_baseline, row_targets = _one_target_per_row(tied_x, baseline, chosen)
+    ends = (_chosen(at_baseline, chosen).reshape(-1, 1), at_x.reshape(-1, 1))
+
+    def point(alpha, x):
+        alpha = jnp.broadcast_to(alpha, x.shape[:1]).reshape((-1,) + (1,) * (x.ndim - 1))
+        return rows_baseline + alpha.astype(x.dtype) * (x - rows_baseline)
+
+    # Forward-only pilot at the interior alphas j / N; the ends are already known.
+    pilot = [ends[0], ends[1]]
+    if pilot_steps > 1:
+        interior = jnp.arange(1, pilot_steps, dtype=x.dtype) / pilot_steps
+        outputs = engine.path_outputs(model, rows_x, row_targets, point, interior, chunk_size=chunk_size)
+        pilot.insert(1, outputs[:, :, 0].astype(ends[0].dtype))
+    pilot = jnp.concatenate(pilot, axis=1)
+    alphas, weights = schedules.pilot_schedule(schedule, pilot, steps)
+    gradient_sum, _ = engine.path_gradients(
+        model, engine.after(rows_x, pilot[:, -1:].reshape((-1,) + (1,) * (x.ndim - 1)).astype(x.dtype)),
+        row_targets, point, alphas.T, weights.T, chunk_size=chunk_size,
+    )
+    gradient_sum = gradient_sum.reshape((batch, chosen.shape[1]) + x.shape[1:])
+    values = gradient_sum * (x - baseline)[:, None]
+    return _path_attribution(values, chosen, at_x - _chosen(at_baseline, chosen), targets)
+
+
+@engine.program(static_argnames=("max_steps",))
+def _auto_integrated_gradients(model, x, baseline, targets: Targets, tolerance, *, max_steps):
+    batch = x.shape[0]
+    baseline = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
+    chosen, at_x, at_baseline, tied_x = _endpoint_pass(model, x, baseline, targets)
+    rows_x, rows_baseline, row_targets = _one_target_per_row(tied_x, baseline, chosen)
+    gradient_sum, steps, forward_steps, converged = auto_steps.integrate(
+        model, rows_x, rows_baseline, row_targets, _chosen(at_baseline, chosen).reshape(-1),
+        at_x.reshape(-1), tolerance=tolerance, max_steps=max_steps,
+    )
+    shape = (batch, chosen.shape[1])
+    values = gradient_sum.reshape(shape + x.shape[1:]) * (x - baseline)[:, None]
+    attribution = _path_attribution(values, chosen, at_x - _chosen(at_baseline, chosen), targets)
+    extras = {name: targets.squeeze(value.reshape(shape)) for name, value in
+              (("steps", steps), ("forward_steps", forward_steps), ("converged", converged))}
+    return dataclasses.replace(attribution, extras={**attribution.extras, **extras})
+
+
 @register("path")
 def integrated_gradients(
     model: Model,
@@ -70,6 +128,9 @@ def integrated_gradients(
     baseline=0.0,
     steps: int = 50,
     schedule: str = "gauss_legendre",
+    pilot_steps=None,
+    tolerance: float = 0.01,
+    max_steps: int = 1024,
     chunk_size=None,
 ) -> Attribution:
     """Integrated Gradients, evaluated over the whole path in one compiled program.
@@ -86,22 +147,46 @@ def integrated_gradients(
     `relative_delta` divides it by |F_t(x) - F_t(b)|: it tells how converged the
     answer is.
 
+    Schedules (see `jaxplain.schedules` and docs/schedules.md for which to use when):
+    the fixed rules "gauss_legendre", "riemann_middle", "riemann_left",
+    "riemann_right" and "trapezoid" place the same points for every example. The pilot
+    schedules first evaluate F_t, forward only, at `pilot_steps` + 1 uniform alphas
+    (the two ends come from the pass that computes `delta`), then place the `steps`
+    gradient points of each example (and target) where its output changes:
+    "nonuniform" shares them among the pilot intervals in proportion to the change
+    (the pre-processing idea of arXiv:2302.11107), "pilot_gauss" cuts the path into
+    panels of equal probability under a density that is half uniform and half the
+    pilot's changes, with a 4-point Gauss-Legendre rule in each. `steps="auto"`
+    refines each example's path until its completeness gap is within `tolerance` (see
+    `jaxplain.methods.auto_steps`).
+
     Args:
       model: a `jaxplain.Model`.
       x: a batch of inputs, `(batch, ...)`.
       target: an int, an int array `(batch,)` or `(batch, k)`, `"predicted"`, or
-        `jaxplain.top_k(k)`. Several targets per example share one pass over the path.
+        `jaxplain.top_k(k)`. Several targets per example share one pass over the path
+        (the pilot schedules and "auto" give each target its own points).
       baseline: a scalar, one example (shape `x.shape[1:]`), or one per example.
-      steps: number of points on the path.
+      steps: number of gradient points on the path, or "auto".
       schedule: "gauss_legendre" (default; exact for polynomial paths of degree
-        <= 2 steps - 1), "riemann_middle", "riemann_left", "riemann_right" or
-        "trapezoid". See `jaxplain.schedules`.
+        <= 2 steps - 1), "riemann_middle", "riemann_left", "riemann_right",
+        "trapezoid", "nonuniform" or "pilot_gauss".
+      pilot_steps: pilot intervals N of the pilot schedules (N - 1 forward-only
+        evaluations, N <= steps); by default steps // 4.
+      tolerance: with steps="auto", the bound on the sum of the path intervals'
+        completeness gaps relative to |F_t(x) - F_t(b)|; it implies
+        `relative_delta <= tolerance`. Values below about 1e-4 can be out of float32's
+        reach, and then end at the cap.
+      max_steps: with steps="auto", the cap on gradient evaluations per example.
       chunk_size: points evaluated at once; by default the largest chunk whose saved
         activations fit the memory budget (see `jaxplain.engine.default_chunk_size`).
+        With steps="auto" each refinement round evaluates 8 points per example at once.
 
     Returns:
       An `Attribution` with `values` shaped like `x` (or `(batch, k, ...)`), `target`,
-      `delta` and `extras["output_difference"]`.
+      `delta` and `extras["output_difference"]`; with steps="auto" also
+      `extras["steps"]` (gradient evaluations used), `extras["forward_steps"]` and
+      `extras["converged"]` (False where the cap stopped it) per example.
 
     Example:
       >>> import jax.numpy as jnp
@@ -111,15 +196,50 @@ def integrated_gradients(
       >>> a = jaxplain.integrated_gradients(model, jnp.ones((1, 2)), target=0)
       >>> a.values
       Array([[1., 2.]], dtype=float32)
+      >>> auto = jaxplain.integrated_gradients(model, jnp.ones((1, 2)), target=0, steps="auto")
+      >>> auto.extras["steps"], auto.extras["converged"]  # a linear path converges at once
+      (Array([8], dtype=int32), Array([ True], dtype=bool))
 
     References:
       Sundararajan, Taly, Yan. Axiomatic Attribution for Deep Networks.
       arXiv:1703.01365, 2017.
+      Bhat, Raychowdhury. Non-Uniform Interpolation in Integrated Gradients for
+      Low-Latency Explainable-AI. arXiv:2302.11107, 2023.
+      Walker, Jha, Chen, Ewetz. Integrated Decision Gradients: Compute Your
+      Attributions Where the Model Makes Its Decision. arXiv:2305.20052, 2024.
     """
     x, targets = _checks.prepare(model, x, target)
     baseline = _checks.baseline(baseline, x)
+    if isinstance(steps, str) and steps == "auto":
+        if schedule != "gauss_legendre" or pilot_steps is not None or chunk_size is not None:
+            raise ValueError(
+                "steps='auto' chooses its own points (adaptive Gauss-Legendre intervals, see "
+                "jaxplain.methods.auto_steps): leave schedule, pilot_steps and chunk_size unset"
+            )
+        tolerance = _checks.fraction("tolerance", tolerance, low=0.0, high=1.0)
+        max_steps = _checks.positive_int("max_steps", max_steps)
+        return _auto_integrated_gradients(
+            model, x, baseline, targets, jnp.asarray(tolerance, jnp.float32), max_steps=max_steps
+        )
+    if isinstance(steps, str):
+        raise ValueError(f"steps must be a positive int or 'auto', got {steps!r}")
     steps = _checks.positive_int("steps", steps)
-    schedule = _checks.schedule(schedule)
+    schedule = _checks.schedule(schedule, pilot=True)
+    if schedule in schedules.PILOT_SCHEDULES:
+        pilot_steps = schedules.default_pilot_steps(steps) if pilot_steps is None else pilot_steps
+        pilot_steps = _checks.positive_int("pilot_steps", pilot_steps)
+        if pilot_steps > steps:
+            raise ValueError(
+                f"pilot_steps must be <= steps (every pilot interval gets a point), got "
+                f"pilot_steps={pilot_steps} and steps={steps}"
+            )
+        chunk_size = _checks.chunk_size(chunk_size, model, x, max(steps, pilot_steps - 1))
+        return _pilot_integrated_gradients(
+            model, x, baseline, targets, steps=steps, schedule=schedule,
+            pilot_steps=pilot_steps, chunk_size=chunk_size,
+        )
+    if pilot_steps is not None:
+        raise ValueError(f"pilot_steps is used by the pilot schedules {sorted(schedules.PILOT_SCHEDULES)} only, not by schedule={schedule!r}")
     schedules.get(schedule, steps)  # raises for a schedule that cannot use this many steps
     chunk_size = _checks.chunk_size(chunk_size, model, x, steps)
     return _integrated_gradients(
