@@ -115,16 +115,20 @@ def _points(point_fn, params, x, batch: int):
     return points.reshape((-1,) + points.shape[2:])
 
 
-def over_chunks(chunk, point_params, weights, x, chunk_size: int, zeros, dependency):
+def over_chunks(chunk, point_params, weights, x, chunk_size: int, zeros, dependency, *, unroll: bool):
     """Runs `chunk` over the K points in chunks of `chunk_size`, one chunk after another.
 
     `chunk(params, weights, x) -> (partial_sum, per_point)` evaluates one chunk, with
     `per_point` of shape (B, size, ...) and `partial_sum` any pytree (summed leaf by
     leaf; `zeros` is its zero). Returns the sum of the partial sums and the
-    per-point results concatenated along axis 1. Up to `max_unrolled_chunks()` chunks
-    are laid out in straight-line code, more run as a `lax.scan` plus a remainder call;
-    either way each chunk's `x` is tied (`after`) to `dependency(partial_sum)` of the
-    chunk before, so only one chunk's activations are alive at a time.
+    per-point results concatenated along axis 1. With `unroll`, up to
+    `max_unrolled_chunks()` chunks are laid out in straight-line code; otherwise, or with
+    more chunks, they run as a `lax.scan` plus a remainder call. Either way each chunk's
+    `x` is tied (`after`) to `dependency(partial_sum)` of the chunk before, so they run
+    one at a time. Only the scan bounds memory by one chunk: XLA:CPU does not reuse the
+    buffers of unrolled chunks (the digits CNN's 256 points in 4 unrolled chunks of 64
+    took 3.0x the temporary memory of one chunk of 64; as a scan, 1.0x), so callers
+    unroll only when all the points would fit the memory budget at once (`fits_at_once`).
     """
     num_points = jax.tree_util.tree_leaves(point_params)[0].shape[0]
     batch = x.shape[0]
@@ -138,7 +142,7 @@ def over_chunks(chunk, point_params, weights, x, chunk_size: int, zeros, depende
 
     chunk_size = min(chunk_size, num_points)
     starts = range(0, num_points, chunk_size)
-    if len(starts) <= max_unrolled_chunks():
+    if unroll and len(starts) <= max_unrolled_chunks():
         total, per_point, chunk_x = None, [], x
         for start in starts:
             partial, values = chunk(*take(start, start + chunk_size), chunk_x)
@@ -243,6 +247,7 @@ def path_gradients(
         zeros,
         # the next chunk waits for this chunk's gradients (an elementwise tie)
         dependency=lambda total: total[:, 0],
+        unroll=fits_at_once(model, x, batch * num_points, context=context),
     )
 
 
@@ -289,6 +294,7 @@ def path_outputs(
         chunk_size,
         jnp.zeros((batch, count), output_dtype(model, x)),
         dependency=lambda total: total[:, :1].reshape((batch,) + (1,) * (x.ndim - 1)),
+        unroll=fits_at_once(model, x, batch * num_points),
     )
     return outputs
 
@@ -341,20 +347,48 @@ def output_struct(model: Model, x) -> jax.ShapeDtypeStruct:
     )
 
 
-def _bytes_per_row(model: Model, feature_shape: tuple, dtype) -> int:
+def _bytes_per_row(model: Model, feature_shape: tuple, dtype, context_rows=None) -> int:
+    """Bytes one row keeps for its backward pass (activations), found abstractly.
+
+    `context_rows`: optional pytree of per-row `ShapeDtypeStruct`s (without the row axis)
+    that the model also reads, as `model((points, context))`.
+    """
+
+    def rows_of(rows, struct):
+        return jax.ShapeDtypeStruct((rows,) + tuple(struct.shape), struct.dtype)
+
     def residual_bytes(rows):
-        pullback = jax.eval_shape(
-            lambda p: jax.vjp(model, p)[1], jax.ShapeDtypeStruct((rows,) + feature_shape, dtype)
-        )
+        def pullback(points, context):
+            function = model if context is None else (lambda p: model((p, context)))
+            return jax.vjp(function, points)[1]
+
+        context = jax.tree_util.tree_map(lambda s: rows_of(rows, s), context_rows)
+        structure = jax.eval_shape(pullback, rows_of(rows, jax.ShapeDtypeStruct(feature_shape, dtype)), context)
         return sum(
             int(np.prod(leaf.shape)) * jnp.dtype(leaf.dtype).itemsize
-            for leaf in jax.tree_util.tree_leaves(pullback)
+            for leaf in jax.tree_util.tree_leaves(structure)
         )
 
     # Residuals that grow with the number of rows are the activations a chunk keeps for
     # its backward pass; the constant part (the parameters) does not depend on the chunk.
     input_bytes = int(np.prod(feature_shape)) * jnp.dtype(dtype).itemsize
     return max(residual_bytes(2) - residual_bytes(1), input_bytes) + 2 * input_bytes
+
+
+def _row_bytes(model: Model, x, context=None) -> int:
+    """`_bytes_per_row` for rows like x's (and context's), cached per structure."""
+    context_rows = jax.tree_util.tree_map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype), context
+    )
+    key = _cache_key(model, x)[:2] + (tuple(x.shape[1:]), np.dtype(x.dtype),
+                                      jax.tree_util.tree_structure(context_rows),
+                                      tuple((s.shape, s.dtype) for s in jax.tree_util.tree_leaves(context_rows)))
+    return _cached(_BYTES_PER_ROW, key, lambda: _bytes_per_row(model, key[2], key[3], context_rows))
+
+
+def fits_at_once(model: Model, x, rows: int, *, context=None) -> bool:
+    """Whether `rows` rows like x's fit the chunk budget all at once (see `over_chunks`)."""
+    return rows * _row_bytes(model, x, context) <= chunk_budget_bytes()
 
 
 @functools.lru_cache(maxsize=None)
@@ -388,8 +422,7 @@ def default_chunk_size(model: Model, x, num_points: int) -> int:
     measured by abstract evaluation (no compilation), once per model and input shape.
     On the CPU the points are further split into about `CPU_CHUNKS` chunks.
     """
-    key = _cache_key(model, x)[:2] + (tuple(x.shape[1:]), np.dtype(x.dtype))
-    per_row = _cached(_BYTES_PER_ROW, key, lambda: _bytes_per_row(model, key[2], key[3]))
+    per_row = _row_bytes(model, x)
     batch = max(1, x.shape[0])
     size = chunk_budget_bytes() // per_row // batch
     if jax.default_backend() == "cpu":

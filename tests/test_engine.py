@@ -112,6 +112,23 @@ def test_peak_memory_is_set_by_the_chunk_not_the_steps():
     assert growth <= 2 * 4 * 8 * 1024
 
 
+def test_chunks_that_do_not_fit_together_run_one_at_a_time(monkeypatch):
+    """A few chunks are unrolled on the CPU only when all of them fit the budget at once:
+    XLA:CPU keeps every unrolled chunk's buffers, so a CNN's memory grew with the steps."""
+    module = jaxplain.models.SmallCNN(num_classes=10)  # unrolled: 3.0x one chunk's memory
+    model = jaxplain.Model.from_linen(module, module.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1))))
+    x = np.ones((16, 8, 8, 1), np.float32)
+    rows = 16 * 64
+    per_row = engine._row_bytes(model, jnp.asarray(x))
+    monkeypatch.setenv("JAXPLAIN_CHUNK_BYTES", str(per_row * rows // 2))  # 64 points do not fit
+    assert not engine.fits_at_once(model, x, rows)
+    one_chunk = _temp_bytes(model, x, steps=16, chunk_size=16)
+    four_chunks = _temp_bytes(model, x, steps=64, chunk_size=16)
+    assert four_chunks < 1.3 * one_chunk
+    monkeypatch.setenv("JAXPLAIN_CHUNK_BYTES", str(per_row * rows * 2))
+    assert engine.fits_at_once(model, x, rows)
+
+
 @pytest.mark.parametrize("chunk_size", [1, 4, 11])
 def test_path_outputs_equal_direct_evaluation(chunk_size, rng):
     model = mlp_model(features=5, num_classes=4)

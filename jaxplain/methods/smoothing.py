@@ -64,6 +64,8 @@ def _noisy(model, x, targets: Targets, key, noise_scale, array_kwargs, *, method
         noise_chunk_size,
         (jnp.zeros(shape, acc), jnp.zeros(shape, acc)),
         dependency=lambda sums: sums[0][:, 0],
+        # the wrapped method's memory is its own: a loop keeps one noise chunk alive
+        unroll=False,
     )
     mean, mean_square = total / samples, squares / samples
     values = {"mean": mean, "mean_square": mean_square, "variance": mean_square - mean**2}[reduction]
