@@ -1,0 +1,39 @@
+"""The benchmark scripts run end to end at a tiny size and write what their docs promise."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(script, out, *args):
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", script), "--quick", "--out", str(out), *args],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+        env={**os.environ, "JAXPLAIN_PROGRESS": "0"},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_iso_convergence_quick(tmp_path):
+    stdout = run("iso_convergence.py", tmp_path)
+    payload = json.loads((tmp_path / "iso_convergence.json").read_text())
+    case = payload["cases"]["digits_cnn logits"]
+    schedules = {"riemann_left", "riemann_right", "riemann_middle", "trapezoid", "gauss_legendre",
+                 "nonuniform", "pilot_gauss", "auto"}
+    assert set(case["table"]) == schedules
+    for row in case["table"].values():
+        assert set(row) == {"delta_5pct", "delta_1pct", "l2_1pct"}
+        for cell in row.values():
+            assert cell["median"] >= 1 and 0 <= cell["unsettled_fraction"] <= 1
+    assert 0 < case["forward_cost"] < 1.5
+    assert case["reference_max_l2_vs_double"] < 0.01
+    timing = case["timing"]
+    assert all(cell["ms_per_explanation"] > 0 for cell in timing.values())
+    assert 0 <= timing["nonuniform"]["pilot_share"] < 1
+    png = (tmp_path / "iso_convergence.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert "digits_cnn logits" in stdout
