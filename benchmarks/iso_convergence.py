@@ -16,13 +16,16 @@ baseline) and over gauss_legendre, go to benchmarks/results/iso_convergence.json
 of median L2 error against evaluations to iso_convergence.png; the digits CNN is also
 timed at iso-convergence (one batch of inputs, every schedule in the same run).
 
-    python benchmarks/iso_convergence.py [--inputs 200] [--quick]
+    python benchmarks/iso_convergence.py [--inputs 200] [--models digits_cnn,...] [--resume] [--quick]
+
+Each finished (model, output) case is written to the JSON at once; --resume skips them.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 import sys
 import time
@@ -235,35 +238,49 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="a tiny run that checks the script works")
     parser.add_argument("--models", default=None, help="comma-separated subset, e.g. digits_cnn,wine_mlp")
     parser.add_argument("--out", default=RESULTS)
+    parser.add_argument("--resume", action="store_true", help="keep the cases an earlier run with the same settings finished")
     args = parser.parse_args(argv)
     grid, tolerances, count, reference_steps = (
         (GRID, TOLERANCES, args.inputs, 2048) if not args.quick else ([2, 4, 8], [0.1, 0.01], 8, 128)
     )
-    payload = {"machine": machine(), "inputs": count, "grid": grid, "tolerances": tolerances,
-               "reference_steps": reference_steps,
-               "criteria": {k: list(v) for k, v in CRITERIA.items()}, "cases": {}}
-    curves_by_case = {}
+    settings = {"inputs": count, "grid": grid, "tolerances": tolerances, "reference_steps": reference_steps,
+                "criteria": {k: list(v) for k, v in CRITERIA.items()}}
+    path = os.path.join(args.out, "iso_convergence.json")
+    payload = {"machine": machine(), **settings, "cases": {}}
+    if args.resume and os.path.exists(path):
+        with open(path) as f:
+            previous = json.load(f)
+        if {k: previous.get(k) for k in settings} != json.loads(json.dumps(settings)):
+            raise SystemExit(f"{path} was written with other settings; remove it or drop --resume")
+        payload["cases"] = previous["cases"]
     chosen = args.models.split(",") if args.models else None
     for name, model, x, baseline in models(count)[: (1 if args.quick else None)]:
         if chosen and name not in chosen:
             continue
-        ratio = forward_cost(model, x)
+        ratio = None
         for output in ("logits",) if args.quick else ("logits", "probs"):
-            start = time.perf_counter()
             case = f"{name} {output}"
+            if case in payload["cases"]:
+                print(f"{case}: done in an earlier run", flush=True)
+                continue
+            start = time.perf_counter()
+            ratio = forward_cost(model, x) if ratio is None else ratio
             per_input, curves, reference_error = study(model.with_output(output), x, baseline, grid, tolerances, ratio,
                                                        reference_steps)
             table = summarize(per_input)
             payload["cases"][case] = {"forward_cost": ratio, "reference_max_l2_vs_double": reference_error,
                                       "table": table, "curves": curves, "seconds": time.perf_counter() - start}
-            curves_by_case[case] = curves
             if name == "digits_cnn":
                 payload["cases"][case]["timing"] = time_at_iso_convergence(
                     model.with_output(output), x, table, curves, grid, repeats=3 if args.quick else 15)
+            write("iso_convergence.json", payload, args.out)  # each finished case is kept
+            # hundreds of compiled programs per case: free them before the next one
+            jax.clear_caches()
             print(f"{case}: reference vs {2 * reference_steps} points max L2 {reference_error:.1e}, forward cost {ratio:.2f}, "
                   f"{time.perf_counter() - start:.0f} s", flush=True)
     os.makedirs(args.out, exist_ok=True)
-    plot(curves_by_case, os.path.join(args.out, "iso_convergence.png"))
+    plot({case: result["curves"] for case, result in payload["cases"].items()},
+         os.path.join(args.out, "iso_convergence.png"))
     path = write("iso_convergence.json", payload, args.out)
     print(f"\nmedian gradient evaluations per input (p90), speed-up over the best uniform Riemann rule")
     for case, result in payload["cases"].items():
