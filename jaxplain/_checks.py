@@ -56,15 +56,21 @@ def check_model(model) -> None:
         )
 
 
-def check_x(model: Model, x):
-    """Checks `x` against the model; returns `(x, num_classes)`."""
+def check_x(model: Model, x, *, integer_ids: bool = False):
+    """Checks `x` against the model; returns `(x, num_classes)`.
+
+    With `integer_ids`, integer x (token ids, for methods that differentiate a layer
+    rather than x) is accepted as it is.
+    """
     check_model(model)
-    if isinstance(x, (jax.Array, np.ndarray)) and jnp.issubdtype(x.dtype, jnp.integer):
+    integer = isinstance(x, (jax.Array, np.ndarray)) and jnp.issubdtype(x.dtype, jnp.integer)
+    if integer and not integer_ids:
         raise TypeError(
             f"x must be floating point to be differentiated, got dtype {x.dtype}; for token "
             "ids, explain the model's embeddings instead"
         )
-    x = as_float_array("x", x)
+    if not integer:
+        x = as_float_array("x", x)
     if x.ndim < 1 or x.shape[0] < 1:
         raise ValueError(f"x must have a leading batch axis of size >= 1, got shape {x.shape}")
     try:
@@ -88,20 +94,24 @@ def prepare(model: Model, x, target):
     return x, normalize_targets(target, x.shape[0], num_classes)
 
 
-def baseline(value, x):
-    """A baseline broadcastable to `x`: a scalar, one example, or one per example."""
-    value = as_float_array("baseline", value)
+def broadcastable(name: str, value, x):
+    """`value` checked to broadcast to x: a scalar, one example, or one per example."""
     try:
-        shape = np.broadcast_shapes(value.shape, x.shape)
+        shape = np.broadcast_shapes(np.shape(value), x.shape)
     except ValueError:
         shape = None
     if shape != tuple(x.shape):
         raise ValueError(
-            f"baseline of shape {tuple(value.shape)} cannot be broadcast to x of shape "
+            f"{name} of shape {tuple(np.shape(value))} cannot be broadcast to x of shape "
             f"{tuple(x.shape)}; pass a scalar, one example of shape {tuple(x.shape[1:])} or "
             f"one per example of shape {tuple(x.shape)}"
         )
     return value
+
+
+def baseline(value, x):
+    """A baseline broadcastable to `x`: a scalar, one example, or one per example."""
+    return broadcastable("baseline", as_float_array("baseline", value), x)
 
 
 def positive_int(name: str, value) -> int:

@@ -273,27 +273,10 @@ def _check_linen(model) -> None:
 
 
 def _check_x(model: Model, x):
-    """x (floating, or integer ids such as tokens) checked against a Linen model;
-    returns `(x, num_classes)`. Layer methods differentiate a layer, not x, so x may
-    hold integers."""
+    """x checked against a Linen model; returns `(x, num_classes)`. Layer methods
+    differentiate a layer, not x, so x may hold integer ids such as tokens."""
     _check_linen(model)
-    if not (isinstance(x, (jax.Array, np.ndarray)) and jnp.issubdtype(x.dtype, jnp.integer)):
-        return _checks.check_x(model, x)
-    if x.ndim < 1 or x.shape[0] < 1:
-        raise ValueError(f"x must have a leading batch axis of size >= 1, got shape {x.shape}")
-    try:
-        out = engine.output_struct(model, x)
-    except Exception as error:
-        raise ValueError(
-            f"the model cannot be applied to x of shape {tuple(x.shape)} and dtype "
-            f"{x.dtype}: {type(error).__name__}: {error}"
-        ) from error
-    if len(out.shape) != 2 or out.shape[0] != x.shape[0]:
-        raise ValueError(
-            f"model must return (batch, classes) = ({x.shape[0]}, C) for x of shape "
-            f"{tuple(x.shape)}, got output shape {tuple(out.shape)}"
-        )
-    return x, out.shape[1]
+    return _checks.check_x(model, x, integer_ids=True)
 
 
 def _prepare(model: Model, x, target):
@@ -335,15 +318,7 @@ def _check_baseline(value, x):
                 f"baseline must hold integer ids like x (dtype {x.dtype}), e.g. the padding "
                 f"token; got dtype {value.dtype}"
             )
-    try:
-        shape = np.broadcast_shapes(np.shape(value), x.shape)
-    except ValueError:
-        shape = None
-    if shape != tuple(x.shape):
-        raise ValueError(
-            f"baseline of shape {tuple(np.shape(value))} cannot be broadcast to x of shape "
-            f"{tuple(x.shape)}; pass a scalar, one example or one per example"
-        )
+    _checks.broadcastable("baseline", value, x)
     return jnp.asarray(value).astype(x.dtype)
 
 

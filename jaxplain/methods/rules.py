@@ -948,17 +948,7 @@ def _bound(name: str, value, x):
             f"{name} is required for the z-box rule: the lowest (low) and highest (high) "
             "value each input feature can take, e.g. low=0.0, high=1.0 for images in [0, 1]"
         )
-    value = _checks.as_float_array(name, value)
-    try:
-        shape = np.broadcast_shapes(value.shape, x.shape)
-    except ValueError:
-        shape = None
-    if shape != tuple(x.shape):
-        raise ValueError(
-            f"{name} of shape {tuple(value.shape)} cannot be broadcast to x of shape "
-            f"{tuple(x.shape)}; pass a scalar, one example or one per example"
-        )
-    return value
+    return _checks.broadcastable(name, _checks.as_float_array(name, value), x)
 
 
 @register("rules")
