@@ -15,7 +15,8 @@ define a method differently (documented in jaxplain's docstrings), the row says
 bias-free model, a clone() before max-pooling), that variant is checked to 1e-4 too.
 Randomized methods are compared with a reference (the exact Shapley values, IG averaged
 over the references, a long SmoothGrad run) at growing sample budgets: each library's
-error must fall as the budget grows.
+error must fall as the budget grows. The metrics infidelity and sensitivity_max are
+deterministic rows too: both libraries get the same perturbations, drawn once in numpy.
 
     python benchmarks/crosscheck_captum.py [--n 16] [--out benchmarks/results] [--quick]
 
@@ -66,6 +67,7 @@ from captum.attr import (  # noqa: E402
     ShapleyValueSampling,
 )
 from captum.attr._utils.lrp_rules import Alpha1_Beta0_Rule, EpsilonRule, GammaRule  # noqa: E402
+from captum.metrics import infidelity, infidelity_perturb_func_decorator, sensitivity_max  # noqa: E402
 
 import jaxplain  # noqa: E402
 from jaxplain.methods.perturbation import patch_mask  # noqa: E402
@@ -148,13 +150,14 @@ class Sizes:
     reference_samples: int = 4096  # noisy copies of the SmoothGrad reference
     statistical_models: tuple = ("mlp", "cnn")  # where the randomized methods run
     plain_orders: bool = True  # also run shapley_sampling without antithetic orders
+    metric_samples: int = 16  # perturbations per example of infidelity / sensitivity_max
 
 
 QUICK = Sizes(
     n=4, steps=8, references=3, shapley_groups=4, sampling_budgets=(4, 64),
     kernel_budgets=(16, 256), gradient_budgets=(8, 128), noise_budgets=(8, 128),
     reference_steps=32, reference_samples=1024, statistical_models=("mlp",),
-    plain_orders=False,
+    plain_orders=False, metric_samples=4,
 )
 
 
@@ -616,6 +619,73 @@ def perturbation_methods(checks: Checks, case: Case) -> None:
                    notes="both must equal saliency (details)")
 
 
+# --- metrics ----------------------------------------------------------------------------
+
+
+def metric_methods(checks: Checks, case: Case) -> None:
+    """infidelity and sensitivity_max against Captum's, on the same perturbations: drawn
+    once in numpy and handed to jaxplain (`perturbations=`) and to Captum (a perturb_func
+    that returns them, in Captum's repeat_interleave row order: example-major)."""
+    x, t = case.x, case.target
+    xj, tt = jnp.asarray(x), torch.as_tensor(t, dtype=torch.long)
+    samples = checks.sizes.metric_samples
+    rng = np.random.default_rng(0)
+    baseline = np.broadcast_to(case.baseline, x.shape)
+    removed = rng.uniform(size=(samples,) + x.shape) < 0.5
+    subsets = np.where(removed, x - baseline, 0.0)  # I = (x - b) * m
+    noise = rng.normal(scale=0.1, size=(samples,) + x.shape)
+    shifts = rng.uniform(-0.02, 0.02, size=(samples,) + x.shape)
+
+    def rows(perturbations):  # (samples, B, ...) -> Captum's (B * samples, ...), row b * samples + s
+        return torch.as_tensor(np.ascontiguousarray(np.swapaxes(perturbations, 0, 1)).reshape((-1,) + x.shape[1:]))
+
+    ig = jaxplain.integrated_gradients(case.model, xj, target=t, baseline=jnp.asarray(baseline),
+                                       steps=checks.sizes.steps).values
+    gradient = jaxplain.saliency(case.model, xj, target=t).values
+
+    @infidelity_perturb_func_decorator(True)  # Captum computes I / (x - b) itself
+    def remove_subsets(inputs, baselines):
+        return inputs - rows(subsets)
+
+    def add_noise(inputs):
+        return rows(noise), inputs - rows(noise)
+
+    settings = {
+        "subsets to x_train[0], IG, multiply_by_inputs": (subsets, ig, True, remove_subsets),
+        "gaussian noise 0.1, saliency": (noise, gradient, False, add_noise),
+    }
+    for label, (perturbations, attribution, multiply, perturb_func) in settings.items():
+        for normalize in (False, True):
+            checks.compare("infidelity", case, f"{label}, normalize={normalize}, {samples} draws",
+                           lambda p=perturbations, a=attribution, m=multiply, fn=perturb_func, n=normalize: (
+                jaxplain.metrics.infidelity(case.model, xj, a, target=t, key=None, perturbations=p,
+                                            baseline=baseline, multiply_by_inputs=m, normalize=n),
+                infidelity(case.torch_model(), fn, as_torch(x), as_torch(a),
+                           baselines=as_torch(baseline) if m else None, target=tt,
+                           n_perturb_samples=samples, normalize=n),
+            ), notes="the same perturbations on both sides")
+
+    def shifted(inputs, radius):
+        return inputs + rows(shifts)
+
+    steps = checks.sizes.steps
+    explainers = {
+        "saliency": (jaxplain.saliency, {}, lambda: Saliency(case.torch_model()), {"abs": False}),
+        f"integrated_gradients, {steps} steps": (
+            jaxplain.integrated_gradients, {"steps": steps}, lambda: IntegratedGradients(case.torch_model()),
+            {"n_steps": steps}),
+    }
+    for label, (method, options, captum_method, captum_options) in explainers.items():
+        checks.compare("sensitivity_max", case, f"{label}, uniform radius 0.02, {samples} draws",
+                       lambda method=method, options=options, make=captum_method, extra=captum_options: (
+            jaxplain.metrics.sensitivity_max(method, case.model, xj, target=t, key=None, perturbations=shifts,
+                                             **options),
+            sensitivity_max(make().attribute, as_torch(x), perturb_func=shifted, n_perturb_samples=samples,
+                            target=tt, **extra),
+        ), notes="the same perturbations on both sides; targets fixed to the clean predictions"
+                 + ("; " + CAPTUM_IG_FLOAT32 if options else ""))
+
+
 # --- statistical comparisons ------------------------------------------------------------
 
 
@@ -762,6 +832,7 @@ def main(argv=None) -> int:
         gradient_methods(checks, case)
         rule_methods(checks, case)
         perturbation_methods(checks, case)
+        metric_methods(checks, case)
         if case.name in sizes.statistical_models:
             statistical_methods(checks, case)
     seconds = time.perf_counter() - start

@@ -1,6 +1,6 @@
 """jaxplain: attribution methods for JAX and Flax models, each compiled to one XLA program."""
 
-from jaxplain import data, engine, io, models, schedules
+from jaxplain import data, engine, io, metrics, models, schedules
 from jaxplain.attribution import Attribution
 from jaxplain.io import load_model
 from jaxplain.methods.gradients import input_x_gradient, saliency
@@ -61,6 +61,7 @@ __all__ = [
     "lime",
     "load_model",
     "lrp",
+    "metrics",
     "models",
     "neuron_attribution",
     "neuron_gradient",

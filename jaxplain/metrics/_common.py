@@ -1,0 +1,237 @@
+"""The pieces every metric shares: boundary checks, ranking, random subsets, correlations.
+
+Checks run before tracing and name the argument at fault; everything below "inside the
+compiled programs" runs under `engine.program`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxplain import _checks, engine
+from jaxplain.attribution import Attribution
+from jaxplain.methods.perturbation import _feature_groups, _random_ranks, _random_words, _uniform, patch_mask
+from jaxplain.model import Model, Targets
+
+
+class Curve(NamedTuple):
+    """A perturbation curve: the target output as more and more features are changed.
+
+    Attributes:
+      fractions: `(K,)` the fraction of feature groups changed at each point.
+      scores: `(batch, K)` the model's target output at each point.
+      auc: `(batch,)` the area under `scores` over `fractions`, by the trapezoid rule.
+    """
+
+    fractions: jax.Array
+    scores: jax.Array
+    auc: jax.Array
+
+
+# --- checks at the public boundary -----------------------------------------------------
+
+
+def prepare(model: Model, x, target):
+    """Checks model, x and target (one class per example); returns `(x, targets)`."""
+    x, targets = _checks.prepare(model, x, target)
+    if not targets.single:
+        raise ValueError(
+            "target must name one class per example (an int, an int array (batch,) or "
+            f"'predicted'); the metrics judge one explanation per example, got {targets.count} "
+            "classes per example"
+        )
+    return x, targets
+
+
+def attribution_values(attribution, x, name: str = "attribution"):
+    """The values of an `Attribution` or an array, checked to be shaped like x."""
+    values = attribution.values if isinstance(attribution, Attribution) else attribution
+    values = _checks.as_float_array(name, values)
+    if tuple(values.shape) != tuple(x.shape):
+        several = values.ndim == x.ndim + 1 and values.shape[0] == x.shape[0]
+        raise ValueError(
+            f"{name} must be shaped like x, {tuple(x.shape)}, got {tuple(values.shape)}"
+            + ("; it holds several targets per example: explain one target per example" if several else "")
+        )
+    return values
+
+
+def groups(feature_mask, x, per_pixel: bool):
+    """`(mask, G)`: the feature groups; `per_pixel` groups the channels of each pixel."""
+    if not isinstance(per_pixel, (bool, np.bool_)):
+        raise TypeError(f"per_pixel must be a bool, got {type(per_pixel).__name__}")
+    if per_pixel:
+        if feature_mask is not None:
+            raise ValueError("pass feature_mask or per_pixel=True, not both")
+        if x.ndim < 3:
+            raise ValueError(
+                f"per_pixel=True needs images (batch, H, W, C) with a channel axis last, got x "
+                f"of shape {tuple(x.shape)}"
+            )
+        feature_mask = patch_mask(x.shape[1:], (1,) * (x.ndim - 2) + (x.shape[-1],))
+    return _feature_groups(feature_mask, x)
+
+
+def count(name: str, value, *, high: int, what: str) -> int:
+    """An int in 1..high (`what` says what `high` is)."""
+    value = _checks.positive_int(name, value)
+    if value > high:
+        raise ValueError(f"{name} must be <= {high} ({what}), got {value}")
+    return value
+
+
+def number(name: str, value, *, low: float = 0.0) -> float:
+    """A finite float >= low."""
+    value = _checks.fraction(name, value, low=low, high=float("inf"))
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def choice(name: str, value, options) -> str:
+    if not isinstance(value, str) or value not in options:
+        raise ValueError(f"{name} must be one of {list(options)}, got {value!r}")
+    return value
+
+
+def perturbations(value, x, name: str = "perturbations"):
+    """Explicit perturbations `(samples, *x.shape)`, or None."""
+    if value is None:
+        return None
+    value = _checks.as_float_array(name, value)
+    if value.ndim != x.ndim + 1 or tuple(value.shape[1:]) != tuple(x.shape) or value.shape[0] < 1:
+        raise ValueError(
+            f"{name} must have shape (samples, *x.shape) = (samples, {', '.join(map(str, x.shape))}), "
+            f"got {tuple(value.shape)}"
+        )
+    return value
+
+
+def key_or_perturbations(key, given, *, needed: bool = False) -> object:
+    """The key: required unless explicit perturbations are given and nothing else needs
+    one (`needed`, e.g. a randomized method); otherwise it must be None."""
+    if given is None or needed:
+        return _checks.key(key)
+    if key is not None:
+        raise TypeError("pass key=None with explicit perturbations: nothing is drawn at random")
+    return None
+
+
+def method_options(method, options: dict):
+    """Splits a method's options into traced arrays and hashable static settings.
+
+    Returns `(arrays, static, takes_key)`: `takes_key` says whether the method has a
+    `key` argument, which the metric then passes from its own key.
+    """
+    if not callable(method):
+        raise TypeError(f"method must be a jaxplain method such as jaxplain.saliency, got {method!r}")
+    for reserved in ("key", "target"):
+        if reserved in options:
+            raise TypeError(f"pass {reserved} to the metric itself, not as a method option")
+    arrays = {k: v for k, v in options.items() if isinstance(v, (jax.Array, np.ndarray))}
+    static = tuple(sorted((k, v) for k, v in options.items() if k not in arrays))
+    try:
+        hash(static)
+    except TypeError as error:
+        raise TypeError(f"method options must be arrays or hashable values: {error}") from error
+    try:
+        takes_key = "key" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        takes_key = False
+    return arrays, static, takes_key
+
+
+# --- inside the compiled programs -------------------------------------------------------
+
+
+def accumulation_dtype(x):
+    return jnp.promote_types(x.dtype, jnp.float32)
+
+
+def clean_outputs(model: Model, x, targets: Targets):
+    """One pass at x: `(chosen (B, 1), F_t(x) (B,), x tied to the pass)`."""
+    outputs = engine.forward(model, x)
+    chosen = targets.resolve(outputs)
+    at_x = jnp.take_along_axis(outputs, chosen, axis=1)[:, 0].astype(accumulation_dtype(x))
+    # The perturbed points wait for this pass: see `engine.after`.
+    return chosen, at_x, engine.after(x, at_x.reshape((-1,) + (1,) * (x.ndim - 1)))
+
+
+def outputs_at(model: Model, x, chosen, point, params, chunk_size: int):
+    """F_t(point(param_k, x)) for K points per example, (B, K), through the engine."""
+    outputs = engine.path_outputs(model, x, chosen, point, params, chunk_size=chunk_size)
+    return outputs[..., 0].astype(accumulation_dtype(x))
+
+
+def explain(method, model: Model, x, chosen, key, arrays: dict, static: tuple, takes_key: bool):
+    """The method's values at x for the classes `chosen` (B, 1)."""
+    options = {**dict(static), **arrays, **({"key": key} if takes_key else {})}
+    return method(model, x, target=chosen[:, 0], **options).values
+
+
+def group_sums(values, mask, groups: int):
+    """(B, G): the sum of `values` (B, *features) over each group's features."""
+    flat = values.reshape(values.shape[0], -1)
+    return jnp.zeros((values.shape[0], groups), flat.dtype).at[:, jnp.asarray(mask).ravel()].add(flat)
+
+
+def ranks(scores):
+    """(B, G) ranks, 0 for the highest score; ties go to the lower index first."""
+    order = jnp.argsort(-scores, axis=-1, stable=True)
+    return jnp.argsort(order, axis=-1, stable=True)
+
+
+def random_subsets(key, samples: int, batch: int, groups: int, size=None):
+    """(samples, B, G) bool: which groups each draw takes.
+
+    Each group independently with probability 1/2 (`size=None`), or a uniformly random
+    subset of exactly `size` groups (an int, or an int array broadcastable to
+    (samples, 1, 1)).
+    """
+    if size is None:
+        (words,) = _random_words(key, (samples, batch, groups))
+        return _uniform(words) < 0.5
+    (words,) = _random_words(key, (2, samples, batch, groups))
+    return _random_ranks(words) < size
+
+
+def present(coalitions, mask):
+    """(..., *features) bool from (..., G) group coalitions."""
+    return jnp.take(coalitions, jnp.asarray(mask), axis=-1)
+
+
+def average_ranks(values):
+    """1-based ranks along the last axis, tied values sharing their average rank (scipy's)."""
+    ordered = jnp.sort(values, axis=-1)
+
+    def one(row, ordered_row):
+        low = jnp.searchsorted(ordered_row, row, side="left")
+        high = jnp.searchsorted(ordered_row, row, side="right")
+        return (low + high + 1) / 2.0
+
+    flat, flat_ordered = values.reshape(-1, values.shape[-1]), ordered.reshape(-1, values.shape[-1])
+    return jax.vmap(one)(flat, flat_ordered).reshape(values.shape).astype(accumulation_dtype(values))
+
+
+def pearson(a, b):
+    """Pearson correlation along the last axis; NaN where either side is constant."""
+    a = a - a.mean(axis=-1, keepdims=True)
+    b = b - b.mean(axis=-1, keepdims=True)
+    return (a * b).sum(axis=-1) / jnp.sqrt((a * a).sum(axis=-1) * (b * b).sum(axis=-1))
+
+
+def flat_pair(a, b):
+    """Both as (B, features) in a common floating dtype of at least float32."""
+    dtype = jnp.promote_types(jnp.promote_types(a.dtype, b.dtype), jnp.float32)
+    return a.reshape(a.shape[0], -1).astype(dtype), b.reshape(b.shape[0], -1).astype(dtype)
+
+
+def trapezoid(scores, fractions):
+    """The trapezoid-rule area under scores (B, K) over fractions (K,)."""
+    widths = jnp.diff(jnp.asarray(fractions, scores.dtype))
+    return ((scores[:, 1:] + scores[:, :-1]) * widths / 2).sum(axis=-1)
