@@ -3,6 +3,7 @@
 from jaxplain import data, engine, io, metrics, models, schedules
 from jaxplain.attribution import Attribution
 from jaxplain.io import load_model
+from jaxplain.metrics import evaluate
 from jaxplain.methods.gradients import input_x_gradient, saliency
 from jaxplain.methods.integrated import blur_ig, expected_gradients, guided_ig, idgi, integrated_gradients
 from jaxplain.methods.layers import (
@@ -43,6 +44,7 @@ __all__ = [
     "deeplift",
     "deeplift_shap",
     "engine",
+    "evaluate",
     "exact_shapley",
     "expected_gradients",
     "feature_ablation",
