@@ -207,6 +207,32 @@ def _pilot_pass(model, x, targets, *, pilot):
                                chunk_size=max(1, pilot - 1))
 
 
+def markdown(payload) -> str:
+    """The study's tables: median (p90) evaluations per input, speed-ups of the medians."""
+    lines = []
+    for case, result in payload["cases"].items():
+        lines += [f"#### {case}", "",
+                  "| schedule | " + " | ".join(f"{c}: median (p90)" for c in CRITERIA)
+                  + " | l2_1pct: x riemann_left | x best uniform Riemann | x gauss_legendre |",
+                  "|---|" + "---|" * (len(CRITERIA) + 3)]
+        for schedule, row in result["table"].items():
+            cells = [f"{row[c]['median']:.0f} ({row[c]['p90']:.0f})" for c in CRITERIA]
+            l2 = row["l2_1pct"]
+            cells += [f"{l2['speedup_vs_riemann_left']:.2f}", f"{l2['speedup_vs_best_uniform_riemann']:.2f}",
+                      f"{l2['speedup_vs_gauss_legendre']:.2f}"]
+            lines.append(f"| {schedule} | " + " | ".join(cells) + " |")
+        timing = result.get("timing")
+        if timing:
+            lines += ["", "| schedule at iso-convergence (1% L2, median input) | setting | ms per explanation | pilot share |",
+                      "|---|---|---|---|"]
+            for schedule, cell in timing.items():
+                setting = f"tolerance {cell['tolerance']}" if "tolerance" in cell else f"{cell['steps']} steps"
+                share = f"{100 * cell['pilot_share']:.1f}%" if "pilot_share" in cell else "-"
+                lines.append(f"| {schedule} | {setting} | {cell['ms_per_explanation']:.2f} | {share} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def plot(curves_by_case, path):
     import matplotlib
 
@@ -282,6 +308,8 @@ def main(argv=None) -> int:
     plot({case: result["curves"] for case, result in payload["cases"].items()},
          os.path.join(args.out, "iso_convergence.png"))
     path = write("iso_convergence.json", payload, args.out)
+    with open(os.path.join(args.out, "iso_convergence.md"), "w") as f:
+        f.write(markdown(payload))
     print(f"\nmedian gradient evaluations per input (p90), speed-up over the best uniform Riemann rule")
     for case, result in payload["cases"].items():
         print(f"\n{case}")
