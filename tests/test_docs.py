@@ -30,6 +30,9 @@ def test_readme_python_examples_run_in_order():
     for name in ("sg", "dl", "ks"):
         assert namespace[name].values.shape == (32, 10)
     assert float(abs(namespace["dl"].delta).max()) < 1e-4
+    assert bool(namespace["auto"].extras["converged"].all())
+    assert float(namespace["auto"].relative_delta.max()) <= 0.01
+    assert set(namespace["table"].rows) == {"saliency", "integrated_gradients", "deeplift"}
 
 
 def test_every_method_is_documented():
