@@ -1,6 +1,6 @@
 """jaxplain: attribution methods for JAX and Flax models, each compiled to one XLA program."""
 
-from jaxplain import data, engine, io, metrics, models, schedules
+from jaxplain import amortized, data, engine, io, metrics, models, schedules
 from jaxplain.attribution import Attribution
 from jaxplain.io import load_model
 from jaxplain.metrics import evaluate
@@ -38,6 +38,7 @@ __all__ = [
     "Attribution",
     "METHODS",
     "Model",
+    "amortized",
     "blur_ig",
     "data",
     "deconvnet",

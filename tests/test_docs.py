@@ -33,6 +33,27 @@ def test_readme_python_examples_run_in_order():
     assert bool(namespace["auto"].extras["converged"].all())
     assert float(namespace["auto"].relative_delta.max()) <= 0.01
     assert set(namespace["table"].rows) == {"saliency", "integrated_gradients", "deeplift"}
+    phi, checked = namespace["phi"], namespace["checked"]
+    assert phi.values.shape == namespace["xw"].shape
+    assert float(abs(phi.delta).max()) < 1e-4
+    recomputed = checked.extras["recomputed"]
+    assert float(checked.extras["recomputed_fraction"]) == pytest.approx(float(recomputed.mean()))
+    # Rows that passed the check keep the explainer's values.
+    kept = ~recomputed
+    assert (checked.values[kept] == phi.values[kept]).all()
+
+
+def test_amortized_docs_example_runs(tmp_path, monkeypatch):
+    """docs/amortized.md's first example, with its /tmp paths under pytest's tmp_path."""
+    text = (ROOT / "docs" / "amortized.md").read_text()
+    block = re.findall(r"```python\n(.*?)```", text, flags=re.S)[0].replace('"/tmp/', f'"{tmp_path}/')
+    monkeypatch.chdir(ROOT)
+    namespace = {}
+    exec(compile(block, "docs/amortized.md", "exec"), namespace)
+    result, explainer = namespace["result"], namespace["explainer"]
+    assert result.values.shape == namespace["data"].x_test.shape
+    assert explainer.metadata["teacher"]["method"] == "exact_shapley"
+    assert (tmp_path / "labels").is_dir()
 
 
 def test_every_method_is_documented():

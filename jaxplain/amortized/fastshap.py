@@ -1,0 +1,289 @@
+"""FastSHAP: an explainer trained on the Shapley-kernel objective, without teacher labels.
+
+The game of example x and class c, over G groups of features (`feature_mask`), is
+v_c(S) = the output for class c when the groups outside S are removed. Removal is either
+the model at x with those features set to the `reference` (the baseline-Shapley game of
+`jaxplain.exact_shapley` and `kernel_shap`), or a *surrogate*: a network that takes the
+masked input and the mask and was trained (`train_surrogate`) so that
+KL(p_model(x) || p_surrogate(x_S, S)) is small on randomly masked inputs.
+
+The explainer phi(x) is trained to minimise
+
+    E_x E_{S ~ p_Shapley} sum_c (v_c(S) - v_c(0) - 1_S . phi_c(x))^2,
+    phi_c <- phi_c + (v_c(1) - v_c(0) - sum_g phi_{c,g}) / G   (additive efficiency),
+
+with |S| = s drawn with probability proportional to (G - 1) / (s (G - s)), S uniform of
+that size, each sample paired with its complement. Sampling from the Shapley kernel
+makes this the KernelSHAP weighted least-squares problem, whose minimiser under the
+efficiency constraint is the vector of Shapley values (Charnes et al. 1988), so the
+explainer learns the Shapley values of the game.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxplain import _checks
+from jaxplain.amortized import networks, training
+from jaxplain.amortized.explainer import Explainer, make, to_groups
+from jaxplain.methods.perturbation import _feature_groups
+from jaxplain.model import Model
+
+
+def shapley_coalitions(key, batch: int, samples: int, groups: int):
+    """`(batch, samples, G)` bool: coalitions from the Shapley kernel, each with its complement.
+
+    The first `samples // 2` are drawn (size s in 1..G-1 with probability proportional
+    to 1 / (s (G - s)), then a uniform subset of that size); the rest are their complements.
+    """
+    size_key, order_key = jax.random.split(key)
+    sizes = np.arange(1, groups)
+    chance = 1.0 / (sizes * (groups - sizes))
+    size = jax.random.choice(size_key, sizes, (batch, samples // 2), p=chance / chance.sum())
+    ranks = jnp.argsort(jnp.argsort(jax.random.uniform(order_key, (batch, samples // 2, groups)), -1), -1)
+    drawn = ranks < size[..., None]
+    return jnp.concatenate([drawn, ~drawn], axis=1)
+
+
+def uniform_coalitions(key, batch: int, samples: int, groups: int):
+    """`(batch, samples, G)` bool: size uniform in 0..G, then a uniform subset of that size."""
+    size_key, order_key = jax.random.split(key)
+    size = jax.random.randint(size_key, (batch, samples), 0, groups + 1)
+    ranks = jnp.argsort(jnp.argsort(jax.random.uniform(order_key, (batch, samples, groups)), -1), -1)
+    return ranks < size[..., None]
+
+
+def objective(phi, coalitions, values, empty, full):
+    """The FastSHAP loss of group values `phi` `(B, C, G)`, after additive efficiency.
+
+    Args:
+      phi: the explainer's group values per class.
+      coalitions: `(B, n, G)` bool, from `shapley_coalitions`.
+      values: `(B, n, C)`, v_c(S) at each coalition.
+      empty, full: `(B, C)`, v_c(0) and v_c(1).
+
+    Returns:
+      mean over examples, coalitions and classes of (v(S) - v(0) - 1_S . phi)^2.
+    """
+    groups = phi.shape[-1]
+    phi = phi + ((full - empty) - phi.sum(-1))[..., None] / groups
+    predicted = empty[:, None] + jnp.einsum("bng,bcg->bnc", coalitions.astype(phi.dtype), phi)
+    return jnp.mean((values - predicted) ** 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class Surrogate:
+    """A trained surrogate: `network(masked_x, present)` gives logits with features removed."""
+
+    network: nn.Module
+    variables: Any
+
+
+class MaskedInput(nn.Module):
+    """A classifier of the masked input with the mask appended on the last axis.
+
+    Integer inputs (token ids) get no mask channel: removed tokens are padding already.
+    """
+
+    classifier: nn.Module
+
+    @nn.compact
+    def __call__(self, masked, present):
+        if jnp.issubdtype(masked.dtype, jnp.integer):
+            return self.classifier(masked)
+        return self.classifier(jnp.concatenate([masked, present.astype(masked.dtype)], axis=-1))
+
+
+def _prepare(model, x, reference, feature_mask):
+    x, num_classes = _checks.check_x(model, np.asarray(x), integer_ids=True)
+    x = np.asarray(x)
+    reference = np.broadcast_to(np.asarray(reference), x.shape[1:]).astype(x.dtype)
+    mask, groups = _feature_groups(feature_mask, x)
+    return x, reference, mask, groups, num_classes
+
+
+def _masked(x, reference, mask, coalitions):
+    """`(B, n, *features)`: x where the feature's group is in S, the reference elsewhere."""
+    present = jnp.take(coalitions, jnp.asarray(mask), axis=-1)  # (B, n, *features)
+    return jnp.where(present, x[:, None], reference), present
+
+
+def _game(model: Model, surrogate: Optional[Surrogate], x, reference, mask, coalitions):
+    """v(S) `(B, n, C)` in the model's output space, by the model or the surrogate."""
+    masked, present = _masked(x, reference, mask, coalitions)
+    rows = masked.reshape(-1, *x.shape[1:])
+    if surrogate is None:
+        outputs = model(rows)
+    else:
+        logits = surrogate.network.apply(surrogate.variables, rows, present.reshape(rows.shape))
+        outputs = Model(lambda _, scores: scores, (), model.output)(logits)
+    return jax.lax.stop_gradient(outputs.reshape(*coalitions.shape[:2], -1).astype(jnp.float32))
+
+
+def train_surrogate(
+    classifier: nn.Module,
+    model: Model,
+    x,
+    *,
+    reference=0.0,
+    feature_mask=None,
+    samples: int = 4,
+    variables=None,
+    validation_fraction: float = 0.15,
+    epochs: int = 200,
+    batch_size: int = 64,
+    learning_rate: float = 2e-3,
+    patience: int = 20,
+    seed: int = 0,
+    progress: bool = True,
+) -> Surrogate:
+    """Trains a surrogate by KL to the model on inputs with random groups removed.
+
+    Loss: KL(softmax(F(x)) || softmax(s(x_S, S))) with S of uniform size (0..G) and
+    uniform given its size, `samples` coalitions per example and step, plus
+    (mean_c s_c - mean_c F_c(x))^2: the KL fixes the surrogate's logits only up to an
+    additive constant, and this term picks the constant so that the game is on the
+    model's logit scale (it does not move the KL's minimum).
+
+    Args:
+      classifier: a Linen classifier for the masked input with its mask appended on
+        the last axis (e.g. `jaxplain.models.MLP`; for token ids, a `TextClassifier`
+        of the padded sequence); it is wrapped in `MaskedInput`.
+      model, x, reference, feature_mask: the model, its training inputs, the value of
+        removed features, the groups.
+      samples: coalitions per example per step.
+      variables: variables of `MaskedInput(classifier)` to start from.
+      validation_fraction, epochs, batch_size, learning_rate, patience, seed,
+        progress: as for `jaxplain.amortized.training.fit`.
+
+    Returns:
+      A `Surrogate`.
+
+    References:
+      Covert, Lundberg, Lee. Explaining by Removing: A Unified Framework for Model
+      Explanation. JMLR 22, 2021, arXiv:2011.14878 (surrogate by KL on masked inputs);
+      Jethani et al. FastSHAP, ICLR 2022, arXiv:2107.07436.
+    """
+    x, reference, mask, groups, _ = _prepare(model, x, reference, feature_mask)
+    network = MaskedInput(classifier)
+    if variables is None:
+        variables = jax.jit(network.init)(networks.random_key(seed), x[:1], np.ones(x[:1].shape, bool))
+    train_rows, validation_rows = training.split_rows(len(x), validation_fraction, seed)
+
+    def loss(params, batch, key):
+        coalitions = uniform_coalitions(key, batch["x"].shape[0], samples, groups)
+        masked, present = _masked(batch["x"], reference, mask, coalitions)
+        rows = masked.reshape(-1, *x.shape[1:])
+        logits = network.apply({**variables, "params": params}, rows, present.reshape(rows.shape))
+        logits = logits.reshape(*coalitions.shape[:2], -1)
+        wanted = jax.lax.stop_gradient(model.with_output("logits")(batch["x"]))[:, None]
+        kl = jnp.sum(jax.nn.softmax(wanted) * (jax.nn.log_softmax(wanted) - jax.nn.log_softmax(logits)), -1)
+        gauge = (logits.mean(-1) - wanted.mean(-1)) ** 2
+        return jnp.mean(kl + gauge)
+
+    held = {"x": jnp.asarray(x[validation_rows])}
+
+    def validation(params, held):
+        return loss(params, held, networks.random_key(seed + 1))
+
+    result = training.fit(
+        loss, variables["params"], {"x": x[train_rows]},
+        validation=validation if len(validation_rows) else None, validation_data=held, epochs=epochs,
+        batch_size=batch_size, learning_rate=learning_rate, patience=patience, seed=seed,
+        progress=progress, description="surrogate",
+    )
+    return Surrogate(network, {**variables, "params": result.params})
+
+
+def train_fastshap(
+    network,
+    model: Model,
+    x,
+    *,
+    reference=0.0,
+    feature_mask=None,
+    surrogate: Optional[Surrogate] = None,
+    samples: int = 32,
+    validation_fraction: float = 0.15,
+    epochs: int = 300,
+    batch_size: int = 32,
+    learning_rate: float = 2e-3,
+    weight_decay: float = 1e-4,
+    patience: int = 30,
+    seed: int = 0,
+    progress: bool = True,
+) -> Explainer:
+    """Trains `network` on the FastSHAP objective (see the module docstring).
+
+    Args:
+      network: an explainer network for inputs like x; its map is averaged over each
+        group (use `ConvExplainer(patch=...)` for superpixels).
+      model: the `jaxplain.Model` to explain.
+      x: training inputs `(n, ...)`; no labels are needed.
+      reference: the value of removed features: a scalar or one example (the pad id
+        for token ids).
+      feature_mask: group ids per feature (as for `jaxplain.kernel_shap`), or None.
+      surrogate: from `train_surrogate`; None plays the model's own game with removed
+        features at the reference (the game `exact_shapley` and `kernel_shap` solve).
+      samples: coalitions per example per step, complements included (even).
+      validation_fraction, epochs, batch_size, learning_rate, weight_decay, patience,
+        seed, progress: as for `jaxplain.amortized.training.fit`; early stopping on
+        the objective on held-out rows with fixed coalitions.
+
+    Returns:
+      An `Explainer` (recipe "fastshap", no teacher, efficiency correction on).
+
+    References:
+      Jethani, Sudarshan, Covert, Lee, Ranganath. FastSHAP: Real-Time Shapley Value
+      Estimation. ICLR 2022, arXiv:2107.07436; Covert, Lee. Improving KernelSHAP.
+      AISTATS 2021, arXiv:2012.01536 (paired sampling).
+    """
+    samples = _checks.positive_int("samples", samples)
+    if samples % 2:
+        raise ValueError(f"samples must be even (each coalition is paired with its complement), got {samples}")
+    x, reference, mask, groups, num_classes = _prepare(model, x, reference, feature_mask)
+    if groups < 2:
+        raise ValueError("train_fastshap needs at least 2 groups of features")
+    difference = model(x) - model(reference[None])
+    scale = float(np.sqrt(np.mean(np.square(difference)) / groups)) or 1.0
+    loss_scale = float(np.mean(np.square(difference))) or 1.0
+    variables = networks.init(network, x, seed=seed, model=model)
+    train_rows, validation_rows = training.split_rows(len(x), validation_fraction, seed)
+    extremes = jnp.array([[False], [True]])  # the empty and the full coalition
+
+    def loss(params, batch, key):
+        xb = batch["x"]
+        coalitions = shapley_coalitions(key, xb.shape[0], samples, groups)
+        values = _game(model, surrogate, xb, reference, mask, coalitions)
+        ends = _game(
+            model, surrogate, xb, reference, mask, jnp.broadcast_to(extremes, (xb.shape[0], 2, groups))
+        )
+        phi = to_groups(network.apply({"params": params}, xb) * scale, mask, groups)
+        return objective(phi, coalitions, values, ends[:, 0], ends[:, 1]) / loss_scale
+
+    held = {"x": jnp.asarray(x[validation_rows])}
+
+    def validation(params, held):
+        return loss(params, held, networks.random_key(seed + 1))
+
+    result = training.fit(
+        loss, variables["params"], {"x": x[train_rows]},
+        validation=validation if len(validation_rows) else None, validation_data=held, epochs=epochs,
+        batch_size=batch_size, learning_rate=learning_rate, weight_decay=weight_decay,
+        patience=patience, seed=seed, progress=progress, description="fastshap",
+    )
+    return make(
+        network, {"params": result.params},
+        recipe="fastshap", teacher=None, label_fraction=0.0, num_classes=num_classes,
+        input_shape=list(x.shape[1:]), input_dtype=str(x.dtype), output_scale=scale,
+        reference=reference, feature_mask=None if feature_mask is None else mask,
+        efficiency=True, completeness=True, samples=samples,
+        value_function="surrogate" if surrogate is not None else "model at reference",
+        history=training.summary(result),
+    )

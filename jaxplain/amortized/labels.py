@@ -1,0 +1,209 @@
+"""Teacher labels at dataset scale: any jaxplain method over a whole dataset, cached on disk.
+
+`make_labels(method, model, x, ...)` explains every example for every class, in batches,
+with a progress bar. With `cache_dir`, each finished batch is written atomically (to a
+temporary file, then renamed) under a folder named by a hash of everything the answer
+depends on: the method and its settings, the model's parameters and apply function, the
+data, the batch size and the key. An interrupted run resumes from the batches already on
+disk; a finished one is read back without calling the method at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from typing import Any, Dict, Optional
+
+import jax
+import numpy as np
+
+from jaxplain import _checks
+from jaxplain._progress import Progress
+from jaxplain.methods.registry import METHODS
+from jaxplain.model import Model
+
+LABELS_FILE = "labels.npz"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Labels:
+    """A teacher's attributions for a dataset, every class of every example.
+
+    Attributes:
+      values: `(n, classes, *feature_shape)` float32.
+      output_difference: `(n, classes)`, F_c(x) - F_c(baseline) as the method reports
+        it (NaN where it reports none).
+      delta: `(n, classes)`, the method's completeness gap (NaN where it has none).
+      teacher: `{"method": name, "settings": {...}}`, JSON-serialisable; a key is
+        recorded as its raw key data.
+    """
+
+    values: np.ndarray
+    output_difference: np.ndarray
+    delta: np.ndarray
+    teacher: Dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def rows(self, indices) -> "Labels":
+        """The labels of some examples only."""
+        rows = np.asarray(indices)
+        return Labels(self.values[rows], self.output_difference[rows], self.delta[rows], self.teacher)
+
+
+def method_name(method) -> str:
+    """The registered name of a jaxplain method given as a function or a name."""
+    name = method if isinstance(method, str) else getattr(method, "__name__", "")
+    if name not in METHODS:
+        raise ValueError(f"method must be a registered jaxplain method (jaxplain.METHODS), got {method!r}")
+    return name
+
+
+def teacher_settings(settings: dict) -> dict:
+    """Settings as JSON: arrays as nested lists, a PRNG key as {"key_data": [...]}."""
+    encoded = {}
+    for name, value in settings.items():
+        if isinstance(value, jax.Array) and jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
+            value = {"key_data": np.asarray(jax.random.key_data(value)).tolist()}
+        elif isinstance(value, (np.ndarray, jax.Array)):
+            value = np.asarray(value).tolist()
+        elif isinstance(value, (np.integer, np.floating)):
+            value = value.item()
+        encoded[name] = value
+    return encoded
+
+
+def method_settings(teacher: dict) -> tuple:
+    """`(function, settings)` to call a recorded teacher again (keys rebuilt)."""
+    settings = {}
+    for name, value in teacher["settings"].items():
+        if isinstance(value, dict) and set(value) == {"key_data"}:
+            value = jax.random.wrap_key_data(np.asarray(value["key_data"], np.uint32))
+        elif isinstance(value, list):
+            value = np.asarray(value)
+        settings[name] = value
+    return METHODS[teacher["method"]].function, settings
+
+
+def _digest(*parts) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            digest.update(repr((part.shape, str(part.dtype))).encode())
+            digest.update(np.ascontiguousarray(part).tobytes())
+        else:
+            digest.update(json.dumps(part, sort_keys=True, default=repr).encode())
+    return digest.hexdigest()
+
+
+def model_digest(model: Model) -> str:
+    """SHA-256 of a model's parameters, apply function and output selection."""
+    leaves = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(model.params)]
+    return _digest(repr(model.apply_fn), model.output, *leaves)
+
+
+def _write_atomic(path: str, **arrays) -> None:
+    folder = os.path.dirname(path)
+    handle, staging = tempfile.mkstemp(prefix=".part-", suffix=".npz", dir=folder)
+    try:
+        with os.fdopen(handle, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(staging, path)
+    except BaseException:
+        if os.path.exists(staging):
+            os.remove(staging)
+        raise
+
+
+def _array(result, name, shape):
+    value = result.extras.get(name) if name != "delta" else result.delta
+    return np.full(shape, np.nan, np.float32) if value is None else np.asarray(value, np.float32)
+
+
+def make_labels(
+    method,
+    model: Model,
+    x,
+    *,
+    batch_size: int = 64,
+    cache_dir: Optional[str] = None,
+    progress: bool = True,
+    **settings,
+) -> Labels:
+    """Explains every class of every example of `x` with a jaxplain method, in batches.
+
+    Args:
+      method: a registered jaxplain method (`jaxplain.exact_shapley`,
+        `jaxplain.kernel_shap`, `jaxplain.integrated_gradients`,
+        `jaxplain.token_attributions`, ...) or its name.
+      model: the `jaxplain.Model` to explain.
+      x: the inputs, `(n, ...)` (int token ids for `token_attributions`).
+      batch_size: examples per call of the method. The labels of a randomized method
+        depend on it (batch i draws from `fold_in(key, i)`), so it is part of the cache key.
+      cache_dir: where to cache; None computes without caching.
+      progress: show a progress bar over the batches.
+      **settings: the method's settings (`baseline`, `steps`, `samples`,
+        `feature_mask`, `key`, ...). `target` is not allowed: every class is explained.
+
+    Returns:
+      `Labels`.
+
+    References:
+      Schwarzenberg, Feldhus, Moeller. Efficient Explanations from Empirical Explainers.
+      BlackboxNLP 2021, arXiv:2103.15429 (training on an expensive explainer's outputs).
+    """
+    name = method_name(method)
+    if "target" in settings:
+        raise ValueError("make_labels explains every class; do not pass target")
+    batch_size = _checks.positive_int("batch_size", batch_size)
+    x = np.asarray(x)
+    num_classes = int(_checks.check_x(model, x[:1], integer_ids=True)[1])
+    teacher = {"method": name, "settings": teacher_settings(settings)}
+    function = METHODS[name].function
+    key = settings.pop("key", None)
+    batches = range(0, len(x), batch_size)
+    folder = None
+    if cache_dir is not None:
+        folder = os.path.join(
+            cache_dir, f"{name}-{_digest(teacher, model_digest(model), x, batch_size)[:16]}"
+        )
+        os.makedirs(folder, exist_ok=True)
+        final = os.path.join(folder, LABELS_FILE)
+        if os.path.isfile(final):
+            with np.load(final) as stored:
+                return Labels(stored["values"], stored["output_difference"], stored["delta"], teacher)
+    parts = []
+    every_class = np.arange(num_classes)[None, :]
+    with Progress(len(batches), description=f"labels {name}", unit="batch", enabled=progress) as bar:
+        for index, start in enumerate(batches):
+            part = None if folder is None else os.path.join(folder, f"part-{index:05d}.npz")
+            if part is not None and os.path.isfile(part):
+                with np.load(part) as stored:
+                    parts.append({k: stored[k] for k in stored.files})
+                bar.update(1)
+                continue
+            extra = {} if key is None else {"key": jax.random.fold_in(key, index)}
+            rows = x[start : start + batch_size]
+            result = function(model, rows, target=every_class, **settings, **extra)
+            shape = (len(rows), num_classes)
+            arrays = {
+                "values": np.asarray(result.values, np.float32),
+                "output_difference": _array(result, "output_difference", shape),
+                "delta": _array(result, "delta", shape),
+            }
+            if part is not None:
+                _write_atomic(part, **arrays)
+            parts.append(arrays)
+            bar.update(1)
+    joined = {k: np.concatenate([p[k] for p in parts]) for k in ("values", "output_difference", "delta")}
+    if folder is not None:
+        _write_atomic(os.path.join(folder, LABELS_FILE), **joined)
+        with open(os.path.join(folder, "teacher.json"), "w") as f:
+            json.dump(teacher, f, indent=2)
+        for index in range(len(batches)):
+            os.remove(os.path.join(folder, f"part-{index:05d}.npz"))
+    return Labels(joined["values"], joined["output_difference"], joined["delta"], teacher)

@@ -1,0 +1,140 @@
+"""Supervised amortized explainers (Empirical Explainers, RTX): regress a teacher's attributions.
+
+The network phi_theta is fitted to a teacher's labels phi* (`make_labels`) by
+
+    L(theta) = mean_{x, c, i} (phi_theta(x)_{c,i} - phi*(x)_{c,i})^2 / s^2
+               + rank_weight * mean_{x, c, i != j} log(1 + exp(-sign(phi*_i - phi*_j)(phi_i - phi_j) / s)),
+
+with s the labels' standard deviation (so one learning rate suits any output scale; the
+network predicts phi / s). The optional second term is a pairwise logistic rank loss: it
+only cares that features come out in the teacher's order. Training uses the shared
+Optax loop with early stopping on a held-out part of the training rows.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxplain.amortized import networks, training
+from jaxplain.amortized.explainer import Explainer, make
+from jaxplain.amortized.labels import Labels
+from jaxplain.methods.registry import METHODS
+from jaxplain.model import Model
+
+
+def rank_loss(predicted, target):
+    """Pairwise logistic loss on the order of the features, per (example, class) row."""
+    p = predicted.reshape(*predicted.shape[:2], -1)
+    t = target.reshape(*target.shape[:2], -1)
+    order = jnp.sign(t[..., :, None] - t[..., None, :])
+    return jnp.mean(jnp.abs(order) * jax.nn.softplus(-order * (p[..., :, None] - p[..., None, :])))
+
+
+def teacher_facts(labels: Labels) -> dict:
+    """Reference, feature mask and whether the values sum to F(x) - F(reference)."""
+    settings = labels.teacher["settings"]
+    baseline = settings.get("baseline")
+    family = METHODS[labels.teacher["method"]].family
+    # Layer methods sum to the change of the output through the layer, not F(x) - F(b).
+    completeness = family != "layer" and bool(np.isfinite(labels.delta).all())
+    return {
+        "reference": 0.0 if baseline is None else baseline,
+        "feature_mask": settings.get("feature_mask"),
+        "completeness": completeness,
+    }
+
+
+def train_supervised(
+    network,
+    model: Model,
+    x,
+    labels: Labels,
+    *,
+    rank_weight: float = 0.0,
+    efficiency: Optional[bool] = None,
+    validation_fraction: float = 0.15,
+    epochs: int = 300,
+    batch_size: int = 32,
+    learning_rate: float = 2e-3,
+    weight_decay: float = 1e-4,
+    patience: int = 30,
+    seed: int = 0,
+    progress: bool = True,
+    variables=None,
+    train_only_head: bool = False,
+    recipe: str = "supervised",
+    label_fraction: float = 1.0,
+) -> Explainer:
+    """Fits `network` to a teacher's labels by mean squared error (and a rank loss).
+
+    Args:
+      network: an explainer network (`jaxplain.amortized.networks`) for inputs like x
+        and `labels.values.shape[1]` classes.
+      model: the `jaxplain.Model` the labels explain (used to start a `TokenExplainer`
+        from the classifier's encoder, and recorded nowhere else).
+      x: the labelled inputs `(n, ...)`; `labels` holds their attributions.
+      labels: from `make_labels`.
+      rank_weight: weight of the pairwise rank loss (0 = plain regression).
+      efficiency: apply the additive efficiency correction at inference; by default
+        when the teacher's values sum to F(x) - F(reference).
+      validation_fraction: share of the rows held out for early stopping.
+      epochs, batch_size, learning_rate, weight_decay, patience, seed, progress: as
+        for `jaxplain.amortized.training.fit`.
+      variables: start from these variables (CoRTX's pre-trained encoder) instead of
+        a fresh initialisation.
+      train_only_head: freeze the encoder (CoRTX's second stage).
+      recipe, label_fraction: recorded in the metadata.
+
+    Returns:
+      An `Explainer` with `metadata["history"]`.
+
+    References:
+      Schwarzenberg, Feldhus, Moeller. Efficient Explanations from Empirical Explainers.
+      BlackboxNLP 2021, arXiv:2103.15429; Chuang, Wang, Yang, Zhong, Chen, Hu. CoRTX:
+      Contrastive Framework for Real-time Explanation. ICLR 2023, arXiv:2303.02794 (RTX).
+    """
+    x = np.asarray(x)
+    if len(labels) != len(x):
+        raise ValueError(f"labels hold {len(labels)} examples but x holds {len(x)}")
+    facts = teacher_facts(labels)
+    scale = float(np.std(labels.values)) or 1.0
+    targets = labels.values / scale
+    if variables is None:
+        variables = networks.init(network, x, seed=seed, model=model)
+    train_rows, validation_rows = training.split_rows(len(x), validation_fraction, seed)
+
+    def loss(params, batch, key):
+        del key
+        predicted = network.apply({"params": params}, batch["x"])
+        value = jnp.mean((predicted - batch["target"]) ** 2)
+        return value + rank_weight * rank_loss(predicted, batch["target"]) if rank_weight else value
+
+    held = {"x": jnp.asarray(x[validation_rows]), "target": jnp.asarray(targets[validation_rows])}
+
+    def validation(params, held):
+        return loss(params, held, None)
+    trainable = None
+    if train_only_head:
+        trainable = {
+            name: jax.tree_util.tree_map(lambda _: name == "head", tree)
+            for name, tree in variables["params"].items()
+        }
+    result = training.fit(
+        loss, variables["params"], {"x": x[train_rows], "target": targets[train_rows]},
+        validation=validation if len(validation_rows) else None, validation_data=held, trainable=trainable, epochs=epochs, batch_size=batch_size,
+        learning_rate=learning_rate, weight_decay=weight_decay, patience=patience, seed=seed,
+        progress=progress, description=recipe,
+    )
+    return make(
+        network, {"params": result.params},
+        recipe=recipe, teacher=labels.teacher, label_fraction=label_fraction,
+        num_classes=int(labels.values.shape[1]), input_shape=list(x.shape[1:]),
+        input_dtype=str(x.dtype), output_scale=scale,
+        efficiency=facts["completeness"] if efficiency is None else bool(efficiency),
+        rank_weight=rank_weight, labelled_examples=len(x),
+        history=training.summary(result), **facts,
+    )
