@@ -3,6 +3,7 @@
 import functools
 import itertools
 import math
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -388,3 +389,33 @@ def test_docstring_examples():
 
     result = doctest.testmod(perturbation, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_two_least_squares_fits_in_one_program_do_not_deadlock():
+    """sensitivity_max of lime / kernel_shap: the clean and the perturbed fits run at once.
+
+    Batched LAPACK SVDs that ran concurrently deadlocked XLA's CPU thread pool on a
+    2-core machine (a race: about one run in two at this size). Run in a subprocess so
+    that a hang fails the test instead of stalling the suite.
+    """
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent('''
+        import functools, jax, jaxplain
+        model = jaxplain.load_model("checkpoints/digits_cnn")
+        x = jaxplain.data.load("digits").x_test[:32]
+        groups = jaxplain.patch_mask((8, 8, 1), (2, 2, 1))
+        for name in ("lime", "kernel_shap"):
+            method = functools.partial(getattr(jaxplain, name), feature_mask=groups, samples=512)
+            for i in range(4):
+                jaxplain.metrics.sensitivity_max(method, model, x, target="predicted",
+                                                 key=jax.random.key(i), samples=2).block_until_ready()
+    ''')
+    root = pathlib.Path(__file__).resolve().parents[1]
+    try:
+        subprocess.run([sys.executable, "-c", script], cwd=root, check=True, timeout=180,
+                       capture_output=True)
+    except subprocess.TimeoutExpired:
+        pytest.fail("two least-squares fits in one program hung")

@@ -298,7 +298,7 @@ def _kernel_shap(
     share = z.mean(axis=-1, keepdims=True)
     design = z - share
     response = values - at_baseline[:, None] - share * difference[:, None]
-    psi = jnp.matmul(jnp.linalg.pinv(design), response, precision=_HIGHEST)  # (B, G, k)
+    psi = jnp.matmul(_pinv(design), response, precision=_HIGHEST)  # (B, G, k)
     # The minimum-norm psi is orthogonal to the null vector (1, ..., 1) of `design`;
     # removing its mean only cleans up rounding.
     psi = psi - psi.mean(axis=1, keepdims=True)
@@ -324,12 +324,25 @@ def _lime(
     root_weight = jnp.exp(-(distance**2) / (4.0 * kernel_width**2))  # sqrt of the kernel
     design = jnp.concatenate([jnp.ones_like(z[..., :1]), z], axis=-1) * root_weight[..., None]
     solution = jnp.matmul(
-        jnp.linalg.pinv(design), values * root_weight[..., None], precision=_HIGHEST
+        _pinv(design), values * root_weight[..., None], precision=_HIGHEST
     )  # (B, 1 + G, k)
     return _group_attribution(
         targets, chosen, solution[:, 1:], mask, at_x, at_baseline, with_delta=True,
         extras={"intercept": solution[:, 0]},
     )
+
+
+def _pinv(design):
+    """The pseudo-inverse of each example's design matrix, one example at a time.
+
+    A batched `jnp.linalg.pinv` is one LAPACK SVD call that splits its batch over XLA's
+    CPU thread pool and waits for the pieces. When two such calls run at once, which
+    XLA does for independent parts of a program (a metric that explains the clean input
+    and its perturbed copies, two explainers under one jit), each can hold a pool thread
+    while waiting for pieces that need the other's: on a 2-core machine the program
+    deadlocks. An unbatched SVD per example runs on the calling thread and cannot.
+    """
+    return jax.lax.map(jnp.linalg.pinv, design)
 
 
 # --- checks at the public boundary -----------------------------------------------------
