@@ -140,31 +140,45 @@ def save_checkpoint(
     from jaxplain.models import build
 
     build(architecture, **_decode(_encode(config)))  # an unknown architecture fails here
+    state = jax.tree_util.tree_map(np.asarray, serialization.to_state_dict(variables))
+    record = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "architecture": architecture,
+        "config": _encode(config),
+        "input_shape": [int(d) for d in input_shape],
+        "input_dtype": str(np.dtype(input_dtype)),
+        "parameter_count": int(sum(np.size(x) for x in jax.tree_util.tree_leaves(state.get("params", state)))),
+    }
+    return write_folder(path, state, record, _encode(metadata))
+
+
+def write_folder(path: str, state, record: dict, extra: dict) -> str:
+    """Writes `state` (a state dict of numpy arrays) and its metadata to the folder `path`.
+
+    The metadata is `record`, then the checksum, creation time and jaxplain version, then
+    `extra` (whose keys must not repeat any of those). Everything is written to a
+    temporary folder beside `path` and renamed into place, so a reader sees the old
+    checkpoint or the new one, never half of one. An existing folder is replaced only if
+    it is a jaxplain checkpoint.
+    """
     if os.path.exists(path) and not os.path.isfile(os.path.join(path, METADATA_FILE)):
         raise FileExistsError(f"{path} exists and is not a jaxplain checkpoint; not overwriting it")
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".checkpoint-", dir=parent)
     try:
-        state = jax.tree_util.tree_map(np.asarray, serialization.to_state_dict(variables))
         variables_path = os.path.join(staging, VARIABLES_FILE)
         with open(variables_path, "wb") as f:
             f.write(serialization.msgpack_serialize(state))
         record = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "architecture": architecture,
-            "config": _encode(config),
-            "input_shape": [int(d) for d in input_shape],
-            "input_dtype": str(np.dtype(input_dtype)),
-            "parameter_count": int(sum(np.size(x) for x in jax.tree_util.tree_leaves(state.get("params", state)))),
+            **record,
             "sha256": _sha256(variables_path),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "jaxplain_version": _version(),
-            **_encode(metadata),
         }
         with open(os.path.join(staging, METADATA_FILE), "w") as f:
-            json.dump(record, f, indent=2, sort_keys=False)
+            json.dump({**record, **{k: v for k, v in extra.items() if k not in record}}, f, indent=2)
             f.write("\n")
         if os.path.exists(path):
             shutil.rmtree(path)

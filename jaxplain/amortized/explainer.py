@@ -12,12 +12,9 @@ label fraction and the measured fidelity in the metadata.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import functools
 import json
 import os
-import shutil
-import tempfile
 from typing import Any, Dict, Optional
 
 import flax.linen as nn
@@ -217,38 +214,16 @@ def _jsonable(value):
 
 
 def _save(explainer: Explainer, path: str) -> str:
-    if os.path.exists(path) and not os.path.isfile(os.path.join(path, io.METADATA_FILE)):
-        raise FileExistsError(f"{path} exists and is not a jaxplain checkpoint; not overwriting it")
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".explainer-", dir=parent)
-    try:
-        state = jax.tree_util.tree_map(np.asarray, serialization.to_state_dict(explainer.variables))
-        variables_path = os.path.join(staging, io.VARIABLES_FILE)
-        with open(variables_path, "wb") as f:
-            f.write(serialization.msgpack_serialize(state))
-        structural = {
-            "format": io.FORMAT,
-            "format_version": io.FORMAT_VERSION,
-            "kind": KIND,
-            "architecture": "amortized." + networks.name_of(explainer.network),
-            "config": io._encode(networks.config_of(explainer.network)),
-            "parameter_count": int(sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(state))),
-            "sha256": io._sha256(variables_path),
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "jaxplain_version": io._version(),
-        }
-        user = {key: value for key, value in explainer.metadata.items() if key not in structural}
-        with open(os.path.join(staging, io.METADATA_FILE), "w") as f:
-            json.dump({**structural, **user}, f, indent=2)
-            f.write("\n")
-        if os.path.exists(path):
-            shutil.rmtree(path)
-        os.replace(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return path
+    state = jax.tree_util.tree_map(np.asarray, serialization.to_state_dict(explainer.variables))
+    record = {
+        "format": io.FORMAT,
+        "format_version": io.FORMAT_VERSION,
+        "kind": KIND,
+        "architecture": "amortized." + networks.name_of(explainer.network),
+        "config": io._encode(networks.config_of(explainer.network)),
+        "parameter_count": int(sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(state))),
+    }
+    return io.write_folder(path, state, record, explainer.metadata)
 
 
 def load(path: str) -> Explainer:
