@@ -10,9 +10,9 @@ train both or freeze the encoder and fit only the head.
 * `ConvExplainer`: NHWC images, a small U-Net (convolutions, average-pool down,
   transposed convolutions up, skip connections); the map comes out at input resolution,
   or at superpixel resolution (`patch`) and is repeated onto the pixels.
-* `TokenExplainer`: token ids, a copy of a `jaxplain.models.TextClassifier`'s encoder
-  (same parameter names, so `init` copies the classifier's weights into it) plus a
-  per-token dense layer, as the Empirical Explainers do.
+* `TokenExplainer`: token ids, a `jaxplain.models.TextClassifier`'s encoder (the
+  classifier's own module without its head, so `init` copies the classifier's weights
+  into it) plus a per-token dense layer, as the Empirical Explainers do.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxplain.models.text import EncoderBlock
+from jaxplain.models.text import TextClassifier
 
 
 class DenseStack(nn.Module):
@@ -168,41 +168,6 @@ class ConvExplainer(nn.Module):
         return _times_input(self.head(self.encoder(x)), x, self.multiplier, self.reference)
 
 
-class TokenEncoder(nn.Module):
-    """A `TextClassifier`'s encoder: embeddings, encoder blocks, final LayerNorm.
-
-    Same parameter names as `jaxplain.models.TextClassifier`, so its weights copy in.
-    Returns the token states `(B, T, D)` and the validity mask `(B, T)`.
-    """
-
-    vocab_size: int
-    max_length: int
-    embed_dim: int = 64
-    num_layers: int = 1
-    num_heads: int = 4
-    mlp_dim: int = 128
-    activation: Callable = nn.gelu
-    pad_id: int = 0
-
-    def setup(self):
-        self.token_embedding = nn.Embed(self.vocab_size, self.embed_dim)
-        self.position_embedding = self.param(
-            "position_embedding", nn.initializers.normal(stddev=0.02), (self.max_length, self.embed_dim)
-        )
-        self.blocks = [
-            EncoderBlock(self.num_heads, self.mlp_dim, 0.0, self.activation) for _ in range(self.num_layers)
-        ]
-        self.final_norm = nn.LayerNorm()
-
-    def __call__(self, tokens):
-        mask = tokens != self.pad_id
-        x = self.token_embedding(tokens) + self.position_embedding[: tokens.shape[1]]
-        attention_mask = nn.make_attention_mask(jnp.ones_like(mask), mask)
-        for block in self.blocks:
-            x = block(x, attention_mask)
-        return self.final_norm(x), mask
-
-
 class _TokenHead(nn.Module):
     num_classes: int
 
@@ -231,19 +196,23 @@ class TokenExplainer(nn.Module):
     pad_id: int = 0
 
     def setup(self):
-        self.encoder = TokenEncoder(
-            self.vocab_size, self.feature_shape[0], self.embed_dim, self.num_layers,
-            self.num_heads, self.mlp_dim, self.activation, self.pad_id,
+        # The classifier itself, of which only the encoder is used (`states`): its
+        # parameters have the classifier's names, so its weights copy in; its head is
+        # never called and has no parameters here.
+        self.encoder = TextClassifier(
+            vocab_size=self.vocab_size, num_classes=1, max_length=self.feature_shape[0],
+            embed_dim=self.embed_dim, num_layers=self.num_layers, num_heads=self.num_heads,
+            mlp_dim=self.mlp_dim, dropout_rate=0.0, activation=self.activation, pad_id=self.pad_id,
         )
         self.head = _TokenHead(self.num_classes)
 
     def embedding(self, tokens):
-        states, mask = self.encoder(tokens)
+        states, mask = self.encoder.states(tokens)
         weights = mask[..., None].astype(states.dtype)
         return (states * weights).sum(axis=1) / jnp.maximum(weights.sum(axis=1), 1.0)
 
     def __call__(self, tokens):
-        return self.head(self.encoder(tokens))
+        return self.head(self.encoder.states(tokens))
 
 
 def random_key(seed: int):

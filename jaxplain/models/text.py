@@ -112,6 +112,18 @@ class TextClassifier(nn.Module):
         Returns:
           Logits `(batch, num_classes)`.
         """
+        x, mask = self.states_from_embeddings(embeddings, mask, train)
+        weights = mask[..., None].astype(x.dtype)
+        pooled = jnp.sum(x * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1.0)
+        return self.head(pooled)
+
+    def states_from_embeddings(self, embeddings, mask=None, train: bool = False):
+        """Returns the encoder's token states `(batch, length, embed_dim)` and the mask.
+
+        Everything `logits_from_embeddings` computes before pooling: positions, the
+        encoder blocks and the final LayerNorm. `mask` is returned as bool `(batch,
+        length)` (all True when None).
+        """
         batch, length, _ = embeddings.shape
         if length > self.max_length:
             raise ValueError(f"embeddings has length {length}, more than max_length={self.max_length}")
@@ -123,10 +135,11 @@ class TextClassifier(nn.Module):
         attention_mask = nn.make_attention_mask(jnp.ones_like(mask), mask)
         for block in self.blocks:
             x = block(x, attention_mask, train)
-        x = self.final_norm(x)
-        weights = mask[..., None].astype(x.dtype)
-        pooled = jnp.sum(x * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1.0)
-        return self.head(pooled)
+        return self.final_norm(x), mask
+
+    def states(self, tokens):
+        """Token states and validity mask for token ids: the encoder without its head."""
+        return self.states_from_embeddings(self.embed(tokens), mask=tokens != self.pad_id)
 
     def __call__(self, tokens, train: bool = False):
         """Returns logits `(batch, num_classes)` for token ids `(batch, length)`."""
