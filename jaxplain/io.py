@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
 import json
 import os
 import shutil
@@ -30,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
+from jaxplain._store import file_sha256
 from jaxplain.model import Model
 
 FORMAT = "jaxplain.checkpoint"
@@ -96,14 +96,6 @@ def _function(name: str):
     if function is None:
         raise CheckpointError(f"unknown function {name!r} in the checkpoint's config")
     return function
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _leaves(tree) -> Dict[str, Any]:
@@ -173,7 +165,7 @@ def write_folder(path: str, state, record: dict, extra: dict) -> str:
             f.write(serialization.msgpack_serialize(state))
         record = {
             **record,
-            "sha256": _sha256(variables_path),
+            "sha256": file_sha256(variables_path),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "jaxplain_version": _version(),
         }
@@ -235,7 +227,7 @@ def load_checkpoint(path: str) -> Checkpoint:
     variables_path = os.path.join(path, VARIABLES_FILE)
     if not os.path.isfile(variables_path):
         raise FileNotFoundError(f"{variables_path} is missing")
-    if _sha256(variables_path) != metadata["sha256"]:
+    if file_sha256(variables_path) != metadata["sha256"]:
         raise CheckpointError(
             f"{variables_path} does not match the checksum in {METADATA_FILE}: the file is "
             "corrupt or was replaced"

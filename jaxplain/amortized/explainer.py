@@ -24,6 +24,7 @@ import numpy as np
 from flax import serialization
 
 from jaxplain import _checks, io
+from jaxplain._store import file_sha256
 from jaxplain.amortized import networks
 from jaxplain.attribution import Attribution
 from jaxplain.methods.perturbation import _feature_groups
@@ -247,7 +248,7 @@ def load(path: str) -> Explainer:
     variables_path = os.path.join(path, io.VARIABLES_FILE)
     if not os.path.isfile(variables_path):
         raise FileNotFoundError(f"{variables_path} is missing")
-    if io._sha256(variables_path) != metadata["sha256"]:
+    if file_sha256(variables_path) != metadata["sha256"]:
         raise io.CheckpointError(
             f"{variables_path} does not match the checksum in {io.METADATA_FILE}: the file is "
             "corrupt or was replaced"

@@ -11,16 +11,15 @@ disk; a finished one is read back without calling the method at all.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
-import tempfile
 from typing import Any, Dict, Optional
 
 import jax
 import numpy as np
 
 from jaxplain import _checks
+from jaxplain._store import digest as _digest, model_digest, settings_json as teacher_settings, write_atomic
 from jaxplain._progress import Progress
 from jaxplain.methods.registry import METHODS
 from jaxplain.model import Model
@@ -63,20 +62,6 @@ def method_name(method) -> str:
     return name
 
 
-def teacher_settings(settings: dict) -> dict:
-    """Settings as JSON: arrays as nested lists, a PRNG key as {"key_data": [...]}."""
-    encoded = {}
-    for name, value in settings.items():
-        if isinstance(value, jax.Array) and jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
-            value = {"key_data": np.asarray(jax.random.key_data(value)).tolist()}
-        elif isinstance(value, (np.ndarray, jax.Array)):
-            value = np.asarray(value).tolist()
-        elif isinstance(value, (np.integer, np.floating)):
-            value = value.item()
-        encoded[name] = value
-    return encoded
-
-
 def method_settings(teacher: dict) -> tuple:
     """`(function, settings)` to call a recorded teacher again (keys rebuilt)."""
     settings = {}
@@ -87,36 +72,6 @@ def method_settings(teacher: dict) -> tuple:
             value = np.asarray(value)
         settings[name] = value
     return METHODS[teacher["method"]].function, settings
-
-
-def _digest(*parts) -> str:
-    digest = hashlib.sha256()
-    for part in parts:
-        if isinstance(part, np.ndarray):
-            digest.update(repr((part.shape, str(part.dtype))).encode())
-            digest.update(np.ascontiguousarray(part).tobytes())
-        else:
-            digest.update(json.dumps(part, sort_keys=True, default=repr).encode())
-    return digest.hexdigest()
-
-
-def model_digest(model: Model) -> str:
-    """SHA-256 of a model's parameters, apply function and output selection."""
-    leaves = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(model.params)]
-    return _digest(repr(model.apply_fn), model.output, *leaves)
-
-
-def _write_atomic(path: str, **arrays) -> None:
-    folder = os.path.dirname(path)
-    handle, staging = tempfile.mkstemp(prefix=".part-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(staging, path)
-    except BaseException:
-        if os.path.exists(staging):
-            os.remove(staging)
-        raise
 
 
 def _array(result, name, shape):
@@ -196,12 +151,12 @@ def make_labels(
                 "delta": _array(result, "delta", shape),
             }
             if part is not None:
-                _write_atomic(part, **arrays)
+                write_atomic(part, **arrays)
             parts.append(arrays)
             bar.update(1)
     joined = {k: np.concatenate([p[k] for p in parts]) for k in ("values", "output_difference", "delta")}
     if folder is not None:
-        _write_atomic(os.path.join(folder, LABELS_FILE), **joined)
+        write_atomic(os.path.join(folder, LABELS_FILE), **joined)
         with open(os.path.join(folder, "teacher.json"), "w") as f:
             json.dump(teacher, f, indent=2)
         for index in range(len(batches)):
