@@ -1,6 +1,6 @@
 """jaxplain: attribution methods for JAX and Flax models, each compiled to one XLA program."""
 
-from jaxplain import amortized, data, engine, io, metrics, models, schedules
+from jaxplain import amortized, data, engine, io, metrics, models, runs, schedules
 from jaxplain.attribution import Attribution
 from jaxplain.io import load_model
 from jaxplain.metrics import evaluate
@@ -31,6 +31,7 @@ from jaxplain.methods.rules import deconvnet, deeplift, deeplift_shap, guided_ba
 from jaxplain.methods.smoothing import smoothgrad, smoothgrad_sq, vargrad
 from jaxplain.model import Model, top_k
 from jaxplain.models.train import train
+from jaxplain.runs import explain_dataset, load_attributions
 
 __version__ = "0.1.0"
 
@@ -48,6 +49,7 @@ __all__ = [
     "evaluate",
     "exact_shapley",
     "expected_gradients",
+    "explain_dataset",
     "feature_ablation",
     "fullgrad",
     "grad_cam",
@@ -62,10 +64,12 @@ __all__ = [
     "layer_integrated_gradients",
     "layer_names",
     "lime",
+    "load_attributions",
     "load_model",
     "lrp",
     "metrics",
     "models",
+    "runs",
     "neuron_attribution",
     "neuron_gradient",
     "neuron_integrated_gradients",

@@ -38,6 +38,7 @@ class Progress:
         enabled: Optional[bool] = None,
         stream: Optional[TextIO] = None,
         log_every: float = 10.0,
+        initial: int = 0,
     ):
         self.total, self.description, self.unit = total, description, unit
         self.stream = stream or sys.stderr
@@ -45,7 +46,9 @@ class Progress:
         self.enabled = (True if enabled is None else enabled) and not silenced
         self.interactive = bool(getattr(self.stream, "isatty", lambda: False)())
         self.log_every = log_every
-        self.count = 0
+        # Work finished before this bar started (a resumed job): counted as done, but
+        # not in the rate, which measures this run only.
+        self.initial = self.count = int(initial)
         self.metrics: dict = {}
         self._start = self._last_draw = time.perf_counter()
 
@@ -71,7 +74,7 @@ class Progress:
     def line(self, now: Optional[float] = None) -> str:
         """The text of the bar as it would be drawn now."""
         elapsed = (now or time.perf_counter()) - self._start
-        rate = self.count / elapsed if elapsed > 0 else 0.0
+        rate = (self.count - self.initial) / elapsed if elapsed > 0 else 0.0
         parts = [self.description] if self.description else []
         if self.total:
             filled = int(20 * min(1.0, self.count / self.total))

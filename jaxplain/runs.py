@@ -1,0 +1,702 @@
+"""Explaining whole datasets: batches sharded over a device mesh, written as they finish.
+
+`explain_dataset(method, model, data, out=...)` streams `data` in batches of
+`batch_size` examples, places each batch on a `jax.sharding.Mesh` split along its
+batch axis (by default every device, one axis), runs the method on it as one compiled
+program, and writes the batch's attributions to `out` as soon as they exist:
+
+    out/run.json              what was run: method, settings, digests of the model and
+                              options, batch size; written once, compared on resume
+    out/index.p<P>.jsonl      one line per finished batch of process P (rows, checksums
+                              of the file and of the inputs), then an end line
+    out/shards/b<I>.p<P>.npz  batch I's values, targets, deltas, example indices
+
+Each shard is written to a temporary name, flushed and renamed; only then is its index
+line appended. A run killed at any moment (even with SIGKILL) leaves whole shards and an
+index that lists only whole shards, so running the same call again skips everything
+finished and recomputes at most the batch that was in flight. The last batch is padded
+to `batch_size` (the padding is dropped before writing), so every batch runs the same
+program and a batch's answer does not depend on where the run stopped; a randomized
+method draws batch I from `fold_in(key, I)`.
+
+Several hosts (`jax.distributed.initialize()` first): the mesh spans every device of
+every process, each process feeds its block of each global batch
+(`host_local_array_to_global_array`), takes back its block of the answer and writes its
+own shards and index; the processes agree on which batches are finished (all of them
+have them) with one `process_allgather` before starting.
+
+`load_attributions(out)` reads a folder back in dataset order and says whether it is
+complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import functools
+import json
+import os
+import time
+import warnings
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxplain import _checks
+from jaxplain._progress import Progress
+from jaxplain._store import digest, file_sha256, model_digest, write_atomic
+from jaxplain.methods.registry import METHODS
+from jaxplain.model import Model, TopK
+
+FORMAT = "jaxplain.attributions"
+FORMAT_VERSION = 1
+RUN_FILE = "run.json"
+SHARDS = "shards"
+FIELDS = ("values", "target", "delta", "relative_delta")
+
+
+class OutputFolderError(ValueError):
+    """An output folder that is foreign, corrupt, or holds another run: never overwritten."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSummary:
+    """What one call of `explain_dataset` did.
+
+    Attributes:
+      out: the output folder.
+      examples: examples in the dataset.
+      batches: batches in the dataset.
+      computed: the batches this call computed (in order).
+      skipped: how many batches were already finished and were skipped.
+      seconds: wall-clock time of the call.
+    """
+
+    out: str
+    examples: int
+    batches: int
+    computed: Tuple[int, ...]
+    skipped: int
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class DatasetAttributions:
+    """Attributions of a dataset read back from an output folder, in dataset order.
+
+    Attributes:
+      values: `(n, ...)` attributions of the examples present.
+      target: the class explained for each example.
+      delta: completeness gap per example (None for methods without one).
+      relative_delta: |delta| / |F(x) - F(baseline)| (None likewise).
+      labels: the data's labels, when it had them.
+      index: `(n,)` the position of each example in the dataset (0, 1, 2, ... when
+        complete).
+      complete: every batch of the dataset is present.
+      num_examples: examples in the dataset, when the run got to its end.
+      missing: batches known to be missing (those before the last finished one).
+      run: the contents of run.json (method, settings, metadata).
+    """
+
+    values: np.ndarray
+    target: np.ndarray
+    delta: Optional[np.ndarray]
+    relative_delta: Optional[np.ndarray]
+    labels: Optional[np.ndarray]
+    index: np.ndarray
+    complete: bool
+    num_examples: Optional[int]
+    missing: Tuple[int, ...]
+    run: Dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _split_record(record, input_key: Optional[str], label_key: str):
+    """(inputs, labels or None) of a batch given as an array, an (x, y) pair or a dict."""
+    if isinstance(record, Mapping):
+        keys = [k for k in record if k != label_key]
+        name = input_key if input_key is not None else ("image" if "image" in record else (keys[0] if len(keys) == 1 else None))
+        if name is None or name not in record:
+            raise ValueError(
+                f"data: batches are dicts with keys {sorted(record)}; pass input_key= to say which holds the inputs"
+            )
+        return np.asarray(record[name]), (None if label_key not in record else np.asarray(record[label_key]))
+    if isinstance(record, (tuple, list)) and len(record) == 2:
+        return np.asarray(record[0]), np.asarray(record[1])
+    return np.asarray(record), None
+
+
+def _stream(data, input_key, label_key) -> Tuple[Iterator, Optional[int]]:
+    """An iterator over (inputs, labels) chunks of any size, and the length if known."""
+    if isinstance(data, (np.ndarray, jax.Array)):
+        return iter([(np.asarray(data), None)]), len(data)
+    if isinstance(data, tuple) and len(data) == 2 and all(isinstance(p, (np.ndarray, jax.Array)) for p in data):
+        x, y = np.asarray(data[0]), np.asarray(data[1])
+        if len(x) != len(y):
+            raise ValueError(f"data: (inputs, labels) of different lengths {len(x)} and {len(y)}")
+        return iter([(x, y)]), len(x)
+    if isinstance(data, Mapping):
+        x, y = _split_record(data, input_key, label_key)
+        return iter([(x, y)]), len(x)
+    if hasattr(data, "as_numpy_iterator"):  # a tf.data.Dataset of batches
+        data = data.as_numpy_iterator()
+    random_access = hasattr(data, "__getitems__") or hasattr(data, "__getitem__")
+    if hasattr(data, "__len__") and random_access and not isinstance(data, (list, tuple)):
+        return _records(data, input_key, label_key), len(data)  # a random-access source of examples
+    try:
+        iterator = iter(data)
+    except TypeError:
+        raise TypeError(
+            f"data must be an array, an (inputs, labels) pair, an iterable of batches, a tf.data.Dataset "
+            f"of batches or a TFDS data source; got {type(data).__name__}"
+        ) from None
+    return (_split_record(batch, input_key, label_key) for batch in iterator), None
+
+
+def _records(source, input_key, label_key, chunk: int = 256):
+    """Examples of a random-access source (e.g. TFDS `as_data_source`), a chunk at a time."""
+    for start in range(0, len(source), chunk):
+        indices = list(range(start, min(start + chunk, len(source))))
+        items = source.__getitems__(indices) if hasattr(source, "__getitems__") else [source[i] for i in indices]
+        if isinstance(items[0], Mapping):
+            stacked = {k: np.stack([np.asarray(item[k]) for item in items]) for k in items[0]}
+        elif isinstance(items[0], (tuple, list)):
+            stacked = tuple(np.stack([np.asarray(item[j]) for item in items]) for j in range(len(items[0])))
+        else:
+            stacked = np.stack([np.asarray(item) for item in items])
+        yield _split_record(stacked, input_key, label_key)
+
+
+def _rebatch(chunks: Iterator, batch_size: int):
+    """(start, inputs, labels) batches of exactly `batch_size` rows (the last may be short)."""
+    xs: List[np.ndarray] = []
+    ys: List[Optional[np.ndarray]] = []
+    held, start = 0, 0
+    for x, y in chunks:
+        if x.ndim == 0 or (y is not None and len(y) != len(x)):
+            raise ValueError(f"data: a batch of inputs {x.shape} with labels {None if y is None else y.shape}")
+        xs.append(x)
+        ys.append(y)
+        held += len(x)
+        while held >= batch_size:
+            x_all = np.concatenate(xs)
+            y_all = None if any(v is None for v in ys) else np.concatenate(ys)
+            yield start, x_all[:batch_size], None if y_all is None else y_all[:batch_size]
+            start += batch_size
+            held -= batch_size
+            xs, ys = [x_all[batch_size:]], [None if y_all is None else y_all[batch_size:]]
+    if held:
+        x_all = np.concatenate(xs)
+        y_all = None if any(v is None for v in ys) else np.concatenate(ys)
+        yield start, x_all, y_all
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def _describe(value):
+    """A JSON description of an option; arrays by shape, dtype and digest (not contents)."""
+    if isinstance(value, jax.Array) and jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
+        return {"key_data": np.asarray(jax.random.key_data(value)).tolist()}
+    if isinstance(value, (np.ndarray, jax.Array)):
+        array = np.asarray(value)
+        if array.size <= 16:
+            return array.tolist()
+        return {"shape": list(array.shape), "dtype": str(array.dtype), "sha256": digest(array)}
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_describe(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _describe(v) for k, v in value.items()}
+    if callable(value):
+        return _callable_name(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
+
+
+def _callable_name(function) -> str:
+    if isinstance(function, functools.partial):
+        inner = ", ".join([_callable_name(function.func)] + [json.dumps(_describe(a)) for a in function.args]
+                          + [f"{k}={json.dumps(_describe(v))}" for k, v in sorted(function.keywords.items())])
+        return f"partial({inner})"
+    name = getattr(function, "__name__", None)
+    if name in METHODS and METHODS[name].function is function:
+        return name
+    return f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', repr(function))}"
+
+
+def _method(method, options: dict) -> Tuple[Callable, str]:
+    """(function(model, x, *, target, **options), its name), resolving names and `wrap`."""
+    if isinstance(method, str):
+        if method not in METHODS:
+            raise ValueError(f"method: {method!r} is not a jaxplain method; known: {', '.join(sorted(METHODS))}")
+        info = METHODS[method]
+        if info.family == "noise":
+            inner = options.pop("wrap", None)
+            if inner is None:
+                raise ValueError(f"method {method!r} wraps another method: pass wrap='saliency' (or any method)")
+            inner_function, inner_name = _method(inner, {})
+            return functools.partial(info.function, inner_function), f"{method}({inner_name})"
+        return info.function, method
+    if not callable(method):
+        raise TypeError(f"method must be a jaxplain method, its name, or a callable; got {type(method).__name__}")
+    return method, _callable_name(method)
+
+
+def _target(target, labels_known: bool):
+    if isinstance(target, str) and target in ("predicted", "label"):
+        if target == "label" and not labels_known:
+            raise ValueError("target='label' needs labels: pass data as (inputs, labels), batches with labels, or labels=")
+        return target
+    if isinstance(target, TopK):
+        return target
+    if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
+        return int(target)
+    raise ValueError(
+        f"target must be 'predicted', 'label' (the data's labels), an int class or jaxplain.top_k(k) for a "
+        f"dataset; got {target!r}"
+    )
+
+
+# --------------------------------------------------------------------------- folder
+
+
+def _index_path(out: str, process: int) -> str:
+    return os.path.join(out, f"index.p{process}.jsonl")
+
+
+def _shard_name(batch: int, process: int) -> str:
+    return os.path.join(SHARDS, f"b{batch:06d}.p{process}.npz")
+
+
+def _ours(name: str) -> bool:
+    return name == RUN_FILE or name == SHARDS or (name.startswith("index.p") and name.endswith(".jsonl")) or name.startswith(".tmp-")
+
+
+def _read_run(out: str) -> dict:
+    path = os.path.join(out, RUN_FILE)
+    try:
+        with open(path) as f:
+            run = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise OutputFolderError(f"out: {path} is corrupt ({error}); it is not overwritten: move it away or choose another folder") from None
+    if not isinstance(run, dict) or run.get("format") != FORMAT or "fingerprint" not in run:
+        raise OutputFolderError(f"out: {path} does not describe jaxplain attributions; choose another folder")
+    if run.get("format_version", 0) > FORMAT_VERSION:
+        raise OutputFolderError(f"out: {path} has format version {run['format_version']}; upgrade jaxplain to read it")
+    return run
+
+
+def _read_index(out: str, process: int, *, verify: bool = True) -> Tuple[Dict[int, dict], Optional[dict], bool]:
+    """(finished batches, the end record or None, whether the last line was torn)."""
+    path = _index_path(out, process)
+    if not os.path.exists(path):
+        return {}, None, False
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    torn = lines[-1] != b""  # a whole index ends with a newline; a kill mid-append leaves a partial line
+    lines = lines[:-1]
+    batches, end = {}, None
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+            if "end" in record:
+                end = record
+                continue
+            batch = int(record["batch"])
+            file, sha = record["file"], record["sha256"]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
+            raise OutputFolderError(f"out: {path} line {number} is corrupt; the folder is not overwritten") from None
+        shard = os.path.join(out, file)
+        if not os.path.isfile(shard):
+            raise OutputFolderError(f"out: {shard} is listed in {path} but missing; the folder is incomplete and is not overwritten")
+        if verify and file_sha256(shard) != sha:
+            raise OutputFolderError(f"out: {shard} does not match its checksum in {path}: the file is corrupt")
+        batches[batch] = record
+    return batches, end, torn
+
+
+def _prepare_folder(out: str, run: dict, *, overwrite: bool) -> Optional[dict]:
+    """Creates `out` or checks it holds this run; returns the stored run.json or None."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise OutputFolderError(f"out: {out} exists and is not a folder")
+    entries = os.listdir(out) if os.path.isdir(out) else []
+    if entries and RUN_FILE not in entries:
+        raise OutputFolderError(
+            f"out: {out} is not empty and holds no {RUN_FILE}: it is not a jaxplain attributions folder; "
+            "choose another folder (nothing was written)"
+        )
+    stored = _read_run(out) if entries else None
+    if stored is not None and stored["fingerprint"] != run["fingerprint"]:
+        if not overwrite:
+            differ = _differences(stored.get("settings", {}), run["settings"])
+            raise OutputFolderError(
+                f"out: {out} holds another run ({stored.get('method')}; stored -> now: {'; '.join(differ[:4]) or '?'}); "
+                "choose another folder, or pass overwrite=True to replace it"
+            )
+    if stored is not None and overwrite and stored["fingerprint"] != run["fingerprint"]:
+        foreign = [e for e in entries if not _ours(e)]
+        if foreign:
+            raise OutputFolderError(f"out: {out} also holds files jaxplain did not write ({', '.join(sorted(foreign)[:3])}); not overwriting it")
+        for entry in entries:
+            path = os.path.join(out, entry)
+            if os.path.isdir(path):
+                for name in os.listdir(path):
+                    os.remove(os.path.join(path, name))
+                os.rmdir(path)
+            else:
+                os.remove(path)
+        stored = None
+    os.makedirs(os.path.join(out, SHARDS), exist_ok=True)
+    for folder in (out, os.path.join(out, SHARDS)):  # temporary files of a write that was cut short
+        for name in os.listdir(folder):
+            if name.startswith(".tmp-"):
+                os.remove(os.path.join(folder, name))
+    if stored is None and jax.process_index() == 0:
+        write_atomic(os.path.join(out, RUN_FILE), text=json.dumps(run, indent=2) + "\n")
+    return stored
+
+
+def _differences(stored, now, prefix: str = "") -> List[str]:
+    """'name: old -> new' for every setting that differs (nested dicts by dotted name)."""
+    if isinstance(stored, dict) and isinstance(now, dict):
+        found = []
+        for name in sorted(set(stored) | set(now), key=str):
+            found += _differences(stored.get(name), now.get(name), f"{prefix}{name}.")
+        return found
+    if stored == now:
+        return []
+    short = lambda v: (json.dumps(v) if len(json.dumps(v)) < 40 else json.dumps(v)[:37] + "...")  # noqa: E731
+    return [f"{prefix[:-1]}: {short(stored)} -> {short(now)}"]
+
+
+def _append(path: str, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _agree(finished: set) -> set:
+    """The batches every process has finished (itself in a single-process run)."""
+    if jax.process_count() == 1:
+        return finished
+    from jax.experimental import multihost_utils
+
+    top = int(multihost_utils.process_allgather(np.int64(max(finished, default=-1))).max())
+    mask = np.zeros(top + 1, np.int32)
+    mask[sorted(finished)] = 1
+    return {int(i) for i in np.flatnonzero(multihost_utils.process_allgather(mask).min(axis=0))}
+
+
+def _default_mesh():
+    return jax.sharding.Mesh(np.asarray(jax.devices()), ("batch",))
+
+
+def explain_dataset(
+    method,
+    model: Model,
+    data,
+    *,
+    out: str,
+    target="predicted",
+    batch_size: Optional[int] = None,
+    mesh: Optional[jax.sharding.Mesh] = None,
+    labels=None,
+    num_examples: Optional[int] = None,
+    input_key: Optional[str] = None,
+    label_key: str = "label",
+    overwrite: bool = False,
+    progress: bool = True,
+    metadata: Optional[dict] = None,
+    **options,
+) -> RunSummary:
+    """Explains a whole dataset, batch by batch, sharded over a mesh; resumable.
+
+    Args:
+      method: a jaxplain method or its name (`"integrated_gradients"`); the noise
+        methods by name take the method they wrap as `wrap="saliency"`. Any callable
+        `method(model, x, *, target, **options) -> Attribution` works too.
+      model: the `jaxplain.Model` to explain.
+      data: an array of inputs; an `(inputs, labels)` pair; a dict of arrays
+        (`{"image": ..., "label": ...}`); an iterable of batches of any size (arrays,
+        pairs or dicts); a `tf.data.Dataset` of batches; or a random-access source of
+        single examples such as TFDS's `builder.as_data_source(split)`.
+      out: the output folder (created; an existing one must hold this same run).
+      target: "predicted", "label" (the data's labels), an int, or `jaxplain.top_k(k)`.
+      batch_size: examples per global batch, a multiple of the mesh's devices
+        (default 16 per device). It is part of the run: a randomized method's answer
+        depends on it.
+      mesh: a `jax.sharding.Mesh`; the batch is split over all its axes. Default: all
+        devices (of all processes) on one axis. The mesh is not part of the run: a run
+        may be resumed on other devices and gives the same answer.
+      labels: labels for the examples when `data` does not carry them.
+      num_examples: the dataset's length, for the progress bar, when `data` is a
+        stream without one.
+      input_key, label_key: the dict keys of inputs and labels in dict batches.
+      overwrite: replace an output folder that holds another jaxplain run (a foreign
+        or corrupt folder is never replaced).
+      progress: show a progress bar (examples/s, ETA).
+      metadata: JSON-able facts to record in run.json (e.g. where the model came from).
+      **options: the method's settings (`steps=`, `key=`, `background=`, ...). Float
+        arrays are passed to the compiled program as arguments; other values are fixed
+        in it. A `key` is folded in with the batch number.
+
+    Returns:
+      A `RunSummary`; read the attributions with `load_attributions(out)`.
+    """
+    started = time.perf_counter()
+    function, name = _method(method, dict(options))
+    options.pop("wrap", None)
+    if not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"out must be a folder path, got {type(out).__name__}")
+    out = os.fspath(out)
+    _checks.check_model(model)
+    mesh = _default_mesh() if mesh is None else mesh
+    if not isinstance(mesh, jax.sharding.Mesh):
+        raise TypeError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+    devices = int(mesh.devices.size)
+    batch_size = 16 * devices if batch_size is None else _checks.positive_int("batch_size", batch_size)
+    processes, process = jax.process_count(), jax.process_index()
+    if batch_size % devices:
+        raise ValueError(f"batch_size {batch_size} must be a multiple of the mesh's {devices} devices")
+    key = options.pop("key", None)
+    if key is not None:
+        key = _checks.key(key)
+
+    chunks, length = _stream(data, input_key, label_key)
+    if labels is not None:
+        labels = np.asarray(labels)
+        length = len(labels) if length is None else length
+        if length != len(labels):
+            raise ValueError(f"labels has {len(labels)} entries but data has {length} examples")
+    length = length if length is not None else num_examples
+    batches = _rebatch(chunks, batch_size)
+    try:
+        first = next(batches)
+    except StopIteration:
+        raise ValueError("data holds no examples") from None
+    first_x = first[1]
+    first_y = first[2] if labels is None else labels[: len(first_x)]
+    target = _target(target, first_y is not None)
+    _checks.check_x(model, first_x[:1], integer_ids=np.issubdtype(first_x.dtype, np.integer))
+
+    settings = {
+        "method": name,
+        "options": _describe(options),
+        "key": _describe(key),
+        "model": model_digest(model),
+        "output": model.output,
+        "target": target if not isinstance(target, TopK) else f"top_k({target.k})",
+        "batch_size": batch_size,
+        "example_shape": list(first_x.shape[1:]),
+        "example_dtype": str(first_x.dtype),
+        "processes": processes,
+    }
+    run = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "fingerprint": digest(settings),
+        "method": name,
+        "settings": settings,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "jaxplain_version": _version(),
+        "metadata": metadata or {},
+    }
+    _prepare_folder(out, run, overwrite=overwrite)
+    finished, end, torn = _read_index(out, process)
+    index_path = _index_path(out, process)
+    if torn:  # drop the partial last line before appending after it
+        lines = open(index_path, "rb").read().split(b"\n")[:-1]
+        write_atomic(index_path, text=b"".join(line + b"\n" for line in lines).decode())
+    agreed = _agree(set(finished))  # collective in a multi-process run: every process calls it once
+    finished = {b: r for b, r in finished.items() if b in agreed}
+
+    step = _step(function, model, mesh, target, options, batch_size)
+    local = batch_size // processes
+    done = sum(r["rows"] for r in finished.values())
+    computed: List[int] = []
+    count = 0
+    with Progress(length, description=name, unit="examples", enabled=progress, initial=done) as bar:
+        def every():
+            yield first
+            yield from batches
+
+        for batch, (start, x, y) in enumerate(every()):
+            if labels is not None:
+                y = labels[start : start + len(x)]
+            count = start + len(x)
+            mine = slice(process * local, (process + 1) * local)
+            rows = np.arange(start, start + len(x))
+            record = finished.get(batch)
+            inputs_sha = digest(_pad(x, batch_size)[mine])
+            if record is not None:
+                if record["inputs_sha256"] != inputs_sha or record["start"] != start:
+                    raise OutputFolderError(
+                        f"out: batch {batch} of {out} was computed from other inputs than the data given now; "
+                        "the data changed since the run: choose another folder or pass overwrite=True"
+                    )
+                continue
+            if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
+                bad = int(np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(axis=1))[0])
+                raise ValueError(f"data: example {start + bad} holds NaN or infinity")
+            result = step(_pad(x, batch_size), None if y is None else _pad(y, batch_size),
+                          None if key is None else jax.random.fold_in(key, batch))
+            arrays = {k: v[: max(0, min(local, len(x) - process * local))] for k, v in result.items()}
+            arrays["index"] = rows[mine]
+            if y is not None:
+                arrays["labels"] = np.asarray(y)[mine]
+            # A process whose block of the last batch is all padding writes an empty shard,
+            # so that the batch reads as finished for it too.
+            file = _shard_name(batch, process)
+            write_atomic(os.path.join(out, file), **arrays)
+            _append(index_path, {"batch": batch, "start": start, "rows": int(len(arrays["index"])), "file": file,
+                                 "sha256": file_sha256(os.path.join(out, file)), "inputs_sha256": inputs_sha})
+            computed.append(batch)
+            bar.update(len(x))
+    total_batches = batch + 1
+    if end is not None and (end["num_examples"] != count or end["num_batches"] != total_batches):
+        raise OutputFolderError(
+            f"out: {out} recorded a dataset of {end['num_examples']} examples, the data given now has {count}"
+        )
+    if end is None:
+        _append(index_path, {"end": True, "num_examples": count, "num_batches": total_batches})
+    return RunSummary(out, count, total_batches, tuple(computed), total_batches - len(computed),
+                      time.perf_counter() - started)
+
+
+def _pad(rows: np.ndarray, size: int) -> np.ndarray:
+    """`rows` padded to `size` with copies of its last row (dropped after the run)."""
+    if len(rows) == size:
+        return rows
+    return np.concatenate([rows, np.repeat(rows[-1:], size - len(rows), axis=0)])
+
+
+def _step(function, model: Model, mesh, target, options: dict, batch_size: int):
+    """One batch: host arrays in, this process's rows of the answer out (numpy)."""
+    from jax.experimental import multihost_utils
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    spec = PartitionSpec(tuple(mesh.axis_names))
+    sharding = NamedSharding(mesh, spec)
+    traced = {k: v for k, v in options.items() if isinstance(v, (np.ndarray, jax.Array))
+              and jnp.issubdtype(np.asarray(v).dtype if isinstance(v, np.ndarray) else v.dtype, jnp.floating)}
+    fixed = {k: v for k, v in options.items() if k not in traced}
+    several = jax.process_count() > 1
+
+    def body(model, x, y, key, traced):
+        extra = {} if key is None else {"key": key}
+        chosen = y if target == "label" else target
+        result = function(model, x, target=chosen, **fixed, **traced, **extra)
+        fields = {"values": result.values, "target": result.target}
+        if result.delta is not None:
+            fields["delta"] = result.delta
+        if result.relative_delta is not None:
+            fields["relative_delta"] = result.relative_delta
+        return fields
+
+    compiled = jax.jit(body, out_shardings=sharding)
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def to_global(rows):
+        if several:
+            share = batch_size // jax.process_count()
+            mine = rows[jax.process_index() * share : (jax.process_index() + 1) * share]
+            return multihost_utils.host_local_array_to_global_array(mine, mesh, spec)
+        return jax.device_put(rows, sharding)
+
+    def to_host(array):
+        if several:
+            array = multihost_utils.global_array_to_host_local_array(array, mesh, spec)
+        return np.asarray(array)
+
+    constants = jax.device_put(traced, replicated)
+
+    def run(x, y, key):
+        fields = compiled(model, to_global(x), None if y is None else to_global(y.astype(np.int32)), key, constants)
+        return {k: to_host(v) for k, v in fields.items()}
+
+    return run
+
+
+def _version() -> str:
+    from jaxplain import __version__
+
+    return __version__
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def load_attributions(out: str, *, verify: bool = True, require_complete: bool = False) -> DatasetAttributions:
+    """Reads an output folder of `explain_dataset` back, in dataset order.
+
+    Args:
+      out: the folder.
+      verify: check every shard against the checksum in the index.
+      require_complete: raise if the run has not finished; otherwise an incomplete
+        folder is read (what is there) with a warning, and `complete` is False.
+
+    Returns:
+      `DatasetAttributions`.
+
+    Raises:
+      OutputFolderError: the folder is not a jaxplain attributions folder, or is
+        corrupt (a bad index line, a missing or altered shard), or is incomplete and
+        `require_complete` is set.
+    """
+    out = os.fspath(out)
+    if not os.path.isfile(os.path.join(out, RUN_FILE)):
+        raise OutputFolderError(f"out: {out} holds no {RUN_FILE}: it is not an explain_dataset output folder")
+    run = _read_run(out)
+    processes = int(run["settings"].get("processes", 1))
+    parts, ends, finished = [], [], []
+    for process in range(processes):
+        batches, end, _ = _read_index(out, process, verify=verify)
+        ends.append(end)
+        finished.append(set(batches))
+        for batch, record in sorted(batches.items()):
+            with np.load(os.path.join(out, record["file"])) as stored:
+                parts.append({k: stored[k] for k in stored.files})
+    last = max(set().union(*finished), default=-1)
+    finished_batches = set.intersection(*finished)  # a batch is finished when every process wrote its block
+    total = None if any(e is None for e in ends) else int(ends[0]["num_batches"])
+    expected = range(total if total is not None else last + 1)
+    missing = tuple(b for b in expected if b not in finished_batches)
+    complete = total is not None and not missing
+    if not complete:
+        message = (f"{out} is incomplete: {len(finished_batches)} batches finished"
+                   + (f" of {total}" if total is not None else " (the run has not reached the end of the data)")
+                   + "; run explain_dataset again with the same arguments to finish it")
+        if require_complete:
+            raise OutputFolderError(message)
+        warnings.warn(message, stacklevel=2)
+    if not parts:
+        empty = np.zeros((0,), np.float32)
+        return DatasetAttributions(empty, np.zeros((0,), np.int32), None, None, None, np.zeros((0,), np.int64),
+                                   complete, None if total is None else int(ends[0]["num_examples"]), missing, run)
+    index = np.concatenate([p["index"] for p in parts])
+    order = np.argsort(index, kind="stable")
+
+    def join(name):
+        if not all(name in p for p in parts):
+            return None
+        return np.concatenate([p[name] for p in parts])[order]
+
+    return DatasetAttributions(
+        values=join("values"), target=join("target"), delta=join("delta"), relative_delta=join("relative_delta"),
+        labels=join("labels"), index=index[order], complete=complete,
+        num_examples=None if total is None else int(ends[0]["num_examples"]), missing=missing, run=run,
+    )
