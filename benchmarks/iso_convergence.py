@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxplain
-from jaxplain import engine, schedules
+from jaxplain import engine, schedules, viz
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import RESULTS, interleaved_medians, machine, write  # noqa: E402
@@ -234,28 +234,8 @@ def markdown(payload) -> str:
 
 
 def plot(curves_by_case, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cases = list(curves_by_case)
-    columns = 4
-    rows = -(-len(cases) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.2 * rows), squeeze=False)
-    for axis, case in zip(axes.flat, cases):
-        for name, curve in curves_by_case[case].items():
-            axis.loglog(curve["cost"], curve["median_l2"], marker="." if name != "auto" else "o",
-                        label=name, linewidth=2 if name in ("auto", "pilot_gauss", "gauss_legendre") else 1)
-        axis.axhline(0.01, color="gray", linestyle=":", linewidth=1)
-        axis.set_title(case, fontsize=9)
-        axis.set_xlabel("gradient evaluations per input")
-        axis.set_ylabel("median relative L2 error")
-    for axis in list(axes.flat)[len(cases):]:
-        axis.axis("off")
-    axes.flat[0].legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    """Median L2 error against gradient evaluations, one subplot per case (`jaxplain.viz.convergence`)."""
+    return viz.convergence(curves_by_case, path)
 
 
 def main(argv=None) -> int:
@@ -310,7 +290,7 @@ def main(argv=None) -> int:
     path = write("iso_convergence.json", payload, args.out)
     with open(os.path.join(args.out, "iso_convergence.md"), "w") as f:
         f.write(markdown(payload))
-    print(f"\nmedian gradient evaluations per input (p90), speed-up over the best uniform Riemann rule")
+    print("\nmedian gradient evaluations per input (p90), speed-up over the best uniform Riemann rule")
     for case, result in payload["cases"].items():
         print(f"\n{case}")
         print(f"{'schedule':<16}" + "".join(f"{c:>26}" for c in CRITERIA))
