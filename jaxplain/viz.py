@@ -240,7 +240,7 @@ def tabular_attributions(
     values = np.asarray(values, np.float32)
     n, d = values.shape
     limit = clip_scale(values, percentile)
-    figure, ax = plt.subplots(figsize=(min(20, 1.5 + 0.35 * d), min(20, 1.5 + 0.3 * n)))
+    figure, ax = plt.subplots(figsize=(min(20, 2.5 + 0.35 * d), min(20, 2.8 + 0.3 * n)))
     image = ax.imshow(values, cmap=_SIGNED_CMAP, vmin=-limit, vmax=limit, aspect="auto")
     ax.set_xticks(range(d))
     ax.set_xticklabels(feature_names if feature_names is not None else range(d), rotation=90, fontsize=7)

@@ -21,10 +21,12 @@ def _blocks(language):
     return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
 
 
-def test_readme_python_examples_run_in_order():
+def test_readme_python_examples_run_in_order(tmp_path):
     namespace = {}
     for block in _blocks("python"):
-        exec(compile(block, "README.md", "exec"), namespace)
+        exec(compile(block.replace('"/tmp/', f'"{tmp_path}/'), "README.md", "exec"), namespace)
+    ig = namespace["ig"]
+    assert ig.complete and ig.values.shape == (450, 8, 8, 1) and float(ig.relative_delta.max()) < 0.05
     assert namespace["a"].values.shape == (32, 10)
     assert namespace["a3"].values.shape == (32, 3, 10)
     for name in ("sg", "dl", "ks"):
@@ -64,17 +66,27 @@ def test_every_method_is_documented():
     assert "docs/methods.md" in readme
 
 
+def _recipe(target):
+    """The command lines of a Makefile target."""
+    makefile = (ROOT / "Makefile").read_text()
+    body = re.search(rf"^{target}:.*\n((?:\t.*\n)+)", makefile, flags=re.M).group(1)
+    return [line.strip() for line in body.splitlines()]
+
+
 def test_ci_runs_the_readme_test_command():
-    commands = [line for block in _blocks("bash") for line in block.splitlines() if "pytest" in line]
-    assert commands, "README.md must give the test command"
-    test_command = commands[0].split("&&")[-1].strip()
-    ci = (ROOT / ".ci" / "run").read_text().splitlines()
-    assert test_command in [line.strip() for line in ci]
+    blocks = [block.strip() for block in _blocks("bash")]
+    assert blocks[1] == "make test", "README.md's second command must be the test command"
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert "make test" in ci
+    assert _recipe("test")[-1] == "$(BIN)/python -m pytest -q"
 
 
 def test_readme_main_job_is_the_tested_command():
-    first = _blocks("bash")[0].strip().split("&&")[-1].strip()
-    assert first.startswith("jaxplain explain --model checkpoints/digits_cnn --data digits")
+    from test_cli import demo_command
+
+    assert _blocks("bash")[0].strip() == "make demo"
+    assert _recipe("demo") == ["$(BIN)/$(DEMO)"]
+    assert " ".join(demo_command()).startswith("jaxplain evaluate --model checkpoints/digits_cnn --data digits")
 
 
 @pytest.mark.parametrize("module", [jaxplain.model, jaxplain.methods.integrated, jaxplain.methods.layers, jaxplain.methods.rules])

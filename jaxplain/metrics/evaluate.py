@@ -41,12 +41,14 @@ class Table:
     """Methods x metrics: `rows[method][metric]` is a float, or None where it does not apply.
 
     Every row also has "ms_per_example": the method's median run time per example
-    (after one compiling run), measured in this process.
+    (after one compiling run), measured in this process. `attributions[method]` keeps
+    each method's values (for pictures such as `jaxplain.viz.method_grid`).
     """
 
     rows: Dict[str, Dict[str, Optional[float]]]
     metrics: Sequence[str]
     notes: Dict[str, str]
+    attributions: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict, repr=False)
 
     def as_dict(self) -> dict:
         return {"metrics": {name: {"definition": METRICS[name][0], "better": METRICS[name][1]} for name in self.metrics},
@@ -85,6 +87,10 @@ def _methods(methods) -> Dict[str, tuple]:
             if function not in METHODS:
                 raise ValueError(f"methods: {function!r} is not a jaxplain method; known: {', '.join(sorted(METHODS))}")
             function = METHODS[function].function
+        info = METHODS.get(getattr(function, "__name__", ""))
+        if info is not None and info.function is function and info.family == "noise":
+            raise ValueError(f"methods: {label!r} wraps another method; pass "
+                             f"functools.partial(jaxplain.{info.name}, jaxplain.saliency) (or any method)")
         if not callable(function):
             raise TypeError(f"methods: {label!r} must be a method, a method name or (method, options), got {spec!r}")
         found[label] = (function, dict(options))
@@ -165,7 +171,7 @@ def evaluate(
         raise ValueError("target must name one class per example to build a table of metrics")
     classes = targets.resolve(model(x))[:, 0]
     scorer = model.with_output(score_output)
-    rows, notes = {}, {}
+    rows, notes, kept = {}, {}, {}
     for index, (label, (function, options)) in enumerate(found.items()):
         method_key, *metric_keys = jax.random.split(jax.random.fold_in(key, index), 1 + len(metrics))
         call_options = {**options, **({"key": method_key} if _takes_key(function) else {})}
@@ -193,7 +199,8 @@ def evaluate(
                 row[metric] = None
                 notes[f"{label} {metric}"] = f"{type(error).__name__}: {error}"
         rows[label] = row
-    return Table(rows, list(metrics), notes)
+        kept[label] = np.asarray(attribution.values)
+    return Table(rows, list(metrics), notes, kept)
 
 
 def _metric(name, function, options, model, scorer, x, classes, attribution, values, key, samples, image):

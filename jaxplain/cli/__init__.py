@@ -1,0 +1,75 @@
+"""The `jaxplain` command line.
+
+    jaxplain explain --model checkpoints/digits_cnn --data digits --out out/digits
+    jaxplain show out/digits --index 3
+    jaxplain evaluate --model checkpoints/digits_cnn --data digits --out out/compare
+    jaxplain methods
+    jaxplain train --model small_cnn --data digits --epochs 30 --out my_digits_cnn
+    jaxplain train-explainer --model checkpoints/wine_mlp --data wine --out my_wine_explainer
+
+Each command lives in a small module here (explain.py: explain and show; evaluate.py;
+train.py: train and train-explainer); _common.py holds what they share. Bad arguments
+end with one line on stderr and exit code 2; nothing prints a traceback for a user's
+mistake. Long work (explaining, labelling, training) shows a progress bar on stderr
+(JAXPLAIN_PROGRESS=0 silences it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+from jaxplain.cli import evaluate, explain, train
+from jaxplain.cli._common import Parser, UsageError
+
+__all__ = ["UsageError", "build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="jaxplain", description="Attributions for JAX and Flax classifiers.",
+                    epilog="Run jaxplain COMMAND --help for a command's options and examples.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    explain.add_parsers(commands)
+    evaluate.add_parser(commands)
+    commands.add_parser(
+        "methods",
+        help="list the attribution methods",
+        description="List every attribution method with its family, whether it takes a key, and its summary.",
+        epilog="example:\n  jaxplain methods",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_parsers(commands)
+    return parser
+
+
+def list_methods() -> int:
+    from jaxplain.cli._common import methods
+
+    found = methods()
+    width = max(len(name) for name in found)
+    print(f"{'method':<{width}}  {'family':<12}  {'key':<3}  summary")
+    for name, info in sorted(found.items(), key=lambda item: (item[1].family, item[0])):
+        print(f"{name:<{width}}  {info.family:<12}  {'yes' if info.randomized else '':<3}  {info.summary}")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "methods":
+            return list_methods()
+        if args.command == "explain":
+            return explain.explain(args, argv)
+        if args.command == "show":
+            return explain.show(args)
+        if args.command == "evaluate":
+            return evaluate.evaluate(args)
+        if args.command == "train":
+            return train.train(args, argv)
+        return train.train_explainer(args, argv)
+    except UsageError as error:
+        command = f"jaxplain {argv[0]}" if argv and not argv[0].startswith("-") else "jaxplain"
+        print(f"{command}: error: {error}", file=sys.stderr)
+        return 2

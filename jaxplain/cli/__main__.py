@@ -1,0 +1,5 @@
+import sys
+
+from jaxplain.cli import main
+
+sys.exit(main())

@@ -1,0 +1,142 @@
+"""`jaxplain evaluate`: several methods judged by the metrics, as a table and a comparison grid."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import inspect
+import json
+import os
+
+import numpy as np
+
+from jaxplain.cli import _common
+from jaxplain.cli._common import UsageError
+
+EXAMPLES = """examples:
+  jaxplain evaluate --model checkpoints/digits_cnn --data digits --n 16 --out out/compare
+  jaxplain evaluate --model checkpoints/digits_cnn --data digits --methods saliency,integrated_gradients,lrp --rule epsilon --out out/lrp
+  jaxplain evaluate --model checkpoints/wine_mlp --data wine --methods integrated_gradients,kernel_shap --metrics infidelity,deletion_auc
+
+Writes OUT/table.md and OUT/table.json (methods x metrics, see jaxplain.metrics) and the
+methods side by side on the first examples: OUT/grid.png (images, tables) or OUT/grid.html (text).
+"""
+
+DEFAULT_METHODS = ("saliency", "integrated_gradients", "smoothgrad", "deeplift", "guided_backprop")
+GRID = 6  # examples drawn in the comparison grid
+
+
+def add_parser(commands) -> None:
+    from jaxplain.metrics.evaluate import METRICS
+
+    parser = commands.add_parser(
+        "evaluate",
+        help="compare methods on a dataset by faithfulness and robustness metrics",
+        description="Run several methods on the first N examples of a split, judge each by the "
+        "metrics, print the table and draw the methods side by side.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model", required=True, help="checkpoint folder")
+    parser.add_argument("--data", required=True, help="dataset name (see jaxplain explain --help)")
+    parser.add_argument("--methods", type=_common.names, default=DEFAULT_METHODS,
+                        help=f"comma-separated method names (default {','.join(DEFAULT_METHODS)})")
+    parser.add_argument("--metrics", type=_common.names, default=tuple(METRICS),
+                        help=f"comma-separated metrics (default all: {','.join(METRICS)})")
+    parser.add_argument("--split", choices=("test", "train"), default="test")
+    parser.add_argument("--n", type=_common.positive_int, default=16, help="examples (default 16)")
+    parser.add_argument("--target", default="predicted", help="'predicted', 'label' or a class index")
+    parser.add_argument("--metric-samples", type=_common.positive_int, default=32, help="random draws of the sampling metrics (default 32)")
+    parser.add_argument("--data-dir", default=None, help="TFDS data folder")
+    parser.add_argument("--out", default="jaxplain_eval", help="output folder (default ./jaxplain_eval)")
+    _common.add_method_arguments(parser)
+
+
+def evaluate(args) -> int:
+    import jax
+    import jax.numpy as jnp
+
+    import jaxplain
+    from jaxplain.metrics.evaluate import METRICS
+
+    for name in (*args.methods, args.wrap):
+        _common.check_method(name)
+        if name in args.methods and "target" not in inspect.signature(_common.methods()[name].function).parameters:
+            raise UsageError(f"{name} explains a neuron, not a class: the metrics need a class (use jaxplain explain)")
+    unknown = [m for m in args.metrics if m not in METRICS]
+    if unknown:
+        raise UsageError(f"unknown metric {unknown[0]!r}; choose from: {', '.join(METRICS)}")
+    checkpoint = _common.load_checkpoint(args.model)
+    dataset = _common.load_data(args.data, args.data_dir)
+    _common.check_shapes(checkpoint, dataset, args.model, args.data)
+    x_all, y_all = _common.split(dataset, args.split)
+    n = min(args.n, len(x_all))
+    num_classes = int(checkpoint.metadata.get("num_classes", 0)) or int(dataset.num_classes)
+    target = _common.target(args.target, num_classes)
+    inputs = _common.inputs(checkpoint, dataset, args, x_all.shape[1:])
+    tokens, labels = np.asarray(x_all[:n]), np.asarray(y_all[:n])
+    candidates = dict(inputs.candidates)
+    if inputs.text:  # the methods and metrics work on the embeddings; padding is the baseline
+        x = inputs.embedder(jnp.asarray(tokens))
+        candidates["baseline"] = inputs.embedder(jnp.full_like(jnp.asarray(tokens), inputs.pad_id))
+        candidates["background"] = inputs.embedder(jnp.asarray(candidates["background"]))
+    else:
+        x = jnp.asarray(tokens)
+    methods = {}
+    for name in args.methods:
+        info = _common.methods()[name]
+        options = _common.method_options(name, args.wrap, candidates)
+        function = functools.partial(info.function, _common.methods()[args.wrap].function) if info.family == "noise" else info.function
+        if "key" in options:
+            options.pop("key")
+        methods[name] = (function, options)
+    chosen = labels if target == "label" else target
+    try:
+        table = jaxplain.evaluate(methods, inputs.model, x, target=chosen, key=jax.random.key(args.seed),
+                                  metrics=args.metrics, samples=args.metric_samples)
+    except (ValueError, TypeError) as error:
+        raise _common.usage_from(error) from error
+
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "table.md"), "w") as f:
+        f.write(table.markdown() + "\n")
+    with open(os.path.join(args.out, "table.json"), "w") as f:
+        json.dump({"model": args.model, "data": args.data, "split": args.split, "examples": n, **table.as_dict()}, f, indent=2)
+        f.write("\n")
+    grid = _grid(table.attributions, tokens, labels, dataset, inputs.text, args.out)
+    print(f"{len(methods)} methods on {n} {args.split} examples of {args.data} with {args.model}\n")
+    print(table.markdown())
+    for label, note in table.notes.items():
+        print(f"note: {label}: {note}")
+    print(f"\nwrote {os.path.join(args.out, 'table.md')}, table.json and {grid}")
+    return 0
+
+
+def _grid(attributions, x, labels, dataset, text, out) -> str:
+    from jaxplain import viz
+
+    shown = min(GRID, len(x))
+    if text:
+        words = _common.token_words(dataset, x[:shown])
+        rows, values, titles = [], [], []
+        for i in range(shown):
+            for name, array in attributions.items():
+                summed = np.asarray(array[i])
+                summed = summed.sum(axis=-1) if summed.ndim == 2 else summed
+                rows.append(words[i])
+                values.append(summed)
+                titles.append(f"#{i} y={labels[i]} {name}")
+        path = os.path.join(out, "grid.html")
+        viz.text_html(rows, values, path, row_labels=titles, title="methods side by side")
+        return path
+    path = os.path.join(out, "grid.png")
+    if x.ndim == 4:
+        maps = {name: array[:shown] for name, array in attributions.items() if np.ndim(array) in (3, 4)}
+        viz.method_grid(x[:shown], maps, path, titles=[f"#{i} y={labels[i]}" for i in range(shown)])
+        return path
+    flat = {name: np.asarray(array[:shown]).reshape(shown, -1) for name, array in attributions.items()}
+    rows = np.concatenate([flat[name][i : i + 1] for i in range(shown) for name in flat])
+    titles = [f"#{i} {name}" for i in range(shown) for name in flat]
+    names = dataset.feature_names if rows.shape[1] == len(dataset.feature_names or ()) else None
+    viz.tabular_attributions(rows, path, feature_names=names, row_labels=titles)
+    return path
