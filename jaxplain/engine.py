@@ -393,7 +393,7 @@ def fits_at_once(model: Model, x, rows: int, *, context=None) -> bool:
 
 @functools.lru_cache(maxsize=None)
 def _device_memory_bytes() -> Optional[int]:
-    return (jax.devices()[0].memory_stats() or {}).get("bytes_limit")
+    return (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
 
 
 def chunk_budget_bytes() -> int:

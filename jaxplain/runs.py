@@ -54,6 +54,7 @@ FORMAT = "jaxplain.attributions"
 FORMAT_VERSION = 1
 RUN_FILE = "run.json"
 SHARDS = "shards"
+VIEWS = "views"  # pictures drawn from the run (jaxplain explain, jaxplain show)
 FIELDS = ("values", "target", "delta", "relative_delta")
 
 
@@ -216,6 +217,8 @@ def _describe(value):
         return [_describe(v) for v in value]
     if isinstance(value, Mapping):
         return {str(k): _describe(v) for k, v in value.items()}
+    if isinstance(value, Model):
+        return {"model": model_digest(value)}
     if callable(value):
         return _callable_name(value)
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -279,7 +282,7 @@ def _shard_name(batch: int, process: int) -> str:
 
 
 def _ours(name: str) -> bool:
-    return name == RUN_FILE or name == SHARDS or (name.startswith("index.p") and name.endswith(".jsonl")) or name.startswith(".tmp-")
+    return name in (RUN_FILE, SHARDS, VIEWS) or (name.startswith("index.p") and name.endswith(".jsonl")) or name.startswith(".tmp-")
 
 
 def _read_run(out: str) -> dict:
@@ -325,8 +328,8 @@ def _read_index(out: str, process: int, *, verify: bool = True) -> Tuple[Dict[in
     return batches, end, torn
 
 
-def _prepare_folder(out: str, run: dict, *, overwrite: bool) -> Optional[dict]:
-    """Creates `out` or checks it holds this run; returns the stored run.json or None."""
+def _check_folder(out: str, run: dict, *, overwrite: bool) -> Optional[dict]:
+    """Checks that `out` is absent, empty, or holds this run (writes nothing); its run.json or None."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise OutputFolderError(f"out: {out} exists and is not a folder")
     entries = os.listdir(out) if os.path.isdir(out) else []
@@ -347,7 +350,13 @@ def _prepare_folder(out: str, run: dict, *, overwrite: bool) -> Optional[dict]:
         foreign = [e for e in entries if not _ours(e)]
         if foreign:
             raise OutputFolderError(f"out: {out} also holds files jaxplain did not write ({', '.join(sorted(foreign)[:3])}); not overwriting it")
-        for entry in entries:
+    return stored
+
+
+def _create_folder(out: str, run: dict, stored: Optional[dict]) -> Optional[dict]:
+    """Makes `out` hold this run: replaces another run's files (checked by `_check_folder`)."""
+    if stored is not None and stored["fingerprint"] != run["fingerprint"]:
+        for entry in os.listdir(out):
             path = os.path.join(out, entry)
             if os.path.isdir(path):
                 for name in os.listdir(path):
@@ -364,6 +373,52 @@ def _prepare_folder(out: str, run: dict, *, overwrite: bool) -> Optional[dict]:
     if stored is None and jax.process_index() == 0:
         write_atomic(os.path.join(out, RUN_FILE), text=json.dumps(run, indent=2) + "\n")
     return stored
+
+
+def _all_processes(ok: bool) -> bool:
+    """Whether `ok` holds on every process (a collective in a multi-process run)."""
+    if jax.process_count() == 1:
+        return ok
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.process_allgather(np.int32(ok)).min())
+
+
+def _prepare_shared_folder(out: str, run: dict, *, overwrite: bool, check: Callable[[], None]) -> None:
+    """Prepares `out` for all processes: `_check_folder`, then `check()` (which traces the
+    method, so that a bad setting fails before anything is written), then `_create_folder`.
+    Process 0 checks, cleans and creates the
+    (shared) folder alone, then the others check that it holds their run. A failure on
+    any process is raised on every process, so that none waits forever in a collective."""
+    if jax.process_count() == 1:
+        stored = _check_folder(out, run, overwrite=overwrite)
+        check()
+        _create_folder(out, run, stored)
+        return
+    error: Optional[BaseException] = None
+    if jax.process_index() == 0:
+        try:
+            stored = _check_folder(out, run, overwrite=overwrite)
+            check()
+            _create_folder(out, run, stored)
+        except Exception as caught:  # noqa: BLE001 - raised below, after the other processes know
+            error = caught
+    if not _all_processes(error is None):
+        raise error if error is not None else OutputFolderError(f"out: process 0 could not prepare {out}; see its error")
+    if jax.process_index() != 0:
+        try:
+            stored = _read_run(out) if os.path.isfile(os.path.join(out, RUN_FILE)) else None
+            if stored is None or stored["fingerprint"] != run["fingerprint"]:
+                differ = _differences((stored or {}).get("settings", {}), run["settings"])
+                raise OutputFolderError(
+                    f"out: {out} (prepared by process 0) holds another run than process {jax.process_index()}'s "
+                    f"({'; '.join(differ[:4]) or 'no run.json'}): every process must make the same call"
+                )
+        except Exception as caught:  # noqa: BLE001
+            error = caught
+    if not _all_processes(error is None):
+        raise error if error is not None else OutputFolderError(
+            f"out: another process found that {out} does not hold its run; see its error")
 
 
 def _differences(stored, now, prefix: str = "") -> List[str]:
@@ -421,6 +476,7 @@ def explain_dataset(
     overwrite: bool = False,
     progress: bool = True,
     metadata: Optional[dict] = None,
+    label: Optional[str] = None,
     **options,
 ) -> RunSummary:
     """Explains a whole dataset, batch by batch, sharded over a mesh; resumable.
@@ -450,6 +506,8 @@ def explain_dataset(
         or corrupt folder is never replaced).
       progress: show a progress bar (examples/s, ETA).
       metadata: JSON-able facts to record in run.json (e.g. where the model came from).
+      label: the method's name in the progress bar and in run.json (default: its
+        registered name, or the callable's qualified name).
       **options: the method's settings (`steps=`, `key=`, `background=`, ...). Float
         arrays are passed to the compiled program as arguments; other values are fixed
         in it. A `key` is folded in with the batch number.
@@ -459,6 +517,7 @@ def explain_dataset(
     """
     started = time.perf_counter()
     function, name = _method(method, dict(options))
+    label = name if label is None else str(label)
     options.pop("wrap", None)
     if not isinstance(out, (str, os.PathLike)):
         raise TypeError(f"out must be a folder path, got {type(out).__name__}")
@@ -491,7 +550,8 @@ def explain_dataset(
     first_x = first[1]
     first_y = first[2] if labels is None else labels[: len(first_x)]
     target = _target(target, first_y is not None)
-    _checks.check_x(model, first_x[:1], integer_ids=np.issubdtype(first_x.dtype, np.integer))
+    if name in METHODS:  # a callable of the caller's own checks its inputs itself
+        _checks.check_x(model, first_x[:1], integer_ids=np.issubdtype(first_x.dtype, np.integer))
 
     settings = {
         "method": name,
@@ -509,13 +569,19 @@ def explain_dataset(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "fingerprint": digest(settings),
-        "method": name,
+        "method": label,
         "settings": settings,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "jaxplain_version": _version(),
         "metadata": metadata or {},
     }
-    _prepare_folder(out, run, overwrite=overwrite)
+    step = _step(function, model, mesh, target, options, batch_size)
+
+    def check():  # trace the method on the first batch's shapes
+        step.check(_pad(first_x, batch_size), None if first_y is None else _pad(np.asarray(first_y), batch_size),
+                   None if key is None else jax.random.fold_in(key, 0))
+
+    _prepare_shared_folder(out, run, overwrite=overwrite, check=check)
     finished, end, torn = _read_index(out, process)
     index_path = _index_path(out, process)
     if torn:  # drop the partial last line before appending after it
@@ -524,12 +590,11 @@ def explain_dataset(
     agreed = _agree(set(finished))  # collective in a multi-process run: every process calls it once
     finished = {b: r for b, r in finished.items() if b in agreed}
 
-    step = _step(function, model, mesh, target, options, batch_size)
     local = batch_size // processes
     done = sum(r["rows"] for r in finished.values())
     computed: List[int] = []
     count = 0
-    with Progress(length, description=name, unit="examples", enabled=progress, initial=done) as bar:
+    with Progress(length, description=label, unit="examples", enabled=progress, initial=done) as bar:
         def every():
             yield first
             yield from batches
@@ -628,6 +693,11 @@ def _step(function, model: Model, mesh, target, options: dict, batch_size: int):
         fields = compiled(model, to_global(x), None if y is None else to_global(y.astype(np.int32)), key, constants)
         return {k: to_host(v) for k, v in fields.items()}
 
+    def check(x, y, key):
+        shape = lambda a: None if a is None else jax.ShapeDtypeStruct(a.shape, a.dtype)  # noqa: E731
+        jax.eval_shape(body, model, shape(x), shape(None if y is None else y.astype(np.int32)), key, constants)
+
+    run.check = check
     return run
 
 

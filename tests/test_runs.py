@@ -262,3 +262,11 @@ def test_bad_arguments_name_what_is_wrong(tmp_path):
         _run(tmp_path / "b", bad)
     with pytest.raises(ValueError, match="labels has 5 entries"):
         _run(tmp_path / "c", labels=Y[:5])
+
+
+def test_a_setting_the_method_rejects_fails_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        _run(tmp_path / "a", schedule="simpson")
+    assert not (tmp_path / "a").exists()
+    _run(tmp_path / "a")  # the folder is free for the corrected call
+    assert jaxplain.load_attributions(tmp_path / "a").complete
