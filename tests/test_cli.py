@@ -109,6 +109,11 @@ def test_explain_a_text_model_on_its_embeddings(tmp_path):
     # the planted trigger tokens get the largest attribution in every example
     top = arrays.values.argmax(axis=1)
     assert planted[np.arange(8), top].all()
+    # a layer method takes the token ids themselves (its baseline: the padding token)
+    layer = _explain(tmp_path / "layer", "--model", str(ROOT / "checkpoints/synthetic_text"), "--data", "synthetic_text",
+                     "--n", "8", "--method", "token_attributions", "--steps", "16")
+    assert layer.values.shape == (8, 16)
+    assert planted[np.arange(8), layer.values.argmax(axis=1)].all()
 
 
 def test_train_writes_a_checkpoint_that_records_its_command(tmp_path):

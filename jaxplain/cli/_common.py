@@ -130,6 +130,14 @@ class Inputs:
     pad_id: int
     candidates: dict         # every setting a method may take; key excluded
     text: bool
+    token_model: object      # the model on its own inputs (token ids for text)
+
+    def for_method(self, name: str):
+        """(model, embedder) for method `name`: layer methods capture layers inside the
+        model, so on a text model they take the token ids; the others explain embeddings."""
+        if self.text and methods()[name].family == "layer":
+            return self.token_model, None
+        return self.model, self.embedder
 
 
 def inputs(checkpoint, dataset, args, example_shape) -> Inputs:
@@ -159,7 +167,7 @@ def inputs(checkpoint, dataset, args, example_shape) -> Inputs:
     }
     if args.rule in ("zbox", "composite"):  # the first layer's input bounds: the data's range
         candidates.update(low=float(np.min(dataset.x_train)), high=float(np.max(dataset.x_train)))
-    return Inputs(model, embedder, pad_id, candidates, bool(text))
+    return Inputs(model, embedder, pad_id, candidates, bool(text), checkpoint.model(output=args.output))
 
 
 def accepted(function, candidates: dict, exclude=()) -> dict:
@@ -205,8 +213,9 @@ def call(name: str, wrap: str, embedder, pad_id: int, model, x, *, target, **opt
 
 
 def method_call(name: str, wrap: str, inputs: Inputs):
-    """`call` with the method bound: a function(model, x, *, target, **options)."""
-    return functools.partial(call, name, wrap, inputs.embedder, inputs.pad_id)
+    """(model, `call` with the method bound: a function(model, x, *, target, **options))."""
+    model, embedder = inputs.for_method(name)
+    return model, functools.partial(call, name, wrap, embedder, inputs.pad_id)
 
 
 def usage_from(error: Exception) -> UsageError:

@@ -85,6 +85,9 @@ def evaluate(args) -> int:
     methods = {}
     for name in args.methods:
         info = _common.methods()[name]
+        if inputs.text and info.family == "layer":
+            raise UsageError(f"{name} on a text model: evaluate judges methods on the embeddings; "
+                             "use integrated_gradients (which explains the embeddings) instead")
         options = _common.method_options(name, args.wrap, candidates)
         function = functools.partial(info.function, _common.methods()[args.wrap].function) if info.family == "noise" else info.function
         if "key" in options:
@@ -93,7 +96,7 @@ def evaluate(args) -> int:
     chosen = labels if target == "label" else target
     try:
         table = jaxplain.evaluate(methods, inputs.model, x, target=chosen, key=jax.random.key(args.seed),
-                                  metrics=args.metrics, samples=args.metric_samples)
+                                  metrics=args.metrics, samples=args.metric_samples, progress=True)
     except (ValueError, TypeError) as error:
         raise _common.usage_from(error) from error
 

@@ -94,9 +94,13 @@ def explain(args, argv) -> int:
     label = f"{args.method}({args.wrap})" if noise else args.method
     metadata = {"model": args.model, "data": args.data, "split": args.split, "data_dir": args.data_dir,
                 "command": "jaxplain " + " ".join(shlex.quote(a) for a in argv)}
+    model, method = _common.method_call(args.method, args.wrap, inputs)
+    if model is not inputs.model:  # a layer method on token ids: its baseline is the padding token
+        options.pop("feature_mask", None)
+        options.pop("baseline", None)
     try:
         summary = jaxplain.explain_dataset(
-            _common.method_call(args.method, args.wrap, inputs), inputs.model, (x_all[:n], y_all[:n]),
+            method, model, (x_all[:n], y_all[:n]),
             out=args.out, target=target, batch_size=args.batch_size, overwrite=args.overwrite,
             metadata=metadata, label=label, **options,
         )

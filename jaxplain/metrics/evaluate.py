@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxplain import _checks
+from jaxplain._progress import Progress
 from jaxplain.attribution import Attribution
 from jaxplain.methods.registry import METHODS
 from jaxplain.metrics.curves import deletion, insertion
@@ -126,6 +127,7 @@ def evaluate(
     samples: int = 64,
     repeats: int = 3,
     score_output: str = "probs",
+    progress: bool = False,
 ) -> Table:
     """Runs every method on the same inputs and judges it by every metric.
 
@@ -150,6 +152,7 @@ def evaluate(
       samples: random draws of the sampling metrics.
       repeats: timed runs per method (the median is reported).
       score_output: the output that deletion and insertion follow.
+      progress: show a progress bar over the methods.
 
     Returns:
       A `Table`; `print(table)` shows it as Markdown, `table.as_dict()` is JSON-ready.
@@ -172,6 +175,7 @@ def evaluate(
     classes = targets.resolve(model(x))[:, 0]
     scorer = model.with_output(score_output)
     rows, notes, kept = {}, {}, {}
+    bar = Progress(len(found), description="evaluate", unit="methods", enabled=progress)
     for index, (label, (function, options)) in enumerate(found.items()):
         method_key, *metric_keys = jax.random.split(jax.random.fold_in(key, index), 1 + len(metrics))
         call_options = {**options, **({"key": method_key} if _takes_key(function) else {})}
@@ -200,6 +204,8 @@ def evaluate(
                 notes[f"{label} {metric}"] = f"{type(error).__name__}: {error}"
         rows[label] = row
         kept[label] = np.asarray(attribution.values)
+        bar.update(1)
+    bar.close()
     return Table(rows, list(metrics), notes, kept)
 
 
