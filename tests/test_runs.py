@@ -88,43 +88,42 @@ def test_randomized_method_same_key_same_result_and_noise_methods_by_name(tmp_pa
     assert json.loads((tmp_path / "a" / "run.json").read_text())["method"] == "smoothgrad(saliency)"
 
 
-def _sharded_script(name, options):
-    return textwrap.dedent(f"""
-        import json, sys, numpy as np, jax, jaxplain
-        assert len(jax.devices()) == 4, jax.devices()
-        model = jaxplain.load_model("checkpoints/digits_cnn")
-        x = jaxplain.data.load("digits").x_test[:70]
-        options = {options}
-        if "key" in options:
-            options["key"] = jax.random.key(options["key"])
-        if "feature_mask" in options:
-            options["feature_mask"] = jaxplain.patch_mask((8, 8, 1), (2, 2, 1))
-        one = jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ("batch",))
-        out = sys.argv[1]
-        jaxplain.explain_dataset({name!r}, model, x, out=out + "/four", batch_size=16, progress=False, **options)
-        jaxplain.explain_dataset({name!r}, model, x, out=out + "/one", batch_size=16, mesh=one, progress=False, **options)
+SHARDED_SCRIPT = textwrap.dedent("""
+    import sys, numpy as np, jax, jaxplain
+    assert len(jax.devices()) == 4, jax.devices()
+    model = jaxplain.load_model("checkpoints/digits_cnn")
+    x = jaxplain.data.load("digits").x_test[:70]
+    one = jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ("batch",))
+    calls = {"integrated_gradients": {"steps": 16},
+             "kernel_shap": {"samples": 32, "key": jax.random.key(0),
+                             "feature_mask": jaxplain.patch_mask((8, 8, 1), (2, 2, 1))}}
+    for name, options in calls.items():
+        out = sys.argv[1] + "/" + name
+        jaxplain.explain_dataset(name, model, x, out=out + "/four", batch_size=16, progress=False, **options)
+        jaxplain.explain_dataset(name, model, x, out=out + "/one", batch_size=16, mesh=one, progress=False, **options)
         # a run started on one device and cut short resumes on four with the same answer
-        jaxplain.explain_dataset({name!r}, model, x, out=out + "/moved", batch_size=16, mesh=one, progress=False, **options)
+        jaxplain.explain_dataset(name, model, x, out=out + "/moved", batch_size=16, mesh=one, progress=False, **options)
         index = out + "/moved/index.p0.jsonl"
         lines = open(index).read().splitlines(keepends=True)
         open(index, "w").write("".join(lines[:3]))
-        summary = jaxplain.explain_dataset({name!r}, model, x, out=out + "/moved", batch_size=16, progress=False, **options)
+        summary = jaxplain.explain_dataset(name, model, x, out=out + "/moved", batch_size=16, progress=False, **options)
         assert summary.computed == (3, 4), summary
-    """)
+""")
 
 
-@pytest.mark.parametrize("name,options", [("integrated_gradients", {"steps": 16}),
-                                          ("kernel_shap", {"samples": 32, "key": 0, "feature_mask": True})])
-def test_sharded_over_four_devices_equals_one_device(tmp_path, name, options):
+def test_sharded_over_four_devices_equals_one_device(tmp_path):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAXPLAIN_PROGRESS": "0"}
-    subprocess.run([sys.executable, "-c", _sharded_script(name, options), str(tmp_path)], cwd=ROOT, env=env,
-                   check=True, timeout=240, capture_output=True)
-    four, one = jaxplain.load_attributions(tmp_path / "four"), jaxplain.load_attributions(tmp_path / "one")
-    assert len(four) == 70 and four.complete
-    np.testing.assert_allclose(four.values, one.values, rtol=1e-6, atol=1e-7 * float(np.abs(one.values).max()))
-    np.testing.assert_array_equal(four.target, one.target)
-    moved = jaxplain.load_attributions(tmp_path / "moved")
-    np.testing.assert_array_equal(moved.values, one.values)
+    result = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT, str(tmp_path)], cwd=ROOT, env=env,
+                            timeout=240, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("integrated_gradients", "kernel_shap"):
+        four, one = (jaxplain.load_attributions(tmp_path / name / part) for part in ("four", "one"))
+        assert len(four) == 70 and four.complete
+        np.testing.assert_allclose(four.values, one.values, rtol=1e-6, atol=1e-7 * float(np.abs(one.values).max()),
+                                   err_msg=name)
+        np.testing.assert_array_equal(four.target, one.target)
+        moved = jaxplain.load_attributions(tmp_path / name / "moved")
+        np.testing.assert_array_equal(moved.values, one.values, err_msg=name)
 
 
 KILL_SCRIPT = textwrap.dedent("""
