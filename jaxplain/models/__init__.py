@@ -12,6 +12,7 @@ from typing import Callable
 import flax.linen as nn
 
 from jaxplain.models.cnn import SmallCNN
+from jaxplain.models.conv import Conv
 from jaxplain.models.inception import InceptionV3
 from jaxplain.models.mlp import MLP
 from jaxplain.models.resnet import ResNet, ResNet18, ResNet50
@@ -49,6 +50,7 @@ def build(name: str, **config) -> nn.Module:
 
 
 __all__ = [
+    "Conv",
     "ARCHITECTURES",
     "InceptionV3",
     "MLP",

@@ -6,6 +6,8 @@ from typing import Callable, Sequence
 
 import flax.linen as nn
 
+from jaxplain.models.conv import Conv
+
 
 class SmallCNN(nn.Module):
     """A LeNet-style convolutional classifier for small NHWC images.
@@ -38,7 +40,7 @@ class SmallCNN(nn.Module):
     def __call__(self, x, train: bool = False):
         """Returns logits `(batch, num_classes)` for images `(batch, height, width, channels)`."""
         for features in self.channels:
-            x = self.activation(nn.Conv(features, (3, 3))(x))
+            x = self.activation(Conv(features, (3, 3))(x))
             # Pooling a map smaller than 4x4 would leave less than 2x2 of it.
             if min(x.shape[1:3]) >= 4:
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))

@@ -7,6 +7,8 @@ from typing import Callable, Union
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxplain.models.conv import Conv
+
 Pair = Union[int, tuple[int, int]]
 
 
@@ -35,7 +37,7 @@ class ConvBN(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         pad_height, pad_width = _pair(self.padding)
-        x = nn.Conv(
+        x = Conv(
             self.features,
             _pair(self.kernel),
             strides=_pair(self.strides),

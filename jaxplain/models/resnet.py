@@ -8,11 +8,13 @@ from typing import Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxplain.models.conv import Conv
 
-def _conv(features: int, kernel: int, strides: int = 1, name: str | None = None) -> nn.Conv:
+
+def _conv(features: int, kernel: int, strides: int = 1, name: str | None = None) -> Conv:
     # Symmetric k // 2 padding as in the reference implementation; "SAME" would pad
     # strided convolutions asymmetrically and shift every feature map by a pixel.
-    return nn.Conv(
+    return Conv(
         features,
         (kernel, kernel),
         strides=(strides, strides),

@@ -1,0 +1,42 @@
+"""jaxplain.models.Conv: nn.Conv's parameters and answers, by shifted matmuls where XLA's
+CPU convolution is slow (an output side smaller than the kernel)."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxplain.models import Conv
+
+CASES = [  # (input side, kernel, stride, padding, whether the matmul path is taken on the CPU)
+    (2, 3, 1, "SAME", True),
+    (4, 3, 2, ((1, 1), (1, 1)), True),
+    (2, 3, 1, 1, True),
+    (3, 3, 2, "SAME", True),
+    (1, 3, 1, "SAME", True),
+    (3, 3, 2, ((2, 0), (1, 1)), True),
+    (5, 3, 2, ((2, 0), (1, 1)), False),
+    (8, 3, 1, "SAME", False),
+    (4, 3, 1, ((1, 1), (1, 1)), False),
+]
+
+
+@pytest.mark.parametrize("side,kernel,stride,padding,fast", CASES)
+def test_same_parameters_values_and_input_gradients_as_nn_conv(side, kernel, stride, padding, fast):
+    x = jax.random.normal(jax.random.key(0), (3, side, side, 5))
+    settings = dict(features=7, kernel_size=(kernel, kernel), strides=(stride, stride), padding=padding,
+                    use_bias=side != 1)
+    ours, reference = Conv(**settings), nn.Conv(**settings)
+    variables = jax.tree_util.tree_map(lambda p: p + 0.1, reference.init(jax.random.key(1), x))  # a nonzero bias
+    assert jax.tree_util.tree_structure(ours.init(jax.random.key(1), x)) == jax.tree_util.tree_structure(variables)
+    assert ours._small_on_cpu(x) == fast
+
+    @jax.jit
+    def both(x):
+        return [(module.apply(variables, x), jax.grad(lambda x: jnp.sum(jnp.sin(module.apply(variables, x))))(x))
+                for module in (ours, reference)]
+
+    (value, gradient), (expected_value, expected_gradient) = both(x)
+    np.testing.assert_allclose(value, expected_value, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gradient, expected_gradient, rtol=1e-5, atol=1e-5)
