@@ -1,13 +1,20 @@
 """PyTorch twins of jaxplain's zoo models, with the weights copied from Flax Linen variables.
 
-The twins take the same NHWC (or flat) input as the Flax model and return the same
-logits, so attributions from Captum and jaxplain compare element for element:
+The MLP and CNN twins take the same NHWC (or flat) input as the Flax model, the ResNet
+and Inception-v3 twins NCHW input (see below), and all return the same logits, so
+attributions from Captum and jaxplain compare element for element:
 
 * Flax `Dense` kernels are (in, out); a torch `Linear` weight is (out, in).
 * Flax `Conv` kernels are HWIO; a torch `Conv2d` weight is OIHW. A 3x3 "SAME" convolution
   with stride 1 pads one pixel on every side, which is torch's `padding=1`.
 * The CNN permutes NHWC -> NCHW for its convolutions and back to NHWC before flattening,
   because Flax flattens in (h, w, c) order.
+* The ResNet and Inception-v3 twins (`resnet_from_flax`, `inception_from_flax`) take NCHW
+  input, as torch image models do (or NHWC with `channels_last=True`); their BatchNorm
+  layers are `nn.BatchNorm2d` in eval mode holding Flax's `batch_stats` and epsilon.
+  Those Flax models pad every convolution and pool explicitly and symmetrically
+  (k // 2, or Inception's torch-style paddings), never "SAME", so torch's `padding=`
+  reproduces them exactly.
 * Every activation is its own module instance: Captum's DeepLift, LRP and guided
   backprop hook modules and store per-call state on them, so a reused module breaks them.
   Reshapes and permutes are plain tensor operations, not modules, because Captum's LRP
@@ -54,7 +61,17 @@ def _copy_conv(conv: nn.Conv2d, flax_params: dict) -> None:
     with torch.no_grad():
         kernel = _tensor(flax_params["kernel"], conv.weight.dtype)  # (H, W, I, O)
         conv.weight.copy_(kernel.permute(3, 2, 0, 1))
-        conv.bias.copy_(_tensor(flax_params["bias"], conv.bias.dtype))
+        if conv.bias is not None:
+            conv.bias.copy_(_tensor(flax_params["bias"], conv.bias.dtype))
+
+
+def _copy_batch_norm(norm: nn.BatchNorm2d, flax_params: dict, flax_stats: dict) -> None:
+    """Flax BatchNorm `scale`/`bias` (params) and `mean`/`var` (batch_stats) -> BatchNorm2d."""
+    with torch.no_grad():
+        norm.weight.copy_(_tensor(flax_params["scale"], norm.weight.dtype))
+        norm.bias.copy_(_tensor(flax_params["bias"], norm.bias.dtype))
+        norm.running_mean.copy_(_tensor(flax_stats["mean"], norm.running_mean.dtype))
+        norm.running_var.copy_(_tensor(flax_stats["var"], norm.running_var.dtype))
 
 
 class TorchMLP(nn.Module):
@@ -171,11 +188,361 @@ def small_cnn_from_flax(
     return twin.eval()
 
 
+# --- ResNet and Inception-v3 --------------------------------------------------------------
+
+
+class TorchConvBN(nn.Module):
+    """Convolution without bias, BatchNorm2d and (unless `activation` is None) the activation.
+
+    Flax's `momentum=0.9` (the weight of the old running average) is torch's `momentum=0.1`;
+    it only matters in training mode, and the twins are returned in eval mode.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel, stride=1, padding=0, activation=None, eps=1e-5):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=padding, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels, eps=eps, momentum=0.1)
+        self.activation = activation() if activation is not None else None
+
+    def forward(self, x):
+        x = self.bn(self.conv(x))
+        return x if self.activation is None else self.activation(x)
+
+
+def _conv_bn(conv_params, bn_params, bn_stats, *, stride, padding, activation, eps, dtype) -> TorchConvBN:
+    """A `TorchConvBN` in `dtype`, shaped by a Flax conv kernel (H, W, I, O), holding the
+    Flax conv kernel, BatchNorm scale/bias and running mean/var (copied after the cast, so
+    float64 weights never pass through float32)."""
+    height, width, in_channels, out_channels = np.shape(conv_params["kernel"])
+    layer = TorchConvBN(in_channels, out_channels, (height, width), stride, padding, activation, eps).to(dtype)
+    _copy_conv(layer.conv, conv_params)
+    _copy_batch_norm(layer.bn, bn_params, bn_stats)
+    return layer
+
+
+def _linear(flax_params: dict, dtype) -> nn.Linear:
+    linear = nn.Linear(*np.shape(flax_params["kernel"])).to(dtype)
+    _copy_dense(linear, flax_params)
+    return linear
+
+
+class _ChannelsFirst(nn.Module):
+    """A base for the image twins: NCHW input, or NHWC permuted to NCHW when `channels_last`."""
+
+    def _to_nchw(self, x):
+        return x.permute(0, 3, 1, 2) if self.channels_last else x
+
+
+class TorchResNetBlock(nn.Module):
+    """`jaxplain.models.resnet.BasicBlock` or `BottleneckBlock`: the ConvBNs in `layers`
+    (activation after all but the last), an optional projection shortcut, the sum and the
+    activation. The stride sits where Flax puts it (first 3x3, or the bottleneck's 3x3)."""
+
+    def __init__(self, layers: Sequence[TorchConvBN], shortcut: TorchConvBN | None, activation: type):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.shortcut = shortcut
+        self.activation = activation()
+
+    def forward(self, x):
+        y = x
+        for layer in self.layers:
+            y = layer(y)
+        return self.activation(y + (x if self.shortcut is None else self.shortcut(x)))
+
+
+class TorchResNet(_ChannelsFirst):
+    """`jaxplain.models.ResNet` (v1.5) on NCHW input (NHWC when `channels_last`).
+
+    `stem` is a ConvBN with activation; `stem_pool` the "imagenet" stem's 3x3 stride-2
+    max-pool with one pixel of (-inf) padding, or None for the "small" stem; `stages` a
+    list of `nn.Sequential` of blocks; then global average pool and `head`.
+    """
+
+    def __init__(self, stem, stem_pool, stages, head: nn.Linear, channels_last: bool = False):
+        super().__init__()
+        self.stem = stem
+        self.stem_pool = stem_pool
+        self.stages = nn.ModuleList(stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = head
+        self.channels_last = channels_last
+
+    def forward(self, x):
+        x = self.stem(self._to_nchw(x))
+        if self.stem_pool is not None:
+            x = self.stem_pool(x)
+        for stage in self.stages:
+            x = stage(x)
+        return self.head(self.pool(x).reshape(x.shape[0], -1))
+
+
+def resnet_from_flax(module, variables, *, dtype=torch.float32, channels_last: bool = False) -> TorchResNet:
+    """An eval-mode `TorchResNet` with the weights of a `jaxplain.models.ResNet`
+    (ResNet18, ResNet50, or any `stage_sizes`, `block`, `stem`, `num_filters`).
+
+    `variables` is the full dict (`params` and `batch_stats`). The twin's forward takes
+    NCHW images (NHWC when `channels_last`) and returns the logits of
+    `module.apply(variables, x_nhwc, train=False)`. Projection shortcuts are built where
+    the variables hold one (`shortcut_conv`), which is where Flax made one.
+    """
+    params, stats = variables["params"], variables["batch_stats"]
+    activation = _activation_class(module.activation)
+    if module.block not in ("basic", "bottleneck"):
+        raise ValueError(f"block must be 'basic' or 'bottleneck', got {module.block!r}")
+
+    def conv_bn(conv_params, bn_params, bn_stats, stride, act):
+        # Flax pads k // 2 on both sides (never "SAME"): torch's symmetric padding
+        padding = np.shape(conv_params["kernel"])[0] // 2
+        return _conv_bn(
+            conv_params, bn_params, bn_stats,
+            stride=stride, padding=padding, activation=act, eps=1e-5, dtype=dtype,
+        )
+
+    imagenet = module.stem == "imagenet"
+    stem = conv_bn(params["stem_conv"], params["stem_bn"], stats["stem_bn"], 2 if imagenet else 1, activation)
+    stem_pool = nn.MaxPool2d(3, stride=2, padding=1) if imagenet else None
+    stages = []
+    for stage, size in enumerate(module.stage_sizes):
+        blocks = []
+        for index in range(size):
+            name = f"stage{stage + 1}_block{index + 1}"
+            block_params, block_stats = params[name], stats[name]
+            strides = 2 if stage > 0 and index == 0 else 1
+            convs = _numbered(block_params, "Conv")
+            norms = _numbered(block_params, "BatchNorm")
+            norm_stats = _numbered(block_stats, "BatchNorm")
+            # the strided convolution: the basic block's first, the bottleneck's second (v1.5)
+            strided = 0 if module.block == "basic" else 1
+            layers = [
+                conv_bn(c, n, s, strides if i == strided else 1, activation if i < len(convs) - 1 else None)
+                for i, (c, n, s) in enumerate(zip(convs, norms, norm_stats))
+            ]
+            shortcut = None
+            if "shortcut_conv" in block_params:
+                shortcut = conv_bn(
+                    block_params["shortcut_conv"], block_params["shortcut_bn"], block_stats["shortcut_bn"],
+                    strides, None,
+                )
+            blocks.append(TorchResNetBlock(layers, shortcut, activation))
+        stages.append(nn.Sequential(*blocks))
+    twin = TorchResNet(stem, stem_pool, stages, _linear(params["head"], dtype), channels_last=channels_last)
+    return twin.eval()
+
+
+class _InceptionBlock(nn.Module):
+    """Builds the named ConvBNs of one Flax Inception block from its variables."""
+
+    def __init__(self, params: dict, stats: dict, activation: type, dtype):
+        super().__init__()
+        self._flax = (params, stats, activation, dtype)
+
+    def _add(self, name, stride=1, padding=0) -> None:
+        params, stats, activation, dtype = self._flax
+        setattr(self, name, _inception_conv_bn(params, stats, name, stride, padding, activation, dtype))
+
+    def _finish(self) -> None:
+        del self._flax  # the module holds torch parameters only
+
+
+def _inception_conv_bn(params, stats, name, stride, padding, activation, dtype) -> TorchConvBN:
+    """`jaxplain.models.inception.ConvBN` named `name`: BatchNorm epsilon 1e-3, and the
+    torch-style symmetric `padding` the Flax code passes explicitly."""
+    return _conv_bn(
+        params[name]["Conv_0"], params[name]["BatchNorm_0"], stats[name]["BatchNorm_0"],
+        stride=stride, padding=padding, activation=activation, eps=1e-3, dtype=dtype,
+    )
+
+
+def _average_pool() -> nn.AvgPool2d:
+    # Flax: 3x3, stride 1, one pixel of zeros counted in the mean (count_include_pad=True)
+    return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=True)
+
+
+class TorchInceptionA(_InceptionBlock):
+    def __init__(self, params, stats, activation, dtype):
+        super().__init__(params, stats, activation, dtype)
+        self._add("branch1x1")
+        self._add("branch5x5_1")
+        self._add("branch5x5_2", padding=2)
+        self._add("branch3x3dbl_1")
+        self._add("branch3x3dbl_2", padding=1)
+        self._add("branch3x3dbl_3", padding=1)
+        self.avg_pool = _average_pool()
+        self._add("branch_pool")
+        self._finish()
+
+    def forward(self, x):
+        branch5x5 = self.branch5x5_2(self.branch5x5_1(x))
+        branch3x3dbl = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+        branch_pool = self.branch_pool(self.avg_pool(x))
+        return torch.cat([self.branch1x1(x), branch5x5, branch3x3dbl, branch_pool], dim=1)
+
+
+class TorchInceptionB(_InceptionBlock):
+    def __init__(self, params, stats, activation, dtype):
+        super().__init__(params, stats, activation, dtype)
+        self._add("branch3x3", stride=2)
+        self._add("branch3x3dbl_1")
+        self._add("branch3x3dbl_2", padding=1)
+        self._add("branch3x3dbl_3", stride=2)
+        self.max_pool = nn.MaxPool2d(3, stride=2)  # Flax's default "VALID": no padding
+        self._finish()
+
+    def forward(self, x):
+        branch3x3dbl = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+        return torch.cat([self.branch3x3(x), branch3x3dbl, self.max_pool(x)], dim=1)
+
+
+class TorchInceptionC(_InceptionBlock):
+    def __init__(self, params, stats, activation, dtype):
+        super().__init__(params, stats, activation, dtype)
+        self._add("branch1x1")
+        self._add("branch7x7_1")
+        self._add("branch7x7_2", padding=(0, 3))
+        self._add("branch7x7_3", padding=(3, 0))
+        self._add("branch7x7dbl_1")
+        self._add("branch7x7dbl_2", padding=(3, 0))
+        self._add("branch7x7dbl_3", padding=(0, 3))
+        self._add("branch7x7dbl_4", padding=(3, 0))
+        self._add("branch7x7dbl_5", padding=(0, 3))
+        self.avg_pool = _average_pool()
+        self._add("branch_pool")
+        self._finish()
+
+    def forward(self, x):
+        branch7x7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
+        branch7x7dbl = x
+        for name in ("branch7x7dbl_1", "branch7x7dbl_2", "branch7x7dbl_3", "branch7x7dbl_4", "branch7x7dbl_5"):
+            branch7x7dbl = getattr(self, name)(branch7x7dbl)
+        branch_pool = self.branch_pool(self.avg_pool(x))
+        return torch.cat([self.branch1x1(x), branch7x7, branch7x7dbl, branch_pool], dim=1)
+
+
+class TorchInceptionD(_InceptionBlock):
+    def __init__(self, params, stats, activation, dtype):
+        super().__init__(params, stats, activation, dtype)
+        self._add("branch3x3_1")
+        self._add("branch3x3_2", stride=2)
+        self._add("branch7x7x3_1")
+        self._add("branch7x7x3_2", padding=(0, 3))
+        self._add("branch7x7x3_3", padding=(3, 0))
+        self._add("branch7x7x3_4", stride=2)
+        self.max_pool = nn.MaxPool2d(3, stride=2)
+        self._finish()
+
+    def forward(self, x):
+        branch3x3 = self.branch3x3_2(self.branch3x3_1(x))
+        branch7x7x3 = x
+        for name in ("branch7x7x3_1", "branch7x7x3_2", "branch7x7x3_3", "branch7x7x3_4"):
+            branch7x7x3 = getattr(self, name)(branch7x7x3)
+        return torch.cat([branch3x3, branch7x7x3, self.max_pool(x)], dim=1)
+
+
+class TorchInceptionE(_InceptionBlock):
+    def __init__(self, params, stats, activation, dtype):
+        super().__init__(params, stats, activation, dtype)
+        self._add("branch1x1")
+        self._add("branch3x3_1")
+        self._add("branch3x3_2a", padding=(0, 1))
+        self._add("branch3x3_2b", padding=(1, 0))
+        self._add("branch3x3dbl_1")
+        self._add("branch3x3dbl_2", padding=1)
+        self._add("branch3x3dbl_3a", padding=(0, 1))
+        self._add("branch3x3dbl_3b", padding=(1, 0))
+        self.avg_pool = _average_pool()
+        self._add("branch_pool")
+        self._finish()
+
+    def forward(self, x):
+        branch3x3 = self.branch3x3_1(x)
+        branch3x3 = torch.cat([self.branch3x3_2a(branch3x3), self.branch3x3_2b(branch3x3)], dim=1)
+        branch3x3dbl = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
+        branch3x3dbl = torch.cat([self.branch3x3dbl_3a(branch3x3dbl), self.branch3x3dbl_3b(branch3x3dbl)], dim=1)
+        branch_pool = self.branch_pool(self.avg_pool(x))
+        return torch.cat([self.branch1x1(x), branch3x3, branch3x3dbl, branch_pool], dim=1)
+
+
+# The stem: (name, stride, padding) of each ConvBN, and its two 3x3 stride-2 "VALID"
+# max-pools; then (name, block class) of the Inception blocks, in Flax's order.
+_INCEPTION_STEM = (
+    ("Conv2d_1a_3x3", 2, 0), ("Conv2d_2a_3x3", 1, 0), ("Conv2d_2b_3x3", 1, 1), "pool",
+    ("Conv2d_3b_1x1", 1, 0), ("Conv2d_4a_3x3", 1, 0), "pool",
+)
+_INCEPTION_BLOCKS = (
+    ("Mixed_5b", TorchInceptionA), ("Mixed_5c", TorchInceptionA), ("Mixed_5d", TorchInceptionA),
+    ("Mixed_6a", TorchInceptionB),
+    ("Mixed_6b", TorchInceptionC), ("Mixed_6c", TorchInceptionC), ("Mixed_6d", TorchInceptionC),
+    ("Mixed_6e", TorchInceptionC),
+    ("Mixed_7a", TorchInceptionD), ("Mixed_7b", TorchInceptionE), ("Mixed_7c", TorchInceptionE),
+)
+
+
+class TorchInceptionV3(_ChannelsFirst):
+    """`jaxplain.models.InceptionV3` (no auxiliary head) on NCHW input (NHWC when
+    `channels_last`), at least 75x75. Submodules carry the Flax names (`Conv2d_1a_3x3`,
+    `Mixed_5b.branch1x1`, ...); the stem's max-pools are `pool1`, `pool2`; dropout is
+    the identity in eval mode."""
+
+    def __init__(self, params, stats, activation: type, dropout_rate: float, dtype, channels_last: bool = False):
+        super().__init__()
+        pools = 0
+        for entry in _INCEPTION_STEM:
+            if entry == "pool":
+                pools += 1
+                setattr(self, f"pool{pools}", nn.MaxPool2d(3, stride=2))  # "VALID", floor
+                continue
+            name, stride, padding = entry
+            setattr(self, name, _inception_conv_bn(params, stats, name, stride, padding, activation, dtype))
+        for name, block in _INCEPTION_BLOCKS:
+            setattr(self, name, block(params[name], stats[name], activation, dtype))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout_rate)
+        self.fc = _linear(params["fc"], dtype)
+        self.channels_last = channels_last
+
+    def forward(self, x):
+        x = self._to_nchw(x)
+        if min(x.shape[2:]) < 75:
+            raise ValueError(f"InceptionV3 needs images of at least 75x75, got NCHW shape {tuple(x.shape)}")
+        pools = 0
+        for entry in _INCEPTION_STEM:
+            if entry == "pool":
+                pools += 1
+                x = getattr(self, f"pool{pools}")(x)
+            else:
+                x = getattr(self, entry[0])(x)
+        for name, _ in _INCEPTION_BLOCKS:
+            x = getattr(self, name)(x)
+        x = self.pool(x).reshape(x.shape[0], -1)
+        return self.fc(self.dropout(x))
+
+
+def inception_from_flax(
+    module, variables, *, dtype=torch.float32, channels_last: bool = False
+) -> TorchInceptionV3:
+    """An eval-mode `TorchInceptionV3` with the weights of a `jaxplain.models.InceptionV3`.
+
+    `variables` is the full dict (`params` and `batch_stats`). The twin's forward takes
+    NCHW images (NHWC when `channels_last`), 299x299 as in the paper or anything from
+    75x75, and returns the logits of `module.apply(variables, x_nhwc, train=False)`.
+    """
+    twin = TorchInceptionV3(
+        variables["params"], variables["batch_stats"], _activation_class(module.activation),
+        module.dropout_rate, dtype, channels_last=channels_last,
+    )
+    return twin.eval()
+
+
 def from_checkpoint(checkpoint, variables=None, **options) -> nn.Module:
-    """The torch twin of a loaded `jaxplain.io.Checkpoint` (architectures "mlp", "small_cnn").
+    """The torch twin of a loaded `jaxplain.io.Checkpoint` (architectures "mlp", "small_cnn",
+    "resnet", "resnet18", "resnet50", "inception_v3").
 
     `variables` replaces the checkpoint's own (e.g. cast, or with biases zeroed);
-    `options` go to the builder (`dtype`, and `pooling` for the CNN).
+    `options` go to the builder (`dtype`; `pooling` for the CNN; `channels_last` for the
+    ResNet and Inception twins). The default `dtype` is the builder's: float64 for the MLP
+    and CNN, float32 for ResNet and Inception, whose twins also take NCHW input by default
+    where the MLP and CNN twins take the Flax model's NHWC input.
     """
     variables = checkpoint.variables if variables is None else variables
     architecture = checkpoint.metadata["architecture"]
@@ -185,4 +552,8 @@ def from_checkpoint(checkpoint, variables=None, **options) -> nn.Module:
         return small_cnn_from_flax(
             checkpoint.module, variables, checkpoint.metadata["input_shape"], **options
         )
+    if architecture in ("resnet", "resnet18", "resnet50"):
+        return resnet_from_flax(checkpoint.module, variables, **options)
+    if architecture == "inception_v3":
+        return inception_from_flax(checkpoint.module, variables, **options)
     raise ValueError(f"no torch twin for architecture {architecture!r}")
