@@ -22,12 +22,18 @@ def block(value):
 
 
 def interleaved_medians(
-    contenders: Dict[str, Callable[[], object]], *, repeats: int, warmup: int = 2
+    contenders: Dict[str, Callable[[], object]], *, repeats: int, warmup: int = 2, pause: float = 0.0,
+    prime: bool = False,
 ) -> Dict[str, dict]:
     """Runs the contenders in turn, `repeats` rounds after `warmup` rounds; seconds per call.
 
     Interleaving puts every contender under the same machine conditions, so their ratio
-    is fair even when the machine's speed drifts during the run.
+    is fair even when the machine's speed drifts during the run. `pause` seconds are
+    slept (untimed) before each timed call. With `prime`, each timed call follows one
+    untimed call of the same contender: the thread pools of XLA and of PyTorch's OpenMP
+    keep spinning for a while after their work (a call started during the other
+    library's spin ran 1.5-2x slower in our measurements) and park when idle (the next
+    call pays for waking them), so a primed call measures what a loop of calls costs.
     """
     for _ in range(warmup):
         for run in contenders.values():
@@ -35,6 +41,10 @@ def interleaved_medians(
     times: Dict[str, List[float]] = {name: [] for name in contenders}
     for _ in range(repeats):
         for name, run in contenders.items():
+            if pause:
+                time.sleep(pause)
+            if prime:
+                block(run())
             start = time.perf_counter()
             block(run())
             times[name].append(time.perf_counter() - start)

@@ -37,3 +37,19 @@ def test_iso_convergence_quick(tmp_path):
     png = (tmp_path / "iso_convergence.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert "digits_cnn logits" in stdout
+
+
+def test_accelerator_script_runs_on_the_cpu_at_a_tiny_size(tmp_path):
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "accelerator.py"), "--tiny", "--no-captum", "--repeats", "1",
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, cwd=ROOT, timeout=600, env={**os.environ, "JAXPLAIN_PROGRESS": "0"},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    payload = json.loads((tmp_path / "accelerator.json").read_text())
+    case = payload["results"]["resnet18_16px"]
+    assert set(case["iso"]) == {"riemann_middle", "gauss_legendre"}
+    rows = case["rows"]
+    assert {(r["dtype"], r["contender"]) for r in rows} == {(d, c) for d in ("float32", "bfloat16") for c in ("jaxplain", "floor")}
+    assert all(r["explanations_per_s"] > 0 for r in rows)
+    assert result.stdout.strip().splitlines()[-3].startswith("| resnet18_16px | bfloat16 | gauss_legendre")

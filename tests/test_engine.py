@@ -54,15 +54,19 @@ def test_default_chunk_size_follows_the_memory_budget(monkeypatch, rng):
     assert engine.default_chunk_size(model, x, 50) == 10
 
 
-def test_cpu_default_splits_the_points_into_a_few_chunks(monkeypatch):
+def test_cpu_default_chunk_is_a_fixed_amount_of_work_not_a_share_of_the_points(monkeypatch):
     if jax.default_backend() != "cpu":
-        pytest.skip("the split applies on the CPU")
+        pytest.skip("the cap applies on the CPU")
     model = mlp_model(features=5)
     monkeypatch.setenv("JAXPLAIN_CHUNK_BYTES", str(1 << 40))
-    assert engine.default_chunk_size(model, np.zeros((256, 5), np.float32), 64) == 16
-    # with few examples a chunk keeps at least CPU_MIN_CHUNK_ROWS rows
-    assert engine.default_chunk_size(model, np.zeros((4, 5), np.float32), 64) == 64
-    assert engine.default_chunk_size(model, np.zeros((16, 5), np.float32), 64) == 16
+    per_row = engine._bytes_per_row(model, (5,), jnp.float32)
+    for batch in (4, 64, 256):
+        x = np.zeros((batch, 5), np.float32)
+        rows = max(-(-engine.CPU_CHUNK_ROWS // batch), engine.CPU_CHUNK_BYTES // (per_row * batch))
+        # memory flat in the steps: the same chunk for 10x more points
+        assert engine.default_chunk_size(model, x, 100_000) == engine.default_chunk_size(model, x, 1_000_000) == rows
+        assert engine.default_chunk_size(model, x, 3) == 3  # never more points than asked for
+        assert rows * batch >= engine.CPU_CHUNK_ROWS
 
 
 def test_saved_activations_per_row_are_measured():
