@@ -56,7 +56,13 @@ def test_checkpoints_are_small_and_listed_with_their_command():
     assert sorted(p.name for p in ROOT.iterdir() if p.is_dir()) == sorted([*SHIPPED, *EXPLAINERS])
 
 
-@pytest.mark.parametrize("name", sorted(EXPLAINERS))
+# The two cheapest teachers (exact Shapley on wine, 32-step IG on digits) are re-measured
+# here; the breast-cancer (KernelSHAP, 8192 samples) and text explainers' fidelity takes
+# ~45 s more and is re-measured by `python benchmarks/amortized.py --train-and-save`.
+REMEASURED = ("digits_cnn_explainer_supervised", "wine_mlp_explainer_supervised")
+
+
+@pytest.mark.parametrize("name", REMEASURED)
 def test_shipped_explainer_reproduces_its_recorded_fidelity(name):
     """The explainer's agreement with its teacher on the test split is what its metadata says.
 
