@@ -46,3 +46,47 @@ def test_layer_methods_see_one_call_per_conv():
     model = jaxplain.load_model("checkpoints/digits_cnn")
     x = jaxplain.data.load("digits").x_test[:2]
     assert jaxplain.grad_cam(model, x, target=0, layer="Conv_1").values.shape[0] == 2
+
+
+POOLS = [  # (input shape, window, strides, padding, whether the mask gradient is taken on the CPU)
+    ((3, 8, 8, 5), (2, 2), (2, 2), "VALID", True),
+    ((2, 9, 7, 3), (2, 2), (2, 2), "VALID", True),  # odd sides: the last row / column is dropped
+    ((2, 8, 6, 1), (2, 3), (2, 3), ((0, 0), (0, 0)), True),
+    ((2, 9, 9, 3), (3, 3), (2, 2), ((1, 1), (1, 1)), False),  # overlapping windows: nn.max_pool
+]
+
+
+@pytest.mark.parametrize("shape,window,strides,padding,fast", POOLS)
+def test_max_pool_values_gradients_and_ties_as_nn_max_pool(shape, window, strides, padding, fast):
+    from jaxplain.models import max_pool
+    from jaxplain.models.pooling import _non_overlapping
+
+    x = jax.random.normal(jax.random.key(0), shape)
+    # Ties inside the first window: two equal maxima, the first one (row-major) takes the gradient.
+    x = x.at[0, 0, 1, 0].set(7.0).at[0, 1, 0, 0].set(7.0)
+    assert _non_overlapping(x, window, strides, padding) == fast
+    weights = jax.random.normal(jax.random.key(1), nn.max_pool(x, window, strides, padding).shape)
+
+    def loss(pool):
+        return lambda x: jnp.sum(jnp.sin(pool(x, window, strides, padding)) * weights)
+
+    np.testing.assert_array_equal(max_pool(x, window, strides, padding), nn.max_pool(x, window, strides, padding))
+    expected = jax.grad(loss(nn.max_pool))(x)
+    np.testing.assert_allclose(jax.jit(jax.grad(loss(max_pool)))(x), expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(jax.vmap(jax.grad(loss(max_pool)))(x[None])[0], expected, rtol=1e-6, atol=1e-6)
+    if fast:
+        assert expected[0, 0, 1, 0] != 0 and expected[0, 1, 0, 0] == 0
+    tangent = jax.random.normal(jax.random.key(2), shape)
+    np.testing.assert_allclose(jax.jvp(lambda x: max_pool(x, window, strides, padding), (x,), (tangent,))[1],
+                               jax.jvp(lambda x: nn.max_pool(x, window, strides, padding), (x,), (tangent,))[1],
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_deeplift_keeps_its_max_pool_rule_through_max_pool():
+    """DeepLIFT's summation-to-delta holds only with its max-pool rule (the plain gradient breaks it)."""
+    import jaxplain
+
+    model = jaxplain.load_model("checkpoints/digits_cnn")
+    x = jaxplain.data.load("digits").x_test[:4]
+    result = jaxplain.deeplift(model, x, target=0)
+    np.testing.assert_allclose(result.delta, 0, atol=1e-4)

@@ -15,6 +15,7 @@ from jaxplain.models.cnn import SmallCNN
 from jaxplain.models.conv import Conv
 from jaxplain.models.inception import InceptionV3
 from jaxplain.models.mlp import MLP
+from jaxplain.models.pooling import max_pool
 from jaxplain.models.resnet import ResNet, ResNet18, ResNet50
 from jaxplain.models.text import TextClassifier
 
@@ -60,4 +61,5 @@ __all__ = [
     "SmallCNN",
     "TextClassifier",
     "build",
+    "max_pool",
 ]

@@ -7,6 +7,7 @@ from typing import Callable, Sequence
 import flax.linen as nn
 
 from jaxplain.models.conv import Conv
+from jaxplain.models.pooling import max_pool
 
 
 class SmallCNN(nn.Module):
@@ -43,7 +44,7 @@ class SmallCNN(nn.Module):
             x = self.activation(Conv(features, (3, 3))(x))
             # Pooling a map smaller than 4x4 would leave less than 2x2 of it.
             if min(x.shape[1:3]) >= 4:
-                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+                x = max_pool(x, (2, 2), strides=(2, 2))
         x = x.reshape((x.shape[0], -1))
         x = self.activation(nn.Dense(self.dense)(x))
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
