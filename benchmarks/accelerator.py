@@ -72,7 +72,7 @@ def floor_call(model, x, target, steps):
     points = (alphas[None, :, None, None, None] * x[:, None]).reshape(-1, *x.shape[1:]).astype(x.dtype)
     rows = jnp.repeat(target, steps)
 
-    @jax.jit
+    @jaxplain.engine.jit  # the options jaxplain compiles with (none on GPU and TPU)
     def gradient(params, points):
         def total(p):
             scores = model.apply_fn(params, p)

@@ -50,7 +50,7 @@ class SmallCNN(nn.Module):
 def floor_gradients(model):
     """One jitted call: gradients of the target outputs at already-built points."""
 
-    @jax.jit
+    @jaxplain.engine.jit  # the options jaxplain compiles with (none on GPU and TPU)
     def gradients(params, points, targets):
         def total(p):
             outputs = model.replace(params=params)(p)

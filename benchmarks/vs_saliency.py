@@ -6,7 +6,8 @@ through a `call_model_function(x_value_batch, call_model_args, expected_keys)` t
 returns the input gradients of the explained class for a batch of points. Here that
 callback is a `jax.jit`-compiled gradient of the target logit (one compile per batch
 shape, the target a traced argument), its result converted to numpy, as saliency's
-README describes. Explaining N examples with saliency is a Python loop over them;
+README describes; it is compiled with the XLA options jaxplain compiles its own programs
+with (`jaxplain.engine.jit`), so both sides run the same kernels. Explaining N examples with saliency is a Python loop over them;
 jaxplain explains the batch in one call.
 
 For IntegratedGradients, SmoothGrad (around the vanilla gradient), BlurIG and GuidedIG,
@@ -198,7 +199,9 @@ def gradient_callback(model, dtype=jnp.float32):
     """saliency's call_model_function: a jitted JAX input gradient of the target class."""
     from saliency.core import INPUT_OUTPUT_GRADIENTS
 
-    @jax.jit
+    # Compiled with the XLA options jaxplain compiles its own programs with, so that both
+    # libraries run the same kernels and the comparison measures the methods' work.
+    @jaxplain.engine.jit
     def gradients(params, points, target):
         def total(p):
             return model.replace(params=params)(p)[:, target].sum()
@@ -229,7 +232,7 @@ def _saliency_ig(xi, callback, args, steps, batch_size):
 
 def _gradient_floors(model, x, targets, steps):
     """The IG path gradients with no method around them: N calls of `steps` points, or one call."""
-    @jax.jit
+    @jaxplain.engine.jit
     def gradients(params, points, point_targets):
         def total(p):
             outputs = model.replace(params=params)(p)
@@ -515,7 +518,8 @@ def main(argv=None) -> int:
         "warmup": warmup,
         "metric": METRIC,
         "timing": TIMING,
-        "callback": "jax.jit(grad of sum of the target logit over the points), one compile per "
+        "callback": "jaxplain.engine.jit (jax.jit with jaxplain's XLA options) of the grad of the sum of "
+                    "the target logit over the points, one compile per "
                     "batch shape, np.asarray of the result; inputs cast to float32 (float64 in the "
                     "float64 check)",
         "differences": DIFFERENCES,

@@ -42,15 +42,93 @@ Array = jax.Array
 DEFAULT_CHUNK_BYTES = 1 << 30
 
 
+# XLA:CPU options for jaxplain's programs on the CPU. An empty YNNPACK fusion list makes
+# XLA run convolutions and matmuls with its multi-threaded Eigen kernels instead of
+# YNNPACK's, which ran single-threaded on this project's 2-core CPU (jax 0.10.2): a 3x3,
+# 64-channel convolution of 256 16x16 maps took 58 ms with YNNPACK and 32 ms without, a
+# ResNet-18's input gradient 424 -> 321 ms, a 4096x512x256 matmul 12.5 -> 7.4 ms
+# (benchmarks/cpu_compiler.py measures them side by side). The options apply only to
+# jaxplain's own compiled programs, never to the process; JAXPLAIN_XLA_CPU_OPTIONS=default
+# leaves XLA's defaults.
+CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+@functools.lru_cache(maxsize=None)
+def compiler_options() -> tuple:
+    """The XLA options jaxplain compiles with, as sorted (name, value) pairs.
+
+    `CPU_COMPILER_OPTIONS` when the default backend is the CPU and this jaxlib knows
+    them; none on GPU and TPU, with JAXPLAIN_XLA_CPU_OPTIONS=default, or where the
+    options are refused. The backend is read on the first call, never at import, so
+    `jax.distributed.initialize` and XLA_FLAGS set after importing jaxplain still apply.
+    """
+    if os.environ.get("JAXPLAIN_XLA_CPU_OPTIONS", "").strip().lower() == "default":
+        return ()
+    if jax.default_backend() != "cpu":
+        return ()
+    try:
+        jax.jit(lambda v: v + 1, compiler_options=CPU_COMPILER_OPTIONS).lower(jnp.zeros((), jnp.float32)).compile()
+    except Exception:  # an older or newer jaxlib without these options: XLA's defaults
+        return ()
+    return tuple(sorted(CPU_COMPILER_OPTIONS.items()))
+
+
+def jit(fun: Callable, **options):
+    """`jax.jit(fun, **options)` with `compiler_options()` (see `CPU_COMPILER_OPTIONS`)."""
+    tuned = dict(compiler_options())
+    if tuned:
+        options["compiler_options"] = {**tuned, **options.get("compiler_options", {})}
+    return jax.jit(fun, **options)
+
+
+class _Program:
+    """A jitted explainer body, compiled with `compiler_options()` when called at top level.
+
+    XLA options can only be given to a top-level `jax.jit`: called inside a caller's
+    `jax.jit` (or another transformation that stages it), the body is the plain
+    `jax.jit`, and the caller's program is compiled with the caller's options.
+    """
+
+    def __init__(self, fun: Callable, static_argnames: Tuple[str, ...]):
+        self._fun, self._static = fun, static_argnames
+        self._plain = jax.jit(fun, static_argnames=static_argnames)
+        self._tuned = None
+        functools.update_wrapper(self, fun)
+
+    def _top_level(self):
+        if self._tuned is None:
+            self._tuned = jit(self._fun, static_argnames=self._static) if compiler_options() else self._plain
+        return self._tuned
+
+    def __call__(self, *args, **kwargs):
+        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves((args, kwargs))):
+            return self._plain(*args, **kwargs)
+        tuned = self._top_level()
+        if tuned is self._plain:
+            return tuned(*args, **kwargs)
+        try:
+            return tuned(*args, **kwargs)
+        except ValueError as error:  # staged by a caller's transformation after all
+            if "compiler_options" not in str(error):
+                raise
+            return self._plain(*args, **kwargs)
+
+    def lower(self, *args, **kwargs):
+        return self._top_level().lower(*args, **kwargs)
+
+    def _cache_size(self) -> int:
+        return self._plain._cache_size() + (0 if self._tuned in (None, self._plain) else self._tuned._cache_size())
+
+
 def program(fun: Optional[Callable] = None, *, static_argnames: Sequence[str] = ()):
     """Decorator: compile an explainer's traced body as one XLA program.
 
     Every method wraps its body with it, so that all of jaxplain's programs are
-    compiled the same way; today it is `jax.jit` with `static_argnames`.
+    compiled the same way: `jax.jit` with `static_argnames` and `compiler_options()`.
     """
     if fun is None:
         return functools.partial(program, static_argnames=static_argnames)
-    return jax.jit(fun, static_argnames=tuple(static_argnames))
+    return _Program(fun, tuple(static_argnames))
 
 
 def after(value: Array, dependency: Array) -> Array:

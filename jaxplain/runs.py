@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxplain import _checks
+from jaxplain import _checks, engine
 from jaxplain._progress import Progress
 from jaxplain._store import digest, file_sha256, model_digest, write_atomic
 from jaxplain.methods.registry import METHODS
@@ -672,7 +672,7 @@ def _step(function, model: Model, mesh, target, options: dict, batch_size: int):
             fields["relative_delta"] = result.relative_delta
         return fields
 
-    compiled = jax.jit(body, out_shardings=sharding)
+    compiled = engine.jit(body, out_shardings=sharding)
     replicated = NamedSharding(mesh, PartitionSpec())
 
     def to_global(rows):

@@ -9,25 +9,30 @@ import pytest
 
 from jaxplain.models import Conv
 
-CASES = [  # (input side, kernel, stride, padding, whether the matmul path is taken on the CPU)
-    (2, 3, 1, "SAME", True),
-    (4, 3, 2, ((1, 1), (1, 1)), True),
-    (1, 3, 1, "SAME", True),
-    (3, 3, 2, ((2, 0), (1, 1)), True),
-    (5, 3, 2, ((2, 0), (1, 1)), False),
-    (4, 3, 1, ((1, 1), (1, 1)), False),
+CASES = [  # (input side, channels, kernel, stride, padding, the path taken on the CPU)
+    (2, 5, 3, 1, "SAME", "matmuls"),
+    (4, 5, 3, 2, ((1, 1), (1, 1)), "matmuls"),
+    (1, 5, 3, 1, "SAME", "matmuls"),
+    (3, 5, 3, 2, ((2, 0), (1, 1)), "matmuls"),
+    (5, 5, 3, 2, ((2, 0), (1, 1)), None),
+    (4, 5, 3, 1, ((1, 1), (1, 1)), None),
+    (16, 3, 7, 2, ((3, 3), (3, 3)), "space_to_depth"),  # a ResNet stem
+    (15, 3, 7, 2, ((3, 3), (3, 3)), "space_to_depth"),  # odd side
+    (13, 1, 5, 3, "SAME", "space_to_depth"),  # stride 3, SAME
+    (13, 2, 5, 3, "SAME", None),  # 2 * 3 * 3 channels per block: more than SPACE_TO_DEPTH_CHANNELS
+    (12, 1, 4, 2, "VALID", "space_to_depth"),  # an even kernel, VALID
 ]
 
 
-@pytest.mark.parametrize("side,kernel,stride,padding,fast", CASES)
-def test_same_parameters_values_and_input_gradients_as_nn_conv(side, kernel, stride, padding, fast):
-    x = jax.random.normal(jax.random.key(0), (3, side, side, 5))
+@pytest.mark.parametrize("side,channels,kernel,stride,padding,path", CASES)
+def test_same_parameters_values_and_input_gradients_as_nn_conv(side, channels, kernel, stride, padding, path):
+    x = jax.random.normal(jax.random.key(0), (3, side, side, channels))
     settings = dict(features=7, kernel_size=(kernel, kernel), strides=(stride, stride), padding=padding,
                     use_bias=side != 1)
     ours, reference = Conv(**settings), nn.Conv(**settings)
     variables = jax.tree_util.tree_map(lambda p: p + 0.1, reference.init(jax.random.key(1), x))  # a nonzero bias
     assert jax.tree_util.tree_structure(ours.init(jax.random.key(1), x)) == jax.tree_util.tree_structure(variables)
-    assert ours._small_on_cpu(x) == fast
+    assert ours._cpu_path(x) == path
 
     @jax.jit
     def both(x):
@@ -48,23 +53,25 @@ def test_layer_methods_see_one_call_per_conv():
     assert jaxplain.grad_cam(model, x, target=0, layer="Conv_1").values.shape[0] == 2
 
 
-POOLS = [  # (input shape, window, strides, padding, whether the mask gradient is taken on the CPU)
-    ((3, 8, 8, 5), (2, 2), (2, 2), "VALID", True),
-    ((2, 9, 7, 3), (2, 2), (2, 2), "VALID", True),  # odd sides: the last row / column is dropped
-    ((2, 8, 6, 1), (2, 3), (2, 3), ((0, 0), (0, 0)), True),
-    ((2, 9, 9, 3), (3, 3), (2, 2), ((1, 1), (1, 1)), False),  # overlapping windows: nn.max_pool
+POOLS = [  # (input shape, window, strides, padding)
+    ((3, 8, 8, 5), (2, 2), (2, 2), "VALID"),  # the zoo CNN's pools
+    ((2, 9, 7, 3), (2, 2), (2, 2), "VALID"),  # odd sides: the last row / column is dropped
+    ((2, 10, 10, 3), (3, 3), (2, 2), ((1, 1), (1, 1))),  # ResNet's stem pool
+    ((2, 11, 12, 3), (3, 3), (2, 2), "VALID"),  # Inception's pools
+    ((2, 7, 9, 2), (3, 2), (1, 3), "SAME"),
+    ((1, 6, 6, 2), (2, 2), (2, 2), ((2, 0), (1, 3))),  # padding past a whole window
 ]
 
 
-@pytest.mark.parametrize("shape,window,strides,padding,fast", POOLS)
-def test_max_pool_values_gradients_and_ties_as_nn_max_pool(shape, window, strides, padding, fast):
+@pytest.mark.parametrize("shape,window,strides,padding", POOLS)
+def test_max_pool_values_gradients_and_ties_as_nn_max_pool(shape, window, strides, padding):
     from jaxplain.models import max_pool
-    from jaxplain.models.pooling import _non_overlapping
+    from jaxplain.models.pooling import _explicit_padding
 
     x = jax.random.normal(jax.random.key(0), shape)
     # Ties inside the first window: two equal maxima, the first one (row-major) takes the gradient.
     x = x.at[0, 0, 1, 0].set(7.0).at[0, 1, 0, 0].set(7.0)
-    assert _non_overlapping(x, window, strides, padding) == fast
+    assert _explicit_padding(x, window, strides, padding) is not None
     weights = jax.random.normal(jax.random.key(1), nn.max_pool(x, window, strides, padding).shape)
 
     def loss(pool):
@@ -74,12 +81,18 @@ def test_max_pool_values_gradients_and_ties_as_nn_max_pool(shape, window, stride
     expected = jax.grad(loss(nn.max_pool))(x)
     np.testing.assert_allclose(jax.jit(jax.grad(loss(max_pool)))(x), expected, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(jax.vmap(jax.grad(loss(max_pool)))(x[None])[0], expected, rtol=1e-6, atol=1e-6)
-    if fast:
-        assert expected[0, 0, 1, 0] != 0 and expected[0, 1, 0, 0] == 0
     tangent = jax.random.normal(jax.random.key(2), shape)
     np.testing.assert_allclose(jax.jvp(lambda x: max_pool(x, window, strides, padding), (x,), (tangent,))[1],
                                jax.jvp(lambda x: nn.max_pool(x, window, strides, padding), (x,), (tangent,))[1],
                                rtol=1e-6, atol=1e-6)
+
+
+def test_max_pool_gives_the_tie_to_the_first_maximum():
+    from jaxplain.models import max_pool
+
+    x = jnp.array([[1.0, 3.0], [3.0, 2.0]]).reshape(1, 2, 2, 1)
+    gradient = jax.grad(lambda x: max_pool(x, (2, 2), (2, 2)).sum())(x)
+    np.testing.assert_array_equal(gradient.reshape(2, 2), [[0, 1], [0, 0]])
 
 
 def test_deeplift_keeps_its_max_pool_rule_through_max_pool():

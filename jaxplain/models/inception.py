@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxplain.models.conv import Conv
+from jaxplain.models.pooling import max_pool
 
 Pair = Union[int, tuple[int, int]]
 
@@ -54,7 +55,7 @@ def _average_pool(x):
 
 
 def _max_pool(x):
-    return nn.max_pool(x, (3, 3), strides=(2, 2))
+    return max_pool(x, (3, 3), strides=(2, 2))
 
 
 class _Block(nn.Module):

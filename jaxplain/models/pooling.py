@@ -1,18 +1,24 @@
-"""`max_pool`: `flax.linen.max_pool` with a fast gradient for non-overlapping windows on the CPU.
+"""`max_pool`: `flax.linen.max_pool` with a fast derivative on the CPU.
 
-XLA computes the gradient of a max-pool (`reduce_window_max`) with `select_and_scatter`,
-which is slow on the CPU: for the digits CNN of the zoo (two 2x2 pools), the input gradient
-of 1024 images takes 90 ms with it and 28 ms when the pools' gradient is a mask of each
-window's maximum (measured on this project's 2-core CPU, jax 0.10.2); the forward pass
-costs 6 ms either way. Where the windows do not overlap (strides equal to the window,
-no padding), `max_pool` keeps `reduce_window_max` as its value and gives it that mask as
-its derivative (a `jax.custom_jvp`, so forward mode, `vmap` and reverse mode all take it).
-Ties go to the first maximum of a window in row-major order, as in XLA's and PyTorch's
-max-pool gradients. Elsewhere (overlapping windows, padding, GPU and TPU) it is
-`nn.max_pool`.
+XLA differentiates a max-pool (`reduce_window_max`) with `select_and_scatter`, which is
+slow on the CPU. Measured on this project's 2-core CPU (jax 0.10.2): the input gradient of
+1024 digits images through the zoo's CNN (two 2x2 pools) took 90 ms with it and 28 ms
+without; in a ResNet-18 at 64x64, the stem's 3x3 stride-2 pool took ~65 ms of the 400 ms
+input gradient of 64 images.
 
-jaxplain's modified-gradient methods see the same `reduce_window_max` inside the function,
-so DeepLIFT's max-pool rule applies to it unchanged.
+`max_pool` keeps `reduce_window_max` as its value and gives it its own derivative (a
+`jax.custom_jvp`, so forward mode, `vmap` and reverse mode all take it). The derivative
+is written in the polyphase form of the pool: the padded input is split into its
+`strides` phases (x[a::s, b::s]), and the window element (i, j) of every output is the
+contiguous slice of phase (i % s, j % s) starting at (i // s, j // s). The tangent of the
+output is the sum, over the window's elements, of those slices of the tangent where the
+element is its window's first maximum (row-major order, the tie rule of XLA's and
+PyTorch's max-pool gradients). Its transpose, the gradient, is then a sum of padded
+output-sized arrays per phase and one interleave, with no scatter.
+
+Elsewhere (GPU and TPU, integer inputs, other than two spatial axes) it is `nn.max_pool`.
+jaxplain's modified-gradient methods see the same `reduce_window_max` inside the
+function, so DeepLIFT's max-pool rule applies unchanged.
 
 Use it in your own models in place of `nn.max_pool`: `from jaxplain.models import max_pool`.
 """
@@ -28,67 +34,76 @@ import flax.linen as nn
 
 
 def max_pool(x, window_shape: Sequence[int], strides: Sequence[int] | None = None, padding="VALID"):
-    """`nn.max_pool(x, window_shape, strides, padding)`, with the fast CPU gradient where it applies.
+    """`nn.max_pool(x, window_shape, strides, padding)`, with the fast CPU derivative where it applies.
 
     Args:
-      x: `(batch, *spatial, features)` (or without the batch axis, as `nn.max_pool`).
-      window_shape: the window's size along each spatial axis.
+      x: `(batch, height, width, features)` (other ranks go to `nn.max_pool`).
+      window_shape: the window's (height, width).
       strides: the step along each spatial axis (default: 1, as `nn.max_pool`).
       padding: "VALID", "SAME" or explicit `(low, high)` pairs, as `nn.max_pool`.
     """
-    window_shape = tuple(int(w) for w in window_shape)
-    strides = tuple(int(s) for s in strides) if strides is not None else (1,) * len(window_shape)
-    if not _non_overlapping(x, window_shape, strides, padding):
-        return nn.max_pool(x, window_shape, strides=strides, padding=padding)
-    return _tiled_max(x, window_shape)
+    window = tuple(int(w) for w in window_shape)
+    strides = tuple(int(s) for s in strides) if strides is not None else (1,) * len(window)
+    pads = _explicit_padding(x, window, strides, padding)
+    if pads is None or jax.default_backend() != "cpu":
+        return nn.max_pool(x, window, strides=strides, padding=padding)
+    return _pool(x, window, strides, pads)
 
 
-def _non_overlapping(x, window_shape, strides, padding) -> bool:
-    if jax.default_backend() != "cpu" or strides != window_shape or x.ndim != len(window_shape) + 2:
-        return False
-    valid = padding == "VALID" or (not isinstance(padding, str)
-                                   and all(tuple(p) == (0, 0) for p in padding))
-    return valid and jnp.issubdtype(x.dtype, jnp.floating)
+def _explicit_padding(x, window, strides, padding):
+    """((top, bottom), (left, right)) where the fast path applies, else None."""
+    if x.ndim != 4 or len(window) != 2 or len(strides) != 2 or not jnp.issubdtype(x.dtype, jnp.floating):
+        return None
+    if padding == "VALID":
+        return ((0, 0), (0, 0))
+    if padding == "SAME":
+        pads = []
+        for size, k, s in zip(x.shape[1:3], window, strides):
+            total = max((-(-size // s) - 1) * s + k - size, 0)
+            pads.append((total // 2, total - total // 2))
+        return tuple(pads)
+    if isinstance(padding, str):
+        return None
+    pads = tuple(tuple(int(p) for p in pair) for pair in padding)
+    return pads if len(pads) == 2 and all(len(p) == 2 and min(p) >= 0 for p in pads) else None
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
-def _tiled_max(x, window_shape):
-    return nn.max_pool(x, window_shape, strides=window_shape, padding="VALID")
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
+def _pool(x, window, strides, pads):
+    return nn.max_pool(x, window, strides=strides, padding=pads)
 
 
-@_tiled_max.defjvp
-def _tiled_max_jvp(window_shape, primals, tangents):
+@_pool.defjvp
+def _pool_jvp(window, strides, pads, primals, tangents):
     (x,), (t,) = primals, tangents
-    mask, shape = _first_maximum(x, window_shape)
-    out = _tiled_max(x, window_shape)
-    cropped = _crop(t, window_shape).reshape(shape)
-    axes = tuple(range(2, len(shape) - 1, 2))
-    return out, jnp.sum(jnp.where(mask, cropped, 0), axis=axes)
+    out = _pool(x, window, strides, pads)
+    x_windows = _window_elements(x, window, strides, pads, out.shape, -jnp.inf)
+    t_windows = _window_elements(t, window, strides, pads, out.shape, 0)
+    taken = jnp.zeros(out.shape, bool)
+    tangent = jnp.zeros(out.shape, t.dtype)
+    for element, element_tangent in zip(x_windows, t_windows):
+        first = (element == out) & ~taken
+        taken = taken | first
+        tangent = tangent + jnp.where(first, element_tangent, 0)
+    return out, tangent
 
 
-def _crop(x, window_shape):
-    """The part of x that whole windows cover (as VALID pooling drops the rest)."""
-    ends = [(size // w) * w for size, w in zip(x.shape[1:-1], window_shape)]
-    return x[(slice(None),) + tuple(slice(0, e) for e in ends) + (slice(None),)]
-
-
-def _first_maximum(x, window_shape):
-    """A mask of each window's first maximum (row-major), on the (batch, n1, w1, n2, w2, ..., c) view."""
-    cropped = _crop(x, window_shape)
-    shape = [cropped.shape[0]]
-    for size, w in zip(cropped.shape[1:-1], window_shape):
-        shape += [size // w, w]
-    shape.append(cropped.shape[-1])
-    tiles = cropped.reshape(shape)
-    axes = tuple(range(2, len(shape) - 1, 2))
-    top = jnp.max(tiles, axis=axes, keepdims=True)
-    # Position of each element inside its window, row-major, broadcast over the view.
-    position = jnp.zeros([1] * len(shape), jnp.int32)
-    stride = 1
-    for axis, w in reversed(list(zip(axes, window_shape))):
-        index = jax.lax.broadcasted_iota(jnp.int32, [w if a == axis else 1 for a in range(len(shape))], axis)
-        position = position + index * stride
-        stride *= w
-    candidate = jnp.where(tiles == top, position, stride)
-    first = jnp.min(candidate, axis=axes, keepdims=True)
-    return position == first, shape
+def _window_elements(x, window, strides, pads, out_shape, fill):
+    """For each window element (i, j), row-major: the (batch, out_h, out_w, c) values it takes."""
+    (kh, kw), (sh, sw) = window, strides
+    out_h, out_w = out_shape[1:3]
+    # Phase rows / columns: enough for every slice, and the padded input cut into whole phases.
+    rows = max(-(-(x.shape[1] + sum(pads[0])) // sh), (kh - 1) // sh + out_h)
+    cols = max(-(-(x.shape[2] + sum(pads[1])) // sw), (kw - 1) // sw + out_w)
+    (top, _), (left, _) = pads
+    bottom = rows * sh - x.shape[1] - top
+    right = cols * sw - x.shape[2] - left
+    padded = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=fill)
+    phases = padded.reshape(x.shape[0], rows, sh, cols, sw, x.shape[3])
+    elements = []
+    for i in range(kh):
+        for j in range(kw):
+            phase = phases[:, :, i % sh, :, j % sw, :]
+            elements.append(jax.lax.slice(phase, (0, i // sh, j // sw, 0),
+                                          (x.shape[0], i // sh + out_h, j // sw + out_w, x.shape[3])))
+    return elements

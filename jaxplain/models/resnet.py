@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxplain.models.conv import Conv
+from jaxplain.models.pooling import max_pool
 
 
 def _conv(features: int, kernel: int, strides: int = 1, name: str | None = None) -> Conv:
@@ -132,7 +133,7 @@ class ResNet(nn.Module):
             x = _conv(self.num_filters, 3, 1, name="stem_conv")(x)
         x = self.activation(_batch_norm(train)(name="stem_bn")(x))
         if self.stem == "imagenet":
-            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+            x = max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         block = _BLOCKS[self.block]
         for stage, size in enumerate(self.stage_sizes):
             for index in range(size):
