@@ -38,7 +38,11 @@ from jaxplain.model import Model
 Array = jax.Array
 
 # Bytes a chunk may use for the activations saved for the backward pass, when the caller
-# does not set `chunk_size`. The environment variable JAXPLAIN_CHUNK_BYTES overrides it.
+# does not set `chunk_size`: a quarter of an accelerator's memory; on the CPU, an eighth
+# of the machine's memory, at least DEFAULT_CHUNK_BYTES (which also applies where the OS
+# does not tell). The environment variable JAXPLAIN_CHUNK_BYTES overrides it. (With 1 GiB
+# on a 24 GiB machine, InceptionV3's IG at B=2 and 8 steps ran as two chunks in a loop,
+# which XLA:CPU compiled 2.3x slower than the one chunk of 16 rows that 3 GiB allows.)
 DEFAULT_CHUNK_BYTES = 1 << 30
 
 
@@ -220,7 +224,10 @@ def over_chunks(chunk, point_params, weights, x, chunk_size: int, zeros, depende
 
     chunk_size = min(chunk_size, num_points)
     starts = range(0, num_points, chunk_size)
-    if unroll and len(starts) <= max_unrolled_chunks():
+    # One chunk is one chunk's memory either way; as a scan of length one, XLA:CPU compiled
+    # InceptionV3's gradient 2.5x slower (40 of its 1x1 convolutions' gradients stayed
+    # convolutions instead of becoming matmuls: IG, B=2, 8 steps, 8.1 s against 3.2 s).
+    if (unroll and len(starts) <= max_unrolled_chunks()) or len(starts) == 1:
         total, per_point, chunk_x = None, [], x
         for start in starts:
             partial, values = chunk(*take(start, start + chunk_size), chunk_x)
@@ -482,7 +489,19 @@ def chunk_budget_bytes() -> int:
     if override:
         return int(override)
     limit = _device_memory_bytes()
-    return limit // 4 if limit else DEFAULT_CHUNK_BYTES
+    if limit:
+        return limit // 4
+    physical = _physical_memory_bytes()
+    return max(physical // 8, DEFAULT_CHUNK_BYTES) if physical else DEFAULT_CHUNK_BYTES
+
+
+@functools.lru_cache(maxsize=None)
+def _physical_memory_bytes() -> Optional[int]:
+    """The machine's memory, where the OS tells (the CPU backend reports no memory stats)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 # On the CPU a default chunk holds a fixed amount of work, whatever the number of points:
@@ -491,8 +510,11 @@ def chunk_budget_bytes() -> int:
 # Measured (2-core CPU, jax 0.10.2): the digits CNN at B=64 and 256 steps ran in 751 ms
 # with 512-row chunks against 1224 ms with four 4096-row chunks (B=256: 818 against
 # 1347 ms at 64 steps); the breast-cancer MLP (880 bytes per row) is fastest with chunks
-# of 2-4k rows, which the byte floor gives it.
-CPU_CHUNK_ROWS = 512
+# of 2-4k rows, which the byte floor gives it. After the CPU compiler options and the
+# max-pool derivative (models/pooling.py), the digits CNN at B=64 and 64 steps took
+# 143-149 ms in 512-row chunks (8, looped), 85-97 ms in 1024-row chunks (4, unrolled),
+# 91-111 ms in 2048 and 104-136 ms in one of 4096: so 1024.
+CPU_CHUNK_ROWS = 1024
 CPU_CHUNK_BYTES = 4 << 20
 
 

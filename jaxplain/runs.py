@@ -47,7 +47,7 @@ import numpy as np
 from jaxplain import _checks, engine
 from jaxplain._progress import Progress
 from jaxplain._store import digest, file_sha256, model_digest, write_atomic
-from jaxplain.methods.registry import METHODS
+from jaxplain.methods.registry import METHODS, resolve
 from jaxplain.model import Model, TopK
 
 FORMAT = "jaxplain.attributions"
@@ -240,16 +240,9 @@ def _callable_name(function) -> str:
 def _method(method, options: dict) -> Tuple[Callable, str]:
     """(function(model, x, *, target, **options), its name), resolving names and `wrap`."""
     if isinstance(method, str):
-        if method not in METHODS:
-            raise ValueError(f"method: {method!r} is not a jaxplain method; known: {', '.join(sorted(METHODS))}")
-        info = METHODS[method]
-        if info.family == "noise":
-            inner = options.pop("wrap", None)
-            if inner is None:
-                raise ValueError(f"method {method!r} wraps another method: pass wrap='saliency' (or any method)")
-            inner_function, inner_name = _method(inner, {})
-            return functools.partial(info.function, inner_function), f"{method}({inner_name})"
-        return info.function, method
+        inner = options.pop("wrap", None) if method in METHODS and METHODS[method].family == "noise" else None
+        function = resolve(method, inner)
+        return function, (method if inner is None else f"{method}({inner})")
     if not callable(method):
         raise TypeError(f"method must be a jaxplain method, its name, or a callable; got {type(method).__name__}")
     return method, _callable_name(method)

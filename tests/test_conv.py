@@ -16,6 +16,8 @@ CASES = [  # (input side, channels, kernel, stride, padding, the path taken on t
     (3, 5, 3, 2, ((2, 0), (1, 1)), "matmuls"),
     (5, 5, 3, 2, ((2, 0), (1, 1)), None),
     (4, 5, 3, 1, ((1, 1), (1, 1)), None),
+    (6, 5, 1, 1, "VALID", "matmuls"),  # 1x1
+    (7, 5, 1, 2, "SAME", "matmuls"),  # 1x1, stride 2 (a ResNet's projection)
     (16, 3, 7, 2, ((3, 3), (3, 3)), "space_to_depth"),  # a ResNet stem
     (15, 3, 7, 2, ((3, 3), (3, 3)), "space_to_depth"),  # odd side
     (13, 1, 5, 3, "SAME", "space_to_depth"),  # stride 3, SAME

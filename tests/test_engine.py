@@ -172,3 +172,40 @@ def test_contribution_fn_and_context(rng):
         chunk_size=1, context=scale,
     )
     np.testing.assert_allclose(total[:, 0], 2 * scale * weights[:, targets[:, 0]].T, rtol=1e-5)
+
+
+def test_programs_compile_with_the_cpu_options_and_give_the_same_answer(rng):
+    """jaxplain's CPU options change XLA's kernels, not the answer; nested calls still work."""
+    if jax.default_backend() != "cpu":
+        pytest.skip("the options are for XLA:CPU")
+    assert dict(engine.compiler_options()) == engine.CPU_COMPILER_OPTIONS
+    model = jaxplain.load_model("checkpoints/digits_cnn")
+    x = jnp.asarray(jaxplain.data.load("digits").x_test[:3])
+    tuned = jaxplain.integrated_gradients(model, x, target=0, steps=16).values
+    plain = jax.jit(lambda x: jaxplain.integrated_gradients(model, x, target=0, steps=16).values)(x)
+    np.testing.assert_allclose(tuned, plain, rtol=1e-5, atol=1e-6)
+    # Under a caller's transformation the body is staged into the caller's program.
+    grad = jax.grad(lambda x: jaxplain.saliency(model, x, target=0).values.sum())(x)
+    assert grad.shape == x.shape and bool(jnp.all(jnp.isfinite(grad)))
+
+
+def test_cpu_options_can_be_turned_off(monkeypatch):
+    engine.compiler_options.cache_clear()
+    monkeypatch.setenv("JAXPLAIN_XLA_CPU_OPTIONS", "default")
+    try:
+        assert engine.compiler_options() == ()
+    finally:
+        monkeypatch.delenv("JAXPLAIN_XLA_CPU_OPTIONS")
+        engine.compiler_options.cache_clear()
+    if jax.default_backend() == "cpu":
+        assert engine.compiler_options() != ()
+
+
+def test_unknown_options_fall_back_to_xla_defaults(monkeypatch):
+    engine.compiler_options.cache_clear()
+    monkeypatch.setattr(engine, "CPU_COMPILER_OPTIONS", {"xla_cpu_no_such_option_anywhere": ""})
+    try:
+        assert engine.compiler_options() == ()
+    finally:
+        monkeypatch.undo()
+        engine.compiler_options.cache_clear()

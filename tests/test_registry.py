@@ -158,3 +158,19 @@ def test_runs_inside_a_callers_jit(name):
         return explain(name, model.replace(params=params), x).values
 
     np.testing.assert_allclose(explained(model.params, x), eager, rtol=1e-5, atol=1e-6 * float(jnp.abs(eager).max()))
+
+
+def test_resolve_binds_the_wrapped_method_of_a_noise_method():
+    import functools
+
+    from jaxplain.methods import registry
+
+    assert registry.resolve("saliency") is jaxplain.saliency
+    bound = registry.resolve("smoothgrad", "integrated_gradients")
+    assert isinstance(bound, functools.partial) and bound.func is jaxplain.smoothgrad
+    assert bound.args == (jaxplain.integrated_gradients,)
+    assert registry.randomized("smoothgrad", "saliency") and not registry.randomized("saliency")
+    with pytest.raises(ValueError, match="wrap="):
+        registry.resolve("smoothgrad")
+    with pytest.raises(ValueError, match="not a jaxplain method"):
+        registry.resolve("smoothgrad", "no_such_method")

@@ -185,28 +185,37 @@ def method_options(name: str, wrap: str, candidates: dict) -> dict:
 
 
 def randomized(name: str, wrap: str) -> bool:
-    info = methods()[name]
-    return info.randomized or (info.family == "noise" and methods()[wrap].randomized)
+    from jaxplain.methods import registry
+
+    return registry.randomized(name, wrap)
+
+
+def embedded(embedder, pad_id: int, tokens, options: dict):
+    """(embeddings of `tokens`, options): a text model's methods work on the embeddings, so
+    a "baseline" option becomes the embedded padding and a "background" the embedded
+    background tokens."""
+    import jax.numpy as jnp
+
+    tokens = jnp.asarray(tokens)
+    options = dict(options)
+    if "baseline" in options:
+        options["baseline"] = embedder(jnp.full_like(tokens, pad_id))
+    if "background" in options:
+        options["background"] = embedder(jnp.asarray(options["background"]))
+    return embedder(tokens), options
 
 
 def call(name: str, wrap: str, embedder, pad_id: int, model, x, *, target, **options):
     """Runs method `name` on x (token ids are embedded first and their scores summed per token)."""
-    import jax.numpy as jnp
+    from jaxplain.methods import registry
 
-    info = methods()[name]
+    function = registry.resolve(name, wrap)
     if embedder is not None:
-        tokens = x
-        x = embedder(tokens)
-        if "baseline" in options:
-            options["baseline"] = embedder(jnp.full_like(tokens, pad_id))
-        if "background" in options:
-            options["background"] = embedder(jnp.asarray(options["background"]))
-    if info.family == "noise":
-        result = info.function(methods()[wrap].function, model, x, target=target, **options)
-    elif "target" not in inspect.signature(info.function).parameters:  # neuron methods
-        result = info.function(model, x, **options)
+        x, options = embedded(embedder, pad_id, x, options)
+    if "target" not in inspect.signature(methods()[name].function).parameters:  # neuron methods
+        result = function(model, x, **options)
     else:
-        result = info.function(model, x, target=target, **options)
+        result = function(model, x, target=target, **options)
     if embedder is not None and result.values.ndim == 3:
         result = dataclasses.replace(result, values=result.values.sum(axis=-1))
     return result

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import inspect
 import json
 import os
@@ -57,6 +56,7 @@ def evaluate(args) -> int:
     import jax.numpy as jnp
 
     import jaxplain
+    from jaxplain.methods import registry
     from jaxplain.metrics.evaluate import METRICS
 
     for name in (*args.methods, args.wrap):
@@ -77,9 +77,7 @@ def evaluate(args) -> int:
     tokens, labels = np.asarray(x_all[:n]), np.asarray(y_all[:n])
     candidates = dict(inputs.candidates)
     if inputs.text:  # the methods and metrics work on the embeddings; padding is the baseline
-        x = inputs.embedder(jnp.asarray(tokens))
-        candidates["baseline"] = inputs.embedder(jnp.full_like(jnp.asarray(tokens), inputs.pad_id))
-        candidates["background"] = inputs.embedder(jnp.asarray(candidates["background"]))
+        x, candidates = _common.embedded(inputs.embedder, inputs.pad_id, tokens, candidates)
     else:
         x = jnp.asarray(tokens)
     methods = {}
@@ -89,7 +87,7 @@ def evaluate(args) -> int:
             raise UsageError(f"{name} on a text model: evaluate judges methods on the embeddings; "
                              "use integrated_gradients (which explains the embeddings) instead")
         options = _common.method_options(name, args.wrap, candidates)
-        function = functools.partial(info.function, _common.methods()[args.wrap].function) if info.family == "noise" else info.function
+        function = registry.resolve(name, args.wrap)
         if "key" in options:
             options.pop("key")
         methods[name] = (function, options)

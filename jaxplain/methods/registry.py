@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, Dict
 
 FAMILIES = ("gradient", "path", "noise", "rules", "layer", "perturbation")
@@ -41,3 +42,26 @@ def register(family: str, *, randomized: bool = False) -> Callable[[Callable], C
         return function
 
     return add
+
+
+def resolve(name: str, wrap: str | None = None) -> Callable:
+    """The function of method `name`, `function(model, x, *, target, ...)`.
+
+    A noise method (smoothgrad, smoothgrad_sq, vargrad) runs another method on noisy
+    copies: `wrap` names it, and the result is the noise method with it bound.
+    """
+    if name not in METHODS:
+        raise ValueError(f"method: {name!r} is not a jaxplain method; known: {', '.join(sorted(METHODS))}")
+    info = METHODS[name]
+    if info.family != "noise":
+        return info.function
+    if wrap is None:
+        raise ValueError(f"method {name!r} wraps another method: pass wrap='saliency' (or any method)")
+    inner = resolve(wrap)
+    return functools.partial(info.function, inner)
+
+
+def randomized(name: str, wrap: str | None = None) -> bool:
+    """Whether method `name` (wrapping `wrap`, for a noise method) takes a `key`."""
+    info = METHODS[name]
+    return info.randomized or (info.family == "noise" and wrap is not None and METHODS[wrap].randomized)

@@ -16,7 +16,6 @@ import numpy as np
 
 from jaxplain import _checks
 from jaxplain._progress import Progress
-from jaxplain.attribution import Attribution
 from jaxplain.methods.registry import METHODS
 from jaxplain.metrics.curves import deletion, insertion
 from jaxplain.metrics.faithfulness import faithfulness_correlation, infidelity

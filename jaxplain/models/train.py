@@ -14,7 +14,6 @@ import inspect
 from typing import Any, Dict, List
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
