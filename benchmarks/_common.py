@@ -10,6 +10,7 @@ import time
 from typing import Callable, Dict, List
 
 import jax
+import numpy as np
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -52,6 +53,25 @@ def interleaved_medians(
         name: {"median_s": statistics.median(ts), "min_s": min(ts), "runs": len(ts)}
         for name, ts in times.items()
     }
+
+
+def max_rel_diff(ours, theirs) -> float:
+    """max |ours - theirs| / max |theirs|, in float64 (the absolute gap where theirs is all 0).
+
+    Either side may be a numpy or JAX array or a torch tensor.
+    """
+    ours, theirs = _float64(ours), _float64(theirs)
+    if ours.shape != theirs.shape:
+        raise ValueError(f"shapes differ: {ours.shape} against {theirs.shape}")
+    scale = float(np.abs(theirs).max())
+    gap = float(np.abs(ours - theirs).max())
+    return gap / scale if scale > 0 else gap
+
+
+def _float64(value) -> np.ndarray:
+    if hasattr(value, "detach"):  # a torch tensor
+        value = value.detach().cpu().numpy()
+    return np.asarray(value, dtype=np.float64)
 
 
 def machine() -> dict:

@@ -26,7 +26,7 @@ import numpy as np
 import jaxplain
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import interleaved_medians, machine, write  # noqa: E402
+from _common import RESULTS, interleaved_medians, machine, write  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="small sizes, 2 timed runs")
-    parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    parser.add_argument("--out", default=RESULTS, help="results folder (default benchmarks/results)")
     args = parser.parse_args(argv)
     if jax.default_backend() != "cpu":
         print("this benchmark compares XLA:CPU settings; the default backend is", jax.default_backend())

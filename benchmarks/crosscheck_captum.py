@@ -73,7 +73,7 @@ import jaxplain  # noqa: E402
 from jaxplain.methods.perturbation import patch_mask  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import machine, write  # noqa: E402
+from _common import machine, max_rel_diff, write  # noqa: E402
 from _torch_models import from_checkpoint  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -227,15 +227,6 @@ def seed_captum(seed: int) -> None:
     and alphas come from np.random)."""
     torch.manual_seed(seed)
     np.random.seed(seed)
-
-
-def max_rel_diff(ours, theirs) -> float:
-    ours, theirs = as_numpy(ours), as_numpy(theirs)
-    if ours.shape != theirs.shape:
-        raise ValueError(f"shapes differ: jaxplain {ours.shape}, captum {theirs.shape}")
-    scale = np.abs(theirs).max()
-    gap = np.abs(ours - theirs).max()
-    return float(gap / scale) if scale > 0 else float(gap)
 
 
 def float64_variables(variables):

@@ -14,6 +14,7 @@ Writes benchmarks/results/engine_overhead.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 
 import flax.linen as nn
@@ -50,7 +51,7 @@ class SmallCNN(nn.Module):
 def floor_gradients(model):
     """One jitted call: gradients of the target outputs at already-built points."""
 
-    @jaxplain.engine.jit  # the options jaxplain compiles with (none on GPU and TPU)
+    @functools.partial(jaxplain.engine.jit, model=model)  # jaxplain's options for this model
     def gradients(params, points, targets):
         def total(p):
             outputs = model.replace(params=params)(p)

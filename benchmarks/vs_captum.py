@@ -41,7 +41,7 @@ import jaxplain
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _torch_models  # noqa: E402
-from _common import RESULTS, interleaved_medians, machine, write  # noqa: E402
+from _common import RESULTS, interleaved_medians, machine, max_rel_diff, write  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MEMORY_NOTE = ("peak RSS (VmHWM, reset after one warm-up call) minus RSS before the measured call, each "
@@ -187,12 +187,6 @@ def contenders(case: Case, method: str, target: np.ndarray):
                                                    n_samples=case.shap_samples,
                                                    perturbations_per_eval=case.shap_samples), False)
     raise ValueError(method)
-
-
-def max_rel_diff(ours, theirs) -> float:
-    scale = float(np.abs(theirs).max())
-    gap = float(np.abs(np.asarray(ours, np.float64) - np.asarray(theirs, np.float64)).max())
-    return gap / scale if scale > 0 else gap
 
 
 def time_case(case: Case, repeats: int, warmup: int, log) -> List[dict]:

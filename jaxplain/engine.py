@@ -46,14 +46,15 @@ Array = jax.Array
 DEFAULT_CHUNK_BYTES = 1 << 30
 
 
-# XLA:CPU options for jaxplain's programs on the CPU. An empty YNNPACK fusion list makes
-# XLA run convolutions and matmuls with its multi-threaded Eigen kernels instead of
-# YNNPACK's, which ran single-threaded on this project's 2-core CPU (jax 0.10.2): a 3x3,
-# 64-channel convolution of 256 16x16 maps took 58 ms with YNNPACK and 32 ms without, a
-# ResNet-18's input gradient 424 -> 321 ms, a 4096x512x256 matmul 12.5 -> 7.4 ms
-# (benchmarks/cpu_compiler.py measures them side by side). The options apply only to
-# jaxplain's own compiled programs, never to the process; JAXPLAIN_XLA_CPU_OPTIONS=default
-# leaves XLA's defaults.
+# XLA:CPU options for jaxplain's programs of convolutional models on the CPU. An empty
+# YNNPACK fusion list makes XLA run convolutions and matmuls with its multi-threaded Eigen
+# kernels instead of YNNPACK's, whose convolutions used one core on this project's 2-core
+# CPU (jax 0.10.2): a 3x3, 64-channel convolution of 256 16x16 maps took 49 ms with
+# YNNPACK and 29 ms without, the digits CNN's IG 96 -> 70 ms, a ResNet-18's saliency
+# 45 -> 38 ms; but a 4096x512x256 matmul 6.0 -> 7.4 ms and an MLP's IG 2.2 -> 2.9 ms, so
+# dense-only models keep XLA's defaults (`convolutional`). benchmarks/cpu_compiler.py
+# measures them side by side. The options apply only to jaxplain's own compiled programs,
+# never to the process; JAXPLAIN_XLA_CPU_OPTIONS=default leaves XLA's defaults everywhere.
 CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
@@ -77,16 +78,29 @@ def compiler_options() -> tuple:
     return tuple(sorted(CPU_COMPILER_OPTIONS.items()))
 
 
-def jit(fun: Callable, **options):
-    """`jax.jit(fun, **options)` with `compiler_options()` (see `CPU_COMPILER_OPTIONS`)."""
-    tuned = dict(compiler_options())
+def convolutional(model) -> bool:
+    """Whether a model has convolution kernels (a parameter of rank >= 4).
+
+    The CPU options speed up convolutions (a ResNet-18's gradient 1.2x, a 3x3 convolution
+    1.7x) but slow dense-only programs (a 4096x512x256 matmul 0.8x, an MLP's IG 0.77x in
+    benchmarks/cpu_compiler.py), so they apply to programs of convolutional models only.
+    """
+    params = getattr(model, "params", None)
+    return any(getattr(leaf, "ndim", 0) >= 4 for leaf in jax.tree_util.tree_leaves(params))
+
+
+def jit(fun: Callable, *, model=None, **options):
+    """`jax.jit(fun, **options)` with `compiler_options()` (see `CPU_COMPILER_OPTIONS`),
+    unless `model` is given and is not `convolutional`."""
+    tuned = dict(compiler_options()) if model is None or convolutional(model) else {}
     if tuned:
         options["compiler_options"] = {**tuned, **options.get("compiler_options", {})}
     return jax.jit(fun, **options)
 
 
 class _Program:
-    """A jitted explainer body, compiled with `compiler_options()` when called at top level.
+    """A jitted explainer body, compiled with `compiler_options()` when called at top level
+    on a `convolutional` model.
 
     XLA options can only be given to a top-level `jax.jit`: called inside a caller's
     `jax.jit` (or another transformation that stages it), the body is the plain
@@ -106,6 +120,9 @@ class _Program:
 
     def __call__(self, *args, **kwargs):
         if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves((args, kwargs))):
+            return self._plain(*args, **kwargs)
+        models = [a for a in (*args, *kwargs.values()) if isinstance(a, Model)]
+        if not any(convolutional(m) for m in models):
             return self._plain(*args, **kwargs)
         tuned = self._top_level()
         if tuned is self._plain:
@@ -128,7 +145,8 @@ def program(fun: Optional[Callable] = None, *, static_argnames: Sequence[str] = 
     """Decorator: compile an explainer's traced body as one XLA program.
 
     Every method wraps its body with it, so that all of jaxplain's programs are
-    compiled the same way: `jax.jit` with `static_argnames` and `compiler_options()`.
+    compiled the same way: `jax.jit` with `static_argnames`, and `compiler_options()` for
+    convolutional models.
     """
     if fun is None:
         return functools.partial(program, static_argnames=static_argnames)

@@ -665,7 +665,7 @@ def _step(function, model: Model, mesh, target, options: dict, batch_size: int):
             fields["relative_delta"] = result.relative_delta
         return fields
 
-    compiled = engine.jit(body, out_shardings=sharding)
+    compiled = engine.jit(body, model=model, out_shardings=sharding)
     replicated = NamedSharding(mesh, PartitionSpec())
 
     def to_global(rows):

@@ -179,7 +179,9 @@ def test_programs_compile_with_the_cpu_options_and_give_the_same_answer(rng):
     if jax.default_backend() != "cpu":
         pytest.skip("the options are for XLA:CPU")
     assert dict(engine.compiler_options()) == engine.CPU_COMPILER_OPTIONS
+    assert not engine.convolutional(jaxplain.load_model("checkpoints/wine_mlp"))  # dense models keep the defaults
     model = jaxplain.load_model("checkpoints/digits_cnn")
+    assert engine.convolutional(model)
     x = jnp.asarray(jaxplain.data.load("digits").x_test[:3])
     tuned = jaxplain.integrated_gradients(model, x, target=0, steps=16).values
     plain = jax.jit(lambda x: jaxplain.integrated_gradients(model, x, target=0, steps=16).values)(x)
