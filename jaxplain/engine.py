@@ -79,12 +79,8 @@ def compiler_options() -> tuple:
 
 
 def convolutional(model) -> bool:
-    """Whether a model has convolution kernels (a parameter of rank >= 4).
-
-    The CPU options speed up convolutions (a ResNet-18's gradient 1.2x, a 3x3 convolution
-    1.7x) but slow dense-only programs (a 4096x512x256 matmul 0.8x, an MLP's IG 0.77x in
-    benchmarks/cpu_compiler.py), so they apply to programs of convolutional models only.
-    """
+    """Whether a model has convolution kernels (a parameter of rank >= 4): the programs
+    `CPU_COMPILER_OPTIONS` speed up (dense-only ones it slows, see there)."""
     params = getattr(model, "params", None)
     return any(getattr(leaf, "ndim", 0) >= 4 for leaf in jax.tree_util.tree_leaves(params))
 
@@ -115,20 +111,16 @@ class _Program:
 
     def _top_level(self):
         if self._tuned is None:
-            self._tuned = jit(self._fun, static_argnames=self._static) if compiler_options() else self._plain
+            self._tuned = jit(self._fun, static_argnames=self._static)
         return self._tuned
 
     def __call__(self, *args, **kwargs):
-        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves((args, kwargs))):
-            return self._plain(*args, **kwargs)
         models = [a for a in (*args, *kwargs.values()) if isinstance(a, Model)]
-        if not any(convolutional(m) for m in models):
+        if (not compiler_options() or not any(convolutional(m) for m in models)
+                or any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves((args, kwargs)))):
             return self._plain(*args, **kwargs)
-        tuned = self._top_level()
-        if tuned is self._plain:
-            return tuned(*args, **kwargs)
         try:
-            return tuned(*args, **kwargs)
+            return self._top_level()(*args, **kwargs)
         except ValueError as error:  # staged by a caller's transformation after all
             if "compiler_options" not in str(error):
                 raise
@@ -138,7 +130,7 @@ class _Program:
         return self._top_level().lower(*args, **kwargs)
 
     def _cache_size(self) -> int:
-        return self._plain._cache_size() + (0 if self._tuned in (None, self._plain) else self._tuned._cache_size())
+        return self._plain._cache_size() + (0 if self._tuned is None else self._tuned._cache_size())
 
 
 def program(fun: Optional[Callable] = None, *, static_argnames: Sequence[str] = ()):

@@ -34,6 +34,15 @@ import flax.linen as nn
 SPACE_TO_DEPTH_CHANNELS = 16
 
 
+def same_padding(spatial, window, strides) -> tuple:
+    """XLA's "SAME" padding as ((low, high), ...): out = ceil(in / stride), the extra at the end."""
+    pads = []
+    for size, k, s in zip(spatial, window, strides):
+        total = max((-(-size // s) - 1) * s + k - size, 0)
+        pads.append((total // 2, total - total // 2))
+    return tuple(pads)
+
+
 class Conv(nn.Conv):
     """`nn.Conv`, by shifted matmuls or space to depth where that is faster on the CPU (see the module)."""
 
@@ -100,13 +109,7 @@ class Conv(nn.Conv):
         if isinstance(padding, str):
             if padding == "VALID":
                 return ((0, 0), (0, 0))
-            # "SAME": total padding so that out = ceil(in / stride), the extra at the end
-            pads = []
-            for size, k, s in zip(spatial, self.kernel_size, self._strides()):
-                out = -(-size // s)
-                total = max((out - 1) * s + k - size, 0)
-                pads.append((total // 2, total - total // 2))
-            return tuple(pads)
+            return same_padding(spatial, self.kernel_size, self._strides())
         if isinstance(padding, int):
             return ((padding, padding), (padding, padding))
         return tuple((p, p) if isinstance(p, int) else tuple(p) for p in padding)
@@ -133,6 +136,3 @@ class Conv(nn.Conv):
         if min(strides) > 1 and inputs.shape[-1] * strides[0] * strides[1] <= SPACE_TO_DEPTH_CHANNELS:
             return "space_to_depth"
         return None
-
-    def _small_on_cpu(self, inputs) -> bool:
-        return self._cpu_path(inputs) == "matmuls"

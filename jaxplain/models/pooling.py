@@ -32,6 +32,8 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from jaxplain.models.conv import same_padding
+
 
 def max_pool(x, window_shape: Sequence[int], strides: Sequence[int] | None = None, padding="VALID"):
     """`nn.max_pool(x, window_shape, strides, padding)`, with the fast CPU derivative where it applies.
@@ -57,11 +59,7 @@ def _explicit_padding(x, window, strides, padding):
     if padding == "VALID":
         return ((0, 0), (0, 0))
     if padding == "SAME":
-        pads = []
-        for size, k, s in zip(x.shape[1:3], window, strides):
-            total = max((-(-size // s) - 1) * s + k - size, 0)
-            pads.append((total // 2, total - total // 2))
-        return tuple(pads)
+        return same_padding(x.shape[1:3], window, strides)
     if isinstance(padding, str):
         return None
     pads = tuple(tuple(int(p) for p in pair) for pair in padding)
