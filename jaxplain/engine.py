@@ -40,9 +40,9 @@ Array = jax.Array
 # Bytes a chunk may use for the activations saved for the backward pass, when the caller
 # does not set `chunk_size`: a quarter of an accelerator's memory; on the CPU, an eighth
 # of the machine's memory, at least DEFAULT_CHUNK_BYTES (which also applies where the OS
-# does not tell). The environment variable JAXPLAIN_CHUNK_BYTES overrides it. (With 1 GiB
-# on a 24 GiB machine, InceptionV3's IG at B=2 and 8 steps ran as two chunks in a loop,
-# which XLA:CPU compiled 2.3x slower than the one chunk of 16 rows that 3 GiB allows.)
+# does not tell). The environment variable JAXPLAIN_CHUNK_BYTES overrides it. On the CPU
+# a default chunk is capped far below it (`CPU_CHUNK_MAX_BYTES`); the budget decides
+# whether a few chunks are laid out unrolled (`fits_at_once`).
 DEFAULT_CHUNK_BYTES = 1 << 30
 
 
@@ -234,9 +234,9 @@ def over_chunks(chunk, point_params, weights, x, chunk_size: int, zeros, depende
 
     chunk_size = min(chunk_size, num_points)
     starts = range(0, num_points, chunk_size)
-    # One chunk is one chunk's memory either way; as a scan of length one, XLA:CPU compiled
-    # InceptionV3's gradient 2.5x slower (40 of its 1x1 convolutions' gradients stayed
-    # convolutions instead of becoming matmuls: IG, B=2, 8 steps, 8.1 s against 3.2 s).
+    # One chunk is one chunk's memory either way, and straight-line code is what XLA:CPU
+    # optimizes best: it rewrites convolutions into the layouts of its fast kernels only
+    # outside loops (see `jaxplain.models.conv_general_dilated`).
     if (unroll and len(starts) <= max_unrolled_chunks()) or len(starts) == 1:
         total, per_point, chunk_x = None, [], x
         for start in starts:
@@ -524,24 +524,33 @@ def _physical_memory_bytes() -> Optional[int]:
 # max-pool derivative (models/pooling.py), the digits CNN at B=64 and 64 steps took
 # 143-149 ms in 512-row chunks (8, looped), 85-97 ms in 1024-row chunks (4, unrolled),
 # 91-111 ms in 2048 and 104-136 ms in one of 4096: so 1024.
+# Where rows are large, a chunk keeps at most CPU_CHUNK_MAX_BYTES of saved activations (and
+# at least one point): XLA:CPU allocates a program's scratch memory afresh at every call,
+# and on this project's CPU the OS took about 1.3 us to map each fresh 4 KiB page (an
+# elementwise pass over 71 MB: 27 ms into fresh memory, 4 ms in place). A ResNet-18's IG
+# at 64x64, B=8, 32 steps (1.76 MiB a row) ran in 1120-1150 ms in chunks of 64-128 rows
+# against 1188-1204 ms as one chunk of 256 rows, which maps 490 MiB a call.
 CPU_CHUNK_ROWS = 1024
 CPU_CHUNK_BYTES = 4 << 20
+CPU_CHUNK_MAX_BYTES = 256 << 20
 
 
 def default_chunk_size(model: Model, x, num_points: int) -> int:
     """Points per chunk when the caller does not choose.
 
     The largest chunk whose saved activations fit the memory budget: a quarter of the
-    accelerator's memory, 1 GiB on the CPU, or the environment variable
-    JAXPLAIN_CHUNK_BYTES. The activations a row keeps for its backward pass are
+    accelerator's memory, an eighth of the machine's on the CPU (`chunk_budget_bytes`), or
+    the environment variable JAXPLAIN_CHUNK_BYTES. The activations a row keeps for its backward pass are
     measured by abstract evaluation (no compilation), once per model and input shape.
     On the CPU a chunk is further capped at a fixed amount of work (`CPU_CHUNK_ROWS`
     rows, or `CPU_CHUNK_BYTES` of saved activations if that is more rows), so that its
-    size, and the memory, do not grow with the number of points.
+    size, and the memory, do not grow with the number of points, and at
+    `CPU_CHUNK_MAX_BYTES` of saved activations.
     """
     per_row = _row_bytes(model, x)
     batch = max(1, x.shape[0])
     size = chunk_budget_bytes() // per_row // batch
     if jax.default_backend() == "cpu":
-        size = min(size, max(-(-CPU_CHUNK_ROWS // batch), CPU_CHUNK_BYTES // (per_row * batch)))
+        work = max(-(-CPU_CHUNK_ROWS // batch), CPU_CHUNK_BYTES // (per_row * batch))
+        size = min(size, work, CPU_CHUNK_MAX_BYTES // (per_row * batch))
     return int(max(1, min(num_points, size)))

@@ -14,14 +14,14 @@ CASES = [  # (input side, channels, kernel, stride, padding, the path taken on t
     (4, 5, 3, 2, ((1, 1), (1, 1)), "matmuls"),
     (1, 5, 3, 1, "SAME", "matmuls"),
     (3, 5, 3, 2, ((2, 0), (1, 1)), "matmuls"),
-    (5, 5, 3, 2, ((2, 0), (1, 1)), None),
-    (4, 5, 3, 1, ((1, 1), (1, 1)), None),
+    (5, 5, 3, 2, ((2, 0), (1, 1)), "conv"),
+    (4, 5, 3, 1, ((1, 1), (1, 1)), "conv"),
     (6, 5, 1, 1, "VALID", "matmuls"),  # 1x1
     (7, 5, 1, 2, "SAME", "matmuls"),  # 1x1, stride 2 (a ResNet's projection)
     (16, 3, 7, 2, ((3, 3), (3, 3)), "space_to_depth"),  # a ResNet stem
     (15, 3, 7, 2, ((3, 3), (3, 3)), "space_to_depth"),  # odd side
     (13, 1, 5, 3, "SAME", "space_to_depth"),  # stride 3, SAME
-    (13, 2, 5, 3, "SAME", None),  # 2 * 3 * 3 channels per block: more than SPACE_TO_DEPTH_CHANNELS
+    (13, 2, 5, 3, "SAME", "conv"),  # 2 * 3 * 3 channels per block: more than SPACE_TO_DEPTH_CHANNELS
     (12, 1, 4, 2, "VALID", "space_to_depth"),  # an even kernel, VALID
 ]
 
@@ -105,3 +105,51 @@ def test_deeplift_keeps_its_max_pool_rule_through_max_pool():
     x = jaxplain.data.load("digits").x_test[:4]
     result = jaxplain.deeplift(model, x, target=0)
     np.testing.assert_allclose(result.delta, 0, atol=1e-4)
+
+
+CONVS = [  # (input shape, kernel shape, strides, padding)
+    ((2, 9, 9, 3), (3, 3, 3, 4), (1, 1), "SAME"),
+    ((2, 9, 8, 3), (3, 3, 3, 4), (2, 2), ((1, 1), (1, 1))),  # strided: a dilated input gradient
+    ((2, 7, 7, 2), (2, 3, 2, 3), (1, 2), "VALID"),
+]
+
+
+@pytest.mark.parametrize("shape,kernel_shape,strides,padding", CONVS)
+def test_conv_general_dilated_has_lax_values_and_derivatives(shape, kernel_shape, strides, padding):
+    from jaxplain.models import conv_general_dilated
+
+    x = jax.random.normal(jax.random.key(0), shape, jnp.float64 if jax.config.x64_enabled else jnp.float32)
+    kernel = jax.random.normal(jax.random.key(1), kernel_shape, x.dtype)
+    dx, dk = jax.random.normal(jax.random.key(2), shape, x.dtype), jax.random.normal(jax.random.key(3), kernel_shape, x.dtype)
+    dn = ("NHWC", "HWIO", "NHWC")
+
+    def check(conv):
+        def f(x, kernel):
+            return conv(x, kernel, strides, padding, dimension_numbers=dn)
+        loss = lambda x, kernel: jnp.sum(jnp.sin(f(x, kernel)))  # noqa: E731
+        return (f(x, kernel), jax.jvp(f, (x, kernel), (dx, dk))[1], jax.grad(loss, argnums=(0, 1))(x, kernel),
+                jax.vmap(f, in_axes=(None, 0))(x, jnp.stack([kernel, 2 * kernel])),
+                jax.jvp(lambda x: jax.grad(loss)(x, kernel), (x,), (dx,))[1])  # a second derivative
+
+    for ours, expected in zip(jax.tree_util.tree_leaves(check(conv_general_dilated)),
+                              jax.tree_util.tree_leaves(check(jax.lax.conv_general_dilated))):
+        np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_input_gradients_inside_a_loop_read_an_hwio_kernel():
+    """XLA:CPU rewrites other kernel layouts into HWIO only outside loops (see conv_general_dilated)."""
+    if jax.default_backend() != "cpu":
+        pytest.skip("the rewrite is the CPU's")
+    from jaxplain.models import conv_general_dilated
+
+    kernel = jax.random.normal(jax.random.key(1), (3, 3, 4, 4))
+
+    def looped(conv):
+        def gradient(x):
+            return jax.grad(lambda x: jnp.sum(jnp.tanh(conv(conv(x, kernel, (1, 1), "SAME", dimension_numbers=(
+                "NHWC", "HWIO", "NHWC")), kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))))(x)
+        hlo = jax.jit(lambda xs: jax.lax.map(gradient, xs)).lower(jnp.ones((3, 2, 6, 6, 4))).compile().as_text()
+        return [line.split("dim_labels=")[1].split(",")[0] for line in hlo.splitlines() if " convolution(" in line]
+
+    labels = looped(conv_general_dilated)
+    assert len(labels) == 4 and set(labels) == {"b01f_01io->b01f"}

@@ -69,6 +69,19 @@ def test_cpu_default_chunk_is_a_fixed_amount_of_work_not_a_share_of_the_points(m
         assert rows * batch >= engine.CPU_CHUNK_ROWS
 
 
+def test_cpu_default_chunk_keeps_at_most_its_byte_ceiling_and_one_point(monkeypatch):
+    if jax.default_backend() != "cpu":
+        pytest.skip("the ceiling applies on the CPU")
+    model = mlp_model(features=5)
+    monkeypatch.setenv("JAXPLAIN_CHUNK_BYTES", str(1 << 40))
+    x = np.zeros((8, 5), np.float32)
+    for per_row, points in ((2 << 20, 16), (100 << 20, 1), (1 << 40, 1)):
+        monkeypatch.setattr(engine, "_row_bytes", lambda *args, per_row=per_row, **kwargs: per_row)
+        size = engine.default_chunk_size(model, x, 1000)
+        assert size == points
+        assert size == 1 or size * 8 * per_row <= engine.CPU_CHUNK_MAX_BYTES
+
+
 def test_saved_activations_per_row_are_measured():
     # Two tanh layers of width 16 and a softplus layer: each row keeps at least 16 floats.
     model = mlp_model(features=5)

@@ -12,7 +12,7 @@ from typing import Callable
 import flax.linen as nn
 
 from jaxplain.models.cnn import SmallCNN
-from jaxplain.models.conv import Conv
+from jaxplain.models.conv import Conv, conv_general_dilated
 from jaxplain.models.inception import InceptionV3
 from jaxplain.models.mlp import MLP
 from jaxplain.models.pooling import max_pool
@@ -52,6 +52,7 @@ def build(name: str, **config) -> nn.Module:
 
 __all__ = [
     "Conv",
+    "conv_general_dilated",
     "ARCHITECTURES",
     "InceptionV3",
     "MLP",
