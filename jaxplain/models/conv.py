@@ -1,10 +1,5 @@
 """`Conv`: `flax.linen.Conv` with faster paths for two shapes that XLA's CPU convolution handles badly.
 
-* A map of fewer positions than the kernel has taps (a 3x3 convolution on a 2x2 map): the
-  whole convolution is one matmul by a (H * W * Cin) x (out_h * out_w * Cout) matrix made
-  of the kernel's taps, which skips the products with the padding. For 272 maps of
-  2x2x512, forward 12 ms and forward + input gradient 38 ms, against 28 and 57 ms as one
-  matmul per tap (below).
 * An output side smaller than the kernel: a 3x3 convolution of 512 channels on a 2x2 map
   (the last stage of a ResNet-18 at 64x64) took 70 ms for 8 images where PyTorch takes
   1.5 ms, and its input gradient as long (measured on this project's 2-core CPU, jax
@@ -36,17 +31,12 @@ import functools
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
-import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
 
 # A strided convolution of at most this many channels per s x s block of its input takes
 # the space-to-depth path on the CPU (a ResNet's 7x7 stride-2 stem over RGB: 3 * 4 = 12).
 SPACE_TO_DEPTH_CHANNELS = 16
-
-# A convolution over a map of fewer positions than its kernel has taps is one matmul by a
-# matrix of (H * W * Cin) x (out_h * out_w * Cout) on the CPU, up to this size.
-DENSE_MATRIX_BYTES = 64 << 20
 
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
@@ -119,6 +109,18 @@ def _canonical_conv(options: tuple):
     return function
 
 
+def _tap_ranges(size, window, stride, pad):
+    """For each tap k along one axis: (first output, end output, first input) where it meets the input."""
+    low, high = pad
+    out = (size + low + high - window) // stride + 1
+    ranges = []
+    for k in range(window):
+        first = max(0, -(-(low - k) // stride))
+        end = min(out, (size - 1 + low - k) // stride + 1)
+        ranges.append((first, max(first, end), first * stride + k - low))
+    return ranges, out
+
+
 def same_padding(spatial, window, strides) -> tuple:
     """XLA's "SAME" padding as ((low, high), ...): out = ceil(in / stride), the extra at the end."""
     pads = []
@@ -147,56 +149,36 @@ class Conv(nn.Conv):
         if path == "conv":
             out = conv_general_dilated(x, kernel, self._strides(), pads, dimension_numbers=_NHWC,
                                        precision=self.precision)
-        elif path == "dense":
-            out = self._dense(x, kernel, pads)
+        elif path == "matmuls":
+            out = self._shifted_matmuls(x, kernel, pads)
         else:
-            x = jnp.pad(x, ((0, 0),) + pads + ((0, 0),))
-            out = (self._shifted_matmuls if path == "matmuls" else self._space_to_depth)(x, kernel)
+            out = self._space_to_depth(jnp.pad(x, ((0, 0),) + pads + ((0, 0),)), kernel)
         if self.use_bias:
             bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
             out = out + bias.astype(dtype)
         return out
 
-    def _dense(self, x, kernel, pads):
-        """The whole convolution as one matmul: (H * W * Cin) -> (out_h * out_w * Cout).
+    def _shifted_matmuls(self, x, kernel, pads):
+        """One matmul per kernel tap, over the input positions the tap meets.
 
-        Block (input position, output position) of the matrix is the kernel tap that joins
-        them, or zero; padding is the zero blocks. Where the map has fewer positions than
-        the kernel has taps, that is less work than a matmul per tap over the padded input.
+        The products with the padding are skipped: each tap's term covers the block of
+        outputs whose tap lands inside the input, and is padded with zeros to the output.
         """
+        kh, kw = self.kernel_size
         n, height, width, c = x.shape
-        taps, out_h, out_w = self._taps(height, width, pads)
-        blocks = jnp.concatenate([kernel.reshape(-1, c, kernel.shape[-1]),
-                                  jnp.zeros((1, c, kernel.shape[-1]), kernel.dtype)])[taps]
-        matrix = blocks.transpose(0, 2, 1, 3).reshape(height * width * c, out_h * out_w * kernel.shape[-1])
-        out = jnp.dot(x.reshape(n, -1), matrix, precision=self.precision)
-        return out.reshape(n, out_h, out_w, kernel.shape[-1])
-
-    def _taps(self, height, width, pads):
-        """(H * W, out_h * out_w) indices into the flattened kernel taps (kh * kw: none), out_h, out_w."""
-        kh, kw = self.kernel_size
+        rows, out_h = _tap_ranges(height, kh, self._strides()[0], pads[0])
+        cols, out_w = _tap_ranges(width, kw, self._strides()[1], pads[1])
         sh, sw = self._strides()
-        (top, bottom), (left, right) = pads
-        out_h, out_w = (height + top + bottom - kh) // sh + 1, (width + left + right - kw) // sw + 1
-        i = np.arange(height)[:, None, None, None] + top - sh * np.arange(out_h)[None, None, :, None]
-        j = np.arange(width)[None, :, None, None] + left - sw * np.arange(out_w)[None, None, None, :]
-        inside = (i >= 0) & (i < kh) & (j >= 0) & (j < kw)
-        taps = np.where(inside, i * kw + j, kh * kw)
-        return taps.reshape(height * width, out_h * out_w), out_h, out_w
-
-    def _shifted_matmuls(self, x, kernel):
-        """One matmul per kernel offset over the shifted (and strided) padded input."""
-        kh, kw = self.kernel_size
-        sh, sw = self._strides()
-        out_h = (x.shape[1] - kh) // sh + 1
-        out_w = (x.shape[2] - kw) // sw + 1
-        out = None
-        for i in range(kh):
-            for j in range(kw):
-                window = jax.lax.slice(x, (0, i, j, 0), (x.shape[0], i + sh * (out_h - 1) + 1,
-                                                         j + sw * (out_w - 1) + 1, x.shape[3]), (1, sh, sw, 1))
+        out = jnp.zeros((n, out_h, out_w, kernel.shape[-1]), jnp.result_type(x, kernel))
+        for i, (row_lo, row_hi, row_start) in enumerate(rows):
+            for j, (col_lo, col_hi, col_start) in enumerate(cols):
+                if row_lo >= row_hi or col_lo >= col_hi:
+                    continue
+                window = jax.lax.slice(x, (0, row_start, col_start, 0),
+                                       (n, row_start + sh * (row_hi - row_lo - 1) + 1,
+                                        col_start + sw * (col_hi - col_lo - 1) + 1, c), (1, sh, sw, 1))
                 term = jnp.dot(window, kernel[i, j], precision=self.precision)
-                out = term if out is None else out + term
+                out = out + jnp.pad(term, ((0, 0), (row_lo, out_h - row_hi), (col_lo, out_w - col_hi), (0, 0)))
         return out
 
     def _space_to_depth(self, x, kernel):
@@ -236,7 +218,7 @@ class Conv(nn.Conv):
         return (strides, strides) if isinstance(strides, int) else tuple(strides)
 
     def _cpu_path(self, inputs):
-        """"dense", "matmuls", "space_to_depth", "conv" or None (nn.Conv); see the module docstring."""
+        """"matmuls", "space_to_depth", "conv" or None (nn.Conv); see the module docstring."""
         if jax.default_backend() != "cpu" or inputs.ndim != 4 or len(tuple(self.kernel_size)) != 2:
             return None
         if self.conv_general_dilated is not None or self.conv_general_dilated_cls is not None:
@@ -250,10 +232,6 @@ class Conv(nn.Conv):
         strides = self._strides()
         out_h = (inputs.shape[1] + top + bottom - self.kernel_size[0]) // strides[0] + 1
         out_w = (inputs.shape[2] + left + right - self.kernel_size[1]) // strides[1] + 1
-        positions, taps = inputs.shape[1] * inputs.shape[2], self.kernel_size[0] * self.kernel_size[1]
-        matrix_bytes = positions * out_h * out_w * inputs.shape[-1] * self.features * 4
-        if positions < taps and tuple(self.kernel_size) != (1, 1) and matrix_bytes <= DENSE_MATRIX_BYTES:
-            return "dense"
         if out_h < self.kernel_size[0] or out_w < self.kernel_size[1] or tuple(self.kernel_size) == (1, 1):
             return "matmuls"
         if min(strides) > 1 and inputs.shape[-1] * strides[0] * strides[1] <= SPACE_TO_DEPTH_CHANNELS:
