@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import os
+import weakref
 from typing import Any, Callable, Optional, Sequence, Tuple
 
 import jax
@@ -81,8 +82,32 @@ def compiler_options() -> tuple:
 def convolutional(model) -> bool:
     """Whether a model has convolution kernels (a parameter of rank >= 4): the programs
     `CPU_COMPILER_OPTIONS` speed up (dense-only ones it slows, see there)."""
-    params = getattr(model, "params", None)
-    return any(getattr(leaf, "ndim", 0) >= 4 for leaf in jax.tree_util.tree_leaves(params))
+    return _model_facts(model)[2]
+
+
+# Per model object: its tree structure, its leaves' shapes and dtypes, and whether it is
+# `convolutional`, found once (a `Model` is immutable; walking ResNet-18's ~100 parameters
+# took ~150 us, several times per explainer call).
+_MODEL_FACTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _model_facts(model) -> tuple:
+    try:
+        found = _MODEL_FACTS.get(model)
+    except TypeError:  # not weakly referable or not hashable: found anew each time
+        found = None
+    if found is None:
+        leaves, treedef = jax.tree_util.tree_flatten(model)
+        avals = tuple((np.shape(leaf), getattr(leaf, "dtype", None) or np.result_type(leaf)) for leaf in leaves)
+        params = getattr(model, "params", None)
+        found = (treedef, avals,
+                 any(getattr(leaf, "ndim", 0) >= 4 for leaf in jax.tree_util.tree_leaves(params)))
+        if not any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+            try:
+                _MODEL_FACTS[model] = found
+            except TypeError:
+                pass
+    return found
 
 
 def jit(fun: Callable, *, model=None, **options):
@@ -415,8 +440,7 @@ def max_unrolled_chunks() -> int:
 
 
 def _cache_key(model: Model, x) -> tuple:
-    leaves, treedef = jax.tree_util.tree_flatten(model)
-    avals = tuple((np.shape(leaf), getattr(leaf, "dtype", None) or np.result_type(leaf)) for leaf in leaves)
+    treedef, avals, _ = _model_facts(model)
     return treedef, avals, tuple(x.shape), np.dtype(x.dtype)
 
 

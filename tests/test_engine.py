@@ -224,3 +224,23 @@ def test_unknown_options_fall_back_to_xla_defaults(monkeypatch):
     finally:
         monkeypatch.undo()
         engine.compiler_options.cache_clear()
+
+
+def test_model_facts_are_found_once_per_model_and_not_kept_for_traced_models():
+    small, wide = mlp_model(features=5), mlp_model(features=7)
+    assert engine._model_facts(small) is engine._model_facts(small)
+    assert engine._model_facts(small)[1] != engine._model_facts(wide)[1]
+    cached = len(engine._MODEL_FACTS)
+
+    @jax.jit
+    def traced(model):
+        engine._model_facts(model)
+        return model(jnp.zeros((1, 5)))
+
+    traced(small)
+    assert len(engine._MODEL_FACTS) == cached
+    del wide
+    import gc
+
+    gc.collect()
+    assert len(engine._MODEL_FACTS) == cached - 1  # weakly held
