@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -94,3 +95,17 @@ def write(name: str, payload: dict, out_dir: str = RESULTS) -> str:
         json.dump(payload, f, indent=2)
         f.write("\n")
     return path
+
+
+def cpu_arguments(doc: str, repeats: int, argv=None):
+    """`--repeats`, `--quick` and `--out` of a CPU-only benchmark; None (after saying why) off the CPU."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--quick", action="store_true", help="small sizes, 2 timed runs")
+    parser.add_argument("--out", default=RESULTS, help="results folder (default benchmarks/results)")
+    args = parser.parse_args(argv)
+    if jax.default_backend() != "cpu":
+        print("this benchmark is about XLA:CPU; the default backend is", jax.default_backend())
+        return None
+    args.repeats = 2 if args.quick else args.repeats
+    return args

@@ -15,7 +15,6 @@ Writes benchmarks/results/cpu_compiler.json.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -26,7 +25,7 @@ import numpy as np
 import jaxplain
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RESULTS, interleaved_medians, machine, write  # noqa: E402
+from _common import cpu_arguments, interleaved_medians, machine, write  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -77,16 +76,11 @@ def cases(quick: bool):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--quick", action="store_true", help="small sizes, 2 timed runs")
-    parser.add_argument("--out", default=RESULTS, help="results folder (default benchmarks/results)")
-    args = parser.parse_args(argv)
-    if jax.default_backend() != "cpu":
-        print("this benchmark compares XLA:CPU settings; the default backend is", jax.default_backend())
+    args = cpu_arguments(__doc__, 7, argv)
+    if args is None:
         return 1
     options = dict(jaxplain.engine.CPU_COMPILER_OPTIONS)
-    repeats = 2 if args.quick else args.repeats
+    repeats = args.repeats
     rows = []
     for name, (function, x) in cases(args.quick).items():
         default = jax.jit(function)

@@ -18,7 +18,6 @@ Writes benchmarks/results/loop_convolutions.json.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
@@ -32,7 +31,7 @@ from jaxplain import engine
 from jaxplain.models import conv as conv_module
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RESULTS, interleaved_medians, machine, max_rel_diff, write  # noqa: E402
+from _common import cpu_arguments, interleaved_medians, machine, max_rel_diff, write  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,15 +67,10 @@ def _hwoi(compiled) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="small sizes, 2 timed runs")
-    parser.add_argument("--out", default=RESULTS, help="results folder (default benchmarks/results)")
-    args = parser.parse_args(argv)
-    if jax.default_backend() != "cpu":
-        print("this benchmark is about XLA:CPU; the default backend is", jax.default_backend())
+    args = cpu_arguments(__doc__, 5, argv)
+    if args is None:
         return 1
-    repeats = 2 if args.quick else args.repeats
+    repeats = args.repeats
     rows = []
     for name, model, x, steps in cases(args.quick):
         target = jnp.zeros(x.shape[0], jnp.int32)

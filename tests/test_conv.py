@@ -77,17 +77,24 @@ def test_max_pool_values_gradients_and_ties_as_nn_max_pool(shape, window, stride
     assert _explicit_padding(x, window, strides, padding) is not None
     weights = jax.random.normal(jax.random.key(1), nn.max_pool(x, window, strides, padding).shape)
 
-    def loss(pool):
-        return lambda x: jnp.sum(jnp.sin(pool(x, window, strides, padding)) * weights)
-
-    np.testing.assert_array_equal(max_pool(x, window, strides, padding), nn.max_pool(x, window, strides, padding))
-    expected = jax.grad(loss(nn.max_pool))(x)
-    np.testing.assert_allclose(jax.jit(jax.grad(loss(max_pool)))(x), expected, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(jax.vmap(jax.grad(loss(max_pool)))(x[None])[0], expected, rtol=1e-6, atol=1e-6)
     tangent = jax.random.normal(jax.random.key(2), shape)
-    np.testing.assert_allclose(jax.jvp(lambda x: max_pool(x, window, strides, padding), (x,), (tangent,))[1],
-                               jax.jvp(lambda x: nn.max_pool(x, window, strides, padding), (x,), (tangent,))[1],
-                               rtol=1e-6, atol=1e-6)
+
+    @jax.jit
+    def everything(x):  # one compilation for both pools: values, gradient, vmap, jvp
+        found = []
+        for pool in (max_pool, nn.max_pool):
+            def loss(x, pool=pool):
+                return jnp.sum(jnp.sin(pool(x, window, strides, padding)) * weights)
+            found.append((pool(x, window, strides, padding), jax.grad(loss)(x), jax.vmap(jax.grad(loss))(x[None])[0],
+                          jax.jvp(lambda x, pool=pool: pool(x, window, strides, padding), (x,), (tangent,))[1]))
+        return found
+
+    (value, gradient, batched, forward), (expected_value, expected, _, expected_forward) = everything(x)
+    np.testing.assert_array_equal(value, expected_value)
+    np.testing.assert_array_equal(max_pool(x, window, strides, padding), expected_value)  # outside a jit too
+    np.testing.assert_allclose(gradient, expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(batched, expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(forward, expected_forward, rtol=1e-6, atol=1e-6)
 
 
 def test_max_pool_gives_the_tie_to_the_first_maximum():
@@ -132,8 +139,8 @@ def test_conv_general_dilated_has_lax_values_and_derivatives(shape, kernel_shape
                 jax.vmap(f, in_axes=(None, 0))(x, jnp.stack([kernel, 2 * kernel])),
                 jax.jvp(lambda x: jax.grad(loss)(x, kernel), (x,), (dx,))[1])  # a second derivative
 
-    for ours, expected in zip(jax.tree_util.tree_leaves(check(conv_general_dilated)),
-                              jax.tree_util.tree_leaves(check(jax.lax.conv_general_dilated))):
+    both = jax.jit(lambda: (check(conv_general_dilated), check(jax.lax.conv_general_dilated)))()
+    for ours, expected in zip(*map(jax.tree_util.tree_leaves, both)):
         np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5)
 
 

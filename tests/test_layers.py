@@ -115,7 +115,7 @@ def test_layer_names_are_flax_paths_with_output_shapes(rng):
         "features": (3, 6, 6, 6),
         "head": (3, 4),
     }
-    resnet = layers.layer_names(_resnet18(), jax.ShapeDtypeStruct((2, 8, 8, 3), jnp.float32))
+    resnet = layers.layer_names(_resnet(), jax.ShapeDtypeStruct((2, 8, 8, 3), jnp.float32))
     assert resnet["stage2_block1/shortcut_bn"] == (2, 4, 4, 8)
     assert resnet["stage1_block1"] == (2, 8, 8, 4)
 
@@ -202,8 +202,10 @@ def test_layer_integrated_gradients_of_an_affine_first_layer_sums_like_input_ig(
     np.testing.assert_allclose(layer.values.sum(axis=1), plain.values.sum(axis=1), rtol=1e-5, atol=1e-6)
 
 
-def _resnet18():
-    return linen(models.ResNet18(5, num_filters=4, stem="small", activation=nn.gelu), (8, 8, 3))
+def _resnet():
+    """A two-stage ResNet (one basic block each, small stem): the blocks of a ResNet-18, less to compile."""
+    return linen(models.ResNet(num_classes=5, stage_sizes=(1, 1), block="basic", num_filters=4, stem="small",
+                               activation=nn.gelu), (8, 8, 3))
 
 
 def test_layer_integrated_gradients_inside_a_resnet_block_keeps_the_skip_connection_on_x(rng):
@@ -212,7 +214,7 @@ def test_layer_integrated_gradients_inside_a_resnet_block_keeps_the_skip_connect
     x_in, so the path starts at G(A(b); x) = the network with block1's output set to
     act(A(b) + x_in(x)), computed here with Flax's own capture and a hand-written
     interceptor, not F(b)."""
-    model = _resnet18()
+    model = _resnet()
     module, variables = model.apply_fn.module, model.params
     x = 2.0 * images(rng, batch=2, shape=(8, 8, 3))
     baseline = np.zeros_like(x)

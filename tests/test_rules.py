@@ -71,9 +71,10 @@ def small_cnn(num_classes=5):
     return _linen(models.SmallCNN(num_classes=num_classes, channels=(4, 6), dense=16), (1, 8, 8, 1))
 
 
-def resnet18():
-    """A narrow ResNet18 (small stem) whose BatchNorm has non-trivial running statistics."""
-    module = models.ResNet18(num_classes=4, stem="small", num_filters=8)
+def resnet():
+    """A narrow two-stage ResNet (small stem; a ResNet-18's identity and projection blocks)
+    whose BatchNorm has non-trivial running statistics."""
+    module = models.ResNet(num_classes=4, stage_sizes=(1, 1), block="basic", stem="small", num_filters=8)
     variables = _init(module, (1, 8, 8, 3))
     rng = np.random.default_rng(3)
 
@@ -112,7 +113,7 @@ MODELS = {
     "mlp": (lambda: _with_biases(relu_mlp()), (5, 6)),
     "tanh_mlp": (lambda: _with_biases(relu_mlp(activation=nn.tanh)), (5, 6)),
     "small_cnn": (lambda: _with_biases(small_cnn()), (3, 8, 8, 1)),
-    "resnet18": (resnet18, (2, 8, 8, 3)),
+    "resnet": (resnet, (2, 8, 8, 3)),
 }
 
 
@@ -249,7 +250,7 @@ def test_lrp_epsilon_conserves_relevance_without_biases(make, shape, rng):
     np.testing.assert_allclose(a.delta, 0.0, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["mlp", "small_cnn", "resnet18"])
+@pytest.mark.parametrize("name", ["mlp", "small_cnn", "resnet"])
 def test_lrp_zero_is_gradient_times_input_on_relu_networks(name, rng):
     """LRP-0 (epsilon -> 0) equals gradient x input on ReLU networks, biases and BatchNorm
     included (Ancona et al. 2018, arXiv:1711.06104)."""
