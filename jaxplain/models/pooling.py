@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from jaxplain.models.conv import same_padding
+from jaxplain.models.conv import output_size, same_padding
 
 
 def max_pool(x, window_shape: Sequence[int], strides: Sequence[int] | None = None, padding="VALID"):
@@ -75,9 +75,7 @@ def _pool(x, window, strides, pads):
 @_pool.defjvp
 def _pool_jvp(window, strides, pads, primals, tangents):
     (x,), (t,) = primals, tangents
-    (kh, kw), (sh, sw), ((top, bottom), (left, right)) = window, strides, pads
-    shape = (x.shape[0], (x.shape[1] + top + bottom - kh) // sh + 1, (x.shape[2] + left + right - kw) // sw + 1,
-             x.shape[3])
+    shape = (x.shape[0], *(output_size(x.shape[1 + a], window[a], strides[a], pads[a]) for a in (0, 1)), x.shape[3])
     x_windows = _window_elements(x, window, strides, pads, shape, -jnp.inf)
     # The value from the same slices: one pass over the phases that the derivative reads
     # anyway (ResNet-18's stem pool over 144 maps of 32x32x64, value and gradient: 73 ms
