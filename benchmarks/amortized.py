@@ -118,7 +118,7 @@ CASES = {
 
 
 def _quick(case: Case) -> Case:
-    epochs = dict(supervised=30, pretrain=3, head=30, fastshap=15, surrogate=10, samples=8)
+    epochs = dict(supervised=15, pretrain=2, head=15, fastshap=8, surrogate=5, samples=8)
     method, knob, budgets, fixed = case.curve
     return dataclasses.replace(case, epochs=epochs, curve=(method, knob, budgets[:2], fixed))
 

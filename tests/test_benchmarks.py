@@ -47,9 +47,9 @@ def test_accelerator_script_runs_on_the_cpu_at_a_tiny_size(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     payload = json.loads((tmp_path / "accelerator.json").read_text())
-    case = payload["results"]["resnet10_16px"]
+    case = payload["results"]["resnet6_16px"]
     assert set(case["iso"]) == {"riemann_middle", "gauss_legendre"}
     rows = case["rows"]
     assert {(r["dtype"], r["contender"]) for r in rows} == {(d, c) for d in ("float32", "bfloat16") for c in ("jaxplain", "floor")}
     assert all(r["explanations_per_s"] > 0 for r in rows)
-    assert result.stdout.strip().splitlines()[-3].startswith("| resnet10_16px | bfloat16 | gauss_legendre")
+    assert result.stdout.strip().splitlines()[-3].startswith("| resnet6_16px | bfloat16 | gauss_legendre")
