@@ -8,7 +8,7 @@ import os
 import platform
 import statistics
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import jax
 import numpy as np
@@ -25,7 +25,7 @@ def block(value):
 
 def interleaved_medians(
     contenders: Dict[str, Callable[[], object]], *, repeats: int, warmup: int = 2, pause: float = 0.0,
-    prime: bool = False,
+    prime: bool = False, counter: Optional[Callable[[], float]] = None,
 ) -> Dict[str, dict]:
     """Runs the contenders in turn, `repeats` rounds after `warmup` rounds; seconds per call.
 
@@ -36,24 +36,34 @@ def interleaved_medians(
     keep spinning for a while after their work (a call started during the other
     library's spin ran 1.5-2x slower in our measurements) and park when idle (the next
     call pays for waking them), so a primed call measures what a loop of calls costs.
+    With `counter` (a cumulative count, e.g. the process's page faults), each result also
+    holds `counted_median`, the median of its increase over a timed call.
     """
     for _ in range(warmup):
         for run in contenders.values():
             block(run())
     times: Dict[str, List[float]] = {name: [] for name in contenders}
+    counts: Dict[str, List[float]] = {name: [] for name in contenders}
     for _ in range(repeats):
         for name, run in contenders.items():
             if pause:
                 time.sleep(pause)
             if prime:
                 block(run())
+            counted = counter() if counter else 0
             start = time.perf_counter()
             block(run())
             times[name].append(time.perf_counter() - start)
-    return {
+            if counter:
+                counts[name].append(counter() - counted)
+    results = {
         name: {"median_s": statistics.median(ts), "min_s": min(ts), "runs": len(ts)}
         for name, ts in times.items()
     }
+    if counter:
+        for name, found in counts.items():
+            results[name]["counted_median"] = statistics.median(found)
+    return results
 
 
 def max_rel_diff(ours, theirs) -> float:

@@ -51,47 +51,31 @@ def _faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
+# (label, vs_captum method): the same calls as benchmarks/vs_captum.py makes
+METHODS = (("saliency", "saliency"), ("ig", "ig_gauss_legendre"))
+
+
 def child(arm: str, quick: bool, repeats: int, warmup: int) -> dict:
     """One process: every contender timed with the arm's malloc setting; a JSON-able dict."""
-    import jaxplain
     import jax.numpy as jnp
     import numpy as np
-    from captum.attr import IntegratedGradients, Saliency
 
     import vs_captum
-    from _common import block
+    from _common import interleaved_medians
 
     contenders = {}
     for case in vs_captum.cases(quick, ["cnn", "resnet18"]):
-        x = jnp.asarray(case.x)
-        target = np.asarray(np.argmax(np.asarray(case.model(x)), axis=-1), np.int32)
-        xt, tt = case.to_torch(case.x), vs_captum.torch.as_tensor(target, dtype=vs_captum.torch.long)
+        target = np.asarray(np.argmax(np.asarray(case.model(jnp.asarray(case.x))), axis=-1), np.int32)
         name = case.name.split(" ")[0]
-        contenders[f"{name} saliency jaxplain"] = (lambda m=case.model, x=x, t=target: jaxplain.saliency(
-            m, x, target=t).values)
-        contenders[f"{name} saliency captum"] = (lambda tw=case.torch_model, xt=xt, tt=tt: Saliency(tw).attribute(
-            xt, target=tt, abs=False))
-        contenders[f"{name} ig jaxplain"] = (lambda m=case.model, x=x, t=target, n=case.steps:
-                                             jaxplain.integrated_gradients(m, x, target=t, steps=n).values)
-        contenders[f"{name} ig captum"] = (lambda tw=case.torch_model, xt=xt, tt=tt, n=case.steps:
-                                           IntegratedGradients(tw).attribute(xt, baselines=0.0, target=tt, n_steps=n,
-                                                                             method="gausslegendre"))
-    for _ in range(warmup):  # several calls: malloc's free lists settle only after a few
-        for run in contenders.values():
-            block(run())
-    times = {name: [] for name in contenders}
-    faults = {name: [] for name in contenders}
-    for _ in range(repeats):
-        for name, run in contenders.items():
-            block(run())  # primed, as in vs_captum.py
-            before, start = _faults(), time.perf_counter()
-            block(run())
-            times[name].append(time.perf_counter() - start)
-            faults[name].append(_faults() - before)
+        for label, method in METHODS:
+            ours, theirs, _ = vs_captum.contenders(case, method, target)
+            contenders[f"{name} {label} jaxplain"], contenders[f"{name} {label} captum"] = ours, theirs
+    # several warm-up rounds: malloc's free lists settle only after a few calls
+    times = interleaved_medians(contenders, repeats=repeats, warmup=warmup, prime=True, counter=_faults)
     return {"arm": arm, "tunables": os.environ.get("GLIBC_TUNABLES", ""),
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "median_ms": {n: 1e3 * statistics.median(t) for n, t in times.items()},
-            "faults_per_call": {n: statistics.median(f) for n, f in faults.items()}}
+            "median_ms": {n: 1e3 * cell["median_s"] for n, cell in times.items()},
+            "faults_per_call": {n: cell["counted_median"] for n, cell in times.items()}}
 
 
 def main(argv=None) -> int:
@@ -138,7 +122,6 @@ def main(argv=None) -> int:
         for arm in ARMS:
             row[f"{arm}_ms"] = statistics.median(r["median_ms"][name] for r in runs[arm])
             row[f"{arm}_faults"] = statistics.median(r["faults_per_call"][name] for r in runs[arm])
-        for arm in ARMS:
             if arm != "default":
                 row[f"speedup_{arm}"] = row["default_ms"] / row[f"{arm}_ms"]
         rows.append(row)
