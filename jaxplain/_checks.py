@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxplain import engine, schedules
-from jaxplain.model import Model, normalize_targets
+from jaxplain.model import Model, OutputStructureError, normalize_targets
 
 
 def is_traced(value) -> bool:
@@ -75,6 +75,8 @@ def check_x(model: Model, x, *, integer_ids: bool = False):
         raise ValueError(f"x must have a leading batch axis of size >= 1, got shape {x.shape}")
     try:
         out = engine.output_struct(model, x)
+    except OutputStructureError:
+        raise  # already says what the model returned and how to select its scores
     except Exception as error:
         raise ValueError(
             f"the model cannot be applied to x of shape {tuple(x.shape)} and dtype "

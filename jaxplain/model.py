@@ -102,6 +102,10 @@ class Model:
     def __call__(self, x: Array) -> Array:
         """Returns the selected output (logits, probs or log_probs) for a batch `x`."""
         scores = self.apply_fn(self.params, x)
+        # A tuple or dict (e.g. `(logits, features)`) would otherwise fail far away, in
+        # softmax or at `.shape`; this is a check on the Python structure, not on values.
+        if not (hasattr(scores, "shape") and hasattr(scores, "dtype")):
+            raise OutputStructureError(_output_structure_message(self.apply_fn, scores))
         if self.output == "probs":
             return jax.nn.softmax(scores, axis=-1)
         if self.output == "log_probs":
@@ -186,6 +190,44 @@ class Model:
 
 
 jax.tree_util.register_dataclass(Model, data_fields=["params"], meta_fields=["apply_fn", "output"])
+
+
+class OutputStructureError(TypeError):
+    """The model returned something other than one array of scores (a tuple, a dict, ...)."""
+
+
+def _output_structure_message(apply_fn, scores) -> str:
+    """What the model returned (its structure and leaf shapes) and how to select the scores."""
+    entries = jax.tree_util.tree_flatten_with_path(scores)[0]
+
+    def show(leaf):
+        if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
+            return f"{np.dtype(leaf.dtype).name}{list(leaf.shape)}"
+        return type(leaf).__name__
+
+    listing = ", ".join(f"{jax.tree_util.keystr(path)} {show(leaf)}" for path, leaf in entries[:8])
+    listing += ", ..." if len(entries) > 8 else ""
+    message = (
+        f"the model returned a {type(scores).__name__}"
+        + (f" ({listing})" if entries else "")
+        + ", not one (batch, classes) array of scores"
+    )
+    two_d = [path for path, leaf in entries if len(getattr(leaf, "shape", ())) == 2]
+    logits = [path for path in two_d if "logit" in jax.tree_util.keystr(path).lower()]
+    chosen = (logits or two_d or [path for path, _ in entries] or [None])[0]
+    if chosen is None:
+        return message + "; apply_fn must return the scores to explain"
+    select = jax.tree_util.keystr(chosen)
+    if isinstance(apply_fn, _LinenApply) and (apply_fn.method is None or isinstance(apply_fn.method, str)):
+        # A Linen `method` keeps the module's layer names, which layer methods need.
+        called = "module" if apply_fn.method is None else f"module.{apply_fn.method}"
+        keywords = "".join(f", {k}={v!r}" for k, v in apply_fn.kwargs)
+        how = f"jaxplain.Model.from_linen(module, variables, method=lambda module, x: {called}(x{keywords}){select})"
+    elif isinstance(apply_fn, _CallableApply):
+        how = f"jaxplain.Model.from_callable(lambda x: f(x){select}) with f your function"
+    else:
+        how = f"apply = model.apply_fn; model = model.replace(apply_fn=lambda params, x: apply(params, x){select})"
+    return f"{message}. Select the scores to explain, e.g. {how}"
 
 
 def _keyword_names(function) -> set:

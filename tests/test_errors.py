@@ -2,6 +2,8 @@
 
 import os
 
+import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -63,3 +65,65 @@ def test_bad_input_is_named(error, match, call):
 def test_good_variants_of_the_same_arguments_pass():
     ig(MODEL, X.tolist(), target=np.int64(1), baseline=np.zeros((1, 4)), steps=1)
     ig(MODEL, jnp.asarray(X), target=jnp.array([0, 1, 1]), chunk_size=1000)
+
+
+# --- a model that returns a tuple or a dict (issue 18, item 8) ---------------------------
+
+
+class _TwoOutputs(nn.Module):
+    """Returns (logits, features), as big_vision's BiT does; or {"logits": ...}."""
+
+    as_dict: bool = False
+
+    @nn.compact
+    def __call__(self, x, train: bool = True):
+        features = nn.Dense(3, name="features")(x)
+        logits = nn.Dense(2, name="head")(features)
+        return {"logits": logits, "features": features} if self.as_dict else (logits, features)
+
+
+def _two_outputs(as_dict):
+    module = _TwoOutputs(as_dict)
+    return module, module.init(jax.random.PRNGKey(0), X)
+
+
+@pytest.mark.parametrize("as_dict", [False, True])
+@pytest.mark.parametrize("output", ["logits", "probs"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m: jaxplain.saliency(m, X, target=0),
+        lambda m: jaxplain.lrp(m, X, target=0),
+        lambda m: jaxplain.layer_gradient_x_activation(m, X, target=0, layer="features"),
+        lambda m: jaxplain.metrics.deletion(m, X, X, target=0, steps=2),
+    ],
+)
+def test_model_returning_a_tuple_or_dict_says_what_it_returned(as_dict, output, call):
+    module, variables = _two_outputs(as_dict)
+    model = jaxplain.Model.from_linen(module, variables, output=output)
+    structure = r"a dict \(\['features'\] float32\[3, 3\], \['logits'\] float32\[3, 2\]\)" if as_dict else (
+        r"a tuple \(\[0\] float32\[3, 2\], \[1\] float32\[3, 3\]\)"
+    )
+    with pytest.raises(TypeError, match=structure) as info:
+        call(model)
+    select = "['logits']" if as_dict else "[0]"
+    assert f"method=lambda module, x: module(x, train=False){select}" in str(info.value)
+
+
+def test_following_the_advice_for_a_tuple_output_gives_the_logits_attribution():
+    module, variables = _two_outputs(False)
+    # The advice in the error: a Linen `method` keeps the layer names (for layer methods).
+    chosen = jaxplain.Model.from_linen(module, variables, method=lambda module, x: module(x, train=False)[0])
+    logits_only = jaxplain.Model(lambda v, x: module.apply(v, x)[0], variables)
+    np.testing.assert_allclose(
+        jaxplain.saliency(chosen, X, target=1).values, jaxplain.saliency(logits_only, X, target=1).values
+    )
+    assert jaxplain.layer_gradient_x_activation(chosen, X, target=1, layer="features").values.shape == (3, 3)
+    # Any other Model: select through apply_fn, as the error says.
+    bad = jaxplain.Model.from_callable(lambda x: {"logits": module.apply(variables, x)[0]})
+    with pytest.raises(TypeError, match=r"from_callable\(lambda x: f\(x\)\['logits'\]\)"):
+        jaxplain.integrated_gradients(bad, X, target=1)
+    apply = logits_only.apply_fn
+    wrapped = logits_only.replace(apply_fn=lambda params, x: (apply(params, x), x))
+    with pytest.raises(TypeError, match=r"model.replace\(apply_fn=lambda params, x: apply\(params, x\)\[0\]\)"):
+        jaxplain.saliency(wrapped, X, target=1)
