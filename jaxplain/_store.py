@@ -77,3 +77,37 @@ def write_atomic(path: str, *, text: str | None = None, **arrays) -> None:
         if os.path.exists(staging):
             os.remove(staging)
         raise
+
+
+def output_path(name: str, path, *, folder: bool = True, error: type = ValueError) -> str:
+    """`path` as a str, checked as a place to write a folder (or a file) before anything is.
+
+    Refused with `error` (a message that names `name`): an empty or blank path (which
+    would write into the current directory), a NUL byte, an existing file where a folder
+    is wanted (or a folder where a file is), a path below a file, and a path still to be
+    created whose nearest existing folder cannot be written (a read-only file system, no
+    permission). An existing folder's own permission is left to the caller: reading back
+    a finished run needs none.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path (str or os.PathLike), got {type(path).__name__}")
+    path = os.fsdecode(os.fspath(path))
+    if not path.strip():
+        raise error(f"{name} is empty: give the path of the {'folder' if folder else 'file'} to write")
+    if "\0" in path:
+        raise error(f"{name} {path!r} holds a NUL character")
+    if os.path.exists(path):
+        if folder and not os.path.isdir(path):
+            raise error(f"{name}: {path} exists and is not a folder")
+        if not folder and os.path.isdir(path):
+            raise error(f"{name}: {path} is a folder, not a file")
+        if folder:
+            return path
+    ancestor = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise error(f"{name}: cannot create {path}: {ancestor} is a file, not a folder")
+    if not os.path.exists(path) and not os.access(ancestor, os.W_OK | os.X_OK):
+        raise error(f"{name}: cannot create {path}: {ancestor} is not writable (read-only or no permission)")
+    return path

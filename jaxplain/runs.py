@@ -35,7 +35,9 @@ import dataclasses
 import datetime
 import functools
 import json
+import itertools
 import os
+import re
 import time
 import warnings
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
@@ -46,7 +48,7 @@ import numpy as np
 
 from jaxplain import _checks, engine
 from jaxplain._progress import Progress
-from jaxplain._store import digest, file_sha256, model_digest, write_atomic
+from jaxplain._store import digest, file_sha256, model_digest, output_path, write_atomic
 from jaxplain.methods.registry import METHODS, resolve
 from jaxplain.model import Model, TopK
 
@@ -176,13 +178,25 @@ def _records(source, input_key, label_key, chunk: int = 256):
 
 
 def _rebatch(chunks: Iterator, batch_size: int):
-    """(start, inputs, labels) batches of exactly `batch_size` rows (the last may be short)."""
+    """(start, inputs, labels) batches of exactly `batch_size` rows (the last may be short).
+
+    Each chunk is checked as it arrives (shape, NaN, labels), before any batch it feeds is
+    yielded: an array given whole is checked whole before anything is written; a stream's
+    later chunk can only be checked when it comes (see `explain_dataset`).
+    """
     xs: List[np.ndarray] = []
     ys: List[Optional[np.ndarray]] = []
-    held, start = 0, 0
+    held, start, seen, shape = 0, 0, 0, None
     for x, y in chunks:
         if x.ndim == 0 or (y is not None and len(y) != len(x)):
             raise ValueError(f"data: a batch of inputs {x.shape} with labels {None if y is None else y.shape}")
+        shape = x.shape[1:] if shape is None else shape
+        if x.shape[1:] != shape:
+            raise ValueError(f"data: examples from {seen} on have shape {x.shape[1:]}, the first ones {shape}")
+        if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
+            bad = int(np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(axis=1))[0])
+            raise ValueError(f"data: example {seen + bad} holds NaN or infinity")
+        seen += len(x)
         xs.append(x)
         ys.append(y)
         held += len(x)
@@ -278,6 +292,25 @@ def _ours(name: str) -> bool:
     return name in (RUN_FILE, SHARDS, VIEWS) or (name.startswith("index.p") and name.endswith(".jsonl")) or name.startswith(".tmp-")
 
 
+# The names jaxplain writes inside shards/ and views/ (jaxplain explain and show draw there).
+_OWN_INSIDE = {SHARDS: re.compile(r"b\d{6}\.p\d+\.npz|\.tmp-.*"),
+               VIEWS: re.compile(r"(attributions|example-[-\w]+)\.(png|html)")}
+
+
+def _foreign(out: str, entries: List[str]) -> List[str]:
+    """The entries of a run folder that jaxplain did not write (what `overwrite` must keep)."""
+    found = []
+    for entry in entries:
+        path = os.path.join(out, entry)
+        folder = entry in _OWN_INSIDE
+        if not _ours(entry) or os.path.isdir(path) != folder:
+            found.append(entry)
+        elif folder:  # a folder of ours may still hold a file (or a folder) of the user's
+            found += [os.path.join(entry, name) for name in os.listdir(path)
+                      if not _OWN_INSIDE[entry].fullmatch(name) or not os.path.isfile(os.path.join(path, name))]
+    return found
+
+
 def _read_run(out: str) -> dict:
     path = os.path.join(out, RUN_FILE)
     try:
@@ -340,14 +373,17 @@ def _check_folder(out: str, run: dict, *, overwrite: bool) -> Optional[dict]:
                 "choose another folder, or pass overwrite=True to replace it"
             )
     if stored is not None and overwrite and stored["fingerprint"] != run["fingerprint"]:
-        foreign = [e for e in entries if not _ours(e)]
+        foreign = _foreign(out, entries)
         if foreign:
             raise OutputFolderError(f"out: {out} also holds files jaxplain did not write ({', '.join(sorted(foreign)[:3])}); not overwriting it")
     return stored
 
 
 def _create_folder(out: str, run: dict, stored: Optional[dict]) -> Optional[dict]:
-    """Makes `out` hold this run: replaces another run's files (checked by `_check_folder`)."""
+    """Makes `out` hold this run: replaces another run's files (checked by `_check_folder`).
+
+    A folder that holds this run already is left as it is: the data are checked against
+    it first (`explain_dataset`), and `_tidy` runs only once they pass."""
     if stored is not None and stored["fingerprint"] != run["fingerprint"]:
         for entry in os.listdir(out):
             path = os.path.join(out, entry)
@@ -359,13 +395,24 @@ def _create_folder(out: str, run: dict, stored: Optional[dict]) -> Optional[dict
                 os.remove(path)
         stored = None
     os.makedirs(os.path.join(out, SHARDS), exist_ok=True)
-    for folder in (out, os.path.join(out, SHARDS)):  # temporary files of a write that was cut short
-        for name in os.listdir(folder):
-            if name.startswith(".tmp-"):
-                os.remove(os.path.join(folder, name))
     if stored is None and jax.process_index() == 0:
         write_atomic(os.path.join(out, RUN_FILE), text=json.dumps(run, indent=2) + "\n")
     return stored
+
+
+def _tidy(out: str, process: int, torn: bool) -> None:
+    """Before the first write: drops a torn last index line and (process 0) the temporary
+    files of writes that were cut short."""
+    if torn:
+        path = _index_path(out, process)
+        with open(path, "rb") as f:
+            lines = f.read().split(b"\n")[:-1]
+        write_atomic(path, text=b"".join(line + b"\n" for line in lines).decode())
+    if process == 0:
+        for folder in (out, os.path.join(out, SHARDS)):
+            for name in os.listdir(folder):
+                if name.startswith(".tmp-"):
+                    os.remove(os.path.join(folder, name))
 
 
 def _all_processes(ok: bool) -> bool:
@@ -483,7 +530,8 @@ def explain_dataset(
         (`{"image": ..., "label": ...}`); an iterable of batches of any size (arrays,
         pairs or dicts); a `tf.data.Dataset` of batches; or a random-access source of
         single examples such as TFDS's `builder.as_data_source(split)`.
-      out: the output folder (created; an existing one must hold this same run).
+      out: the output folder (created; an existing one must hold this same run, on the same
+        data: a refused call writes nothing).
       target: "predicted", "label" (the data's labels), an int, or `jaxplain.top_k(k)`.
       batch_size: examples per global batch, a multiple of the mesh's devices
         (default 16 per device). It is part of the run: a randomized method's answer
@@ -512,9 +560,7 @@ def explain_dataset(
     function, name = _method(method, dict(options))
     label = name if label is None else str(label)
     options.pop("wrap", None)
-    if not isinstance(out, (str, os.PathLike)):
-        raise TypeError(f"out must be a folder path, got {type(out).__name__}")
-    out = os.fspath(out)
+    out = output_path("out", out, error=OutputFolderError)
     _checks.check_model(model)
     mesh = _default_mesh() if mesh is None else mesh
     if not isinstance(mesh, jax.sharding.Mesh):
@@ -529,6 +575,7 @@ def explain_dataset(
         key = _checks.key(key)
 
     chunks, length = _stream(data, input_key, label_key)
+    known = length  # the data's own length, when it has one (num_examples is only a hint)
     if labels is not None:
         labels = np.asarray(labels)
         length = len(labels) if length is None else length
@@ -545,6 +592,18 @@ def explain_dataset(
     target = _target(target, first_y is not None)
     if name in METHODS:  # a callable of the caller's own checks its inputs itself
         _checks.check_x(model, first_x[:1], integer_ids=np.issubdtype(first_x.dtype, np.integer))
+
+    def labelled(start, x, y):
+        """A batch with its labels (those of `labels=` if given), checked before it is used."""
+        if labels is not None:
+            y = labels[start : start + len(x)]
+            if len(y) < len(x):
+                raise ValueError(f"labels has {len(labels)} entries but data has more examples")
+        if target == "label" and y is None:
+            raise ValueError(f"data: the batch from example {start} on has no labels, and target='label'")
+        return start, x, y
+
+    first = labelled(*first)
 
     settings = {
         "method": name,
@@ -576,40 +635,68 @@ def explain_dataset(
 
     _prepare_shared_folder(out, run, overwrite=overwrite, check=check)
     finished, end, torn = _read_index(out, process)
-    index_path = _index_path(out, process)
-    if torn:  # drop the partial last line before appending after it
-        lines = open(index_path, "rb").read().split(b"\n")[:-1]
-        write_atomic(index_path, text=b"".join(line + b"\n" for line in lines).decode())
     agreed = _agree(set(finished))  # collective in a multi-process run: every process calls it once
     finished = {b: r for b, r in finished.items() if b in agreed}
 
     local = batch_size // processes
+    mine = slice(process * local, (process + 1) * local)
+    index_path = _index_path(out, process)
+    seen = [-1, 0]  # the last batch read from the data, and the examples up to its end
+
+    def read():
+        for batch, item in enumerate(itertools.chain([first], batches)):
+            start, x, y = labelled(*item) if batch else item
+            seen[:] = [batch, start + len(x)]
+            yield batch, start, x, y
+
+    stream = read()
+    # Every check of the data given now against the folder runs before the first write,
+    # so that a refused call leaves the folder as it was: the data are read up to the last
+    # finished batch (for a finished run, to their end), each finished batch is compared
+    # with them, and the batches still to compute on the way are held back until then.
+    error: Optional[BaseException] = None
+    pending: List[tuple] = []
+    try:
+        if end is not None and known is not None and known != end["num_examples"]:
+            raise _other_length(out, end, str(known))
+        last = max(finished, default=-1)
+        for batch, start, x, y in stream:
+            record = finished.get(batch)
+            if record is not None:
+                _same_batch(out, batch, record, start, len(np.arange(start, start + len(x))[mine]),
+                            digest(_pad(x, batch_size)[mine]),
+                            None if y is None else digest(_pad(np.asarray(y), batch_size)[mine]))
+            elif end is not None and batch >= end["num_batches"]:
+                raise _other_length(out, end, f"more than {end['num_examples']}")
+            else:
+                pending.append((batch, start, x, y))
+            if end is None and batch >= last:
+                break
+        else:  # the data ended before anything was computed: they must hold every finished batch
+            if end is not None and (end["num_examples"], end["num_batches"]) != (seen[1], seen[0] + 1):
+                raise _other_length(out, end, str(seen[1]))
+            if last > seen[0]:
+                raise OutputFolderError(
+                    f"out: {out} holds batch {last} (from example {finished[last]['start']} on) but the data given "
+                    f"now have {seen[1]} examples: the data changed since the run; choose another folder "
+                    "(nothing was written)"
+                )
+    except Exception as caught:  # noqa: BLE001 - raised below, once every process knows
+        error = caught
+    if error is None:
+        _tidy(out, process, torn)  # process 0 before the collective: no process writes before it
+    if not _all_processes(error is None):
+        raise error if error is not None else OutputFolderError(
+            f"out: another process found that the data given now do not match {out}; see its error")
+
     done = sum(r["rows"] for r in finished.values())
     computed: List[int] = []
-    count = 0
     with Progress(length, description=label, unit="examples", enabled=progress, initial=done) as bar:
-        def every():
-            yield first
-            yield from batches
-
-        for batch, (start, x, y) in enumerate(every()):
-            if labels is not None:
-                y = labels[start : start + len(x)]
-            count = start + len(x)
-            mine = slice(process * local, (process + 1) * local)
+        # A stream's later batches are checked as they come (NaN, shape, labels): a bad one
+        # stops the run with the batches before it kept and no end line, so the folder
+        # stays a resumable, incomplete run.
+        for batch, start, x, y in itertools.chain(pending, stream):
             rows = np.arange(start, start + len(x))
-            record = finished.get(batch)
-            inputs_sha = digest(_pad(x, batch_size)[mine])
-            if record is not None:
-                if record["inputs_sha256"] != inputs_sha or record["start"] != start:
-                    raise OutputFolderError(
-                        f"out: batch {batch} of {out} was computed from other inputs than the data given now; "
-                        "the data changed since the run: choose another folder or pass overwrite=True"
-                    )
-                continue
-            if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
-                bad = int(np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(axis=1))[0])
-                raise ValueError(f"data: example {start + bad} holds NaN or infinity")
             result = step(_pad(x, batch_size), None if y is None else _pad(y, batch_size),
                           None if key is None else jax.random.fold_in(key, batch))
             arrays = {k: v[: max(0, min(local, len(x) - process * local))] for k, v in result.items()}
@@ -621,18 +708,40 @@ def explain_dataset(
             file = _shard_name(batch, process)
             write_atomic(os.path.join(out, file), **arrays)
             _append(index_path, {"batch": batch, "start": start, "rows": int(len(arrays["index"])), "file": file,
-                                 "sha256": file_sha256(os.path.join(out, file)), "inputs_sha256": inputs_sha})
+                                 "sha256": file_sha256(os.path.join(out, file)),
+                                 "inputs_sha256": digest(_pad(x, batch_size)[mine]),
+                                 "labels_sha256": None if y is None else digest(_pad(np.asarray(y), batch_size)[mine])})
             computed.append(batch)
             bar.update(len(x))
-    total_batches = batch + 1
-    if end is not None and (end["num_examples"] != count or end["num_batches"] != total_batches):
-        raise OutputFolderError(
-            f"out: {out} recorded a dataset of {end['num_examples']} examples, the data given now has {count}"
-        )
+    total_batches, count = seen[0] + 1, seen[1]
     if end is None:
+        if labels is not None and count != len(labels):  # a stream shorter than labels=: nothing claims an end
+            raise ValueError(f"labels has {len(labels)} entries but data has {count} examples")
         _append(index_path, {"end": True, "num_examples": count, "num_batches": total_batches})
     return RunSummary(out, count, total_batches, tuple(computed), total_batches - len(computed),
                       time.perf_counter() - started)
+
+
+def _other_length(out: str, end: dict, now: str) -> OutputFolderError:
+    return OutputFolderError(
+        f"out: {out} holds a finished run of {end['num_examples']} examples, the data given now have {now}: "
+        "the data changed since the run; choose another folder (nothing was written)"
+    )
+
+
+def _same_batch(out: str, batch: int, record: dict, start: int, rows: int, inputs_sha: str,
+                labels_sha: Optional[str]) -> None:
+    """Refuses data that differ from those the finished `batch` was computed from."""
+    if (record["start"], record["rows"]) != (start, rows):
+        differs = f"holds {record['rows']} examples from example {record['start']} on, the data given now {rows} from {start}"
+    elif record["inputs_sha256"] != inputs_sha:
+        differs = "was computed from other inputs than the data given now"
+    elif "labels_sha256" in record and record["labels_sha256"] != labels_sha:  # index lines older than the field lack it
+        differs = "was computed with other labels than the data given now have"
+    else:
+        return
+    raise OutputFolderError(f"out: batch {batch} of {out} {differs}: the data changed since the run; "
+                            "choose another folder (nothing was written)")
 
 
 def _pad(rows: np.ndarray, size: int) -> np.ndarray:

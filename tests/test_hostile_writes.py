@@ -1,0 +1,145 @@
+"""A refused call never changes what is on disk (issue 18): every check runs before the
+first write, and jaxplain never deletes or overwrites files it did not write. Each test
+takes a snapshot of the folder (every file's bytes) before the refused call and compares."""
+
+import os
+import re
+
+import numpy as np
+import pytest
+
+import jaxplain
+from jaxplain.runs import OutputFolderError
+
+from conftest import mlp_model
+
+X = np.random.default_rng(0).normal(size=(80, 5)).astype(np.float32)
+Y = (np.arange(80) % 3).astype(np.int32)
+MODEL = mlp_model()
+
+
+def snapshot(folder):
+    """Every file and folder under `folder`, with the files' bytes."""
+    found = {}
+    for root, folders, files in os.walk(folder):
+        for name in folders:
+            found[os.path.relpath(os.path.join(root, name), folder) + "/"] = None
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                found[os.path.relpath(path, folder)] = f.read()
+    return found
+
+
+def refused(call, error, message, folder, before):
+    """`call()` raises `error`, leaves `folder` as `before` (checked first), and says `message`."""
+    with pytest.raises(error) as caught:
+        call()
+    assert snapshot(folder) == before, f"the refused call changed {folder} ({caught.value})"
+    assert re.search(message, str(caught.value)), str(caught.value)
+    return caught.value
+
+
+def _explain(out, data, **kwargs):
+    return jaxplain.explain_dataset("saliency", MODEL, data, out=str(out), batch_size=16, progress=False, **kwargs)
+
+
+def _batches(x, size=10):  # a stream without a length, in chunks that do not align with the batches
+    for start in range(0, len(x), size):
+        yield x[start : start + size]
+
+
+# --------------------------------------------------------------------------- explain_dataset: resume
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["array", "stream"])
+def test_a_finished_run_resumed_with_other_data_is_refused_and_left_as_it_was(tmp_path, stream):
+    out = tmp_path / "run"
+    _explain(out, X[:64])
+    before = snapshot(out)
+    given = (lambda x: _batches(x)) if stream else (lambda x: x)
+    for data, message in (
+        (X, "finished run of 64 examples, the data given now have"),            # longer (the issue's case)
+        (X[:48], "finished run of 64 examples, the data given now have 48"),   # shorter
+        (X[:63], "64 examples, the data given now have 63|16 examples from example 48 on"),
+        (np.concatenate([X[:60], X[:4] + 1]), "other inputs"),                 # the same length, other contents
+    ):
+        refused(lambda: _explain(out, given(data)), OutputFolderError, message, out, before)
+    got = jaxplain.load_attributions(out)
+    assert got.complete and len(got) == 64
+    # the same data again: nothing to do, nothing written
+    summary = _explain(out, given(X[:64]))
+    assert summary.computed == () and summary.skipped == 4 and summary.examples == 64
+    assert snapshot(out) == before
+
+
+def test_an_unfinished_run_is_checked_against_every_finished_batch_before_writing(tmp_path):
+    out = tmp_path / "run"
+    _explain(out, X)
+    index = out / "index.p0.jsonl"
+    index.write_text("".join(index.read_text().splitlines(keepends=True)[:3]))  # batches 0-2 finished, no end
+    before = snapshot(out)
+    # data that stop before the last finished batch: refused (they used to get an end line)
+    refused(lambda: _explain(out, _batches(X[:32])), OutputFolderError,
+            "holds batch 2 .* the data given now have 32 examples", out, before)
+    # other contents in a finished batch that is not the first one
+    changed = X.copy()
+    changed[40] += 1
+    refused(lambda: _explain(out, _batches(changed)), OutputFolderError, "batch 2 .* other inputs", out, before)
+    # other labels
+    refused(lambda: _explain(out, (X, Y)), OutputFolderError, "batch 0 .* other labels", out, before)
+    assert _explain(out, _batches(X)).computed == (3, 4)
+    assert jaxplain.load_attributions(out, require_complete=True).index.tolist() == list(range(80))
+
+
+def test_nan_in_an_array_is_refused_before_the_folder_is_made(tmp_path):
+    bad = X.copy()
+    bad[70, 1] = np.nan  # in the last batch
+    with pytest.raises(ValueError, match="example 70 holds NaN"):
+        _explain(tmp_path / "run", bad)
+    assert not (tmp_path / "run").exists()
+    _explain(tmp_path / "run", X[:32])
+    before = snapshot(tmp_path / "run")  # nor is a finished run touched
+    refused(lambda: _explain(tmp_path / "run", bad), ValueError, "example 70 holds NaN", tmp_path / "run", before)
+
+
+def test_a_bad_batch_late_in_a_stream_stops_the_run_which_stays_resumable(tmp_path):
+    bad = X.copy()
+    bad[50, 0] = np.inf
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="example 50 holds NaN or infinity"):
+        _explain(out, _batches(bad))
+    with pytest.warns(UserWarning, match="incomplete"):
+        partial = jaxplain.load_attributions(out)
+    assert not partial.complete and partial.index.tolist() == list(range(48))  # batches 0-2 kept, no end line
+    assert b'"end"' not in (out / "index.p0.jsonl").read_bytes()
+    # a stream whose examples change shape, and one longer than labels=, stop the same way
+    wrong = (x if i < 5 else x[:, :4] for i, x in enumerate(_batches(X)))
+    with pytest.raises(ValueError, match="examples from 50 on have shape"):
+        _explain(out, wrong)
+    with pytest.raises(ValueError, match="labels has 56 entries but data has more"):
+        _explain(tmp_path / "labelled", _batches(X), labels=Y[:56])
+    with pytest.warns(UserWarning, match="incomplete"):
+        assert not jaxplain.load_attributions(tmp_path / "labelled").complete
+    # the corrected data finish the run
+    summary = _explain(out, _batches(X))
+    assert summary.computed == (3, 4)
+    assert jaxplain.load_attributions(out, require_complete=True).index.tolist() == list(range(80))
+
+
+# --------------------------------------------------------------------------- explain_dataset: out
+
+
+def test_an_empty_or_impossible_out_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.txt").write_text("the user's")
+    before = snapshot(tmp_path)
+    for out, message in (("", "out is empty"), ("   ", "out is empty"), ("mine.txt", "exists and is not a folder"),
+                         ("mine.txt/sub", "mine.txt is a file, not a folder"), ("a\0b", "NUL")):
+        refused(lambda: _explain(out, X[:16]), OutputFolderError, message, tmp_path, before)
+    with pytest.raises(TypeError, match="out must be a path"):
+        jaxplain.explain_dataset("saliency", MODEL, X[:16], out=3, progress=False)
+    # a folder that cannot be written (a read-only file system; root ignores permissions, so
+    # the check is mocked): refused up front, naming the folder
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    refused(lambda: _explain("new/run", X[:16]), OutputFolderError, f"{tmp_path} is not writable", tmp_path, before)
