@@ -143,3 +143,25 @@ def test_an_empty_or_impossible_out_is_refused_before_anything_is_written(tmp_pa
     # the check is mocked): refused up front, naming the folder
     monkeypatch.setattr(os, "access", lambda path, mode: False)
     refused(lambda: _explain("new/run", X[:16]), OutputFolderError, f"{tmp_path} is not writable", tmp_path, before)
+
+
+def test_overwrite_keeps_a_run_folder_whose_shards_or_views_hold_the_users_files(tmp_path):
+    out = tmp_path / "run"
+    for extra in ("views/notes.txt", "views/old/attributions.png", "shards/mine.npz"):
+        jaxplain.explain_dataset("integrated_gradients", MODEL, X[:16], out=str(out), steps=4, progress=False)
+        (out / "views").mkdir(exist_ok=True)
+        (out / "views" / "attributions.png").write_bytes(b"drawn by jaxplain explain")
+        (out / extra).parent.mkdir(exist_ok=True)
+        (out / extra).write_bytes(b"the user's")
+        before = snapshot(out)
+        refused(lambda: jaxplain.explain_dataset("integrated_gradients", MODEL, X[:16], out=str(out), steps=8,
+                                                 overwrite=True, progress=False),
+                OutputFolderError, "did not write", out, before)
+        os.remove(out / extra)
+        if extra.count("/") == 2:
+            os.rmdir((out / extra).parent)
+    # with only jaxplain's files (its pictures included) the run is replaced
+    jaxplain.explain_dataset("integrated_gradients", MODEL, X[:16], out=str(out), steps=8, overwrite=True,
+                             progress=False)
+    assert jaxplain.load_attributions(out).run["settings"]["options"]["steps"] == 8
+    assert not (out / "views" / "attributions.png").exists()
