@@ -19,6 +19,7 @@ import dataclasses
 import datetime
 import json
 import os
+import re
 import shutil
 import tempfile
 from typing import Any, Dict, Optional
@@ -29,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from jaxplain._store import file_sha256
+from jaxplain._store import file_sha256, output_path
 from jaxplain.model import Model
 
 FORMAT = "jaxplain.checkpoint"
@@ -132,13 +133,20 @@ def save_checkpoint(
     from jaxplain.models import build
 
     build(architecture, **_decode(_encode(config)))  # an unknown architecture fails here
+    try:  # checked here, so that nothing unreadable is written
+        shape = list(input_shape)
+    except TypeError:
+        shape = None
+    if shape is None or not all(_is_int(d) and d >= 1 for d in shape):
+        raise ValueError(f"input_shape must be a tuple of positive integers (one example, no batch axis), "
+                         f"got {input_shape!r}")
     state = jax.tree_util.tree_map(np.asarray, serialization.to_state_dict(variables))
     record = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "architecture": architecture,
         "config": _encode(config),
-        "input_shape": [int(d) for d in input_shape],
+        "input_shape": [int(d) for d in shape],
         "input_dtype": str(np.dtype(input_dtype)),
         "parameter_count": int(sum(np.size(x) for x in jax.tree_util.tree_leaves(state.get("params", state)))),
     }
@@ -152,10 +160,10 @@ def write_folder(path: str, state, record: dict, extra: dict) -> str:
     `extra` (whose keys must not repeat any of those). Everything is written to a
     temporary folder beside `path` and renamed into place, so a reader sees the old
     checkpoint or the new one, never half of one. An existing folder is replaced only if
-    it is a jaxplain checkpoint.
+    it is empty or a jaxplain checkpoint holding nothing but its two files
+    (`check_destination`, before anything is written).
     """
-    if os.path.exists(path) and not os.path.isfile(os.path.join(path, METADATA_FILE)):
-        raise FileExistsError(f"{path} exists and is not a jaxplain checkpoint; not overwriting it")
+    path = check_destination(path)
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".checkpoint-", dir=parent)
@@ -172,12 +180,43 @@ def write_folder(path: str, state, record: dict, extra: dict) -> str:
         with open(os.path.join(staging, METADATA_FILE), "w") as f:
             json.dump({**record, **{k: v for k, v in extra.items() if k not in record}}, f, indent=2)
             f.write("\n")
-        if os.path.exists(path):
-            shutil.rmtree(path)
-        os.replace(staging, path)
+        if os.path.exists(path):  # the old folder is set aside, not deleted, until the new one is in place
+            aside = tempfile.mkdtemp(prefix=".checkpoint-old-", dir=parent)
+            os.replace(path, aside)
+            try:
+                os.replace(staging, path)
+            except BaseException:
+                os.replace(aside, path)
+                raise
+            shutil.rmtree(aside)
+        else:
+            os.replace(staging, path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    return path
+
+
+def check_destination(path, *, name: str = "path") -> str:
+    """`path` checked as a folder `write_folder` may (re)place, before anything is written.
+
+    Accepted: a path to create, an empty folder, or a jaxplain checkpoint that holds
+    nothing but its two files. Anything else would lose the user's files and is refused
+    (`FileExistsError`); an empty path, a path below a file or in an unwritable folder
+    raise `ValueError`. `name` is the argument named in the messages.
+    """
+    path = output_path(name, path)
+    if os.path.isdir(path) and os.listdir(path):
+        if not os.path.isfile(os.path.join(path, METADATA_FILE)):
+            raise FileExistsError(f"{name}: {path} exists and is not a jaxplain checkpoint; not overwriting it")
+        foreign = sorted(set(os.listdir(path)) - {METADATA_FILE, VARIABLES_FILE})
+        if foreign:
+            raise FileExistsError(f"{name}: {path} also holds files jaxplain did not write "
+                                  f"({', '.join(foreign[:3])}); not replacing it")
+    if os.path.isdir(path):  # replaced by a rename in its parent folder
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ValueError(f"{name}: cannot replace {path}: {parent} is not writable (read-only or no permission)")
     return path
 
 
@@ -185,6 +224,35 @@ def _version() -> str:
     from jaxplain import __version__
 
     return __version__
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _dtype_name(value) -> bool:
+    try:
+        return isinstance(value, str) and bool(np.dtype(value).name)
+    except TypeError:
+        return False
+
+
+# The fields jaxplain reads back: (required, what they must be, the test). Checked when a
+# checkpoint is opened, so that a hand-edited or foreign file fails naming the field,
+# not deep inside the model (a ZeroDivisionError for an input_shape of the wrong rank).
+_FIELDS = {
+    "format_version": (False, "an integer", _is_int),
+    "architecture": (True, "a non-empty string", lambda v: isinstance(v, str) and bool(v)),
+    "config": (True, "a JSON object", lambda v: isinstance(v, dict)),
+    "input_shape": (True, "a list of positive integers (one example, no batch axis)",
+                    lambda v: isinstance(v, list) and all(_is_int(d) and d >= 1 for d in v)),
+    "input_dtype": (False, "a dtype name such as 'float32'", _dtype_name),
+    "sha256": (True, "a SHA-256 digest (64 hex digits)",
+               lambda v: isinstance(v, str) and re.fullmatch("[0-9a-f]{64}", v) is not None),
+    "num_classes": (False, "a positive integer", lambda v: _is_int(v) and v >= 1),
+    "parameter_count": (False, "a non-negative integer", lambda v: _is_int(v) and v >= 0),
+    "kind": (False, "a string", lambda v: isinstance(v, str)),
+}
 
 
 def read_metadata(path: str) -> Dict[str, Any]:
@@ -201,14 +269,17 @@ def read_metadata(path: str) -> Dict[str, Any]:
         raise CheckpointError(f"{metadata_path} is not valid JSON: {error}") from error
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise CheckpointError(f"{metadata_path} does not describe a jaxplain checkpoint")
-    if metadata.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{metadata_path} has format version {metadata['format_version']}; this jaxplain "
-            f"reads up to {FORMAT_VERSION}: upgrade jaxplain"
-        )
-    for key in ("architecture", "config", "input_shape", "sha256"):
+    for key, (required, expected, valid) in _FIELDS.items():
         if key not in metadata:
-            raise CheckpointError(f"{metadata_path} lacks the field {key!r}")
+            if required:
+                raise CheckpointError(f"{metadata_path} lacks the field {key!r}")
+        elif not valid(metadata[key]):
+            raise CheckpointError(f"{metadata_path}: field {key!r} must be {expected}, got {metadata[key]!r}")
+        if key == "format_version" and metadata.get(key, 0) > FORMAT_VERSION:
+            raise CheckpointError(
+                f"{metadata_path} has format version {metadata['format_version']}; this jaxplain "
+                f"reads up to {FORMAT_VERSION}: upgrade jaxplain"
+            )
     return metadata
 
 
@@ -246,7 +317,13 @@ def load_checkpoint(path: str) -> Checkpoint:
             f"{metadata['architecture']!r} with config {metadata['config']}: {error}"
         ) from error
     example = jax.ShapeDtypeStruct((1, *metadata["input_shape"]), metadata.get("input_dtype", "float32"))
-    expected = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), jnp.zeros(example.shape, example.dtype)))
+    try:
+        expected = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), jnp.zeros(example.shape, example.dtype)))
+    except Exception as error:  # the architecture cannot take such examples (a wrong rank, say)
+        raise CheckpointError(
+            f"{os.path.join(path, METADATA_FILE)}: field 'input_shape' {metadata['input_shape']} ({example.dtype}) "
+            f"does not fit architecture {metadata['architecture']!r}: {type(error).__name__}: {error}"
+        ) from error
     _check_match(variables_path, metadata["architecture"], _leaves(expected), _leaves(stored))
     variables = jax.tree_util.tree_map(jnp.asarray, stored)
     return Checkpoint(module, variables, metadata)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +12,8 @@ import pytest
 import jaxplain
 from jaxplain import io
 from jaxplain.models import build
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _save(path, features=(8,), **extra):
@@ -104,3 +107,78 @@ def test_unnameable_function_in_config_is_refused_before_writing(tmp_path):
         io.save_checkpoint(str(tmp_path / "c"), architecture="mlp", variables=variables, input_shape=(3,),
                            config={"num_classes": 2, "activation": lambda z: z})
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("input_shape", [-5], "field 'input_shape' must be a list of positive integers"),
+    ("input_shape", [5.0], "field 'input_shape' must be a list of positive integers"),
+    ("input_shape", "5", "field 'input_shape' must be a list of positive integers"),
+    ("input_dtype", "float33", "field 'input_dtype' must be a dtype name"),
+    ("config", [3], "field 'config' must be a JSON object"),
+    ("architecture", None, "field 'architecture' must be a non-empty string"),
+    ("num_classes", "3", "field 'num_classes' must be a positive integer"),
+    ("format_version", "1", "field 'format_version' must be an integer"),
+    ("sha256", 0, "field 'sha256' must be a SHA-256 digest"),
+])
+def test_a_metadata_field_of_the_wrong_kind_is_named_with_the_file(tmp_path, field, value, message):
+    """One pass over the fields when the checkpoint is opened (a wrong rank used to end in a
+    ZeroDivisionError inside the model, a negative size in a TypeError from jax)."""
+    _save(tmp_path / "ckpt")
+    path = tmp_path / "ckpt" / "metadata.json"
+    metadata = json.loads(path.read_text())
+    path.write_text(json.dumps({**metadata, field: value}))
+    for load in (jaxplain.load_model, io.load_checkpoint):
+        with pytest.raises(io.CheckpointError, match=f"{path}: {message}"):
+            load(str(tmp_path / "ckpt"))
+
+
+def test_an_input_shape_of_the_wrong_rank_is_named_not_a_zero_division(tmp_path):
+    shutil.copytree(os.path.join(ROOT, "checkpoints", "digits_cnn"), tmp_path / "ckpt")
+    path = tmp_path / "ckpt" / "metadata.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "input_shape": [8, 8]}))
+    with pytest.raises(io.CheckpointError, match=f"{path}: field 'input_shape' \\[8, 8\\] \\(float32\\) does not fit "
+                                                 "architecture 'small_cnn': ZeroDivisionError"):
+        jaxplain.load_model(str(tmp_path / "ckpt"))
+
+
+def test_save_checkpoint_refuses_what_it_could_not_read_back_before_writing(tmp_path):
+    for shape in ((5, -1), (5.5,), 5):
+        with pytest.raises(ValueError, match="input_shape must be a tuple of positive integers"):
+            io.save_checkpoint(str(tmp_path / "c"), architecture="mlp", variables={}, input_shape=shape,
+                               config={"num_classes": 3, "features": (8,)})
+    assert os.listdir(tmp_path) == []
+
+
+def test_replacing_a_checkpoint_never_loses_the_users_files(tmp_path, monkeypatch):
+    def contents(folder):
+        return {name: (folder / name).read_bytes() for name in sorted(os.listdir(folder))}
+
+    _save(tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "README.md").write_text("how I trained it")  # a file of the user's beside ours
+    before = contents(tmp_path / "ckpt")
+    with pytest.raises(FileExistsError, match="also holds files jaxplain did not write \\(README.md\\)"):
+        _save(tmp_path / "ckpt", features=(4,))
+    assert contents(tmp_path / "ckpt") == before and sorted(os.listdir(tmp_path)) == ["ckpt"]
+    os.remove(tmp_path / "ckpt" / "README.md")
+    # a replacement that fails at the last step puts the old checkpoint back
+    before = contents(tmp_path / "ckpt")
+    real = os.replace
+
+    def failing(source, target):
+        name = os.path.basename(str(source))  # the new folder's rename into place (not the old one's return)
+        if name.startswith(".checkpoint-") and not name.startswith(".checkpoint-old-") and str(target) == str(tmp_path / "ckpt"):
+            raise OSError("disk gone")
+        return real(source, target)
+
+    monkeypatch.setattr(os, "replace", failing)
+    with pytest.raises(OSError, match="disk gone"):
+        _save(tmp_path / "ckpt", features=(4,))
+    monkeypatch.setattr(os, "replace", real)
+    assert contents(tmp_path / "ckpt") == before and sorted(os.listdir(tmp_path)) == ["ckpt"]
+    # an empty folder (made by the user for it) and a jaxplain checkpoint are replaced; an empty path is refused
+    (tmp_path / "made").mkdir()
+    _save(tmp_path / "made", features=(4,))
+    _save(tmp_path / "ckpt", features=(4,))
+    assert io.read_metadata(str(tmp_path / "ckpt"))["config"]["features"] == [4]
+    with pytest.raises(ValueError, match="path is empty"):
+        _save("")
