@@ -165,3 +165,23 @@ def test_overwrite_keeps_a_run_folder_whose_shards_or_views_hold_the_users_files
                              progress=False)
     assert jaxplain.load_attributions(out).run["settings"]["options"]["steps"] == 8
     assert not (out / "views" / "attributions.png").exists()
+
+
+# --------------------------------------------------------------------------- make_labels
+
+
+def test_make_labels_checks_everything_before_it_makes_its_cache_folder(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    bad = X[:40].copy()
+    bad[39, 0] = np.nan  # in the last batch
+    refused(lambda: jaxplain.amortized.make_labels("saliency", MODEL, bad, batch_size=16, cache_dir=str(cache),
+                                                   progress=False), ValueError, "x contains NaN", cache, {})
+    # a setting the method refuses: no empty cache folder is left behind
+    refused(lambda: jaxplain.amortized.make_labels("integrated_gradients", MODEL, X[:8], schedule="simpson",
+                                                   cache_dir=str(cache), progress=False),
+            ValueError, "schedule must be one of", cache, {})
+    (tmp_path / "file").write_text("the user's")
+    for where, message in (("", "cache_dir is empty"), (str(tmp_path / "file"), "exists and is not a folder")):
+        refused(lambda: jaxplain.amortized.make_labels("saliency", MODEL, X[:8], cache_dir=where, progress=False),
+                ValueError, message, tmp_path, snapshot(tmp_path))

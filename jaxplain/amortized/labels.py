@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from jaxplain import _checks
-from jaxplain._store import digest as _digest, model_digest, settings_json as teacher_settings, write_atomic
+from jaxplain._store import digest as _digest, model_digest, output_path, settings_json as teacher_settings, write_atomic
 from jaxplain._progress import Progress
 from jaxplain.methods.registry import METHODS
 from jaxplain.model import Model
@@ -115,8 +115,11 @@ def make_labels(
     if "target" in settings:
         raise ValueError("make_labels explains every class; do not pass target")
     batch_size = _checks.positive_int("batch_size", batch_size)
+    if cache_dir is not None:
+        cache_dir = output_path("cache_dir", cache_dir)
     x = np.asarray(x)
-    num_classes = int(_checks.check_x(model, x[:1], integer_ids=True)[1])
+    # all of x (a NaN in the last row too), before a batch is computed or cached
+    num_classes = int(_checks.check_x(model, x, integer_ids=True)[1])
     teacher = {"method": name, "settings": teacher_settings(settings)}
     function = METHODS[name].function
     key = settings.pop("key", None)
@@ -126,7 +129,6 @@ def make_labels(
         folder = os.path.join(
             cache_dir, f"{name}-{_digest(teacher, model_digest(model), x, batch_size)[:16]}"
         )
-        os.makedirs(folder, exist_ok=True)
         final = os.path.join(folder, LABELS_FILE)
         if os.path.isfile(final):
             with np.load(final) as stored:
@@ -150,15 +152,16 @@ def make_labels(
                 "output_difference": _array(result, "output_difference", shape),
                 "delta": _array(result, "delta", shape),
             }
-            if part is not None:
+            if part is not None:  # the folder is made at the first write: a setting the method refuses leaves none
+                os.makedirs(folder, exist_ok=True)
                 write_atomic(part, **arrays)
             parts.append(arrays)
             bar.update(1)
     joined = {k: np.concatenate([p[k] for p in parts]) for k in ("values", "output_difference", "delta")}
     if folder is not None:
+        os.makedirs(folder, exist_ok=True)
         write_atomic(os.path.join(folder, LABELS_FILE), **joined)
-        with open(os.path.join(folder, "teacher.json"), "w") as f:
-            json.dump(teacher, f, indent=2)
+        write_atomic(os.path.join(folder, "teacher.json"), text=json.dumps(teacher, indent=2))
         for index in range(len(batches)):
             os.remove(os.path.join(folder, f"part-{index:05d}.npz"))
     return Labels(joined["values"], joined["output_difference"], joined["delta"], teacher)
