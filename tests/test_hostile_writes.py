@@ -2,6 +2,7 @@
 first write, and jaxplain never deletes or overwrites files it did not write. Each test
 takes a snapshot of the folder (every file's bytes) before the refused call and compares."""
 
+import json
 import os
 import re
 
@@ -185,3 +186,83 @@ def test_make_labels_checks_everything_before_it_makes_its_cache_folder(tmp_path
     for where, message in (("", "cache_dir is empty"), (str(tmp_path / "file"), "exists and is not a folder")):
         refused(lambda: jaxplain.amortized.make_labels("saliency", MODEL, X[:8], cache_dir=where, progress=False),
                 ValueError, message, tmp_path, snapshot(tmp_path))
+
+
+# --------------------------------------------------------------------------- the command line
+
+WINE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints", "wine_mlp")
+COMMANDS = {  # every command that writes, with the option that says where
+    "explain": (["explain", "--model", WINE, "--data", "wine", "--n", "4"], "--out"),
+    "evaluate": (["evaluate", "--model", WINE, "--data", "wine", "--n", "4"], "--out"),
+    "train": (["train", "--model", "mlp", "--data", "wine", "--epochs", "1"], "--out"),
+    "train-explainer": (["train-explainer", "--model", WINE, "--data", "wine", "--epochs", "1"], "--out"),
+    "train-explainer --cache": (["train-explainer", "--model", WINE, "--data", "wine", "--epochs", "1",
+                                 "--out", "writable/explainer"], "--cache"),
+    "show --output": (["show", "some_run", "--index", "0"], "--output"),
+}
+
+
+def _one_line(capsys, code, argv):
+    from jaxplain import cli
+
+    assert cli.main(argv) == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_cli_output_that_cannot_be_written_is_one_line_and_exit_2(command, tmp_path, capsys, monkeypatch):
+    """Before any work: a path below a file (fails so for root too), then a folder that cannot
+    be written (mocked: root ignores permissions, and a read-only file system answers the
+    same). Both used to end in a traceback and exit 1, train's after the training."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("the user's")
+    (tmp_path / "writable").mkdir()
+    before = snapshot(tmp_path)
+    argv, option = COMMANDS[command]
+    err = _one_line(capsys, 2, [*argv, option, "notes.txt/sub"])
+    assert f"{option}: cannot create notes.txt/sub: {tmp_path / 'notes.txt'} is a file" in err
+    monkeypatch.setattr(os, "access", lambda path, mode: os.path.abspath(path) != str(tmp_path))
+    err = _one_line(capsys, 2, [*argv, option, "new/place"])
+    assert f"{option}: cannot create new/place: {tmp_path} is not writable" in err
+    assert snapshot(tmp_path) == before
+
+
+def test_a_write_that_fails_later_is_one_line_too(tmp_path, capsys, monkeypatch):
+    import errno
+
+    def failing(*args, **kwargs):
+        raise OSError(code, os.strerror(code), str(tmp_path / "run" / "shards"))
+
+    monkeypatch.setattr(jaxplain, "explain_dataset", failing)
+    argv = [*COMMANDS["explain"][0], "--out", str(tmp_path / "run")]
+    for code, exit_code in ((errno.EROFS, 2), (errno.ENOSPC, 1)):  # read-only (a path the user gave); disk full
+        err = _one_line(capsys, exit_code, argv)
+        assert os.strerror(code) in err and str(tmp_path / "run" / "shards") in err
+
+
+def test_cli_outputs_never_replace_the_users_files(tmp_path, capsys, monkeypatch):
+    from jaxplain.cli import evaluate
+
+    monkeypatch.chdir(tmp_path)
+    for folder, files in (("notes", {"notes.txt": "mine"}), ("table", {"table.md": "my own table"}),
+                          ("checkpoint", {"metadata.json": "{}", "README.md": "mine"})):
+        (tmp_path / folder).mkdir()
+        for name, text in files.items():
+            (tmp_path / folder / name).write_text(text)
+    before = snapshot(tmp_path)
+    for folder in ("notes", "table"):
+        err = _one_line(capsys, 2, [*COMMANDS["evaluate"][0], "--out", folder])
+        assert "did not write" in err
+    for command in ("train", "train-explainer"):
+        assert "exists and is not a jaxplain checkpoint" in _one_line(capsys, 2, [*COMMANDS[command][0], "--out", "notes"])
+        assert "also holds files jaxplain did not write (README.md)" in _one_line(
+            capsys, 2, [*COMMANDS[command][0], "--out", "checkpoint"])
+    assert snapshot(tmp_path) == before
+    # an earlier evaluate's output is replaced
+    (tmp_path / "earlier").mkdir()
+    (tmp_path / "earlier" / "table.json").write_text(json.dumps({"rows": {}}))
+    (tmp_path / "earlier" / "grid.png").write_bytes(b"png")
+    assert evaluate._check_out("earlier") == "earlier"
+

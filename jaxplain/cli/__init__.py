@@ -10,13 +10,17 @@
 Each command lives in a small module here (explain.py: explain and show; evaluate.py;
 train.py: train and train-explainer); _common.py holds what they share. Bad arguments
 end with one line on stderr and exit code 2; nothing prints a traceback for a user's
-mistake. Long work (explaining, labelling, training) shows a progress bar on stderr
-(JAXPLAIN_PROGRESS=0 silences it).
+mistake. Every path a command writes is checked before its work starts (writable, and
+holding no file of the user's that it would replace); a file-system error while writing
+is one line too, exit code 2 when it is about the path given (no permission, read-only,
+not a folder), else 1. Long work (explaining, labelling, training) shows a progress bar
+on stderr (JAXPLAIN_PROGRESS=0 silences it).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from typing import List, Optional
 
@@ -69,7 +73,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "train":
             return train.train(args, argv)
         return train.train_explainer(args, argv)
-    except UsageError as error:
+    except (UsageError, OSError) as error:
         command = f"jaxplain {argv[0]}" if argv and not argv[0].startswith("-") else "jaxplain"
         print(f"{command}: error: {error}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(error, OSError) and error.errno not in PATH_ERRORS else 2
+
+
+# OSErrors that say the path given cannot be written: the user's to fix, like a bad argument.
+PATH_ERRORS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOENT)

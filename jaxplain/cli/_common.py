@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import functools
 import inspect
+import os
 from typing import Optional
 
 import numpy as np
@@ -18,6 +19,21 @@ class UsageError(Exception):
 class Parser(argparse.ArgumentParser):
     def error(self, message):
         raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def output(option: str, path: str, *, folder: bool = True) -> str:
+    """`path` checked as where the command writes, before any work is done: an empty path,
+    a file where a folder is wanted (or the reverse), a path below a file, and a place that
+    cannot be written (a read-only file system, no permission) are usage errors."""
+    from jaxplain._store import output_path
+
+    try:
+        path = output_path(option, path, folder=folder)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if os.path.exists(path) and not os.access(path, os.W_OK | (os.X_OK if folder else 0)):
+        raise UsageError(f"{option}: {path} is not writable (read-only or no permission)")
+    return path
 
 
 def sizes(text: str):

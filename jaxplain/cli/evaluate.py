@@ -21,6 +21,7 @@ Writes OUT/table.md and OUT/table.json (methods x metrics, see jaxplain.metrics)
 methods side by side on the first examples: OUT/grid.png (images, tables) or OUT/grid.html (text).
 """
 
+WRITTEN = ("table.json", "table.md", "grid.png", "grid.html")  # what evaluate writes into OUT
 DEFAULT_METHODS = ("saliency", "integrated_gradients", "smoothgrad", "deeplift", "guided_backprop")
 GRID = 6  # examples drawn in the comparison grid
 
@@ -47,7 +48,8 @@ def add_parser(commands) -> None:
     parser.add_argument("--target", default="predicted", help="'predicted', 'label' or a class index")
     parser.add_argument("--metric-samples", type=_common.positive_int, default=32, help="random draws of the sampling metrics (default 32)")
     parser.add_argument("--data-dir", default=None, help="TFDS data folder")
-    parser.add_argument("--out", default="jaxplain_eval", help="output folder (default ./jaxplain_eval)")
+    parser.add_argument("--out", default="jaxplain_eval", help="output folder: new, empty, or an earlier evaluate's "
+                        "(default ./jaxplain_eval)")
     _common.add_method_arguments(parser)
 
 
@@ -59,6 +61,7 @@ def evaluate(args) -> int:
     from jaxplain.methods import registry
     from jaxplain.metrics.evaluate import METRICS
 
+    args.out = _check_out(args.out)
     for name in (*args.methods, args.wrap):
         _common.check_method(name)
         if name in args.methods and "target" not in inspect.signature(_common.methods()[name].function).parameters:
@@ -99,11 +102,11 @@ def evaluate(args) -> int:
         raise _common.usage_from(error) from error
 
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "table.md"), "w") as f:
-        f.write(table.markdown() + "\n")
-    with open(os.path.join(args.out, "table.json"), "w") as f:
+    with open(os.path.join(args.out, "table.json"), "w") as f:  # first: it marks the folder as evaluate's
         json.dump({"model": args.model, "data": args.data, "split": args.split, "examples": n, **table.as_dict()}, f, indent=2)
         f.write("\n")
+    with open(os.path.join(args.out, "table.md"), "w") as f:
+        f.write(table.markdown() + "\n")
     grid = _grid(table.attributions, tokens, labels, dataset, inputs.text, args.out)
     print(f"{len(methods)} methods on {n} {args.split} examples of {args.data} with {args.model}\n")
     print(table.markdown())
@@ -111,6 +114,25 @@ def evaluate(args) -> int:
         print(f"note: {label}: {note}")
     print(f"\nwrote {os.path.join(args.out, 'table.md')}, table.json and {grid}")
     return 0
+
+
+def _check_out(out: str) -> str:
+    """--out checked before any work: writable, and absent, empty or an earlier evaluate's
+    output (its table.json first among its files), so that no file of the user's is replaced."""
+    out = _common.output("--out", out)
+    entries = sorted(os.listdir(out)) if os.path.isdir(out) else []
+    foreign = [name for name in entries if name not in WRITTEN]
+    if entries and not foreign:
+        try:
+            with open(os.path.join(out, "table.json")) as f:
+                ours = "rows" in json.load(f)
+        except (OSError, ValueError, TypeError):
+            ours = False
+        foreign = [] if ours else entries
+    if foreign:
+        raise UsageError(f"--out: {out} holds files jaxplain evaluate did not write ({', '.join(foreign[:3])}); "
+                         "choose another folder")
+    return out
 
 
 def _grid(attributions, x, labels, dataset, text, out) -> str:

@@ -77,6 +77,7 @@ def explain(args, argv) -> int:
     import jaxplain
     from jaxplain.runs import OutputFolderError
 
+    args.out = _common.output("--out", args.out)
     for name in (args.method, args.wrap):
         _common.check_method(name)
     checkpoint = _common.load_checkpoint(args.model)
@@ -170,6 +171,10 @@ def show(args) -> int:
     import jaxplain
     from jaxplain.runs import OutputFolderError
 
+    if args.output is not None:
+        _common.output("--output", args.output, folder=False)
+    else:  # the picture goes to FOLDER/views
+        _common.output("folder", os.path.join(args.folder, "views"))
     try:
         result = jaxplain.load_attributions(args.folder)
     except OutputFolderError as error:

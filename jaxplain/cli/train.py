@@ -40,7 +40,7 @@ def add_parsers(commands) -> None:
     )
     train.add_argument("--model", required=True, help="architecture: mlp, small_cnn, resnet18, ... (jaxplain.models.ARCHITECTURES)")
     train.add_argument("--data", required=True, help="dataset name (see jaxplain explain --help)")
-    train.add_argument("--out", required=True, help="checkpoint folder to write")
+    train.add_argument("--out", required=True, help="checkpoint folder to write (new, empty, or a checkpoint to replace)")
     train.add_argument("--config", default="{}", help="JSON object of architecture settings, e.g. '{\"features\": [32, 32]}'")
     train.add_argument("--epochs", type=_common.positive_int, default=20)
     train.add_argument("--batch-size", type=_common.positive_int, default=64)
@@ -60,7 +60,7 @@ def add_parsers(commands) -> None:
     )
     explainer.add_argument("--model", required=True, help="checkpoint folder of the model to explain")
     explainer.add_argument("--data", required=True, help="dataset name")
-    explainer.add_argument("--out", required=True, help="explainer folder to write")
+    explainer.add_argument("--out", required=True, help="explainer folder to write (new, empty, or one to replace)")
     explainer.add_argument("--recipe", choices=("supervised", "cortx", "fastshap"), default="supervised")
     explainer.add_argument("--teacher", default=None, help="the method to learn (default: exact_shapley for <= 16 features, "
                            "kernel_shap for other tables, integrated_gradients for images, token_attributions for text)")
@@ -79,6 +79,7 @@ def train(args, argv: List[str]) -> int:
     from jaxplain import io, models
     from jaxplain.models.train import train as fit
 
+    _check_out(args.out)
     if args.model not in models.ARCHITECTURES:
         raise UsageError(
             f"unknown architecture {args.model!r}; choose one of: {', '.join(sorted(models.ARCHITECTURES))}"
@@ -118,6 +119,18 @@ def train(args, argv: List[str]) -> int:
     return 0
 
 
+def _check_out(out: str) -> None:
+    """--out checked before training (which may take hours): a folder that can be written
+    and that holds nothing of the user's (a path to create, an empty folder, a checkpoint)."""
+    from jaxplain import io
+
+    _common.output("--out", out)
+    try:
+        io.check_destination(out, name="--out")
+    except (ValueError, FileExistsError) as error:
+        raise UsageError(str(error)) from None
+
+
 def _network(kind: str, module, classes: int, shape, reference: float):
     import flax.linen as nn
 
@@ -138,6 +151,9 @@ def train_explainer(args, argv: List[str]) -> int:
 
     from jaxplain import amortized, metrics
 
+    _check_out(args.out)
+    if args.cache is not None:
+        _common.output("--cache", args.cache)
     checkpoint = _common.load_checkpoint(args.model)
     dataset = _common.load_data(args.data, args.data_dir)
     _common.check_shapes(checkpoint, dataset, args.model, args.data)
