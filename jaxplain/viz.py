@@ -29,6 +29,14 @@ def _pyplot():
     return plt
 
 
+def _output(path) -> None:
+    """The file to write, checked before drawing: an empty path would save a hidden ".png"
+    in the current directory, a folder or a path below a file would fail after the work."""
+    from jaxplain._store import output_path
+
+    output_path("path", path, folder=False)
+
+
 def clip_scale(values: np.ndarray, percentile: float = 99.0) -> float:
     """The symmetric colour limit: the `percentile` of |values| (at least a tiny positive)."""
     scale = float(np.percentile(np.abs(values), percentile)) if np.size(values) else 0.0
@@ -140,6 +148,7 @@ def image_attributions(
     Returns:
       `path`.
     """
+    _output(path)
     _check_mode(mode)
     plt = _pyplot()
     inputs = np.asarray(inputs)
@@ -191,6 +200,7 @@ def method_grid(
     Returns:
       `path`.
     """
+    _output(path)
     _check_mode(mode)
     inputs = np.asarray(inputs)
     n = len(inputs)
@@ -236,6 +246,7 @@ def tabular_attributions(
     percentile: float = 99.0,
 ) -> str:
     """A heat-map of (examples x features) signed attributions; writes a PNG to `path`."""
+    _output(path)
     plt = _pyplot()
     values = np.asarray(values, np.float32)
     n, d = values.shape
@@ -262,6 +273,7 @@ def token_attributions(
     percentile: float = 99.0,
 ) -> str:
     """Tokens written in cells coloured by their signed attribution; writes a PNG."""
+    _output(path)
     plt = _pyplot()
     values = np.asarray(values, np.float32)
     n, length = values.shape
@@ -332,6 +344,8 @@ def text_html(
     Returns:
       The HTML document as a string.
     """
+    if path is not None:
+        _output(path)
     rows = _token_rows(tokens, values)
     if row_labels is not None and len(row_labels) != len(rows):
         raise ValueError(f"row_labels has {len(row_labels)} entries for {len(rows)} rows")
@@ -449,6 +463,7 @@ def curves(
     Returns:
       `path`.
     """
+    _output(path)
     if not curves:
         raise ValueError("curves is empty: pass {label: scores}")
     plt = _pyplot()
@@ -486,6 +501,7 @@ def convergence(curves_by_case: Mapping[str, Mapping[str, Mapping[str, Sequence[
     Returns:
       `path`.
     """
+    _output(path)
     cases = list(curves_by_case)
     if not cases:
         raise ValueError("curves_by_case is empty")

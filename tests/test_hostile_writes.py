@@ -266,3 +266,22 @@ def test_cli_outputs_never_replace_the_users_files(tmp_path, capsys, monkeypatch
     (tmp_path / "earlier" / "grid.png").write_bytes(b"png")
     assert evaluate._check_out("earlier") == "earlier"
 
+
+# --------------------------------------------------------------------------- pictures
+
+
+def test_pictures_refuse_a_path_they_cannot_write_before_drawing(tmp_path, monkeypatch):
+    from jaxplain import viz
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("the user's")
+    (tmp_path / "folder").mkdir()
+    before = snapshot(tmp_path)
+    values = np.linspace(-1, 1, 12).reshape(2, 6)
+    draws = (lambda path: viz.tabular_attributions(values, path),
+             lambda path: viz.text_html([["a", "b"]], values[:1, :2], path))
+    for path, message in (("", "path is empty"), ("folder", "is a folder, not a file"),
+                          ("notes.txt/x.png", "notes.txt is a file, not a folder")):
+        for draw in draws:  # an empty path used to save a hidden ".png" in the current directory
+            refused(lambda: draw(path), ValueError, message, tmp_path, before)
+    assert viz.tabular_attributions(values, tmp_path / "ok.png") == tmp_path / "ok.png"
