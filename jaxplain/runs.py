@@ -627,6 +627,12 @@ def explain_dataset(
         "jaxplain_version": _version(),
         "metadata": metadata or {},
     }
+    if not isinstance(run["metadata"], Mapping):
+        raise TypeError(f"metadata must be a dict of JSON values, got {type(metadata).__name__}")
+    try:  # run.json is written after the folder is made: what it cannot hold must fail before
+        json.dumps(run)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"metadata must be a dict of JSON values (str, numbers, lists, dicts): {error}") from None
     step = _step(function, model, mesh, target, options, batch_size)
 
     def check():  # trace the method on the first batch's shapes

@@ -285,3 +285,13 @@ def test_pictures_refuse_a_path_they_cannot_write_before_drawing(tmp_path, monke
         for draw in draws:  # an empty path used to save a hidden ".png" in the current directory
             refused(lambda: draw(path), ValueError, message, tmp_path, before)
     assert viz.tabular_attributions(values, tmp_path / "ok.png") == tmp_path / "ok.png"
+
+
+def test_metadata_that_run_json_cannot_hold_is_refused_before_the_folder_is_made(tmp_path):
+    # it used to fail after shards/ was made, leaving a folder that every later call refused
+    for metadata in ({"when": object()}, ["not", "a", "dict"]):
+        with pytest.raises(TypeError, match="metadata must be a dict of JSON values"):
+            _explain(tmp_path / "run", X[:16], metadata=metadata)
+        assert not (tmp_path / "run").exists()
+    _explain(tmp_path / "run", X[:16], metadata={"when": "now"})
+    assert jaxplain.load_attributions(tmp_path / "run").run["metadata"] == {"when": "now"}
