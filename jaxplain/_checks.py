@@ -63,7 +63,11 @@ def check_x(model: Model, x, *, integer_ids: bool = False):
     rather than x) is accepted as it is.
     """
     check_model(model)
-    integer = isinstance(x, (jax.Array, np.ndarray)) and jnp.issubdtype(x.dtype, jnp.integer)
+    # bool x cannot be differentiated either; it used to be cast to float silently,
+    # which int x (refused) was not.
+    integer = isinstance(x, (jax.Array, np.ndarray)) and (
+        jnp.issubdtype(x.dtype, jnp.integer) or x.dtype == bool
+    )
     if integer and not integer_ids:
         raise TypeError(
             f"x must be floating point to be differentiated, got dtype {x.dtype}; for token "
@@ -80,14 +84,44 @@ def check_x(model: Model, x, *, integer_ids: bool = False):
     except Exception as error:
         raise ValueError(
             f"the model cannot be applied to x of shape {tuple(x.shape)} and dtype "
-            f"{x.dtype}: {type(error).__name__}: {error}"
+            f"{x.dtype}: {type(error).__name__}: {error}" + _one_example_hint(model, x)
         ) from error
     if len(out.shape) != 2 or out.shape[0] != x.shape[0]:
         raise ValueError(
             f"model must return (batch, classes) = ({x.shape[0]}, C) for x of shape "
-            f"{tuple(x.shape)}, got output shape {tuple(out.shape)}"
+            f"{tuple(x.shape)}, got output shape {tuple(out.shape)}" + _output_shape_hint(out, x)
+        )
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        # Gradients of int or bool outputs are zero and complex ones are not scores:
+        # every method would return a meaningless answer without an error.
+        raise TypeError(
+            f"model must return floating-point scores (logits), got dtype {out.dtype}; if it "
+            "returns predictions (argmax, one-hot, thresholded), explain the scores before them"
         )
     return x, out.shape[1]
+
+
+def _one_example_hint(model: Model, x) -> str:
+    """A hint when x is one example without its batch axis (the model accepts x[None])."""
+    try:
+        jax.eval_shape(model, jax.ShapeDtypeStruct((1, *x.shape), x.dtype))
+    except Exception:
+        return ""
+    return f" (x looks like one example without its batch axis: pass x[None], of shape {(1, *x.shape)})"
+
+
+def _output_shape_hint(out, x) -> str:
+    if len(out.shape) == 1 and out.shape[0] == x.shape[0]:
+        return (
+            "; for one score per example (a regressor or a single logit), add a class axis, "
+            "e.g. return scores[:, None]"
+        )
+    if len(out.shape) > 2 and out.shape[0] == x.shape[0]:
+        return (
+            "; jaxplain explains one score per class and example: reduce the other axes "
+            "first, e.g. a segmentation model's pixel logits summed over a region"
+        )
+    return ""
 
 
 def prepare(model: Model, x, target):

@@ -127,3 +127,37 @@ def test_following_the_advice_for_a_tuple_output_gives_the_logits_attribution():
     wrapped = logits_only.replace(apply_fn=lambda params, x: (apply(params, x), x))
     with pytest.raises(TypeError, match=r"model.replace\(apply_fn=lambda params, x: apply\(params, x\)\[0\]\)"):
         jaxplain.saliency(wrapped, X, target=1)
+
+
+# --- issue 18: hostile inputs end in a named error, never one from inside JAX/NumPy -------
+
+JAXPLAIN_DIR = os.path.dirname(jaxplain.__file__)
+
+
+def raises_named(error, match, call):
+    """`call()` raises `error` matching `match`, from a line of jaxplain's own."""
+    with pytest.raises(error, match=match) as info:
+        call()
+    assert str(info.traceback[-1].path).startswith(JAXPLAIN_DIR), info.traceback[-1]
+
+
+def _int_scores(x):
+    return (x @ np.ones((4, 2), np.float32) > 0).astype(jnp.int32)
+
+
+@pytest.mark.parametrize(
+    "error, match, call",
+    [
+        # bool x was cast to float silently while int x was refused
+        (TypeError, "x must be floating point to be differentiated, got dtype bool", lambda: ig(MODEL, X > 0, target=0)),
+        # predictions instead of scores: every gradient is zero, without an error
+        (TypeError, "floating-point scores \\(logits\\), got dtype int32", lambda: jaxplain.saliency(jaxplain.Model.from_callable(_int_scores), X, target=0)),
+        (TypeError, "floating-point scores \\(logits\\), got dtype complex64",
+         lambda: jaxplain.occlusion(jaxplain.Model.from_callable(lambda x: (x @ np.ones((4, 2))).astype(jnp.complex64)), X, target=0, window=(1,))),
+        (ValueError, "add a class axis, e.g. return scores\\[:, None\\]", lambda: ig(jaxplain.Model.from_callable(lambda x: x.sum(1)), X, target=0)),
+        (ValueError, "reduce the other axes", lambda: ig(jaxplain.Model.from_callable(lambda x: x), np.ones((2, 3, 3, 1)), target=0)),
+        (ValueError, "one example without its batch axis: pass x\\[None\\]", lambda: jaxplain.saliency(MODEL, X[0], target=0)),
+    ],
+)
+def test_hostile_inputs_are_named(error, match, call):
+    raises_named(error, match, call)
