@@ -158,6 +158,13 @@ def positive_int(name: str, value) -> int:
     return int(value)
 
 
+def flag(name: str, value) -> bool:
+    """A bool (or NumPy bool): `bool("False")` is True, so strings and ints are refused."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
 def schedule(name, *, pilot: bool = False) -> str:
     """A schedule name; with `pilot`, the pilot schedules are allowed too."""
     known = sorted(schedules.SCHEDULES) + (sorted(schedules.PILOT_SCHEDULES) if pilot else [])

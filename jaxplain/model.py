@@ -164,6 +164,11 @@ class Model:
                 "variables must be the dict returned by module.init (e.g. {'params': ...}), "
                 f"got {type(variables).__name__}"
             )
+        if method is not None and not isinstance(method, str) and not callable(method):
+            raise TypeError(f"method must be a method name, a function or None, got {type(method).__name__}")
+        if isinstance(method, str) and not callable(getattr(type(module), method, None)):
+            # getattr on the unbound module would raise Flax's AttributeError from inside.
+            raise ValueError(f"method {method!r} is not a method of {type(module).__name__}")
         target = getattr(module, method) if isinstance(method, str) else (method or module.__call__)
         accepted = _keyword_names(target)
         kwargs = {k: v for k, v in _EVAL_KWARGS.items() if k in accepted}

@@ -161,3 +161,35 @@ def _int_scores(x):
 )
 def test_hostile_inputs_are_named(error, match, call):
     raises_named(error, match, call)
+
+
+class _Mlp(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(2, name="head")(nn.Dense(3, name="hidden")(x))
+
+
+class _Cnn(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(2)(nn.Conv(2, (1, 1), name="conv")(x).mean(axis=(1, 2)))
+
+
+IMAGES = np.ones((1, 2, 2, 1), np.float32)
+_MLP = jaxplain.Model.from_linen(_Mlp(), _Mlp().init(jax.random.PRNGKey(0), X))
+_CNN = jaxplain.Model.from_linen(_Cnn(), _Cnn().init(jax.random.PRNGKey(0), IMAGES))
+
+
+@pytest.mark.parametrize(
+    "error, match, call",
+    [
+        # bool("no") is True: flags were cast, so any string turned them on
+        (TypeError, "absolute must be True or False, got str", lambda: jaxplain.saliency(MODEL, X, target=0, absolute="no")),
+        (TypeError, "relu must be True or False, got int", lambda: jaxplain.grad_cam(_CNN, IMAGES, target=0, layer="conv", relu=1)),
+        (TypeError, "post_process must be True or False, got str", lambda: jaxplain.fullgrad(_MLP, X, target=0, post_process="False")),
+        (ValueError, "method 'nope' is not a method of _Mlp", lambda: jaxplain.Model.from_linen(_Mlp(), {}, method="nope")),
+        (TypeError, "method must be a method name, a function or None, got int", lambda: jaxplain.Model.from_linen(_Mlp(), {}, method=3)),
+    ],
+)
+def test_flags_and_methods_are_named(error, match, call):
+    raises_named(error, match, call)

@@ -40,7 +40,7 @@ def saliency(model: Model, x, *, target, absolute: bool = False) -> Attribution:
       Image Classification Models and Saliency Maps. arXiv:1312.6034, 2013.
     """
     x, targets = _checks.prepare(model, x, target)
-    return _input_gradients(model, x, targets, times_input=False, absolute=bool(absolute))
+    return _input_gradients(model, x, targets, times_input=False, absolute=_checks.flag("absolute", absolute))
 
 
 @register("gradient")

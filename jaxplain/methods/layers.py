@@ -385,12 +385,13 @@ def grad_cam(model: Model, x, *, target, layer: str, relu: bool = True, upsample
             f"grad_cam needs a layer with NHWC output (batch, height, width, channels); "
             f"layer {layer!r} outputs shape {tuple(call.output.shape)}"
         )
+    relu, upsample = _checks.flag("relu", relu), _checks.flag("upsample", upsample)
     if upsample and x.ndim != 4:
         raise ValueError(
             f"upsample=True resizes the map to NHWC images, but x has shape {tuple(x.shape)}; "
             "pass upsample=False"
         )
-    return _grad_cam(model, x, targets, layer=layer, relu=bool(relu), upsample=bool(upsample))
+    return _grad_cam(model, x, targets, layer=layer, relu=relu, upsample=upsample)
 
 
 @engine.program(static_argnames=("layer",))
@@ -881,6 +882,7 @@ def fullgrad(model: Model, x, *, target, post_process: bool = True) -> Attributi
     """
     _check_linen(model)
     x, targets = _checks.prepare(model, x, target)
+    post_process = _checks.flag("post_process", post_process)
     if post_process and x.ndim != 4:
         raise ValueError(
             f"post_process=True builds a map of NHWC images, but x has shape {tuple(x.shape)}; "
@@ -891,4 +893,4 @@ def fullgrad(model: Model, x, *, target, post_process: bool = True) -> Attributi
         for call in _calls(model, x)
         if call.has_bias and call.output.ndim >= 1 and call.output.shape[0] == x.shape[0]
     )
-    return _fullgrad(model, x, targets, sites=sites, post_process=bool(post_process))
+    return _fullgrad(model, x, targets, sites=sites, post_process=post_process)
