@@ -193,3 +193,34 @@ _CNN = jaxplain.Model.from_linen(_Cnn(), _Cnn().init(jax.random.PRNGKey(0), IMAG
 )
 def test_flags_and_methods_are_named(error, match, call):
     raises_named(error, match, call)
+
+
+M = jaxplain.metrics
+KEY = jax.random.key(0)
+SAL = np.ones((3, 4), np.float32)
+
+
+@pytest.mark.parametrize(
+    "error, match, call",
+    [
+        (TypeError, "smoothgrad wraps another method; pass functools.partial",
+         lambda: M.sensitivity_max(jaxplain.smoothgrad, MODEL, X, target=0, key=KEY, samples=2)),
+        (TypeError, "method must return a jaxplain.Attribution, got an array of shape \\(3, 4\\)",
+         lambda: M.sensitivity_max(lambda model, x, target: x, MODEL, X, target=0, key=KEY, samples=2)),
+        (ValueError, "method returned values of shape \\(3, 4\\) for x of shape \\(6, 4\\)",
+         lambda: M.sensitivity_max(lambda model, x, target: jaxplain.Attribution(jnp.ones((3, 4)), target), MODEL, X, target=0, key=KEY, samples=2)),
+        # a correlation over one subset is always NaN
+        (ValueError, "samples must be >= 2", lambda: M.faithfulness_correlation(MODEL, X, SAL, target=0, key=KEY, samples=1)),
+        (ValueError, "samples must be >= 2", lambda: M.sensitivity_n(MODEL, X, SAL, target=0, key=KEY, subset_sizes=(1,), samples=1)),
+        # no features: ZeroDivisionError inside the rank computation
+        (ValueError, "attribution must have a batch axis and features, got shape \\(3, 0\\)", lambda: M.spearman(np.ones((3, 0)), np.ones((3, 0)))),
+        (TypeError, "percentages must be a non-empty sequence", lambda: M.road(MODEL, X, SAL, target=0, key=KEY, percentages=None)),
+        (TypeError, "methods must be a list or dict of methods", lambda: jaxplain.evaluate("saliency", MODEL, X, target=0, key=KEY)),
+        (TypeError, "methods must be a list or dict of methods", lambda: jaxplain.evaluate(None, MODEL, X, target=0, key=KEY)),
+        (TypeError, "options a dict", lambda: jaxplain.evaluate([(jaxplain.saliency, "absolute")], MODEL, X, target=0, key=KEY)),
+        (TypeError, "metrics must be a sequence of names", lambda: jaxplain.evaluate(["saliency"], MODEL, X, target=0, key=KEY, metrics="infidelity")),
+        (ValueError, "score_output must be one of", lambda: jaxplain.evaluate(["saliency"], MODEL, X, target=0, key=KEY, score_output="prob")),
+    ],
+)
+def test_metric_arguments_are_named(error, match, call):
+    raises_named(error, match, call)

@@ -16,6 +16,7 @@ import numpy as np
 from jaxplain import _checks, engine
 from jaxplain.attribution import Attribution
 from jaxplain.methods.perturbation import _feature_groups, _random_ranks, _random_words, _uniform, patch_mask
+from jaxplain.methods.registry import METHODS
 from jaxplain.model import Model, Targets
 
 
@@ -130,6 +131,13 @@ def method_options(method, options: dict):
     """
     if not callable(method):
         raise TypeError(f"method must be a jaxplain method such as jaxplain.saliency, got {method!r}")
+    wrapper = METHODS.get(getattr(method, "__name__", ""))
+    if wrapper is not None and wrapper.function is method and wrapper.family == "noise":
+        # Called as method(model, x, ...) it would fail inside the program, missing `x`.
+        raise TypeError(
+            f"method {wrapper.name} wraps another method; pass "
+            f"functools.partial(jaxplain.{wrapper.name}, jaxplain.saliency) (or any method)"
+        )
     for reserved in ("key", "target"):
         if reserved in options:
             raise TypeError(f"pass {reserved} to the metric itself, not as a method option")
@@ -171,7 +179,18 @@ def outputs_at(model: Model, x, chosen, point, params, chunk_size: int):
 def explain(method, model: Model, x, chosen, key, arrays: dict, static: tuple, takes_key: bool):
     """The method's values at x for the classes `chosen` (B, 1)."""
     options = {**dict(static), **arrays, **({"key": key} if takes_key else {})}
-    return method(model, x, target=chosen[:, 0], **options).values
+    result = method(model, x, target=chosen[:, 0], **options)
+    # Checked while tracing (types and shapes only): a user's own method could
+    # otherwise fail deep inside the metric's program.
+    if not isinstance(result, Attribution):
+        got = f"an array of shape {tuple(result.shape)}" if hasattr(result, "shape") else type(result).__name__
+        raise TypeError(f"method must return a jaxplain.Attribution, got {got}")
+    if result.values.ndim < 1 or result.values.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"method returned values of shape {tuple(result.values.shape)} for x of shape "
+            f"{tuple(x.shape)}; expected one attribution per example, (batch, ...)"
+        )
+    return result.values
 
 
 def group_sums(values, mask, groups: int):

@@ -20,7 +20,7 @@ def _pair(attribution, reference):
     for name, value in (("attribution", attribution), ("reference", reference)):
         value = value.values if isinstance(value, Attribution) else value
         value = _checks.as_float_array(name, value)
-        if value.ndim < 2 or value.shape[0] < 1:
+        if value.ndim < 2 or value.shape[0] < 1 or value.size == 0:
             raise ValueError(f"{name} must have a batch axis and features, got shape {tuple(value.shape)}")
         values.append(value)
     if values[0].shape != values[1].shape:

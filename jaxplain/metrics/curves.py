@@ -311,7 +311,7 @@ def road(model: Model, x, attribution, *, target, key, percentages: Sequence[flo
     spatial = 1 if x.ndim <= 3 else x.ndim - 2
     if spatial > 2:
         raise ValueError(f"road imputes 1-D or 2-D inputs (plus channels), got x of shape {tuple(x.shape)}")
-    if isinstance(percentages, (str, int, float)) or not len(percentages):
+    if isinstance(percentages, (str, int, float)) or not hasattr(percentages, "__len__") or not len(percentages):
         raise TypeError(f"percentages must be a non-empty sequence of numbers, got {percentages!r}")
     percentages = [_checks.fraction("percentages", p, high=100.0) for p in percentages]
     counts = tuple(int(groups * p // 100) for p in percentages)

@@ -76,12 +76,22 @@ MethodSpec = Union[str, Callable, tuple]
 
 def _methods(methods) -> Dict[str, tuple]:
     """{label: (function, options)} from names, functions, (function, options) or a dict."""
+    pair = isinstance(methods, tuple) and len(methods) == 2 and isinstance(methods[1], Mapping)
+    if isinstance(methods, str) or pair or callable(methods) or not hasattr(methods, "__iter__"):
+        # A lone name would be iterated letter by letter, a lone (method, options) pair
+        # item by item.
+        raise TypeError(
+            "methods must be a list or dict of methods (names, functions or (method, options) "
+            f"pairs), got {methods!r}; e.g. [{methods!r}]"
+        )
     if isinstance(methods, Mapping):
         items = list(methods.items())
     else:
         items = [(m if isinstance(m, str) else getattr(m, "__name__", repr(m)), m) for m in methods]
     found = {}
     for label, spec in items:
+        if isinstance(spec, tuple) and (len(spec) != 2 or not isinstance(spec[1], Mapping)):
+            raise TypeError(f"methods: {label!r} must be (method, options) with options a dict, got {spec!r}")
         function, options = (spec if isinstance(spec, tuple) else (spec, {}))
         if isinstance(function, str):
             if function not in METHODS:
@@ -162,6 +172,8 @@ def evaluate(
       >>> print(table)  # doctest: +SKIP
     """
     found = _methods(methods)
+    if isinstance(metrics, str) or not hasattr(metrics, "__iter__"):
+        raise TypeError(f"metrics must be a sequence of names from METRICS, got {metrics!r}")
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ValueError(f"metrics: unknown {unknown}; choose from {list(METRICS)}")
@@ -171,6 +183,8 @@ def evaluate(
     x, targets = _checks.prepare(model, x, target)
     if not targets.single:
         raise ValueError("target must name one class per example to build a table of metrics")
+    if score_output not in ("logits", "probs", "log_probs"):
+        raise ValueError(f"score_output must be one of ('logits', 'probs', 'log_probs'), got {score_output!r}")
     classes = targets.resolve(model(x))[:, 0]
     scorer = model.with_output(score_output)
     rows, notes, kept = {}, {}, {}

@@ -208,6 +208,8 @@ def _correlation_inputs(model, x, attribution, target, key, samples, baseline, f
     values = _common.attribution_values(attribution, x)
     key = _checks.key(key)
     samples = _checks.positive_int("samples", samples)
+    if samples < 2:
+        raise ValueError(f"samples must be >= 2: a correlation over {samples} subset is always NaN")
     baseline = _checks.baseline(baseline, x)
     mask, groups = _common.groups(feature_mask, x, False)
     return x, targets, values, key, samples, baseline, mask, groups
