@@ -383,7 +383,8 @@ def _create_folder(out: str, run: dict, stored: Optional[dict]) -> Optional[dict
     """Makes `out` hold this run: replaces another run's files (checked by `_check_folder`).
 
     A folder that holds this run already is left as it is: the data are checked against
-    it first (`explain_dataset`), and `_tidy` runs only once they pass."""
+    it first (`explain_dataset`); its temporary files and a torn index line are removed
+    only once they pass."""
     if stored is not None and stored["fingerprint"] != run["fingerprint"]:
         for entry in os.listdir(out):
             path = os.path.join(out, entry)
@@ -400,19 +401,19 @@ def _create_folder(out: str, run: dict, stored: Optional[dict]) -> Optional[dict
     return stored
 
 
-def _tidy(out: str, process: int, torn: bool) -> None:
-    """Before the first write: drops a torn last index line and (process 0) the temporary
-    files of writes that were cut short."""
-    if torn:
-        path = _index_path(out, process)
-        with open(path, "rb") as f:
-            lines = f.read().split(b"\n")[:-1]
-        write_atomic(path, text=b"".join(line + b"\n" for line in lines).decode())
-    if process == 0:
-        for folder in (out, os.path.join(out, SHARDS)):
-            for name in os.listdir(folder):
-                if name.startswith(".tmp-"):
-                    os.remove(os.path.join(folder, name))
+def _remove_temporary(out: str) -> None:
+    """Removes the temporary files of writes that were cut short (process 0, before any writes)."""
+    for folder in (out, os.path.join(out, SHARDS)):
+        for name in os.listdir(folder):
+            if name.startswith(".tmp-"):
+                os.remove(os.path.join(folder, name))
+
+
+def _drop_torn_line(path: str) -> None:
+    """Drops a partial last line of an index (a kill mid-append) before appending after it."""
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")[:-1]
+    write_atomic(path, text=b"".join(line + b"\n" for line in lines).decode())
 
 
 def _all_processes(ok: bool) -> bool:
@@ -689,11 +690,13 @@ def explain_dataset(
                 )
     except Exception as caught:  # noqa: BLE001 - raised below, once every process knows
         error = caught
-    if error is None:
-        _tidy(out, process, torn)  # process 0 before the collective: no process writes before it
+    if error is None and process == 0:
+        _remove_temporary(out)  # before the collective: no process writes before it
     if not _all_processes(error is None):
         raise error if error is not None else OutputFolderError(
             f"out: another process found that the data given now do not match {out}; see its error")
+    if torn:
+        _drop_torn_line(index_path)
 
     done = sum(r["rows"] for r in finished.values())
     computed: List[int] = []

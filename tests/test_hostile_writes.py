@@ -78,8 +78,10 @@ def test_an_unfinished_run_is_checked_against_every_finished_batch_before_writin
     out = tmp_path / "run"
     _explain(out, X)
     index = out / "index.p0.jsonl"
-    index.write_text("".join(index.read_text().splitlines(keepends=True)[:3]))  # batches 0-2 finished, no end
-    before = snapshot(out)
+    lines = index.read_text().splitlines(keepends=True)
+    index.write_text("".join(lines[:3]) + lines[3][:20])  # batches 0-2 finished, a torn line, no end
+    (out / "shards" / ".tmp-cut-short.npz").write_bytes(b"a write killed half-way")
+    before = snapshot(out)  # the torn line and the temporary file too: a refused call keeps them
     # data that stop before the last finished batch: refused (they used to get an end line)
     refused(lambda: _explain(out, _batches(X[:32])), OutputFolderError,
             "holds batch 2 .* the data given now have 32 examples", out, before)
@@ -91,6 +93,7 @@ def test_an_unfinished_run_is_checked_against_every_finished_batch_before_writin
     refused(lambda: _explain(out, (X, Y)), OutputFolderError, "batch 0 .* other labels", out, before)
     assert _explain(out, _batches(X)).computed == (3, 4)
     assert jaxplain.load_attributions(out, require_complete=True).index.tolist() == list(range(80))
+    assert not (out / "shards" / ".tmp-cut-short.npz").exists()
 
 
 def test_nan_in_an_array_is_refused_before_the_folder_is_made(tmp_path):
