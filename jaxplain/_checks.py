@@ -7,6 +7,8 @@ inputs are tracers, and only their shapes can be checked.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -155,6 +157,24 @@ def positive_int(name: str, value) -> int:
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+def number(name: str, value, *, low: float = 0.0, above: bool = False) -> float:
+    """A finite real number >= low (> low with `above`); bools and strings refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not (math.isfinite(value) and (value > low if above else value >= low)):
+        raise ValueError(f"{name} must be a finite number {'>' if above else '>='} {low}, got {value}")
+    return float(value)
+
+
+def seed(value, name: str = "seed") -> int:
+    """A seed for NumPy and JAX: an int >= 0 (NumPy refuses negative ones from inside)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
     return int(value)
 
 

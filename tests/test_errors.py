@@ -224,3 +224,107 @@ SAL = np.ones((3, 4), np.float32)
 )
 def test_metric_arguments_are_named(error, match, call):
     raises_named(error, match, call)
+
+
+# --- amortized: checked before any training, labelling or first stage -------------------
+
+AM = jaxplain.amortized
+_NET = AM.MLPExplainer(num_classes=2, feature_shape=(4,), features=(4,), head_features=(4,))
+_LABELS = AM.Labels(np.zeros((3, 2, 4), np.float32), np.zeros((3, 2), np.float32), np.zeros((3, 2), np.float32),
+                    {"method": "exact_shapley", "settings": {}})
+FIT = dict(epochs=1, progress=False)
+
+
+@pytest.mark.parametrize(
+    "error, match, call",
+    [
+        # epochs=0 ended in an IndexError after "training"; NaN or negative rates trained silently
+        (ValueError, "epochs must be >= 1, got 0", lambda: AM.train_supervised(_NET, MODEL, X, _LABELS, epochs=0)),
+        (ValueError, "learning_rate must be a finite number > 0.0, got nan", lambda: AM.train_supervised(_NET, MODEL, X, _LABELS, learning_rate=np.nan, **FIT)),
+        (TypeError, "learning_rate must be a number, got str", lambda: AM.train_fastshap(_NET, MODEL, X, learning_rate="1e-3", **FIT)),
+        (ValueError, "seed must be >= 0, got -1", lambda: AM.train_supervised(_NET, MODEL, X, _LABELS, seed=-1, **FIT)),
+        (ValueError, "validation_fraction must be < 1", lambda: AM.train_supervised(_NET, MODEL, X, _LABELS, validation_fraction=1.0, **FIT)),
+        (ValueError, "rank_weight must be a finite number >= 0.0", lambda: AM.train_supervised(_NET, MODEL, X, _LABELS, rank_weight=-1, **FIT)),
+        (TypeError, "labels must be jaxplain.amortized.Labels", lambda: AM.train_supervised(_NET, MODEL, X, _LABELS.values, **FIT)),
+        (ValueError, "x contains NaN", lambda: AM.train_supervised(_NET, MODEL, np.full((3, 4), np.nan), _LABELS, **FIT)),
+        (ValueError, "labels explain examples of shape \\(4,\\) but x holds examples of shape \\(3,\\)",
+         lambda: AM.train_supervised(_NET, MODEL, X[:, :3], _LABELS, **FIT)),
+        (TypeError, "network must be an explainer network", lambda: AM.train_supervised(None, MODEL, X, _LABELS, **FIT)),
+        (ValueError, "build it with num_classes=2 and feature_shape=\\(4,\\)",
+         lambda: AM.train_supervised(AM.MLPExplainer(num_classes=3, feature_shape=(4,), features=(4,)), MODEL, X, _LABELS, **FIT)),
+        (ValueError, "reference of shape \\(5,\\) is not a scalar or one example of shape \\(4,\\)",
+         lambda: AM.train_fastshap(_NET, MODEL, X, reference=np.zeros(5), **FIT)),
+        (ValueError, "reference contains NaN", lambda: AM.train_fastshap(_NET, MODEL, X, reference=np.nan, **FIT)),
+        (TypeError, "surrogate must be a Surrogate", lambda: AM.train_fastshap(_NET, MODEL, X, surrogate="model", **FIT)),
+        (ValueError, "samples must be >= 1, got 0", lambda: AM.train_surrogate(jaxplain.models.MLP(num_classes=2), MODEL, X, samples=0, **FIT)),
+        (TypeError, "classifier must be a flax.linen.Module", lambda: AM.train_surrogate("mlp", MODEL, X, **FIT)),
+        (ValueError, "build it with num_classes=2",
+         lambda: AM.train_surrogate(jaxplain.models.MLP(num_classes=5, features=(4,)), MODEL, X, **FIT)),
+        (ValueError, "candidates must be >= 1, got 0", lambda: AM.pretrain_encoder(_NET, MODEL, X, candidates=0, **FIT)),
+        (ValueError, "temperature must be a finite number > 0.0", lambda: AM.pretrain_encoder(_NET, MODEL, X, temperature=0.0, **FIT)),
+        (ValueError, "drop_probability must be < 1", lambda: AM.pretrain_encoder(_NET, MODEL, X, drop_probability=1.0, **FIT)),
+        # these failed only after stage 1 (contrastive pre-training) had run
+        (ValueError, "label_fraction must be in \\(0, 1\\]", lambda: AM.train_cortx(_NET, MODEL, X, _LABELS, label_fraction=0.0, **FIT)),
+        (ValueError, "labels hold 2 examples but x holds 3", lambda: AM.train_cortx(_NET, MODEL, X, _LABELS.rows([0, 1]), label_fraction=0.5, **FIT)),
+        (ValueError, "head_epochs must be >= 1", lambda: AM.train_cortx(_NET, MODEL, X, _LABELS, label_fraction=0.5, head_epochs=0, **FIT)),
+        (ValueError, "n must be >= 1, got 0", lambda: AM.labelled_rows(0, 0.5)),
+        (TypeError, "explainer must be a jaxplain.amortized.Explainer", lambda: AM.selective(None, MODEL, X, target=0, tolerance=0.1)),
+        (TypeError, "path must be a str or a path, got int", lambda: AM.load(3)),
+    ],
+)
+def test_amortized_arguments_are_named(error, match, call):
+    raises_named(error, match, call)
+
+
+def test_an_explainer_refuses_inputs_of_another_kind_than_it_was_trained_on():
+    from jaxplain.amortized import explainer, networks
+
+    trained = explainer.make(
+        _NET, networks.init(_NET, X), recipe="fastshap", num_classes=2, input_shape=[4], input_dtype="float32",
+        reference=0.0, feature_mask=None, efficiency=True, completeness=True, output_scale=1.0, teacher=None,
+        label_fraction=0.0,
+    )
+    assert trained(MODEL, X, target=0).values.shape == (3, 4)
+    # int x was taken as token ids and explained without complaint
+    raises_named(TypeError, "x has dtype int64; this explainer was trained on float32", lambda: trained(MODEL, X.astype(np.int64), target=0))
+    raises_named(TypeError, "efficiency must be True or False", lambda: trained(MODEL, X, target=0, efficiency="no"))
+    raises_named(TypeError, "tolerance must be a number, got str", lambda: AM.selective(trained, MODEL, X, target=0, tolerance="0.1"))
+
+
+# --- models: the zoo, max_pool and train -------------------------------------------------
+
+_SMALL = jaxplain.data.Dataset("tiny", X, np.array([0, 1, 1], np.int32), X[:2], np.array([1, 0], np.int32), 2)
+
+
+def _with(**fields):
+    import dataclasses
+
+    return dataclasses.replace(_SMALL, **fields)
+
+
+@pytest.mark.parametrize(
+    "error, match, call",
+    [
+        (ValueError, "num_classes must be >= 1, got 0", lambda: jaxplain.models.build("mlp", num_classes=0)),
+        (ValueError, "window_shape must be >= 1 on every axis", lambda: jaxplain.models.max_pool(jnp.ones((1, 4, 4, 1)), (0, 0))),
+        (ValueError, "padding must be 'VALID', 'SAME'", lambda: jaxplain.models.max_pool(jnp.ones((1, 4, 4, 1)), (2, 2), padding="same")),
+        (TypeError, "data must be a jaxplain.data.Dataset", lambda: jaxplain.train(_Mlp(), (X, [0, 1, 1]), epochs=1)),
+        # out-of-range and fractional labels trained silently (optax takes them; int32 truncated 0.5)
+        (ValueError, "the labels go up to 5 but the module has 2 classes", lambda: jaxplain.train(_Mlp(), _with(y_train=np.array([0, 5, 1])), epochs=1)),
+        (TypeError, "y_train must hold integer class indices, got dtype float64", lambda: jaxplain.train(_Mlp(), _with(y_train=np.array([0, 0.5, 1])), epochs=1)),
+        (ValueError, "y_train must hold one class per example", lambda: jaxplain.train(_Mlp(), _with(y_train=np.array([0, 1])), epochs=1)),
+        (ValueError, "x_train contains NaN", lambda: jaxplain.train(_Mlp(), _with(x_train=np.full((3, 4), np.nan)), epochs=1)),
+        (ValueError, "x_test must hold at least one example", lambda: jaxplain.train(_Mlp(), _with(x_test=X[:0], y_test=np.zeros(0, int)), epochs=1)),
+        (ValueError, "learning_rate must be a finite number > 0.0", lambda: jaxplain.train(_Mlp(), _SMALL, epochs=1, learning_rate=-1e-3)),
+        (ValueError, "warmup_fraction must be in \\[0.0, 1.0\\]", lambda: jaxplain.train(_Mlp(), _SMALL, epochs=1, warmup_fraction=2.0)),
+        (ValueError, "seed must be >= 0", lambda: jaxplain.train(_Mlp(), _SMALL, epochs=1, seed=-1)),
+    ],
+)
+def test_model_zoo_and_training_arguments_are_named(error, match, call):
+    raises_named(error, match, call)
+
+
+def test_training_for_a_single_step_works():
+    # one epoch of one batch: Optax's schedule raised (decay steps not beyond the warm-up)
+    result = jaxplain.train(_Mlp(), _SMALL, epochs=np.int64(1), batch_size=64, progress=False)
+    assert len(result.history) == 1

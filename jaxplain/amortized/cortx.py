@@ -25,17 +25,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxplain import _checks
 from jaxplain.amortized import networks, training
 from jaxplain.amortized.explainer import Explainer
 from jaxplain.amortized.fastshap import _masked, _prepare
 from jaxplain.amortized.labels import Labels
-from jaxplain.amortized.supervised import teacher_facts, train_supervised
+from jaxplain.amortized.supervised import check_labelled, teacher_facts, train_supervised
 from jaxplain.model import Model
 
 
 def labelled_rows(n: int, fraction: float, seed: int = 0) -> np.ndarray:
     """The sorted rows whose labels CoRTX's head sees: `max(1, round(fraction * n))` of n."""
-    if not 0 < fraction <= 1:
+    n = _checks.positive_int("n", n)
+    _checks.seed(seed)
+    if _checks.fraction("label_fraction", fraction) == 0:
         raise ValueError(f"label_fraction must be in (0, 1], got {fraction}")
     count = max(1, int(round(fraction * n)))
     return np.sort(np.random.default_rng(seed).permutation(n)[:count])
@@ -125,6 +128,13 @@ def pretrain_encoder(
     Returns:
       The variables of `network`, encoder trained, head as initialised.
     """
+    training.check_settings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed)
+    candidates = _checks.positive_int("candidates", candidates)
+    # p = 1 drops every group: all candidates are the reference, nothing to contrast.
+    if _checks.fraction("drop_probability", drop_probability) == 1:
+        raise ValueError("drop_probability must be < 1 (at 1 every candidate is the reference)")
+    # tau divides the similarities: 0 gives NaN losses, < 0 pushes positives apart.
+    temperature = _checks.number("temperature", temperature, above=True)
     x, reference, mask, groups, _ = _prepare(model, x, reference, feature_mask)
     variables = networks.init(network, x, seed=seed, model=model)
     projection = Projection()
@@ -193,14 +203,16 @@ def train_cortx(
       Chuang, Wang, Yang, Zhong, Chen, Hu. CoRTX: Contrastive Framework for Real-time
       Explanation. ICLR 2023, arXiv:2303.02794.
     """
-    x = np.asarray(x)
+    # Checked before stage 1, which may run for hours: these used to fail only after it.
+    x = check_labelled(x, labels)
+    rows = labelled_rows(len(x), label_fraction, seed)
+    _checks.positive_int("head_epochs", head_epochs)
     facts = teacher_facts(labels)
     if encoder_variables is None:
         encoder_variables = pretrain_encoder(
             network, model, x, reference=facts["reference"], feature_mask=facts["feature_mask"],
             seed=seed, progress=progress, **pretrain_settings,
         )
-    rows = labelled_rows(len(x), label_fraction, seed)
     return train_supervised(
         network, model, x[rows], labels.rows(rows), variables=encoder_variables,
         train_only_head=True, epochs=head_epochs, seed=seed, progress=progress,

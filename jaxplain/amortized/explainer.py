@@ -109,8 +109,14 @@ class Explainer:
                 f"model has {num_classes} classes; this explainer was trained for one with "
                 f"{meta['num_classes']}"
             )
+        trained_on_ids = np.issubdtype(np.dtype(meta["input_dtype"]), np.integer)
+        if trained_on_ids != bool(jnp.issubdtype(x.dtype, jnp.integer)):
+            # int x was accepted for a float explainer (check_x takes token ids here).
+            raise TypeError(
+                f"x has dtype {x.dtype}; this explainer was trained on {meta['input_dtype']} inputs"
+            )
         targets = normalize_targets(target, x.shape[0], num_classes)
-        efficiency = meta["efficiency"] if efficiency is None else bool(efficiency)
+        efficiency = meta["efficiency"] if efficiency is None else _checks.flag("efficiency", efficiency)
         if efficiency and not meta["completeness"]:
             raise ValueError("efficiency=True needs an explainer whose values sum to F(x) - F(reference)")
         mask, groups = self.groups()
@@ -239,6 +245,8 @@ def load(path: str) -> Explainer:
       >>> explainer = jaxplain.amortized.load("checkpoints/wine_mlp_explainer_supervised")  # doctest: +SKIP
       >>> explainer(model, x, target="predicted").values.shape  # doctest: +SKIP
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or a path, got {type(path).__name__}")
     metadata = io.read_metadata(path)
     metadata_path = os.path.join(path, io.METADATA_FILE)
     if metadata.get("kind") != KIND:

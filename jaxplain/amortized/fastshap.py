@@ -101,11 +101,30 @@ class MaskedInput(nn.Module):
 
 
 def _prepare(model, x, reference, feature_mask):
-    x, num_classes = _checks.check_x(model, np.asarray(x), integer_ids=True)
+    x, num_classes = _checks.check_x(model, training.inputs(x), integer_ids=True)
     x = np.asarray(x)
-    reference = np.broadcast_to(np.asarray(reference), x.shape[1:]).astype(x.dtype)
     mask, groups = _feature_groups(feature_mask, x)
-    return x, reference, mask, groups, num_classes
+    return x, _reference(reference, x), mask, groups, num_classes
+
+
+def _reference(value, x) -> np.ndarray:
+    """The value of removed features: a scalar or one example, numbers like x (ids for ids)."""
+    if np.issubdtype(x.dtype, np.floating):
+        value = np.asarray(_checks.as_float_array("reference", value))
+    else:
+        value = np.asarray(value)
+        whole = np.issubdtype(value.dtype, np.floating) and np.all(value == np.round(value))
+        if value.dtype == bool or not (np.issubdtype(value.dtype, np.integer) or whole):
+            raise TypeError(
+                f"reference must be integer ids like x (dtype {x.dtype}), e.g. the padding id; got "
+                f"{value.dtype} {value.ravel()[:4].tolist()}"
+            )
+    try:
+        return np.broadcast_to(value, x.shape[1:]).astype(x.dtype)
+    except ValueError:
+        raise ValueError(
+            f"reference of shape {value.shape} is not a scalar or one example of shape {tuple(x.shape[1:])}"
+        ) from None
 
 
 def _masked(x, reference, mask, coalitions):
@@ -170,10 +189,23 @@ def train_surrogate(
       Explanation. JMLR 22, 2021, arXiv:2011.14878 (surrogate by KL on masked inputs);
       Jethani et al. FastSHAP, ICLR 2022, arXiv:2107.07436.
     """
-    x, reference, mask, groups, _ = _prepare(model, x, reference, feature_mask)
+    training.check_settings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, patience=patience,
+                            seed=seed, validation_fraction=validation_fraction)
+    samples = _checks.positive_int("samples", samples)
+    if not isinstance(classifier, nn.Module):
+        raise TypeError(f"classifier must be a flax.linen.Module (e.g. jaxplain.models.MLP), got {type(classifier).__name__}")
+    if variables is not None and not (hasattr(variables, "keys") and "params" in variables):
+        raise TypeError("variables must be the dict of MaskedInput(classifier).init, {'params': ...}")
+    x, reference, mask, groups, num_classes = _prepare(model, x, reference, feature_mask)
     network = MaskedInput(classifier)
     if variables is None:
         variables = jax.jit(network.init)(networks.random_key(seed), x[:1], np.ones(x[:1].shape, bool))
+    logits = jax.eval_shape(network.apply, variables, x[:1], np.ones(x[:1].shape, bool))
+    if tuple(logits.shape) != (1, num_classes):
+        raise ValueError(
+            f"classifier must return (batch, {num_classes}) logits like the model, got shape "
+            f"{tuple(logits.shape)} for one example: build it with num_classes={num_classes}"
+        )
     train_rows, validation_rows = training.split_rows(len(x), validation_fraction, seed)
 
     def loss(params, batch, key):
@@ -244,16 +276,22 @@ def train_fastshap(
       Estimation. ICLR 2022, arXiv:2107.07436; Covert, Lee. Improving KernelSHAP.
       AISTATS 2021, arXiv:2012.01536 (paired sampling).
     """
+    training.check_settings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                            weight_decay=weight_decay, patience=patience, seed=seed,
+                            validation_fraction=validation_fraction)
     samples = _checks.positive_int("samples", samples)
     if samples % 2:
         raise ValueError(f"samples must be even (each coalition is paired with its complement), got {samples}")
+    if surrogate is not None and not isinstance(surrogate, Surrogate):
+        raise TypeError(f"surrogate must be a Surrogate from train_surrogate or None, got {type(surrogate).__name__}")
     x, reference, mask, groups, num_classes = _prepare(model, x, reference, feature_mask)
     if groups < 2:
         raise ValueError("train_fastshap needs at least 2 groups of features")
+    variables = networks.init(network, x, seed=seed, model=model)
+    networks.check_output(network, variables, x, num_classes)
     difference = model(x) - model(reference[None])
     scale = float(np.sqrt(np.mean(np.square(difference)) / groups)) or 1.0
     loss_scale = float(np.mean(np.square(difference))) or 1.0
-    variables = networks.init(network, x, seed=seed, model=model)
     train_rows, validation_rows = training.split_rows(len(x), validation_fraction, seed)
     extremes = jnp.array([[False], [True]])  # the empty and the full coalition
 

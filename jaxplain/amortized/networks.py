@@ -258,6 +258,11 @@ def init(network: nn.Module, x, *, seed: int = 0, model=None):
     fraction of the time of threefry's, one per parameter. With a `TokenExplainer` and a `model` wrapping a Linen `TextClassifier`
     (`jaxplain.load_model`), the encoder starts from the classifier's weights.
     """
+    if not isinstance(network, nn.Module):
+        raise TypeError(
+            f"network must be an explainer network ({', '.join(c.__name__ for c in NETWORKS.values())}), "
+            f"got {type(network).__name__}"
+        )
     variables = jax.jit(network.init)(random_key(seed), jnp.asarray(x[:1]))
     if isinstance(network, TokenExplainer) and model is not None:
         classifier = model.params["params"]
@@ -267,3 +272,19 @@ def init(network: nn.Module, x, *, seed: int = 0, model=None):
                 encoder[key] = jax.tree_util.tree_map(jnp.asarray, classifier[key])
         variables = {"params": {**variables["params"], "encoder": encoder}}
     return variables
+
+
+def check_output(network: nn.Module, variables, x, num_classes: int) -> None:
+    """Checks that `network` maps x to one map per class, `(B, num_classes, *x.shape[1:])`.
+
+    Abstract evaluation only; a network built for other classes or inputs otherwise
+    failed inside the compiled loss, with shapes that did not broadcast.
+    """
+    out = jax.eval_shape(network.apply, variables, jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype))
+    expected = (1, num_classes, *x.shape[1:])
+    if tuple(out.shape) != expected:
+        raise ValueError(
+            f"network maps one example of shape {tuple(x.shape[1:])} to {tuple(out.shape[1:])}, but "
+            f"{num_classes} maps of the input's shape are needed, {expected[1:]}: build it with "
+            f"num_classes={num_classes} and feature_shape={tuple(x.shape[1:])}"
+        )

@@ -15,6 +15,7 @@ from typing import Optional
 import jax.numpy as jnp
 import numpy as np
 
+from jaxplain import _checks
 from jaxplain.amortized.explainer import Explainer
 from jaxplain.amortized.labels import method_name, method_settings
 from jaxplain.attribution import Attribution
@@ -57,11 +58,11 @@ def selective(
       bool, the examples recomputed, and `extras["recomputed_fraction"]`, their share.
       Recomputed rows carry the exact method's values and `delta`.
     """
+    if not isinstance(explainer, Explainer):
+        raise TypeError(f"explainer must be a jaxplain.amortized.Explainer, got {type(explainer).__name__}")
     if not explainer.metadata["completeness"]:
         raise ValueError("selective needs an explainer whose values sum to F(x) - F(reference)")
-    tolerance = float(tolerance)
-    if not np.isfinite(tolerance) or tolerance < 0:
-        raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance}")
+    tolerance = _checks.number("tolerance", tolerance)
     function, recorded = _exact_method(explainer, method)
     settings = {**recorded, **settings} if method is None else settings
     fast = explainer(model, x, target=target)

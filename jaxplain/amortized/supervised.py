@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxplain import _checks
 from jaxplain.amortized import networks, training
 from jaxplain.amortized.explainer import Explainer, make
 from jaxplain.amortized.labels import Labels
@@ -46,6 +47,21 @@ def teacher_facts(labels: Labels) -> dict:
         "feature_mask": settings.get("feature_mask"),
         "completeness": completeness,
     }
+
+
+def check_labelled(x, labels) -> np.ndarray:
+    """x as training inputs, checked against its `Labels` (type, count, example shape)."""
+    if not isinstance(labels, Labels):
+        raise TypeError(f"labels must be jaxplain.amortized.Labels (from make_labels), got {type(labels).__name__}")
+    x = training.inputs(x)
+    if len(labels) != len(x):
+        raise ValueError(f"labels hold {len(labels)} examples but x holds {len(x)}")
+    if tuple(labels.values.shape[2:]) != tuple(x.shape[1:]):
+        raise ValueError(
+            f"labels explain examples of shape {tuple(labels.values.shape[2:])} but x holds examples "
+            f"of shape {tuple(x.shape[1:])}: pass the x the labels were made from"
+        )
+    return x
 
 
 def train_supervised(
@@ -97,14 +113,22 @@ def train_supervised(
       BlackboxNLP 2021, arXiv:2103.15429; Chuang, Wang, Yang, Zhong, Chen, Hu. CoRTX:
       Contrastive Framework for Real-time Explanation. ICLR 2023, arXiv:2303.02794 (RTX).
     """
-    x = np.asarray(x)
-    if len(labels) != len(x):
-        raise ValueError(f"labels hold {len(labels)} examples but x holds {len(x)}")
+    training.check_settings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                            weight_decay=weight_decay, patience=patience, seed=seed,
+                            validation_fraction=validation_fraction)
+    x = check_labelled(x, labels)
+    rank_weight = _checks.number("rank_weight", rank_weight)
+    efficiency = None if efficiency is None else _checks.flag("efficiency", efficiency)
+    train_only_head = _checks.flag("train_only_head", train_only_head)
+    if not isinstance(recipe, str):
+        raise TypeError(f"recipe must be a str (it is recorded in the metadata), got {type(recipe).__name__}")
+    _checks.fraction("label_fraction", label_fraction)
     facts = teacher_facts(labels)
     scale = float(np.std(labels.values)) or 1.0
     targets = labels.values / scale
     if variables is None:
         variables = networks.init(network, x, seed=seed, model=model)
+    networks.check_output(network, variables, x, labels.values.shape[1])
     train_rows, validation_rows = training.split_rows(len(x), validation_fraction, seed)
 
     def loss(params, batch, key):

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxplain import _checks
 from jaxplain._progress import Progress
 from jaxplain.amortized import networks
 
@@ -38,12 +39,45 @@ class FitResult:
     best_epoch: int
 
 
+def check_settings(*, epochs=1, batch_size=1, learning_rate=1.0, weight_decay=0.0, patience=1, seed=0,
+                   validation_fraction=0.0) -> None:
+    """Checks `fit`'s settings; the recipes call it first, before labels or a first stage.
+
+    Without it, epochs=0 ended in an IndexError after training, a negative or NaN
+    learning rate trained silently to nonsense, and a string reached Optax.
+    """
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("patience", patience)):
+        _checks.positive_int(name, value)
+    _checks.number("learning_rate", learning_rate, above=True)
+    _checks.number("weight_decay", weight_decay)
+    _checks.seed(seed)
+    _checks.fraction("validation_fraction", validation_fraction)
+    if validation_fraction >= 1:
+        raise ValueError(f"validation_fraction must be < 1 (some rows must train), got {validation_fraction}")
+
+
+def inputs(x, name: str = "x") -> np.ndarray:
+    """Training inputs as a NumPy array: real numbers (finite) or integer token ids."""
+    try:
+        x = np.asarray(x)
+    except ValueError as error:  # ragged nested lists
+        raise TypeError(f"{name} must be an array, got {type(x).__name__}: {error}") from error
+    if x.dtype == bool or not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise TypeError(f"{name} must hold real numbers or integer token ids, got dtype {x.dtype}")
+    if x.ndim < 2 or x.shape[0] < 1:
+        raise ValueError(f"{name} must be a batch of examples (n >= 1, features...), got shape {x.shape}")
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return x
+
+
 def split_rows(n: int, fraction: float, seed: int):
     """`(train, validation)` row indices: a fixed-seed `round(fraction * n)` rows held out.
 
     No validation rows when fewer than 2 would be held out (tiny label sets): then the
     caller trains for the full number of epochs.
     """
+    check_settings(validation_fraction=fraction, seed=seed)
     order = np.random.default_rng(seed).permutation(n)
     held = int(round(fraction * n))
     held = held if held >= 2 and n - held >= 1 else 0
@@ -92,6 +126,8 @@ def fit(
     Returns:
       A `FitResult`.
     """
+    check_settings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                   weight_decay=weight_decay, patience=patience, seed=seed)
     n = int(jax.tree_util.tree_leaves(data)[0].shape[0])
     batch_size = max(1, min(batch_size, n))
     steps = max(1, n // batch_size)
