@@ -11,6 +11,7 @@ from typing import Callable
 
 import flax.linen as nn
 
+from jaxplain import _checks
 from jaxplain.models.cnn import SmallCNN
 from jaxplain.models.conv import Conv, conv_general_dilated
 from jaxplain.models.inception import InceptionV3
@@ -45,8 +46,11 @@ def build(name: str, **config) -> nn.Module:
       >>> models.build("small_cnn", num_classes=10).channels
       (32, 64)
     """
-    if name not in ARCHITECTURES:
+    if not isinstance(name, str) or name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {name!r}; known: {', '.join(sorted(ARCHITECTURES))}")
+    if "num_classes" in config:
+        # 0 or 2.5 failed only at init, inside JAX's initialisers
+        _checks.positive_int("num_classes", config["num_classes"])
     return ARCHITECTURES[name](**config)
 
 

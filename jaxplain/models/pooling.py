@@ -32,6 +32,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
+import numpy as np
 
 from jaxplain.models.conv import output_size, same_padding
 
@@ -45,12 +46,28 @@ def max_pool(x, window_shape: Sequence[int], strides: Sequence[int] | None = Non
       strides: the step along each spatial axis (default: 1, as `nn.max_pool`).
       padding: "VALID", "SAME" or explicit `(low, high)` pairs, as `nn.max_pool`.
     """
-    window = tuple(int(w) for w in window_shape)
-    strides = tuple(int(s) for s in strides) if strides is not None else (1,) * len(window)
+    window = _sizes("window_shape", window_shape)
+    strides = _sizes("strides", strides) if strides is not None else (1,) * len(window)
+    if len(strides) != len(window):
+        raise ValueError(f"strides {strides} must have one step per window axis, {window}")
+    if isinstance(padding, str) and padding not in ("VALID", "SAME", "SAME_LOWER"):
+        # lax would raise a RuntimeError from inside reduce_window
+        raise ValueError(f"padding must be 'VALID', 'SAME', 'SAME_LOWER' or (low, high) pairs, got {padding!r}")
     pads = _explicit_padding(x, window, strides, padding)
     if pads is None or jax.default_backend() != "cpu":
         return nn.max_pool(x, window, strides=strides, padding=padding)
     return _pool(x, window, strides, pads)
+
+
+def _sizes(name: str, value) -> tuple:
+    """Window sizes or strides: a sequence of ints >= 1 (checked here, not by reduce_window)."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__") or not all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value
+    ):
+        raise TypeError(f"{name} must be a sequence of ints, e.g. (2, 2), got {value!r}")
+    if not value or min(value) < 1:
+        raise ValueError(f"{name} must be >= 1 on every axis, got {tuple(value)}")
+    return tuple(int(v) for v in value)
 
 
 def _explicit_padding(x, window, strides, padding):

@@ -13,10 +13,12 @@ import functools
 import inspect
 from typing import Any, Dict, List
 
+import flax.linen as nn
 import jax
 import numpy as np
 import optax
 
+from jaxplain import _checks
 from jaxplain._progress import Progress
 
 
@@ -57,6 +59,46 @@ def _batch_metrics(module):
         return loss, (logits.argmax(-1) == yb).sum()
 
     return batch_metrics
+
+
+def _split_arrays(split: str, x, y):
+    """`(x, y)` of one split as NumPy arrays, checked: numbers (finite), int labels, same length."""
+    x, y = np.asarray(x), np.asarray(y)
+    if x.dtype == bool or not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise TypeError(f"x_{split} must hold real numbers or integer token ids, got dtype {x.dtype}")
+    if x.ndim < 2 or len(x) < 1:
+        raise ValueError(f"x_{split} must hold at least one example, (n, ...), got shape {x.shape}")
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        raise ValueError(f"x_{split} contains NaN or infinite values")
+    # np.asarray(y, np.int32) truncated 0.5 to 0 and let one-hot rows through.
+    if y.dtype == bool or not np.issubdtype(y.dtype, np.integer):
+        raise TypeError(f"y_{split} must hold integer class indices, got dtype {y.dtype}")
+    if y.shape != (len(x),):
+        raise ValueError(f"y_{split} must hold one class per example, shape ({len(x)},), got {y.shape}")
+    if y.min() < 0:
+        raise ValueError(f"y_{split} holds {y.min()}; classes are 0..C-1")
+    return x, y.astype(np.int32)
+
+
+def _check_classes(module, x, largest: int) -> None:
+    """The module returns (batch, C) logits with C above every label (abstract evaluation)."""
+    try:
+        logits = jax.eval_shape(
+            lambda x: module.init_with_output(
+                {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(0)}, x, **_mode_kwargs(module, False)
+            )[0],
+            jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype),
+        )
+    except Exception as error:
+        raise ValueError(
+            f"module cannot be applied to x_train's examples of shape {x.shape[1:]}: "
+            f"{type(error).__name__}: {error}"
+        ) from error
+    if not hasattr(logits, "shape") or len(logits.shape) != 2:
+        raise ValueError(f"module must return (batch, classes) logits, got {jax.tree_util.tree_map(np.shape, logits)}")
+    if largest >= logits.shape[1]:
+        # optax's cross-entropy takes an out-of-range label without an error
+        raise ValueError(f"the labels go up to {largest} but the module has {logits.shape[1]} classes")
 
 
 def evaluate(module, variables, x, y, *, batch_size: int = 256) -> Dict[str, float]:
@@ -104,10 +146,26 @@ def train(
       Loshchilov, Hutter. Decoupled Weight Decay Regularization. arXiv:1711.05101, 2017.
     """
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
-    x_train, y_train = np.asarray(data.x_train), np.asarray(data.y_train, np.int32)
-    x_test, y_test = np.asarray(data.x_test), np.asarray(data.y_test, np.int32)
+    epochs, batch_size = int(epochs), int(batch_size)
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be a flax.linen.Module (e.g. jaxplain.models.MLP), got {type(module).__name__}")
+    if not all(hasattr(data, field) for field in ("x_train", "y_train", "x_test", "y_test")):
+        raise TypeError(
+            "data must be a jaxplain.data.Dataset (or anything with x_train, y_train, x_test and "
+            f"y_test), got {type(data).__name__}"
+        )
+    _checks.number("learning_rate", learning_rate, above=True)
+    _checks.number("weight_decay", weight_decay)
+    if _checks.fraction("warmup_fraction", warmup_fraction) == 1:
+        raise ValueError("warmup_fraction must be < 1: the schedule needs steps after the warm-up")
+    _checks.seed(seed)
+    x_train, y_train = _split_arrays("train", data.x_train, data.y_train)
+    x_test, y_test = _split_arrays("test", data.x_test, data.y_test)
+    if x_test.shape[1:] != x_train.shape[1:]:
+        raise ValueError(f"x_test has examples of shape {x_test.shape[1:]}, x_train {x_train.shape[1:]}")
+    _check_classes(module, x_train, max(y_train.max(), y_test.max()))
     batch_size = min(batch_size, len(x_train))
     steps_per_epoch = len(x_train) // batch_size
 
@@ -118,9 +176,10 @@ def train(
     params = variables["params"]
     batch_stats = variables.get("batch_stats")
     total_steps = epochs * steps_per_epoch
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0, learning_rate, max(1, int(warmup_fraction * total_steps)), max(1, total_steps)
-    )
+    warmup_steps = max(1, int(warmup_fraction * total_steps))
+    # Optax needs decay steps beyond the warm-up: one step in all (e.g. 1 epoch of one
+    # batch) raised from inside it.
+    schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup_steps, max(warmup_steps + 1, total_steps))
     optimizer = optax.adamw(schedule, weight_decay=weight_decay)
     opt_state = optimizer.init(params)
     train_kwargs = _mode_kwargs(module, True)
