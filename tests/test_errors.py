@@ -328,3 +328,8 @@ def test_training_for_a_single_step_works():
     # one epoch of one batch: Optax's schedule raised (decay steps not beyond the warm-up)
     result = jaxplain.train(_Mlp(), _SMALL, epochs=np.int64(1), batch_size=64, progress=False)
     assert len(result.history) == 1
+
+
+def test_additive_shapley_names_a_baseline_that_does_not_broadcast():
+    raises_named(ValueError, "baseline of shape \\(2, 8\\) cannot be broadcast against x of shape \\(3, 8\\)",
+                 lambda: jaxplain.data.additive_shapley(np.zeros((3, 8)), np.zeros((2, 8))))

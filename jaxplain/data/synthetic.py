@@ -146,6 +146,12 @@ def additive_shapley(x, baseline=None):
         reference = np.array([term.mean for term in ADDITIVE_TERMS])
     else:
         _check_features("baseline", baseline)
+        try:
+            np.broadcast_shapes(np.shape(x), np.shape(baseline))
+        except ValueError:
+            raise ValueError(
+                f"baseline of shape {np.shape(baseline)} cannot be broadcast against x of shape {np.shape(x)}"
+            ) from None
         reference = additive_terms(baseline)
     return additive_terms(x) - reference
 
