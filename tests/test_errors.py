@@ -333,3 +333,26 @@ def test_training_for_a_single_step_works():
 def test_additive_shapley_names_a_baseline_that_does_not_broadcast():
     raises_named(ValueError, "baseline of shape \\(2, 8\\) cannot be broadcast against x of shape \\(3, 8\\)",
                  lambda: jaxplain.data.additive_shapley(np.zeros((3, 8)), np.zeros((2, 8))))
+
+
+class _Tokens(nn.Module):
+    @nn.compact
+    def __call__(self, ids):
+        return nn.Dense(2)(nn.Embed(5, 3, name="token_embedding")(ids).mean(axis=1))
+
+
+_IDS = np.array([[1, 2, 0], [3, 4, 0]], np.int32)
+_TOKENS = jaxplain.Model.from_linen(_Tokens(), _Tokens().init(jax.random.PRNGKey(0), _IDS))
+
+
+@pytest.mark.parametrize(
+    "match, ids, baseline",
+    [
+        # nn.Embed does not bound-check: ids past the table gave NaN, negative ones wrapped
+        ("x holds token ids 1..9, outside the embedding table of 'token_embedding' \\(ids 0..4\\)", _IDS * 2 + 1, None),
+        ("x holds token ids -1..4", _IDS - 1 * (_IDS == 0), None),
+        ("baseline holds token ids 7..7", _IDS, 7),
+    ],
+)
+def test_token_ids_outside_the_embedding_table_are_named(match, ids, baseline):
+    raises_named(ValueError, match, lambda: jaxplain.token_attributions(_TOKENS, ids, target=0, baseline=baseline, steps=2))

@@ -562,6 +562,33 @@ def embedding_layer(model: Model, x) -> str:
     return found[0]
 
 
+def _check_ids(model: Model, layer, *named) -> None:
+    """Token ids within the embedding table of `layer`, where it is an nn.Embed's.
+
+    nn.Embed looks ids up without a bound check: ids past the table gave NaN
+    attributions and negative ones wrapped around, silently.
+    """
+    table = model.params.get("params", {}) if hasattr(model.params, "get") else {}
+    for part in layer.split("/") if isinstance(layer, str) else ():
+        table = table.get(part, {}) if hasattr(table, "get") else {}
+    embedding = table.get("embedding") if hasattr(table, "get") else None
+    if getattr(embedding, "ndim", 0) != 2:
+        return
+    size = embedding.shape[0]
+    for name, ids in named:
+        if _checks.is_traced(ids):
+            continue
+        try:
+            ids = np.asarray(ids)
+        except ValueError:
+            continue  # ragged: the checks of layer_integrated_gradients name it
+        if ids.size and np.issubdtype(ids.dtype, np.integer) and (ids.min() < 0 or ids.max() >= size):
+            raise ValueError(
+                f"{name} holds token ids {ids.min()}..{ids.max()}, outside the embedding table of "
+                f"{layer!r} (ids 0..{size - 1})"
+            )
+
+
 @register("layer")
 def token_attributions(
     model: Model,
@@ -604,6 +631,7 @@ def token_attributions(
     _check_linen(model)
     layer = embedding_layer(model, x) if layer is None else layer
     baseline = getattr(model.apply_fn.module, "pad_id", 0) if baseline is None else baseline
+    _check_ids(model, layer, ("x", x), ("baseline", baseline))
     result = layer_integrated_gradients(
         model, x, target=target, layer=layer, baseline=baseline, steps=steps,
         schedule=schedule, chunk_size=chunk_size,
