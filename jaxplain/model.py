@@ -148,7 +148,9 @@ class Model:
         Args:
           module: a `flax.linen.Module`.
           variables: the full variables dict (`{"params": ..., "batch_stats": ...}`).
-          method: the method to apply (name or function); `__call__` by default.
+          method: the method to apply (name or function); `__call__` by default. A
+            function also selects the scores of a module that returns several outputs,
+            e.g. `method=lambda module, x: module(x)[0]` for `(logits, features)`.
           output: "logits", "probs" or "log_probs".
           **apply_kwargs: further keyword arguments for `module.apply`.
 
