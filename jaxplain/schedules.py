@@ -18,7 +18,9 @@ Conventions (the same as Captum's, see docs/architecture.md):
 Pilot schedules (`PILOT_SCHEDULES`) place their points per example, from a forward-only
 pilot pass: the target output F at the N + 1 uniform alphas j / N, j = 0..N. Their
 alphas and weights are traced arrays of shape (rows, n), computed inside the compiled
-program by `pilot_schedule`; N and n are static, so the shapes are too.
+program by `pilot_points` one chunk of points at a time (from the point indices, by binary
+search in the per-row interval or panel ends: nothing of size rows x n x N is formed);
+N and n are static, so the shapes are too.
 
   nonuniform      n points shared among the N pilot intervals in proportion to how much
                   F changes in each, |F(j+1/N) - F(j/N)|, at least one point each
@@ -43,8 +45,11 @@ from __future__ import annotations
 import functools
 from typing import Callable, Dict, Tuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxplain import _legendre
 
 Schedule = Tuple[np.ndarray, np.ndarray]
 
@@ -70,8 +75,8 @@ def trapezoid(n: int) -> Schedule:
 
 
 def gauss_legendre(n: int) -> Schedule:
-    nodes, weights = np.polynomial.legendre.leggauss(n)
-    return (nodes + 1.0) / 2.0, weights / 2.0
+    # O(n) time and memory (a million nodes in ~0.1 s), see `jaxplain._legendre`.
+    return _legendre.gauss_legendre_unit(n)
 
 
 SCHEDULES: Dict[str, Callable[[int], Schedule]] = {
@@ -83,12 +88,25 @@ SCHEDULES: Dict[str, Callable[[int], Schedule]] = {
 }
 
 
-@functools.lru_cache(maxsize=256)
-def get(name: str, steps: int) -> Schedule:
-    """Returns `(alphas, weights)` of schedule `name` with `steps` points (read-only, cached)."""
+# Schedules of up to this many steps are cached (at most 64 of them, 1 MiB each at most);
+# longer ones are computed again, which costs less than the program they go into.
+CACHED_STEPS = 1 << 16
+
+
+@functools.lru_cache(maxsize=64)
+def _cached(name: str, steps: int) -> Schedule:
+    return _computed(name, steps)
+
+
+def _computed(name: str, steps: int) -> Schedule:
     alphas, weights = SCHEDULES[name](steps)
     alphas.flags.writeable = weights.flags.writeable = False
     return alphas, weights
+
+
+def get(name: str, steps: int) -> Schedule:
+    """Returns `(alphas, weights)` of schedule `name` with `steps` points (read-only)."""
+    return (_cached if steps <= CACHED_STEPS else _computed)(name, steps)
 
 
 def _allocate(changes, points: int):
@@ -109,18 +127,30 @@ def _allocate(changes, points: int):
     return (1 + base + (rank < left)).astype(jnp.int32)
 
 
+def _find(sorted_rows, values):
+    """For each row r, how many of sorted_rows[r] are <= each of values[r]: (rows, n).
+
+    A binary search per row, so no (rows, n, N) comparison is ever formed.
+    """
+    return jax.vmap(lambda row, v: jnp.searchsorted(row, v, side="right"))(sorted_rows, values)
+
+
 def _nonuniform(pilot, points: int):
     intervals = pilot.shape[-1] - 1
     changes = jnp.abs(jnp.diff(pilot, axis=-1))
     counts = _allocate(changes, points)  # (rows, N)
     ends = jnp.cumsum(counts, axis=-1)
-    m = jnp.arange(points)
-    interval = (ends[:, None, :] <= m[None, :, None]).sum(axis=-1)  # (rows, points)
-    count = jnp.take_along_axis(counts, interval, axis=-1).astype(pilot.dtype)
-    within = m - jnp.take_along_axis(ends - counts, interval, axis=-1)
     width = 1.0 / intervals
-    alphas = (interval + (within + 0.5) / count) * width
-    return alphas, width / count
+
+    def at(indices):
+        m = jnp.broadcast_to(indices, (pilot.shape[0],) + indices.shape)
+        interval = _find(ends, m)  # (rows, n): the interval holding point m
+        count = jnp.take_along_axis(counts, interval, axis=-1).astype(pilot.dtype)
+        within = m - jnp.take_along_axis(ends - counts, interval, axis=-1)
+        alphas = (interval + (within + 0.5) / count) * width
+        return alphas, width / count
+
+    return at
 
 
 # Gauss-Legendre points per panel of "pilot_gauss", and the share of its density that is
@@ -132,14 +162,25 @@ UNIFORM_SHARE = 0.5
 def _panels(points: int, size: int):
     """Static layout of `points` into ceil(points / size) panels of size or size - 1.
 
-    Returns (panel of each point, node of each point in [-1, 1], its weight on [-1, 1]).
+    The first `points % panels` panels hold one point more than the others. Returns
+    (panels, a function from point indices to (their panel, their node in [-1, 1],
+    its weight on [-1, 1])), with no table as long as `points`.
     """
     panels = -(-points // size)
-    sizes = np.full(panels, points // panels)
-    sizes[: points % panels] += 1
-    panel = np.repeat(np.arange(panels), sizes)
-    nodes, weights = zip(*(np.polynomial.legendre.leggauss(int(n)) for n in sizes))
-    return panels, panel, np.concatenate(nodes), np.concatenate(weights)
+    small, larger = divmod(points, panels)  # `larger` panels of small + 1, then small ones
+    split = larger * (small + 1)
+    rules = [np.polynomial.legendre.leggauss(n) for n in (small, small + 1)]  # small >= 1
+    table_nodes = jnp.asarray(np.concatenate([rules[1][0], rules[0][0]]))
+    table_weights = jnp.asarray(np.concatenate([rules[1][1], rules[0][1]]))
+
+    def layout(indices):
+        big = indices < split
+        panel = jnp.where(big, indices // (small + 1), larger + (indices - split) // small)
+        within = jnp.where(big, indices % (small + 1), (indices - split) % small)
+        entry = jnp.where(big, within, small + 1 + within)
+        return panel, table_nodes[entry], table_weights[entry]
+
+    return panels, layout
 
 
 def _pilot_gauss(pilot, points: int):
@@ -149,16 +190,21 @@ def _pilot_gauss(pilot, points: int):
     share = jnp.where(total > 0, changes / jnp.where(total > 0, total, 1.0), 1.0 / intervals)
     mass = UNIFORM_SHARE / intervals + (1.0 - UNIFORM_SHARE) * share  # (rows, N), sums to 1
     cdf = jnp.concatenate([jnp.zeros_like(mass[:, :1]), jnp.cumsum(mass, axis=-1)], axis=-1)
-    panels, panel, nodes, weights = _panels(points, PANEL_POINTS)
+    panels, layout = _panels(points, PANEL_POINTS)
     # Panel edges at equal probability under the density: the inverse of the CDF,
     # which is linear inside each pilot interval.
-    u = jnp.linspace(0.0, 1.0, panels + 1, dtype=pilot.dtype)
-    interval = jnp.clip((cdf[:, None, 1:-1] <= u[None, :, None]).sum(axis=-1), 0, intervals - 1)
+    u = jnp.broadcast_to(jnp.linspace(0.0, 1.0, panels + 1, dtype=pilot.dtype), (pilot.shape[0], panels + 1))
+    interval = jnp.clip(_find(cdf[:, 1:-1], u), 0, intervals - 1)
     low = jnp.take_along_axis(cdf, interval, axis=-1)
-    inside = (u[None] - low) / jnp.take_along_axis(mass, interval, axis=-1)
+    inside = (u - low) / jnp.take_along_axis(mass, interval, axis=-1)
     edges = ((interval + jnp.clip(inside, 0.0, 1.0)) / intervals).at[:, [0, -1]].set([0.0, 1.0])
-    start, width = edges[:, panel], (edges[:, 1:] - edges[:, :-1])[:, panel]
-    return start + width * (1.0 + nodes) / 2.0, width * weights / 2.0
+
+    def at(indices):
+        panel, nodes, weights = layout(indices)
+        start, width = edges[:, panel], edges[:, panel + 1] - edges[:, panel]
+        return start + width * (1.0 + nodes.astype(pilot.dtype)) / 2.0, width * weights.astype(pilot.dtype) / 2.0
+
+    return at
 
 
 PILOT_SCHEDULES: Dict[str, Callable] = {"nonuniform": _nonuniform, "pilot_gauss": _pilot_gauss}
@@ -169,12 +215,22 @@ def default_pilot_steps(steps: int) -> int:
     return max(1, min(steps, steps // 4))
 
 
-def pilot_schedule(name: str, pilot, points: int):
-    """`(alphas, weights)`, each (rows, points), of pilot schedule `name`.
+def pilot_points(name: str, pilot, points: int) -> Callable:
+    """The points of pilot schedule `name`, made on demand for any point indices.
 
     Args:
       name: a key of `PILOT_SCHEDULES`.
       pilot: (rows, N + 1) target outputs at the alphas j / N, j = 0..N.
       points: the number of points n to place, n >= N.
+
+    Returns:
+      `at(indices) -> (alphas, weights)`, each (rows, len(indices)), for point indices
+      in 0..n-1: the engine asks for one chunk at a time, so nothing of size
+      rows x n is formed.
     """
     return PILOT_SCHEDULES[name](jnp.asarray(pilot, jnp.promote_types(pilot.dtype, jnp.float32)), points)
+
+
+def pilot_schedule(name: str, pilot, points: int):
+    """`(alphas, weights)`, each (rows, points), of pilot schedule `name` (see `pilot_points`)."""
+    return pilot_points(name, pilot, points)(jnp.arange(points))
