@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import os
 import weakref
-from typing import Any, Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -193,6 +193,22 @@ def forward(model: Model, x: Array) -> Array:
     return model(x)
 
 
+def forward_rows(model: Model, rows: Array, *, chunk_size: int) -> Array:
+    """The model's outputs (M, classes) for M rows, `chunk_size` rows at a time.
+
+    For row sets whose size is the user's (a background set of references), so that
+    the activations held are one chunk's, whatever M.
+    """
+
+    def chunk(carry, start, size, _):
+        outputs = model(jax.lax.dynamic_slice_in_dim(rows, start, size))
+        return carry, outputs[None]
+
+    _, outputs = fold_chunks(chunk, rows.shape[0], chunk_size, rows[:1], jnp.zeros(()),
+                             dependency=lambda carry: carry, unroll=False, collect=True)
+    return outputs[0]
+
+
 def gradients(model: Model, points, choose: Callable[[Array], Array], *, context=None):
     """Outputs at `points` and gradients of chosen outputs, in one forward pass.
 
@@ -232,70 +248,154 @@ def _points(point_fn, params, x, batch: int):
     return points.reshape((-1,) + points.shape[2:])
 
 
-def over_chunks(chunk, point_params, weights, x, chunk_size: int, zeros, dependency, *, unroll: bool):
-    """Runs `chunk` over the K points in chunks of `chunk_size`, one chunk after another.
+class Indexed(NamedTuple):
+    """The parameters of `count` points, made one chunk at a time instead of all at once.
 
-    `chunk(params, weights, x) -> (partial_sum, per_point)` evaluates one chunk, with
-    `per_point` of shape (B, size, ...) and `partial_sum` any pytree (summed leaf by
-    leaf; `zeros` is its zero). Returns the sum of the partial sums and the
-    per-point results concatenated along axis 1. With `unroll`, up to
-    `max_unrolled_chunks()` chunks are laid out in straight-line code; otherwise, or with
-    more chunks, they run as a `lax.scan` plus a remainder call. Either way each chunk's
-    `x` is tied (`after`) to `dependency(partial_sum)` of the chunk before, so they run
-    one at a time. Only the scan bounds memory by one chunk: XLA:CPU does not reuse the
-    buffers of unrolled chunks (the digits CNN's 256 points in 4 unrolled chunks of 64
-    took 3.0x the temporary memory of one chunk of 64; as a scan, 1.0x), so callers
-    unroll only when all the points would fit the memory budget at once (`fits_at_once`).
+    `at(indices)` returns the parameters of the points `indices` (an int32 array of
+    shape (size,)) as a pytree with a leading axis of that size. A method whose points
+    are drawn at random draws each from its index (e.g. `jax.random.fold_in(key, i)`),
+    so nothing of size `count` is ever held and the answer does not depend on the chunk.
     """
-    num_points = jax.tree_util.tree_leaves(point_params)[0].shape[0]
+
+    count: int
+    at: Callable[[Array], Any]
+
+
+def point_count(point_params) -> int:
+    """K: the number of points of `Indexed` parameters or of a pytree of (K, ...) leaves."""
+    if isinstance(point_params, Indexed):
+        return point_params.count
+    return jax.tree_util.tree_leaves(point_params)[0].shape[0]
+
+
+def chunk_params(point_params, start, size: int):
+    """The parameters of the points start .. start + size - 1 (`start` may be traced)."""
+    if isinstance(point_params, Indexed):
+        return point_params.at(start + jnp.arange(size, dtype=jnp.int32))
+    return jax.tree_util.tree_map(
+        lambda leaf: jax.lax.dynamic_slice_in_dim(leaf, start, size), point_params
+    )
+
+
+def compensated_add(total, value):
+    """Kahan summation: `total` is a pair (sum, compensation) of pytrees; adds `value`.
+
+    Sums over many chunks (a million samples make thousands) lose the low bits of
+    every addend in float32; the compensation carries them, so the error does not
+    grow with the number of chunks.
+    """
+    sums, compensation = total
+    corrected = jax.tree_util.tree_map(jnp.subtract, value, compensation)
+    new = jax.tree_util.tree_map(jnp.add, sums, corrected)
+    compensation = jax.tree_util.tree_map(
+        lambda new, old, corrected: (new - old) - corrected, new, sums, corrected
+    )
+    return new, compensation
+
+
+def merge_moments(state, samples):
+    """Adds `samples` (B, n, ...) to running (count, mean, sum of squared deviations).
+
+    Chan, Golub and LeVeque's pairwise update: the chunk's own mean and squared
+    deviations, merged with the state's. Unlike running sums of x and x^2, it keeps the
+    variance accurate in float32 however many samples are folded in and however large
+    their mean is next to their spread. `count` is a scalar; start from (0, 0, 0).
+    """
+    count, mean, squares = state
+    new = samples.shape[1]
+    chunk_mean = samples.mean(axis=1)
+    chunk_squares = ((samples - chunk_mean[:, None]) ** 2).sum(axis=1)
+    total = count + new
+    shift = chunk_mean - mean
+    return (total, mean + shift * (new / total),
+            squares + chunk_squares + shift**2 * (count * new / total))
+
+
+def fold_chunks(chunk, count: int, chunk_size: int, x, init, dependency, *, unroll: bool,
+                collect: bool = False):
+    """Runs `chunk` over K = `count` points in chunks of `chunk_size`, one after another.
+
+    `chunk(carry, start, size, x) -> (carry, values)` evaluates the points start ..
+    start + size - 1 (`start` is a Python int or a traced int32, `size` is static) and
+    folds them into `carry` (any pytree; `init` is its first value). With `collect`,
+    `values` (B, size, ...) are concatenated along axis 1 and returned; otherwise they
+    are dropped (return None) and nothing grows with K. With `unroll`, up to
+    `max_unrolled_chunks()` chunks are laid out in straight-line code; otherwise, or with
+    more chunks, they run as a `lax.scan` over the full chunks plus one call for the
+    remainder. Either way each chunk's `x` is tied (`after`) to `dependency(carry)` of
+    the chunk before, so they run one at a time. Only the scan bounds memory by one
+    chunk: XLA:CPU does not reuse the buffers of unrolled chunks (the digits CNN's 256
+    points in 4 unrolled chunks of 64 took 3.0x the temporary memory of one chunk of
+    64; as a scan, 1.0x), so callers unroll only when all the points would fit the
+    memory budget at once (`fits_at_once`).
+
+    Returns `(carry, values)`.
+    """
     batch = x.shape[0]
 
-    def take(start, stop):
-        params = jax.tree_util.tree_map(lambda leaf: leaf[start:stop], point_params)
-        return params, weights[:, start:stop]
+    def tied(carry):
+        return after(x, dependency(carry).astype(x.dtype))
 
-    def tied(total):
-        return after(x, dependency(total).astype(x.dtype))
-
-    chunk_size = min(chunk_size, num_points)
-    starts = range(0, num_points, chunk_size)
+    chunk_size = min(chunk_size, count)
+    starts = range(0, count, chunk_size)
     # One chunk is one chunk's memory either way, and straight-line code is what XLA:CPU
     # optimizes best: it rewrites convolutions into the layouts of its fast kernels only
     # outside loops (see `jaxplain.models.conv_general_dilated`).
     if (unroll and len(starts) <= max_unrolled_chunks()) or len(starts) == 1:
-        total, per_point, chunk_x = None, [], x
+        carry, collected, chunk_x = init, [], x
         for start in starts:
-            partial, values = chunk(*take(start, start + chunk_size), chunk_x)
-            total = partial if total is None else jax.tree_util.tree_map(jnp.add, total, partial)
-            per_point.append(values)
-            chunk_x = tied(total)
-        return total, jnp.concatenate(per_point, axis=1)
+            carry, values = chunk(carry, start, min(chunk_size, count - start), chunk_x)
+            collected.append(values)
+            chunk_x = tied(carry)
+        return carry, (jnp.concatenate(collected, axis=1) if collect else None)
 
-    full, remainder = divmod(num_points, chunk_size)
-    split = full * chunk_size
-    head, head_weights = take(0, split)
-    stacked = jax.tree_util.tree_map(
-        lambda leaf: leaf.reshape((full, chunk_size) + leaf.shape[1:]), head
-    )
-    stacked_weights = head_weights.reshape(batch, full, chunk_size).swapaxes(0, 1)
+    full, remainder = divmod(count, chunk_size)
 
-    def body(carry, inputs):
-        partial, values = chunk(*inputs, x)
-        return jax.tree_util.tree_map(jnp.add, carry, partial), values
+    def body(carry, index):
+        carry, values = chunk(carry, index * chunk_size, chunk_size, x)
+        return carry, (values if collect else None)
 
-    total, per_point = jax.lax.scan(body, zeros, (stacked, stacked_weights))
-    per_point = per_point.swapaxes(0, 1)
-    per_point = per_point.reshape((batch, split) + per_point.shape[3:])
+    carry, collected = jax.lax.scan(body, init, jnp.arange(full, dtype=jnp.int32))
+    if collect:
+        collected = collected.swapaxes(0, 1)
+        collected = collected.reshape((batch, full * chunk_size) + collected.shape[3:])
     if remainder:
-        partial, values = chunk(*take(split, num_points), tied(total))
-        total = jax.tree_util.tree_map(jnp.add, total, partial)
-        per_point = jnp.concatenate([per_point, values], axis=1)
-    return total, per_point
+        carry, values = chunk(carry, full * chunk_size, remainder, tied(carry))
+        if collect:
+            collected = jnp.concatenate([collected, values], axis=1)
+    return carry, collected
 
 
-def _weights(weights, num_points: int, batch: int, dtype):
-    weights = jnp.asarray(weights, dtype).reshape(num_points, -1)
-    return jnp.broadcast_to(weights, (num_points, batch)).T
+def over_chunks(chunk, point_params, weights, x, chunk_size: int, zeros, dependency, *, unroll: bool):
+    """`fold_chunks` for chunks that return a partial sum and per-point values.
+
+    `chunk(params, weights, x) -> (partial_sum, per_point)` evaluates one chunk of the
+    points `point_params` (a pytree of (K, ...) leaves, or `Indexed`) with their weights
+    (B, K), `per_point` of shape (B, size, ...); `partial_sum` is any pytree, summed leaf
+    by leaf (`zeros` is its zero). Returns the sum and the per-point results (B, K, ...).
+    """
+
+    def fold(total, start, size, x):
+        partial, values = chunk(
+            chunk_params(point_params, start, size),
+            jax.lax.dynamic_slice_in_dim(weights, start, size, axis=1),
+            x,
+        )
+        return jax.tree_util.tree_map(jnp.add, total, partial), values
+
+    return fold_chunks(fold, point_count(point_params), chunk_size, x, zeros, dependency,
+                       unroll=unroll, collect=True)
+
+
+def _chunk_weights(weights, params, start, size: int, batch: int, dtype):
+    """The chunk's weights as (B, size): from a (K,) or (K, B) array, or a callable of the
+    chunk's parameters returning (size,) or (size, B)."""
+    if callable(weights):
+        chunk_weights = weights(params)
+    else:
+        chunk_weights = jax.lax.dynamic_slice_in_dim(jnp.asarray(weights), start, size)
+    chunk_weights = jnp.asarray(chunk_weights, dtype).reshape(size, -1)
+    return jnp.broadcast_to(chunk_weights, (size, batch)).T
 
 
 def path_gradients(
@@ -304,12 +404,13 @@ def path_gradients(
     targets: Array,
     point_fn: Callable[[Any, Array], Array],
     point_params: Any,
-    weights: Array,
+    weights: Any,
     *,
     chunk_size: int,
     contribution_fn: Optional[Callable] = None,
     context: Any = None,
-) -> Tuple[Array, Array]:
+    keep_outputs: bool = True,
+) -> Tuple[Array, Optional[Array]]:
     """Weighted sum of target gradients over K points per example, chunked.
 
     Computes sum_k w[k, b] * c_k(grad F_t(p_k[b])) with p_k = point_fn(param_k, x) and
@@ -321,8 +422,9 @@ def path_gradients(
       targets: (B, k) int class indices.
       point_fn: `point_fn(param, x) -> (B, ...)`, the points for one parameter.
       point_params: a pytree whose leaves have a leading axis of size K (e.g. the
-        alphas of a path).
-      weights: (K,) or (K, B) weight of each point.
+        alphas of a path), or `Indexed` parameters made one chunk at a time.
+      weights: (K,) or (K, B) weight of each point, or a callable of a chunk's
+        parameters returning its weights, (size,) or (size, B).
       chunk_size: points evaluated at once (static, >= 1).
       contribution_fn: `contribution_fn(params, x, grads) -> grads'`, applied to one
         chunk's gradients of shape (B, size, k, *x.shape[1:]) before they are weighted
@@ -330,17 +432,18 @@ def path_gradients(
         E.g. multiplies each gradient by its own path step (x - b_k).
       context: optional per-example pytree (B, ...) that the model reads as
         `model((points, context_rows))` without differentiating it.
+      keep_outputs: return the target outputs at every point; without them nothing
+        the call holds grows with K.
 
     Returns:
       `(gradient_sum, outputs)`: (B, k, *x.shape[1:]) in float32 or wider, and the
-      target outputs at every point, (B, K, k).
+      target outputs at every point, (B, K, k) (None without `keep_outputs`).
     """
     batch, count = x.shape[0], targets.shape[1]
-    num_points = jax.tree_util.tree_leaves(point_params)[0].shape[0]
     acc_dtype = jnp.promote_types(x.dtype, jnp.float32)
 
-    def chunk(params, chunk_weights, x):
-        size = chunk_weights.shape[1]
+    def chunk(total, start, size, x):
+        params = chunk_params(point_params, start, size)
         row_targets = _rows(targets, size)
         outputs, _, grads = gradients(
             model,
@@ -352,23 +455,68 @@ def path_gradients(
         grads = grads.astype(acc_dtype).reshape((batch, size, count) + x.shape[1:])
         if contribution_fn is not None:
             grads = contribution_fn(params, x, grads).astype(acc_dtype)
+        chunk_weights = _chunk_weights(weights, params, start, size, batch, acc_dtype)
         # (batch, size, everything else): a rank-3 reduction compiles to a faster
         # kernel than one with the target and feature axes kept apart.
-        total = (grads.reshape(batch, size, -1) * chunk_weights[:, :, None]).sum(axis=1)
-        return total.reshape((batch, count) + x.shape[1:]), chosen
+        partial = (grads.reshape(batch, size, -1) * chunk_weights[:, :, None]).sum(axis=1)
+        return compensated_add(total, partial.reshape(x.shape[:1] + (count,) + x.shape[1:])), chosen
 
+    points = point_count(point_params)
     zeros = jnp.zeros((batch, count) + x.shape[1:], acc_dtype)
-    return over_chunks(
+    (total, _), outputs = fold_chunks(
         chunk,
-        point_params,
-        _weights(weights, num_points, batch, acc_dtype),
-        x,
+        points,
         chunk_size,
-        zeros,
+        x,
+        (zeros, zeros),
         # the next chunk waits for this chunk's gradients (an elementwise tie)
-        dependency=lambda total: total[:, 0],
-        unroll=fits_at_once(model, x, batch * num_points, context=context),
+        dependency=lambda total: total[0][:, 0],
+        unroll=fits_at_once(model, x, batch * points, context=context),
+        collect=keep_outputs,
     )
+    return total, outputs
+
+
+def fold_outputs(
+    model: Model,
+    x: Array,
+    targets: Array,
+    point_fn: Callable[[Any, Array], Array],
+    point_params: Any,
+    fold: Callable,
+    init: Any,
+    *,
+    chunk_size: int,
+) -> Any:
+    """Folds the target outputs at K points per example into `init`, chunk by chunk.
+
+    The streaming form of `path_outputs`: `fold(carry, params, outputs) -> carry` sees
+    one chunk's point parameters (leading axis size) and its target outputs
+    (B, size, k) in float32 or wider, and the outputs are not kept. With `Indexed`
+    parameters nothing the call holds grows with K. A `fold` that needs whole groups
+    of points together (e.g. all prefixes of one permutation) takes a `chunk_size` that
+    is a multiple of the group: chunks start at multiples of `chunk_size`.
+
+    Returns the final carry.
+    """
+    batch, count = x.shape[0], targets.shape[1]
+    acc_dtype = jnp.promote_types(x.dtype, jnp.float32)
+
+    def chunk(carry, start, size, x):
+        params = chunk_params(point_params, start, size)
+        outputs = model(_points(point_fn, params, x, batch))
+        chosen = jnp.take_along_axis(outputs, _rows(targets, size), axis=1)
+        return fold(carry, params, chosen.reshape(batch, size, count).astype(acc_dtype)), None
+
+    points = point_count(point_params)
+
+    def dependency(carry):  # one element of every leaf: whichever the outputs reach
+        first = sum(leaf.reshape(-1)[0].astype(acc_dtype) for leaf in jax.tree_util.tree_leaves(carry))
+        return first.reshape((1,) * x.ndim)
+
+    carry, _ = fold_chunks(chunk, points, chunk_size, x, init, dependency,
+                           unroll=fits_at_once(model, x, batch * points))
+    return carry
 
 
 def path_outputs(
@@ -390,31 +538,30 @@ def path_outputs(
       x: inputs (B, ...).
       targets: (B, k) int class indices.
       point_fn: `point_fn(param, x) -> (B, ...)`, e.g. x with one window occluded.
-      point_params: a pytree whose leaves have a leading axis of size K.
+      point_params: a pytree whose leaves have a leading axis of size K, or `Indexed`.
       chunk_size: points evaluated at once (static, >= 1).
 
     Returns:
       The target outputs (B, K, k), in the model's output dtype.
     """
     batch, count = x.shape[0], targets.shape[1]
-    num_points = jax.tree_util.tree_leaves(point_params)[0].shape[0]
 
-    def chunk(params, chunk_weights, x):
-        size = chunk_weights.shape[1]
-        outputs = model(_points(point_fn, params, x, batch))
+    def chunk(total, start, size, x):
+        outputs = model(_points(point_fn, chunk_params(point_params, start, size), x, batch))
         chosen = jnp.take_along_axis(outputs, _rows(targets, size), axis=1)
         chosen = chosen.reshape(batch, size, count)
-        return chosen.sum(axis=1), chosen
+        return total + chosen.sum(axis=1), chosen
 
-    _, outputs = over_chunks(
+    points = point_count(point_params)
+    _, outputs = fold_chunks(
         chunk,
-        point_params,
-        jnp.zeros((batch, num_points), jnp.float32),
-        x,
+        points,
         chunk_size,
+        x,
         jnp.zeros((batch, count), output_dtype(model, x)),
         dependency=lambda total: total[:, :1].reshape((batch,) + (1,) * (x.ndim - 1)),
-        unroll=fits_at_once(model, x, batch * num_points),
+        unroll=fits_at_once(model, x, batch * points),
+        collect=True,
     )
     return outputs
 
