@@ -59,6 +59,7 @@ def _integrated_gradients(model, x, baseline, targets: Targets, *, steps, schedu
         jnp.asarray(alphas, x.dtype),
         weights,
         chunk_size=chunk_size,
+        keep_outputs=False,
     )
     values = gradient_sum * (x - baseline)[:, None]
     return _path_attribution(values, chosen, at_x - _chosen(at_baseline, chosen), targets)
@@ -91,10 +92,15 @@ def _pilot_integrated_gradients(model, x, baseline, targets: Targets, *, steps, 
         outputs = engine.path_outputs(model, rows_x, row_targets, point, interior, chunk_size=chunk_size)
         pilot.insert(1, outputs[:, :, 0].astype(ends[0].dtype))
     pilot = jnp.concatenate(pilot, axis=1)
-    alphas, weights = schedules.pilot_schedule(schedule, pilot, steps)
+    at = schedules.pilot_points(schedule, pilot, steps)  # each chunk's alphas and weights
+
+    def params_at(indices):  # (size, rows) alphas and weights
+        return jax.tree_util.tree_map(jnp.transpose, at(indices))
+
     gradient_sum, _ = engine.path_gradients(
         model, engine.after(rows_x, pilot[:, -1:].reshape((-1,) + (1,) * (x.ndim - 1)).astype(x.dtype)),
-        row_targets, point, alphas.T, weights.T, chunk_size=chunk_size,
+        row_targets, lambda params, x: point(params[0], x), engine.Indexed(steps, params_at),
+        lambda params: params[1], chunk_size=chunk_size, keep_outputs=False,
     )
     gradient_sum = gradient_sum.reshape((batch, chosen.shape[1]) + x.shape[1:])
     values = gradient_sum * (x - baseline)[:, None]
@@ -247,15 +253,23 @@ def integrated_gradients(
     )
 
 
-@engine.program(static_argnames=("samples", "chunk_size"))
-def _expected_gradients(model, x, background, targets: Targets, key, *, samples, chunk_size):
+@engine.program(static_argnames=("samples", "chunk_size", "background_chunk"))
+def _expected_gradients(model, x, background, targets: Targets, key, *, samples, chunk_size,
+                        background_chunk):
     batch = x.shape[0]
-    chosen, at_x, at_background, tied_x = _endpoint_pass(model, x, background, targets)
-    index_key, alpha_key = jax.random.split(key)
-    draws = (
-        jax.random.randint(index_key, (samples, batch), 0, background.shape[0]),
-        jax.random.uniform(alpha_key, (samples, batch), x.dtype),
-    )
+    chosen, at_x, _, tied_x = _endpoint_pass(model, x, x[:0], targets)
+    # F at every reference, a chunk of references at a time (the set is the user's).
+    at_background = engine.forward_rows(model, background.astype(x.dtype), chunk_size=background_chunk)
+
+    def draws(indices):
+        """Draw i of every example (a reference and an alpha) from `fold_in(key, i)`, so
+        no draw for all samples is held and the chunk does not change them: (size, B) each."""
+        def one(i):
+            index_key, alpha_key = jax.random.split(jax.random.fold_in(key, i))
+            return (jax.random.randint(index_key, (batch,), 0, background.shape[0]),
+                    jax.random.uniform(alpha_key, (batch,), x.dtype))
+
+        return jax.vmap(one)(indices)
 
     def point(draw, x):
         index, alpha = draw
@@ -267,12 +281,22 @@ def _expected_gradients(model, x, background, targets: Targets, key, *, samples,
         return grads * steps[:, :, None]
 
     gradient_sum, _ = engine.path_gradients(
-        model, tied_x, chosen, point, draws, jnp.full(samples, 1.0 / samples),
-        chunk_size=chunk_size, contribution_fn=contribution,
+        model, tied_x, chosen, point, engine.Indexed(samples, draws),
+        lambda draws: jnp.full(draws[1].shape[:1], 1.0 / samples),
+        chunk_size=chunk_size, contribution_fn=contribution, keep_outputs=False,
     )
-    # E[F(b)] over the drawn references of each example.
-    drawn = jnp.take_along_axis(at_background[draws[0].T], chosen[:, None, :], axis=2).mean(axis=1)
-    return _path_attribution(gradient_sum, chosen, at_x - drawn, targets)
+
+    # E[F(b)] over the drawn references of each example: the same draws again, folded
+    # into a sum (no model evaluation).
+    def drawn(total, start, size, _):
+        index, _ = draws(start + jnp.arange(size, dtype=jnp.int32))  # (size, B)
+        outputs = jnp.take_along_axis(at_background[index.T], chosen[:, None, :], axis=2)
+        return total + outputs.sum(axis=1).astype(total.dtype), None
+
+    total, _ = engine.fold_chunks(drawn, samples, chunk_size, x, jnp.zeros_like(at_x),
+                                  dependency=lambda total: total[:, :1].reshape((batch,) + (1,) * (x.ndim - 1)),
+                                  unroll=False)
+    return _path_attribution(gradient_sum, chosen, at_x - total / samples, targets)
 
 
 @register("path", randomized=True)
@@ -316,7 +340,9 @@ def expected_gradients(
     key = _checks.key(key)
     samples = _checks.positive_int("samples", samples)
     chunk_size = _checks.chunk_size(chunk_size, model, x, samples)
-    return _expected_gradients(model, x, background, targets, key, samples=samples, chunk_size=chunk_size)
+    background_chunk = engine.default_chunk_size(model, background[:1], background.shape[0])
+    return _expected_gradients(model, x, background, targets, key, samples=samples,
+                               chunk_size=chunk_size, background_chunk=background_chunk)
 
 
 def _blur_matrix(size: int, sigma, radius: int):
@@ -369,7 +395,7 @@ def _blur_ig(model, x, targets: Targets, *, max_sigma, steps, chunk_size):
 
     gradient_sum, _ = engine.path_gradients(
         model, tied_x, chosen, point, segments, jnp.ones(steps),
-        chunk_size=chunk_size, contribution_fn=contribution,
+        chunk_size=chunk_size, contribution_fn=contribution, keep_outputs=False,
     )
     return _path_attribution(gradient_sum, chosen, at_x - _chosen(at_start, chosen), targets)
 
@@ -441,7 +467,7 @@ def _idgi(model, x, baseline, targets: Targets, *, steps, chunk_size):
     gradient_sum, _ = engine.path_gradients(
         model, engine.after(x, outputs[:, -1:, 0].reshape((x.shape[0],) + (1,) * (x.ndim - 1)).astype(x.dtype)),
         chosen, lambda params, x: point(params[0], x), (alphas[:-1], changes), jnp.ones(steps),
-        chunk_size=chunk_size, contribution_fn=contribution,
+        chunk_size=chunk_size, contribution_fn=contribution, keep_outputs=False,
     )
     return _path_attribution(gradient_sum, chosen, at_x - _chosen(at_baseline, chosen), targets)
 
