@@ -84,3 +84,34 @@ def test_bad_arguments(rng):
         smoothgrad(jaxplain.saliency, model, x, target=0, key=KEY, noise_scale=-1)
     with pytest.raises(TypeError, match="method must be a jaxplain method"):
         smoothgrad("saliency", model, x, target=0, key=KEY)
+
+
+@pytest.mark.parametrize("wrapper", [smoothgrad, vargrad])
+def test_a_randomized_method_gets_its_own_key_per_copy_and_its_own_options(wrapper, rng):
+    """Around kernel_shap: its own `samples` through method_options, a key per noisy copy
+    split from the wrapper's (the copies' sampling differs, so even without noise the
+    variance is that of kernel_shap's estimate), and the chunk does not change the draws."""
+    model = mlp_model(features=5)
+    x = rng.normal(size=(3, 5)).astype(np.float32)
+    options = dict(target=0, key=KEY, samples=4, method_options={"samples": 16})
+    first = wrapper(jaxplain.kernel_shap, model, x, **options)
+    chunked = wrapper(jaxplain.kernel_shap, model, x, noise_chunk_size=3, **options)
+    np.testing.assert_allclose(chunked.values, first.values, rtol=1e-5, atol=1e-7)
+    exact = jaxplain.exact_shapley(model, x, target=0).values
+    noiseless = vargrad(jaxplain.kernel_shap, model, x, noise_scale=0.0, **options)
+    assert float(np.asarray(noiseless.values).max()) > 0.0
+    # the copies are kernel_shap estimates with 16 samples: their mean is near the exact values
+    mean = smoothgrad(jaxplain.kernel_shap, model, x, noise_scale=0.0, **options)
+    assert np.linalg.norm(mean.values - exact) < 0.2 * np.linalg.norm(exact)
+
+
+def test_method_options_and_keywords_must_not_name_the_same_option(rng):
+    model = mlp_model(features=5)
+    x = rng.normal(size=(2, 5)).astype(np.float32)
+    with pytest.raises(TypeError, match="steps given both"):
+        smoothgrad(jaxplain.integrated_gradients, model, x, target=0, key=KEY, steps=4,
+                   method_options={"steps": 8})
+    with pytest.raises(TypeError, match="method_options must be a dict"):
+        smoothgrad(jaxplain.saliency, model, x, target=0, key=KEY, method_options=[("steps", 8)])
+    with pytest.raises(TypeError, match="not as method options"):
+        smoothgrad(jaxplain.kernel_shap, model, x, target=0, key=KEY, method_options={"key": KEY})

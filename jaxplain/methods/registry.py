@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 from typing import Callable, Dict
 
 FAMILIES = ("gradient", "path", "noise", "rules", "layer", "perturbation")
@@ -65,3 +66,15 @@ def randomized(name: str, wrap: str | None = None) -> bool:
     """Whether method `name` (wrapping `wrap`, for a noise method) takes a `key`."""
     info = METHODS[name]
     return info.randomized or (info.family == "noise" and wrap is not None and METHODS[wrap].randomized)
+
+
+def takes_key(method: Callable) -> bool:
+    """Whether `method` draws at random and so takes a `key`: what the registry says of a
+    jaxplain method, and for any other callable whether it has a `key` parameter."""
+    for info in METHODS.values():
+        if info.function is method:
+            return info.randomized
+    try:
+        return "key" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False

@@ -4,13 +4,21 @@ Each wraps any jaxplain method: it explains `samples` noisy copies x + e_s of th
 e_s ~ N(0, sigma^2) with sigma = noise_scale * (max(x) - min(x)) per example, and reduces
 the attributions over the copies: their mean (smoothgrad), the mean of their squares
 (smoothgrad_sq) or their variance (vargrad). All copies go through one compiled program:
-the engine evaluates them `noise_chunk_size` samples at a time (all at once by default),
-each chunk being one batched call of the wrapped method.
+the engine evaluates them `noise_chunk_size` copies at a time (by default as many as
+the engine's memory budget allows, see `jaxplain.engine.default_chunk_size`), and only
+the running mean and spread are kept (`jaxplain.engine.merge_moments`), so memory does
+not grow with `samples`. Copy s draws its noise
+from `fold_in(key, s)`, so the answer does not depend on the chunk size.
+
+A deterministic method explains a chunk's copies in one batched call. A randomized
+method (one that takes a `key`: kernel_shap, expected_gradients, ...) gets its own key
+for every copy, split from that copy's key, and is mapped over the chunk's copies with
+`jax.vmap`, so its draws for a copy do not depend on the chunk either.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +26,7 @@ import numpy as np
 
 from jaxplain import _checks, engine
 from jaxplain.attribution import Attribution
-from jaxplain.methods.registry import register
+from jaxplain.methods.registry import register, takes_key
 from jaxplain.model import Model, Targets
 
 REDUCTIONS = ("mean", "mean_square", "variance")
@@ -28,9 +36,16 @@ def _is_array(value) -> bool:
     return isinstance(value, (jax.Array, np.ndarray))
 
 
-@engine.program(static_argnames=("method", "reduction", "samples", "noise_chunk_size", "static_kwargs"))
+def _copy_keys(key, indices):
+    """(noise key, method key) of each copy: both from `fold_in(key, copy index)`."""
+    keys = jax.vmap(lambda i: jax.random.split(jax.random.fold_in(key, i)))(indices)
+    return keys[:, 0], keys[:, 1]
+
+
+@engine.program(static_argnames=("method", "reduction", "samples", "noise_chunk_size",
+                                 "static_kwargs", "randomized"))
 def _noisy(model, x, targets: Targets, key, noise_scale, array_kwargs, *, method, reduction,
-           samples, noise_chunk_size, static_kwargs):
+           samples, noise_chunk_size, static_kwargs, randomized):
     batch = x.shape[0]
     chosen = targets.resolve(engine.forward(model, x))  # targets of the clean input
     axes = tuple(range(1, x.ndim))
@@ -38,54 +53,70 @@ def _noisy(model, x, targets: Targets, key, noise_scale, array_kwargs, *, method
     # Keyword arrays shaped like x (a baseline per example) follow their example.
     per_example = {k: v for k, v in array_kwargs.items() if v.shape == x.shape}
     shared = {k: v for k, v in array_kwargs.items() if k not in per_example}
-
-    def chunk(keys, _, x):
-        size = keys.shape[0]
-        noise = jax.vmap(lambda k: jax.random.normal(k, x.shape, x.dtype))(keys)  # (size, B, ...)
-        rows = (x[:, None] + spread[:, None] * noise.swapaxes(0, 1)).reshape((batch * size,) + x.shape[1:])
-        repeated = {k: jnp.repeat(v, size, axis=0) for k, v in per_example.items()}
-        attribution = method(
-            model, rows, target=jnp.repeat(chosen, size, axis=0),
-            **dict(static_kwargs), **shared, **repeated,
-        )
-        values = attribution.values.reshape((batch, size) + attribution.values.shape[1:])
-        acc = jnp.promote_types(values.dtype, jnp.float32)
-        values = values.astype(acc)
-        return (values.sum(axis=1), (values**2).sum(axis=1)), jnp.zeros((batch, size), acc)
-
-    keys = jax.random.split(key, samples)
-    shape = (batch, chosen.shape[1]) + x.shape[1:]
     acc = jnp.promote_types(x.dtype, jnp.float32)
-    (total, squares), _ = engine.over_chunks(
-        chunk,
-        keys,
-        jnp.zeros((batch, samples), acc),
-        x,
-        noise_chunk_size,
-        (jnp.zeros(shape, acc), jnp.zeros(shape, acc)),
-        dependency=lambda sums: sums[0][:, 0],
+
+    def explain_copies(copies, method_keys):
+        """The method's values for copies (size, B, ...), as (B, size, ...)."""
+        size = copies.shape[0]
+        if randomized:
+            def one(copy, method_key):
+                return method(model, copy, target=chosen, key=method_key,
+                              **dict(static_kwargs), **array_kwargs).values
+            return jax.vmap(one)(copies, method_keys).swapaxes(0, 1)
+        rows = copies.swapaxes(0, 1).reshape((batch * size,) + x.shape[1:])
+        repeated = {k: jnp.repeat(v, size, axis=0) for k, v in per_example.items()}
+        values = method(model, rows, target=jnp.repeat(chosen, size, axis=0),
+                        **dict(static_kwargs), **shared, **repeated).values
+        return values.reshape((batch, size) + values.shape[1:])
+
+    def chunk(moments, start, size, x):
+        noise_keys, method_keys = _copy_keys(key, start + jnp.arange(size, dtype=jnp.int32))
+        noise = jax.vmap(lambda k: jax.random.normal(k, x.shape, x.dtype))(noise_keys)  # (size, B, ...)
+        values = explain_copies(x[None] + spread[None] * noise, method_keys).astype(acc)
+        return engine.merge_moments(moments, values), None
+
+    shape = (batch, chosen.shape[1]) + x.shape[1:]
+    zeros = jnp.zeros(shape, acc)
+    (_, mean, squares), _ = engine.fold_chunks(
+        chunk, samples, noise_chunk_size, x, (jnp.zeros((), acc), zeros, zeros),
+        dependency=lambda moments: moments[1][:, 0],
         # the wrapped method's memory is its own: a loop keeps one noise chunk alive
         unroll=False,
     )
-    mean, mean_square = total / samples, squares / samples
-    values = {"mean": mean, "mean_square": mean_square, "variance": mean_square - mean**2}[reduction]
+    variance = squares / samples
+    values = {"mean": mean, "mean_square": variance + mean**2, "variance": variance}[reduction]
     return Attribution(targets.squeeze(values), targets.squeeze(chosen))
 
 
-def _smooth(method, model, x, target, key, samples, noise_scale, noise_chunk_size, reduction, kwargs):
+def _smooth(method, model, x, target, key, samples, noise_scale, noise_chunk_size, reduction,
+            method_options, kwargs):
     if not callable(method):
         raise TypeError(f"method must be a jaxplain method such as jaxplain.saliency, got {method!r}")
-    if "key" in kwargs or "target" in kwargs:
-        raise TypeError("pass target and key to the noise wrapper itself, not as method options")
+    if method_options is None:
+        method_options = {}
+    if not isinstance(method_options, dict):
+        raise TypeError(f"method_options must be a dict of the wrapped method's options, got "
+                        f"{type(method_options).__name__}")
+    both = sorted(set(method_options) & set(kwargs))
+    if both:
+        raise TypeError(f"{', '.join(both)} given both in method_options and as a keyword; pass "
+                        "each option of the wrapped method once")
+    options = {**kwargs, **method_options}
+    if "key" in options or "target" in options:
+        raise TypeError("pass target and key to the noise wrapper itself, not as method options: "
+                        "a randomized method gets its own key for every noisy copy, split from key")
     x, targets = _checks.prepare(model, x, target)
     key = _checks.key(key)
     samples = _checks.positive_int("samples", samples)
     noise_scale = _checks.fraction("noise_scale", noise_scale, high=float("inf"))
-    noise_chunk_size = samples if noise_chunk_size is None else min(
-        _checks.positive_int("noise_chunk_size", noise_chunk_size), samples
-    )
-    arrays = {k: v for k, v in kwargs.items() if _is_array(v)}
-    static = tuple(sorted((k, v) for k, v in kwargs.items() if k not in arrays))
+    randomized = takes_key(method)
+    if noise_chunk_size is None:
+        # A batched call holds copies x batch rows; a mapped randomized method holds its
+        # own chunks once per copy, so its copies go one at a time.
+        noise_chunk_size = 1 if randomized else engine.default_chunk_size(model, x, samples)
+    noise_chunk_size = min(_checks.positive_int("noise_chunk_size", noise_chunk_size), samples)
+    arrays = {k: v for k, v in options.items() if _is_array(v)}
+    static = tuple(sorted((k, v) for k, v in options.items() if k not in arrays))
     try:
         hash(static)
     except TypeError as error:
@@ -93,26 +124,32 @@ def _smooth(method, model, x, target, key, samples, noise_scale, noise_chunk_siz
     return _noisy(
         model, x, targets, key, noise_scale, arrays, method=method, reduction=reduction,
         samples=samples, noise_chunk_size=noise_chunk_size, static_kwargs=static,
+        randomized=randomized,
     )
 
 
 _ARGS = """
     Args:
       method: any jaxplain method, e.g. `jaxplain.saliency` or
-        `jaxplain.integrated_gradients`.
+        `jaxplain.integrated_gradients`; a randomized one (e.g. `jaxplain.kernel_shap`)
+        gets its own key for every noisy copy, split from `key`.
       model: a `jaxplain.Model`.
       x: a batch of inputs, `(batch, ...)`.
       target: as for the wrapped method; "predicted" and `top_k` are resolved on the
         clean input, so every noisy copy explains the same class.
-      key: a `jax.random.key`; same key, same noise.
+      key: a `jax.random.key`; same key, same noise (and same draws of a randomized
+        method).
       samples: noisy copies per example.
       noise_scale: the noise's standard deviation as a fraction of each example's
         value range, max(x) - min(x); 0.1-0.2 is the range the SmoothGrad paper
         recommends. 0 gives back the wrapped method.
-      noise_chunk_size: noisy copies evaluated at once (all by default); lower it to
-        bound memory, e.g. around integrated_gradients.
-      **method_options: passed to `method` (e.g. steps=32, baseline=0.0, chunk_size).
-        An array option shaped like `x` is taken per example.
+      noise_chunk_size: noisy copies evaluated at once: by default as many as the
+        engine's memory budget allows (`jaxplain.engine.default_chunk_size`), one at a
+        time around a randomized method. The answer does not depend on it.
+      method_options: a dict of options for `method`, for names the wrapper also
+        takes (e.g. `{"samples": 256}` for kernel_shap's own samples).
+      **method_kwargs: further options passed to `method` (e.g. steps=32,
+        baseline=0.0, chunk_size). An array option shaped like `x` is taken per example.
 
     Returns:
       An `Attribution` shaped like the wrapped method's.
@@ -121,38 +158,44 @@ _ARGS = """
 
 @register("noise", randomized=True)
 def smoothgrad(method: Callable, model: Model, x, *, target, key, samples: int = 50,
-               noise_scale: float = 0.15, noise_chunk_size=None, **method_options) -> Attribution:
+               noise_scale: float = 0.15, noise_chunk_size=None,
+               method_options: Optional[dict] = None, **method_kwargs) -> Attribution:
     """SmoothGrad: the mean attribution over noisy copies of the input.
     {args}
     References:
       Smilkov, Thorat, Kim, Viegas, Wattenberg. SmoothGrad: removing noise by adding
       noise. arXiv:1706.03825, 2017.
     """
-    return _smooth(method, model, x, target, key, samples, noise_scale, noise_chunk_size, "mean", method_options)
+    return _smooth(method, model, x, target, key, samples, noise_scale, noise_chunk_size, "mean",
+                   method_options, method_kwargs)
 
 
 @register("noise", randomized=True)
 def smoothgrad_sq(method: Callable, model: Model, x, *, target, key, samples: int = 50,
-                  noise_scale: float = 0.15, noise_chunk_size=None, **method_options) -> Attribution:
+                  noise_scale: float = 0.15, noise_chunk_size=None,
+                  method_options: Optional[dict] = None, **method_kwargs) -> Attribution:
     """SmoothGrad-squared: the mean of the squared attributions over noisy copies.
     {args}
     References:
       Hooker, Erhan, Kindermans, Kim. A Benchmark for Interpretability Methods in Deep
       Neural Networks. arXiv:1806.10758, 2019.
     """
-    return _smooth(method, model, x, target, key, samples, noise_scale, noise_chunk_size, "mean_square", method_options)
+    return _smooth(method, model, x, target, key, samples, noise_scale, noise_chunk_size,
+                   "mean_square", method_options, method_kwargs)
 
 
 @register("noise", randomized=True)
 def vargrad(method: Callable, model: Model, x, *, target, key, samples: int = 50,
-            noise_scale: float = 0.15, noise_chunk_size=None, **method_options) -> Attribution:
+            noise_scale: float = 0.15, noise_chunk_size=None,
+            method_options: Optional[dict] = None, **method_kwargs) -> Attribution:
     """VarGrad: the variance of the attributions over noisy copies of the input.
     {args}
     References:
       Adebayo, Gilmer, Goodfellow, Kim. Local Explanation Methods for Deep Neural
       Networks Lack Sensitivity to Parameter Values. arXiv:1810.03307, 2018.
     """
-    return _smooth(method, model, x, target, key, samples, noise_scale, noise_chunk_size, "variance", method_options)
+    return _smooth(method, model, x, target, key, samples, noise_scale, noise_chunk_size,
+                   "variance", method_options, method_kwargs)
 
 
 for _function in (smoothgrad, smoothgrad_sq, vargrad):
