@@ -31,16 +31,59 @@ def _pyplot():
 
 def _output(path) -> None:
     """The file to write, checked before drawing: an empty path would save a hidden ".png"
-    in the current directory, a folder or a path below a file would fail after the work."""
+    in the current directory, a folder or a path below a file would fail after the work,
+    and so would a missing folder (matplotlib and PIL do not create it)."""
+    import os
+
     from jaxplain._store import output_path
 
-    output_path("path", path, folder=False)
+    path = output_path("path", path, folder=False)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"path: cannot write {path}: the folder {folder} does not exist; create it first")
+
+
+def _array(name: str, value, ranks=None, expected: str = "", finite: bool = True) -> np.ndarray:
+    """`value` as a float array to draw, checked before any drawing: an `Attribution`'s
+    `.values` taken; refused when not numeric, of another rank than `ranks` (`expected`
+    says what is wanted), empty, or holding NaN or infinity (drawn as a blank picture)."""
+    from jaxplain.attribution import Attribution
+
+    if isinstance(value, Attribution):
+        value = value.values
+    try:
+        array = np.asarray(value, np.float32)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be an array of numbers, got {type(value).__name__}") from None
+    if ranks is not None and array.ndim not in ranks:
+        raise ValueError(f"{name} must be {expected}, got shape {array.shape}")
+    if array.size == 0:
+        raise ValueError(f"{name} is empty (shape {array.shape}): nothing to draw")
+    if finite and not np.isfinite(array).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return array
+
+
+def _percentile(percentile) -> float:
+    from jaxplain import _checks
+
+    return _checks.fraction("percentile", percentile, low=0.0, high=100.0)
+
+
+def _labels(name: str, labels, count: int, what: str) -> None:
+    """Refuses `labels` (titles, names) unless there is one per `what` (IndexError later)."""
+    if labels is not None and len(labels) != count:
+        raise ValueError(f"{name} has {len(labels)} entries for {count} {what}")
 
 
 def clip_scale(values: np.ndarray, percentile: float = 99.0) -> float:
     """The symmetric colour limit: the `percentile` of |values| (at least a tiny positive)."""
-    scale = float(np.percentile(np.abs(values), percentile)) if np.size(values) else 0.0
+    values, percentile = _array("values", values), _percentile(percentile)
+    scale = float(np.percentile(np.abs(values), percentile))
     return scale if scale > 0 else 1e-12
+
+
+_MAPS = "(n, h, w) or (n, h, w, c) attributions"
 
 
 def spatial_map(values: np.ndarray, size) -> np.ndarray:
@@ -51,7 +94,12 @@ def spatial_map(values: np.ndarray, size) -> np.ndarray:
     """
     import jax
 
-    values = np.asarray(values, np.float32)
+    values = _array("values", values, (3, 4), _MAPS)
+    if not (isinstance(size, (tuple, list)) and len(size) == 2
+            and all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in size)):
+        raise TypeError(f"size must be (H, W), two ints, got {size!r}")
+    if min(size) < 1:
+        raise ValueError(f"size must be (H, W) with H, W >= 1, got {tuple(size)}")
     if values.ndim == 4:
         values = values.sum(axis=-1)
     if tuple(values.shape[1:3]) != tuple(size):
@@ -135,8 +183,9 @@ def image_attributions(
     Args:
       inputs: (n, H, W, C) or (n, H, W) images.
       values: attributions, (n, h, w, c) or (n, h, w): summed over channels and resized
-        to H x W when at another resolution (`spatial_map`).
-      path: the PNG to write.
+        to H x W when at another resolution (`spatial_map`); an `Attribution` is taken
+        as its `.values`.
+      path: the PNG to write (its folder must exist).
       titles: one caption per example.
       percentile: colour clipping percentile of |attribution|, per example.
       columns: examples per row (each takes two panels).
@@ -148,12 +197,20 @@ def image_attributions(
     Returns:
       `path`.
     """
+    from jaxplain import _checks
+
     _output(path)
     _check_mode(mode)
-    plt = _pyplot()
-    inputs = np.asarray(inputs)
-    heats = spatial_map(values, inputs.shape[1:3])
+    percentile = _percentile(percentile)
+    columns = _checks.positive_int("columns", columns)
+    inputs = _array("inputs", inputs, (3, 4), "(n, H, W) or (n, H, W, C) images")
+    values = _array("values", values, (3, 4), _MAPS)
     n = len(inputs)
+    if len(values) != n:
+        raise ValueError(f"values holds attributions of {len(values)} examples for {n} inputs")
+    _labels("titles", titles, n, "inputs")
+    heats = spatial_map(values, inputs.shape[1:3])
+    plt = _pyplot()
     rows = -(-n // columns)
     figure, axes = plt.subplots(rows, 2 * columns, figsize=(2.2 * columns * 2, 2.4 * rows), squeeze=False)
     for ax in axes.ravel():
@@ -202,15 +259,15 @@ def method_grid(
     """
     _output(path)
     _check_mode(mode)
-    inputs = np.asarray(inputs)
+    percentile = _percentile(percentile)
+    inputs = _array("inputs", inputs, (3, 4), "(n, H, W) or (n, H, W, C) images")
     n = len(inputs)
     if not attributions:
         raise ValueError("attributions is empty: pass {method name: attributions}")
-    if titles is not None and len(titles) != n:
-        raise ValueError(f"titles has {len(titles)} entries for {n} inputs")
+    _labels("titles", titles, n, "inputs")
     heats = {}
     for name, values in attributions.items():
-        values = np.asarray(values)
+        values = _array(f"attributions of method {name!r}", values)
         if values.ndim not in (3, 4) or values.shape[0] != n:
             raise ValueError(
                 f"attributions of method {name!r} have shape {tuple(values.shape)}; expected "
@@ -247,10 +304,13 @@ def tabular_attributions(
 ) -> str:
     """A heat-map of (examples x features) signed attributions; writes a PNG to `path`."""
     _output(path)
-    plt = _pyplot()
-    values = np.asarray(values, np.float32)
+    values = _array("values", values, (2,), "(examples, features); for one example pass values[None], "
+                    "for images or sequences values.reshape(n, -1)")
     n, d = values.shape
+    _labels("feature_names", feature_names, d, "features")
+    _labels("row_labels", row_labels, n, "examples")
     limit = clip_scale(values, percentile)
+    plt = _pyplot()
     figure, ax = plt.subplots(figsize=(min(20, 2.5 + 0.35 * d), min(20, 2.8 + 0.3 * n)))
     image = ax.imshow(values, cmap=_SIGNED_CMAP, vmin=-limit, vmax=limit, aspect="auto")
     ax.set_xticks(range(d))
@@ -272,17 +332,25 @@ def token_attributions(
     row_labels: Optional[Sequence[str]] = None,
     percentile: float = 99.0,
 ) -> str:
-    """Tokens written in cells coloured by their signed attribution; writes a PNG."""
+    """Tokens written in cells coloured by their signed attribution; writes a PNG.
+
+    Rows may be ragged as in `text_html`: row i shows its len(tokens[i]) tokens, the
+    cells past them (padding) are left blank.
+    """
     _output(path)
+    rows = _token_rows(tokens, values)
+    _labels("row_labels", row_labels, len(rows), "rows")
+    limit = clip_scale(np.concatenate(rows), percentile)
+    n, length = len(rows), max(len(row) for row in rows)
+    cells = np.full((n, length), np.nan)  # NaN cells (padding) are drawn blank
+    for i, row in enumerate(rows):
+        cells[i, : len(row)] = row
     plt = _pyplot()
-    values = np.asarray(values, np.float32)
-    n, length = values.shape
-    limit = clip_scale(values, percentile)
     figure, ax = plt.subplots(figsize=(min(24, 1.5 + 0.7 * length), 1 + 0.4 * n))
-    ax.imshow(values, cmap=_SIGNED_CMAP, vmin=-limit, vmax=limit, aspect="auto")
-    for i in range(n):
-        for j in range(length):
-            dark = abs(values[i, j]) > 0.6 * limit  # light text on saturated cells
+    ax.imshow(cells, cmap=_SIGNED_CMAP, vmin=-limit, vmax=limit, aspect="auto")
+    for i, row in enumerate(rows):
+        for j, value in enumerate(row):
+            dark = abs(value) > 0.6 * limit  # light text on saturated cells
             ax.text(j, i, str(tokens[i][j]), ha="center", va="center", fontsize=6,
                     color="white" if dark else "black")
     ax.set_xticks([])
@@ -304,15 +372,36 @@ def _signed_colour(value: float, limit: float) -> str:
 
 
 def _token_rows(tokens: Sequence[Sequence[str]], values) -> list:
-    """Per row, the first len(tokens[i]) values as a float array (rows may be ragged)."""
+    """Per row, the first len(tokens[i]) values as a float array (rows may be ragged).
+
+    Checked before anything is drawn: a row of tokens given as one string (its letters
+    would be the tokens), a row of values that is not 1-D (an embedding axis not summed:
+    flattened, the values would belong to other tokens), too few values, NaN or infinity
+    in the values used, and no tokens at all.
+    """
+    from jaxplain.attribution import Attribution
+
+    values = values.values if isinstance(values, Attribution) else values
+    if isinstance(tokens, str) or any(isinstance(words, str) for words in tokens):
+        raise TypeError("tokens must hold one sequence of strings per row, e.g. [['the', 'film']], not strings")
     if len(values) != len(tokens):
         raise ValueError(f"values has {len(values)} rows for {len(tokens)} rows of tokens")
     rows = []
     for i, (words, row) in enumerate(zip(tokens, values)):
-        row = np.asarray(row, np.float64).reshape(-1)
+        row = np.asarray(row, np.float64)
+        if row.ndim != 1:
+            raise ValueError(
+                f"values row {i} has shape {row.shape}; expected one value per token (for attributions "
+                "of embeddings, sum over the embedding axis first)"
+            )
         if len(row) < len(words):
             raise ValueError(f"row {i} has {len(words)} tokens but only {len(row)} values")
-        rows.append(row[: len(words)])
+        row = row[: len(words)]
+        if not np.isfinite(row).all():
+            raise ValueError(f"values row {i} contains NaN or infinite values")
+        rows.append(row)
+    if not any(len(row) for row in rows):
+        raise ValueError("tokens holds no tokens: nothing to draw")
     return rows
 
 
@@ -347,10 +436,8 @@ def text_html(
     if path is not None:
         _output(path)
     rows = _token_rows(tokens, values)
-    if row_labels is not None and len(row_labels) != len(rows):
-        raise ValueError(f"row_labels has {len(row_labels)} entries for {len(rows)} rows")
-    used = np.concatenate(rows) if rows else np.zeros(0)
-    limit = clip_scale(used[np.isfinite(used)], percentile)
+    _labels("row_labels", row_labels, len(rows), "rows")
+    limit = clip_scale(np.concatenate(rows), percentile)
     heading = html.escape(title) if title is not None else "Attributions"
 
     def span(text: str, value: float, hover: str) -> str:
@@ -502,9 +589,24 @@ def convergence(curves_by_case: Mapping[str, Mapping[str, Mapping[str, Sequence[
       `path`.
     """
     _output(path)
+    if not isinstance(curves_by_case, Mapping):
+        raise TypeError(f"curves_by_case must be a dict {{case: {{schedule: curve}}}}, got {type(curves_by_case).__name__}")
     cases = list(curves_by_case)
     if not cases:
         raise ValueError("curves_by_case is empty")
+    for case, schedules in curves_by_case.items():  # before drawing, naming the case at fault
+        if not isinstance(schedules, Mapping) or not schedules:
+            raise TypeError(f"curves_by_case[{case!r}] must be a non-empty dict {{schedule: {{'cost': [...], "
+                            f"'median_l2': [...]}}}}, got {schedules!r}")
+        for name, curve in schedules.items():
+            where = f"curves_by_case[{case!r}][{name!r}]"
+            if not isinstance(curve, Mapping) or not {"cost", "median_l2"} <= set(curve):
+                raise TypeError(f"{where} must be a dict with 'cost' and 'median_l2' lists, got {curve!r}")
+            # A study may record a diverged point as inf: the line leaves it out.
+            cost = _array(f"{where}['cost']", curve["cost"], (1,), "a 1-D list", finite=False)
+            error = _array(f"{where}['median_l2']", curve["median_l2"], (1,), "a 1-D list", finite=False)
+            if cost.shape != error.shape:
+                raise ValueError(f"{where}: {len(cost)} costs for {len(error)} errors")
     plt = _pyplot()
     columns = 4
     rows = -(-len(cases) // columns)

@@ -356,3 +356,74 @@ _TOKENS = jaxplain.Model.from_linen(_Tokens(), _Tokens().init(jax.random.PRNGKey
 )
 def test_token_ids_outside_the_embedding_table_are_named(match, ids, baseline):
     raises_named(ValueError, match, lambda: jaxplain.token_attributions(_TOKENS, ids, target=0, baseline=baseline, steps=2))
+
+
+# --- viz: pictures check what they draw before drawing (issue 18) ------------------------
+
+from jaxplain import viz  # noqa: E402
+
+_IMGS = np.linspace(0, 1, 2 * 4 * 4).reshape(2, 4, 4, 1).astype(np.float32)
+_MAPS = np.linspace(-1, 1, 2 * 4 * 4).reshape(2, 4, 4)
+_WORDS = [["good", "film"], ["bad"]]
+_CURVE = {"cost": [1, 2], "median_l2": [0.1, 0.01]}
+
+
+@pytest.mark.parametrize(
+    "error, match, draw",
+    [
+        # IndexError after the first panel
+        (ValueError, "values holds attributions of 1 examples for 2 inputs", lambda p: viz.image_attributions(_IMGS, _MAPS[:1], p)),
+        # wrong ranks were resized or drawn without complaint, or failed inside jax.image
+        (ValueError, "inputs must be \\(n, H, W\\) or \\(n, H, W, C\\) images, got shape \\(2, 16\\)",
+         lambda p: viz.image_attributions(_IMGS.reshape(2, 16), _MAPS, p)),
+        (ValueError, "values must be \\(n, h, w\\) or \\(n, h, w, c\\) attributions, got shape \\(2, 4, 4, 1, 1\\)",
+         lambda p: viz.image_attributions(_IMGS, _MAPS[..., None, None], p)),
+        # NaN drew a blank heat-map
+        (ValueError, "values contains NaN or infinite values", lambda p: viz.image_attributions(_IMGS, _MAPS * np.nan, p)),
+        (ValueError, "inputs contains NaN", lambda p: viz.image_attributions(_IMGS + np.inf, _MAPS, p)),
+        (ValueError, "inputs is empty \\(shape \\(0, 4, 4, 1\\)\\)", lambda p: viz.image_attributions(_IMGS[:0], _MAPS[:0], p)),
+        (ValueError, "columns must be >= 1, got 0", lambda p: viz.image_attributions(_IMGS, _MAPS, p, columns=0)),
+        (ValueError, "percentile must be in \\[0.0, 100.0\\], got 200", lambda p: viz.image_attributions(_IMGS, _MAPS, p, percentile=200)),
+        (ValueError, "titles has 1 entries for 2 inputs", lambda p: viz.image_attributions(_IMGS, _MAPS, p, titles=["a"])),
+        (ValueError, "percentile must be in", lambda p: viz.method_grid(_IMGS, {"ig": _MAPS}, p, percentile=-1)),
+        (ValueError, "attributions of method 'ig' contains NaN", lambda p: viz.method_grid(_IMGS, {"ig": _MAPS * np.nan}, p)),
+        (ValueError, "feature_names has 1 entries for 3 features", lambda p: viz.tabular_attributions(np.ones((2, 3)), p, feature_names=["a"])),
+        (ValueError, "values must be \\(examples, features\\); for one example pass values\\[None\\]",
+         lambda p: viz.tabular_attributions(np.ones(3), p)),
+        (ValueError, "values contains NaN", lambda p: viz.tabular_attributions(np.full((2, 3), np.nan), p)),
+        (ValueError, "row_labels has 1 entries for 2 examples", lambda p: viz.tabular_attributions(np.ones((2, 3)), p, row_labels=["a"])),
+        # embedding attributions (n, L, D) were flattened: the values of other tokens were shown
+        (ValueError, "values row 0 has shape \\(3, 2\\); expected one value per token",
+         lambda p: viz.text_html(_WORDS, np.ones((2, 3, 2)), p)),
+        (TypeError, "tokens must hold one sequence of strings per row", lambda p: viz.text_html(["good film", "bad"], np.ones((2, 9)), p)),
+        (ValueError, "values row 1 contains NaN", lambda p: viz.text_html(_WORDS, np.array([[1.0, 2.0], [np.nan, 0.0]]), p)),
+        (ValueError, "tokens holds no tokens", lambda p: viz.text_html([[]], np.ones((1, 0)), p)),
+        # IndexError
+        (ValueError, "row 0 has 2 tokens but only 1 values", lambda p: viz.token_attributions(_WORDS, np.ones((2, 1)), p)),
+        (ValueError, "values has 1 rows for 2 rows of tokens", lambda p: viz.token_attributions(_WORDS, np.ones((1, 2)), p)),
+        (TypeError, "curves_by_case\\['a'\\] must be a non-empty dict", lambda p: viz.convergence({"a": 3}, p)),
+        (TypeError, "curves_by_case\\['a'\\]\\['gl'\\] must be a dict with 'cost' and 'median_l2'",
+         lambda p: viz.convergence({"a": {"gl": [1, 2]}}, p)),
+        (ValueError, "2 costs for 1 errors", lambda p: viz.convergence({"a": {"gl": {**_CURVE, "median_l2": [1.0]}}}, p)),
+        (TypeError, "size must be \\(H, W\\), two ints, got 8", lambda p: viz.spatial_map(_MAPS, 8)),
+        (ValueError, "values must be \\(n, h, w\\) or \\(n, h, w, c\\)", lambda p: viz.spatial_map(np.zeros((2, 4)), (8, 8))),
+        (ValueError, "values is empty", lambda p: viz.clip_scale(np.zeros(0))),
+        (ValueError, "percentile must be in", lambda p: viz.clip_scale(np.ones(3), 101)),
+    ],
+)
+def test_pictures_name_what_they_cannot_draw_before_drawing(tmp_path, error, match, draw):
+    raises_named(error, match, lambda: draw(str(tmp_path / "picture.png")))
+    assert not list(tmp_path.iterdir())
+
+
+def test_pictures_take_an_attribution_and_ragged_tokens(tmp_path):
+    attribution = jaxplain.Attribution(jnp.asarray(_MAPS), jnp.zeros(2, jnp.int32))
+    # an Attribution used to fail in float(); it draws as its values
+    viz.image_attributions(_IMGS, attribution, str(tmp_path / "attribution.png"))
+    viz.image_attributions(_IMGS, _MAPS, str(tmp_path / "values.png"))
+    assert (tmp_path / "attribution.png").read_bytes() == (tmp_path / "values.png").read_bytes()
+    # ragged rows (the second padded) as text_html takes them: an IndexError before
+    padded = np.array([[1.0, -1.0], [0.5, 99.0]])
+    viz.token_attributions(_WORDS, padded, str(tmp_path / "ragged.png"))
+    viz.token_attributions(_WORDS, np.array([[1.0, -1.0], [0.5, 7.0]]), str(tmp_path / "other_padding.png"))
+    assert (tmp_path / "ragged.png").read_bytes() == (tmp_path / "other_padding.png").read_bytes()  # padding unused

@@ -284,7 +284,9 @@ def test_pictures_refuse_a_path_they_cannot_write_before_drawing(tmp_path, monke
     draws = (lambda path: viz.tabular_attributions(values, path),
              lambda path: viz.text_html([["a", "b"]], values[:1, :2], path))
     for path, message in (("", "path is empty"), ("folder", "is a folder, not a file"),
-                          ("notes.txt/x.png", "notes.txt is a file, not a folder")):
+                          ("notes.txt/x.png", "notes.txt is a file, not a folder"),
+                          # PIL's FileNotFoundError came after the drawing
+                          ("missing/x.png", f"the folder {tmp_path / 'missing'} does not exist")):
         for draw in draws:  # an empty path used to save a hidden ".png" in the current directory
             refused(lambda: draw(path), ValueError, message, tmp_path, before)
     assert viz.tabular_attributions(values, tmp_path / "ok.png") == tmp_path / "ok.png"
