@@ -107,3 +107,37 @@ def test_a_million_gauss_legendre_steps_give_the_converged_answer():
     np.testing.assert_allclose(many.values, few.values, rtol=1e-4, atol=1e-6)
     # summed over a million points, compensated: no worse than 64 points
     assert float(np.abs(many.relative_delta).max()) < max(1e-5, 2 * float(np.abs(few.relative_delta).max()))
+
+
+def test_auto_steps_without_room_for_every_interval_recomputes_and_agrees(monkeypatch):
+    """steps="auto" keeps an input-sized gradient sum per interval only while all of them
+    fit the chunk budget; otherwise it evaluates a cut interval's midpoint again. Both
+    give the same answer; the second counts the extra gradients."""
+    options = dict(target=1, steps="auto", tolerance=1e-3, max_steps=1024)
+    kept = jaxplain.integrated_gradients(MODEL, X, **options)
+    assert np.all(np.asarray(kept.extras["converged"])) and np.any(np.asarray(kept.extras["steps"]) > 8)
+    monkeypatch.setenv("JAXPLAIN_CHUNK_BYTES", "1")
+    again = jaxplain.integrated_gradients(MODEL, X, **options)
+    np.testing.assert_allclose(again.values, kept.values, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(again.extras["forward_steps"], kept.extras["forward_steps"])
+    rounds = (np.asarray(kept.extras["steps"]) - 8) // 8
+    np.testing.assert_array_equal(again.extras["steps"], 8 + 12 * rounds)
+
+
+def test_auto_steps_memory_does_not_grow_with_max_steps_times_features(monkeypatch):
+    """Before, every interval kept an input-sized sum: R x max_steps x D floats (for 64
+    224x224x3 images and the default 1024 steps, 39 GB), and each round copied them all."""
+    monkeypatch.setenv("JAXPLAIN_CHUNK_BYTES", str(1 << 20))
+    x = np.random.default_rng(6).normal(size=(2, 4096)).astype(np.float32)
+    model = jaxplain.Model(lambda w, x: jnp.tanh(x @ w), jnp.asarray(
+        np.random.default_rng(7).normal(size=(4096, 2)) / 64, jnp.float32))
+
+    def used(max_steps):
+        return temporary_bytes(lambda x: jaxplain.integrated_gradients(
+            model, x, target=0, steps="auto", max_steps=max_steps).values, x)
+
+    small, large = used(256), used(jaxplain.methods.auto_steps.MAX_STEPS)
+    per_interval = 64 * x.shape[0]  # a few scalars per interval and row
+    assert large - small < per_interval * jaxplain.methods.auto_steps.MAX_STEPS, (small, large)
+    with pytest.raises(ValueError, match="max_steps must be <= 65536"):
+        jaxplain.integrated_gradients(model, x, target=0, steps="auto", max_steps=10**6)

@@ -26,9 +26,18 @@ each pair with its own intervals) advance together, those that have converged ar
 unchanged, and the loop ends when every one has converged or reached the cap.
 `extras["steps"]` holds the gradient evaluations each example used,
 `extras["forward_steps"]` its forward-only ones and `extras["converged"]` whether it met
-the tolerance; the program's run time follows the slowest example of the batch. Memory:
-one round evaluates `2 * SPLITS` points per example at once, and each example keeps one
-input-sized gradient sum per interval (at most `INITIAL_INTERVALS + 2 * SPLITS * rounds`).
+the tolerance; the program's run time follows the slowest example of the batch.
+
+Memory and time. One round evaluates `2 * SPLITS` points per example at once and
+updates only the intervals it cuts. Per interval the loop keeps a few numbers (its ends,
+outputs and gap); the answer is one running input-sized sum per example. A cut removes
+two thirds of the interval's gradient sum from the running sum, so that vector is needed
+again: while the input-sized sums of all `max_steps` intervals fit the engine's chunk
+budget (`jaxplain.engine.chunk_budget_bytes`) they are kept, and otherwise the cut
+interval's midpoint gradient is evaluated again with its outer thirds (3 * SPLITS
+gradients a round instead of 2 * SPLITS, counted in `extras["steps"]`), so memory never
+grows with max_steps x features. Each round also ranks every interval's gap, so
+`max_steps` is at most MAX_STEPS; a fixed schedule takes any number of steps.
 
 The settings are those of benchmarks/iso_convergence.py's study (docs/schedules.md):
 bisection with 2-point Gauss-Legendre panels, which throws the split interval's points
@@ -45,15 +54,24 @@ from jaxplain import engine
 
 INITIAL_INTERVALS = 8
 SPLITS = 4
+# Rounds rank all intervals' gaps (linear in the intervals), so the rounds' cost grows as
+# the square of max_steps: 65536 steps take ~8k rounds.
+MAX_STEPS = 1 << 16
 
 
-def rounds(max_steps: int) -> int:
+def rounds(max_steps: int, per_round: int = 2 * SPLITS) -> int:
     """How many refinement rounds fit in `max_steps` gradient evaluations (>= 0)."""
-    return max(0, (max_steps - INITIAL_INTERVALS) // (2 * SPLITS))
+    return max(0, (max_steps - INITIAL_INTERVALS) // per_round)
+
+
+def keeps_sums(rows: int, features: int, max_steps: int, dtype) -> bool:
+    """Whether every interval's input-sized gradient sum fits the chunk budget."""
+    capacity = INITIAL_INTERVALS + 2 * SPLITS * rounds(max_steps)
+    return rows * capacity * features * jnp.dtype(dtype).itemsize <= engine.chunk_budget_bytes()
 
 
 def integrate(model, rows_x, rows_baseline, row_targets, at_baseline, at_x, *, tolerance,
-              max_steps: int):
+              max_steps: int, keep_sums: bool):
     """Adaptive IG gradient sums for R rows with one target each.
 
     Args:
@@ -63,6 +81,8 @@ def integrate(model, rows_x, rows_baseline, row_targets, at_baseline, at_x, *, t
       at_baseline, at_x: (R,) target outputs at the baseline and at x.
       tolerance: the relative bound on sum_j |gap_j| (traced).
       max_steps: the cap on gradient evaluations per row (static).
+      keep_sums: keep every interval's gradient sum (`keeps_sums`, static) rather than
+        evaluate a cut interval's midpoint again.
 
     Returns:
       `(gradient_sum, steps, forward_steps, converged)`: (R, ...) integral of the
@@ -73,6 +93,10 @@ def integrate(model, rows_x, rows_baseline, row_targets, at_baseline, at_x, *, t
     feature_shape = rows_x.shape[1:]
     acc = jnp.promote_types(rows_x.dtype, jnp.float32)
     span = (rows_x - rows_baseline).astype(acc).reshape(count, -1)
+    keep = keep_sums
+    # a round's gradients: the outer thirds' midpoints, and without kept sums the cut
+    # intervals' midpoints again
+    per_round = (2 if keep else 3) * SPLITS
 
     def points(alphas):  # (R, n) -> (R * n, ...) points on each row's path
         alpha = alphas.reshape(alphas.shape + (1,) * len(feature_shape)).astype(rows_x.dtype)
@@ -92,10 +116,10 @@ def integrate(model, rows_x, rows_baseline, row_targets, at_baseline, at_x, *, t
         _, _, grads = engine.gradients(model, points(alphas), lambda _: repeated_targets(alphas.shape[1]))
         return grads[:, 0].astype(acc).reshape(alphas.shape + (-1,))
 
-    def gaps(sums, f_left, f_right):
-        return jnp.einsum("rnd,rd->rn", sums, span, precision=jax.lax.Precision.HIGHEST) - (f_right - f_left)
+    def along(sums):  # span . Q_j for gradient sums (R, n, D)
+        return jnp.einsum("rnd,rd->rn", sums, span, precision=jax.lax.Precision.HIGHEST)
 
-    total_rounds = rounds(max_steps)
+    total_rounds = rounds(max_steps, per_round)
     capacity = INITIAL_INTERVALS + 2 * SPLITS * total_rounds
     edges = jnp.broadcast_to(jnp.linspace(0.0, 1.0, INITIAL_INTERVALS + 1, dtype=acc), (count, INITIAL_INTERVALS + 1))
     inner = outputs_at(edges[:, 1:-1]) if INITIAL_INTERVALS > 1 else jnp.zeros((count, 0), acc)
@@ -109,13 +133,16 @@ def integrate(model, rows_x, rows_baseline, row_targets, at_baseline, at_x, *, t
 
     state = {
         "start": padded(starts), "width": padded(widths), "f_left": padded(f_edges[:, :-1]),
-        "f_right": padded(f_edges[:, 1:]), "sum": padded(sums),
-        "gap": padded(jnp.abs(gaps(sums, f_edges[:, :-1], f_edges[:, 1:]))),
+        "f_right": padded(f_edges[:, 1:]), "along": padded(along(sums)),
+        "total": sums.sum(axis=1),
         "used": jnp.full((count,), INITIAL_INTERVALS, jnp.int32),
         "steps": jnp.full((count,), INITIAL_INTERVALS, jnp.int32),
         "forward_steps": jnp.full((count,), INITIAL_INTERVALS - 1, jnp.int32),
         "round": jnp.zeros((), jnp.int32),
     }
+    if keep:
+        state["sum"] = padded(sums)
+    state["gap"] = jnp.abs(state["along"] - (state["f_right"] - state["f_left"]))
     bound = tolerance * jnp.abs(at_x - at_baseline)
 
     def open_rows(state):
@@ -136,28 +163,38 @@ def integrate(model, rows_x, rows_baseline, row_targets, at_baseline, at_x, *, t
         # its gradient); the outer thirds get new midpoints, the cut points forward passes.
         f_cuts = outputs_at(jnp.concatenate([start + third, start + 2 * third], 1))
         f_one, f_two = f_cuts[:, :SPLITS], f_cuts[:, SPLITS:]
-        outer = gradients_at(jnp.concatenate([start + third / 2, start + 2.5 * third], 1))
-        middle = state["sum"][rows, chosen] / 3
-        sums = jnp.concatenate([middle, outer * jnp.concatenate([third, third], 1)[..., None]], 1)
+        alphas = [start + third / 2, start + 2.5 * third] + ([] if keep else [start + 1.5 * third])
+        grads = gradients_at(jnp.concatenate(alphas, 1))
+        outer = grads[:, : 2 * SPLITS] * jnp.concatenate([third, third], 1)[..., None]
+        cut = state["sum"][rows, chosen] if keep else grads[:, 2 * SPLITS:] * width[..., None]
+        # The running sum loses two thirds of each cut interval and gains the outer thirds.
+        change = outer.sum(axis=1) - (2.0 / 3.0) * cut.sum(axis=1)
         lower = jnp.concatenate([f_one, f_left, f_two], 1)
         upper = jnp.concatenate([f_two, f_one, f_right], 1)
+        middle = state["along"][rows, chosen] / 3
+        new_along = jnp.concatenate([middle, along(outer)], 1)
         values = {"start": jnp.concatenate([start + third, start, start + 2 * third], 1),
                   "width": jnp.concatenate([third, third, third], 1),
-                  "f_left": lower, "f_right": upper, "sum": sums, "gap": jnp.abs(gaps(sums, lower, upper))}
-        # The middle thirds take the split intervals' slots, the outer thirds new ones.
+                  "f_left": lower, "f_right": upper, "along": new_along,
+                  "gap": jnp.abs(new_along - (upper - lower))}
+        if keep:
+            values["sum"] = jnp.concatenate([cut / 3, outer], 1)
+        # The middle thirds take the cut intervals' slots, the outer thirds new ones; only
+        # those slots are written (in place), and only for rows still refining.
         slots = jnp.concatenate([chosen, state["used"][:, None] + jnp.arange(2 * SPLITS)], 1)
         updated = dict(state)
         for name, value in values.items():
-            written = state[name].at[rows, slots].set(value)
-            keep = active.reshape((count,) + (1,) * (written.ndim - 1))
-            updated[name] = jnp.where(keep, written, state[name])
+            old = state[name][rows, slots]
+            mask = active.reshape((count,) + (1,) * (old.ndim - 1))
+            updated[name] = state[name].at[rows, slots].set(jnp.where(mask, value, old))
         step = active.astype(jnp.int32)
+        updated["total"] = state["total"] + jnp.where(active[:, None], change, 0.0)
         updated["used"] = state["used"] + 2 * SPLITS * step
-        updated["steps"] = state["steps"] + 2 * SPLITS * step
+        updated["steps"] = state["steps"] + per_round * step
         updated["forward_steps"] = state["forward_steps"] + 2 * SPLITS * step
         updated["round"] = state["round"] + 1
         return updated
 
     state = jax.lax.while_loop(keep_going, refine, state)
-    gradient_sum = state["sum"].sum(axis=1).reshape((count,) + feature_shape)
+    gradient_sum = state["total"].reshape((count,) + feature_shape)
     return gradient_sum, state["steps"], state["forward_steps"], ~open_rows(state)

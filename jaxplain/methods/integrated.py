@@ -107,15 +107,16 @@ def _pilot_integrated_gradients(model, x, baseline, targets: Targets, *, steps, 
     return _path_attribution(values, chosen, at_x - _chosen(at_baseline, chosen), targets)
 
 
-@engine.program(static_argnames=("max_steps",))
-def _auto_integrated_gradients(model, x, baseline, targets: Targets, tolerance, *, max_steps):
+@engine.program(static_argnames=("max_steps", "keep_sums"))
+def _auto_integrated_gradients(model, x, baseline, targets: Targets, tolerance, *, max_steps,
+                               keep_sums):
     batch = x.shape[0]
     baseline = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
     chosen, at_x, at_baseline, tied_x = _endpoint_pass(model, x, baseline, targets)
     rows_x, rows_baseline, row_targets = _one_target_per_row(tied_x, baseline, chosen)
     gradient_sum, steps, forward_steps, converged = auto_steps.integrate(
         model, rows_x, rows_baseline, row_targets, _chosen(at_baseline, chosen).reshape(-1),
-        at_x.reshape(-1), tolerance=tolerance, max_steps=max_steps,
+        at_x.reshape(-1), tolerance=tolerance, max_steps=max_steps, keep_sums=keep_sums,
     )
     shape = (batch, chosen.shape[1])
     values = gradient_sum.reshape(shape + x.shape[1:]) * (x - baseline)[:, None]
@@ -183,7 +184,8 @@ def integrated_gradients(
         completeness gaps relative to |F_t(x) - F_t(b)|; it implies
         `relative_delta <= tolerance`. Values below about 1e-4 can be out of float32's
         reach, and then end at the cap.
-      max_steps: with steps="auto", the cap on gradient evaluations per example.
+      max_steps: with steps="auto", the cap on gradient evaluations per example (at
+        most `jaxplain.methods.auto_steps.MAX_STEPS`, 65536).
       chunk_size: points evaluated at once; by default the largest chunk whose saved
         activations fit the memory budget (see `jaxplain.engine.default_chunk_size`).
         With steps="auto" each refinement round evaluates 8 points per example at once.
@@ -224,8 +226,18 @@ def integrated_gradients(
             )
         tolerance = _checks.fraction("tolerance", tolerance, low=0.0, high=1.0)
         max_steps = _checks.positive_int("max_steps", max_steps)
+        if max_steps > auto_steps.MAX_STEPS:
+            raise ValueError(
+                f"max_steps must be <= {auto_steps.MAX_STEPS} with steps='auto' (each round of "
+                f"{2 * auto_steps.SPLITS} points ranks all intervals), got {max_steps}; for more "
+                f"points use a fixed schedule, e.g. steps={max_steps}"
+            )
+        rows = x.shape[0] * targets.count
+        features = int(np.prod(x.shape[1:], dtype=np.int64))
+        keep_sums = auto_steps.keeps_sums(rows, features, max_steps, jnp.promote_types(x.dtype, jnp.float32))
         return _auto_integrated_gradients(
-            model, x, baseline, targets, jnp.asarray(tolerance, jnp.float32), max_steps=max_steps
+            model, x, baseline, targets, jnp.asarray(tolerance, jnp.float32), max_steps=max_steps,
+            keep_sums=keep_sums,
         )
     if isinstance(steps, str):
         raise ValueError(f"steps must be a positive int or 'auto', got {steps!r}")
