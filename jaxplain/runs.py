@@ -138,6 +138,12 @@ def _split_record(record, input_key: Optional[str], label_key: str):
 
 def _stream(data, input_key, label_key) -> Tuple[Iterator, Optional[int]]:
     """An iterator over (inputs, labels) chunks of any size, and the length if known."""
+    if isinstance(data, (str, bytes)):
+        # A string is iterable: its letters were taken as examples, and check_x named x.
+        raise TypeError(
+            f"data must be arrays or batches of them, got the string {data!r}; a dataset by name is "
+            f"loaded first, e.g. jaxplain.data.load({data!r}).x_test"
+        )
     if isinstance(data, (np.ndarray, jax.Array)):
         return iter([(np.asarray(data), None)]), len(data)
     if isinstance(data, tuple) and len(data) == 2 and all(isinstance(p, (np.ndarray, jax.Array)) for p in data):
@@ -574,6 +580,8 @@ def explain_dataset(
     key = options.pop("key", None)
     if key is not None:
         key = _checks.key(key)
+    if num_examples is not None:  # 0 or less wrote a run without complaint
+        num_examples = _checks.positive_int("num_examples", num_examples)
 
     chunks, length = _stream(data, input_key, label_key)
     known = length  # the data's own length, when it has one (num_examples is only a hint)

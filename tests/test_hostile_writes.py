@@ -131,6 +131,20 @@ def test_a_bad_batch_late_in_a_stream_stops_the_run_which_stays_resumable(tmp_pa
     assert jaxplain.load_attributions(out, require_complete=True).index.tolist() == list(range(80))
 
 
+@pytest.mark.parametrize(
+    "error, message, data, kwargs",
+    [
+        # num_examples=0 wrote a run without complaint
+        (ValueError, "num_examples must be >= 1, got 0", X[:16], {"num_examples": 0}),
+        (TypeError, "num_examples must be an int", X[:16], {"num_examples": 16.0}),
+        # a dataset's name was iterated letter by letter and the error named x
+        (TypeError, "data must be arrays .* got the string 'digits'.*jaxplain.data.load\\('digits'\\)", "digits", {}),
+    ],
+)
+def test_bad_counts_and_data_are_refused_before_the_folder_is_made(tmp_path, error, message, data, kwargs):
+    refused(lambda: _explain(tmp_path / "run", data, **kwargs), error, message, tmp_path, {})
+
+
 # --------------------------------------------------------------------------- explain_dataset: out
 
 
