@@ -427,3 +427,23 @@ def test_pictures_take_an_attribution_and_ragged_tokens(tmp_path):
     viz.token_attributions(_WORDS, padded, str(tmp_path / "ragged.png"))
     viz.token_attributions(_WORDS, np.array([[1.0, -1.0], [0.5, 7.0]]), str(tmp_path / "other_padding.png"))
     assert (tmp_path / "ragged.png").read_bytes() == (tmp_path / "other_padding.png").read_bytes()  # padding unused
+
+
+@pytest.mark.parametrize(
+    "error, match, call",
+    [
+        # "'int' object is not iterable", a failure inside NumPy, and "4" taken as 4
+        (TypeError, "feature_shape must be a tuple of ints, one per axis of an example, got 4", lambda: jaxplain.patch_mask(4, (2,))),
+        (ValueError, "feature_shape must be >= 1 on every axis, got \\(-1,\\)", lambda: jaxplain.patch_mask((-1,), (2,))),
+        (TypeError, "feature_shape must be a tuple of ints.*got '4'", lambda: jaxplain.patch_mask("4", (2,))),
+        (TypeError, "patch must be a tuple of ints", lambda: jaxplain.patch_mask((4,), 2)),
+        (ValueError, "patch must be >= 1 on every axis, got \\(0,\\)", lambda: jaxplain.patch_mask((4,), (0,))),
+        (ValueError, "patch has 1 sizes for feature_shape \\(4, 4\\) of 2 axes", lambda: jaxplain.patch_mask((4, 4), (2,))),
+        # OverflowError from the blur's radius
+        (ValueError, "max_sigma must be a finite number > 0.0, got inf", lambda: jaxplain.blur_ig(_CNN, IMAGES, target=0, max_sigma=float("inf"))),
+        (ValueError, "max_sigma must be a finite number > 0.0, got 0", lambda: jaxplain.blur_ig(_CNN, IMAGES, target=0, max_sigma=0)),
+    ],
+)
+def test_patch_mask_and_blur_arguments_are_named(error, match, call):
+    raises_named(error, match, call)
+    np.testing.assert_array_equal(jaxplain.patch_mask([4], [np.int64(3)]), [0, 0, 0, 1])  # lists and NumPy ints pass

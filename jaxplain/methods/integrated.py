@@ -450,7 +450,8 @@ def blur_ig(
         raise ValueError(
             f"blur_ig needs spatial axes: x of shape (batch, H, W, C) or similar, got {tuple(x.shape)}"
         )
-    max_sigma = _checks.fraction("max_sigma", max_sigma, low=1e-6, high=float("inf"))
+    # finite and > 0: inf passed a range check and overflowed in the blur's radius
+    max_sigma = _checks.number("max_sigma", max_sigma, low=0.0, above=True)
     steps = _checks.positive_int("steps", steps)
     chunk_size = _checks.chunk_size(chunk_size, model, x, steps)
     return _blur_ig(model, x, targets, max_sigma=max_sigma, steps=steps, chunk_size=chunk_size)

@@ -619,8 +619,21 @@ def patch_mask(feature_shape, patch) -> np.ndarray:
       array([[0, 0, 1],
              [2, 2, 3]], dtype=int32)
     """
-    feature_shape = tuple(int(n) for n in feature_shape)
-    patch = _axis_sizes("patch", patch, np.empty((1,) + feature_shape))
+    # Both checked here, naming each: int() took "4" as 4, an int failed as "not iterable"
+    # and a negative size inside NumPy.
+    for name, sizes in (("feature_shape", feature_shape), ("patch", patch)):
+        if not isinstance(sizes, (tuple, list)) or not all(
+            isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in sizes
+        ):
+            raise TypeError(f"{name} must be a tuple of ints, one per axis of an example, got {sizes!r}")
+        if min(sizes, default=1) < 1:
+            raise ValueError(f"{name} must be >= 1 on every axis, got {tuple(sizes)}")
+    if len(patch) != len(feature_shape):
+        raise ValueError(
+            f"patch has {len(patch)} sizes for feature_shape {tuple(feature_shape)} of {len(feature_shape)} "
+            f"axes; give one size per axis"
+        )
+    feature_shape, patch = tuple(int(n) for n in feature_shape), tuple(int(p) for p in patch)
     boxes = [np.arange(n) // p for n, p in zip(feature_shape, patch)]
     counts = [-(-n // p) for n, p in zip(feature_shape, patch)]
     grids = np.meshgrid(*boxes, indexing="ij")
