@@ -1,5 +1,6 @@
 """Bad input: a clear error naming the argument, raised at the boundary, not from inside jit."""
 
+import functools
 import os
 
 import flax.linen as nn
@@ -447,3 +448,32 @@ def test_pictures_take_an_attribution_and_ragged_tokens(tmp_path):
 def test_patch_mask_and_blur_arguments_are_named(error, match, call):
     raises_named(error, match, call)
     np.testing.assert_array_equal(jaxplain.patch_mask([4], [np.int64(3)]), [0, 0, 0, 1])  # lists and NumPy ints pass
+
+
+@pytest.mark.parametrize(
+    "error, match, call",
+    [
+        # "invalid PRNG key data" from inside JAX, at the first batch
+        (TypeError, "key must be a single jax.random.key\\(seed\\)", lambda: AM.make_labels("kernel_shap", MODEL, X, key=0, samples=8, progress=False)),
+        # a bare noise wrapper failed inside with "missing argument 'x'"
+        (ValueError, "method 'smoothgrad' wraps another method: pass wrap='saliency'", lambda: AM.make_labels(jaxplain.smoothgrad, MODEL, X, key=KEY, progress=False)),
+        (ValueError, "make_labels\\('vargrad', model, x, wrap='saliency'",
+         lambda: AM.make_labels(functools.partial(jaxplain.vargrad, jaxplain.saliency), MODEL, X, key=KEY, progress=False)),
+        (ValueError, "wrap names the method a noise method wraps; saliency wraps none", lambda: AM.make_labels("saliency", MODEL, X, wrap="saliency", progress=False)),
+    ],
+)
+def test_make_labels_names_its_key_and_a_bare_noise_method(error, match, call):
+    raises_named(error, match, call)
+
+
+def test_make_labels_runs_a_noise_method_with_the_method_it_wraps():
+    from jaxplain.amortized.labels import method_settings
+
+    labels = AM.make_labels(jaxplain.smoothgrad, MODEL, X, key=KEY, wrap=jaxplain.saliency, samples=3, progress=False)
+    assert labels.teacher["settings"]["wrap"] == "saliency"
+    direct = jaxplain.smoothgrad(jaxplain.saliency, MODEL, X, target=np.arange(2)[None, :],
+                                 key=jax.random.fold_in(KEY, 0), samples=3)
+    np.testing.assert_allclose(labels.values, direct.values, rtol=1e-6)
+    function, settings = method_settings(labels.teacher)  # what selective calls it again with
+    again = function(MODEL, X, target=np.arange(2)[None, :], **{**settings, "key": jax.random.fold_in(settings["key"], 0)})
+    np.testing.assert_allclose(again.values, direct.values, rtol=1e-6)

@@ -21,7 +21,7 @@ import numpy as np
 from jaxplain import _checks
 from jaxplain._store import digest as _digest, model_digest, output_path, settings_json as teacher_settings, write_atomic
 from jaxplain._progress import Progress
-from jaxplain.methods.registry import METHODS
+from jaxplain.methods.registry import METHODS, resolve
 from jaxplain.model import Model
 
 LABELS_FILE = "labels.npz"
@@ -63,7 +63,8 @@ def method_name(method) -> str:
 
 
 def method_settings(teacher: dict) -> tuple:
-    """`(function, settings)` to call a recorded teacher again (keys rebuilt)."""
+    """`(function, settings)` to call a recorded teacher again (keys rebuilt; a noise
+    method bound to the method it wraps, recorded as `wrap`)."""
     settings = {}
     for name, value in teacher["settings"].items():
         if isinstance(value, dict) and set(value) == {"key_data"}:
@@ -71,7 +72,7 @@ def method_settings(teacher: dict) -> tuple:
         elif isinstance(value, list):
             value = np.asarray(value)
         settings[name] = value
-    return METHODS[teacher["method"]].function, settings
+    return resolve(teacher["method"], settings.pop("wrap", None)), settings
 
 
 def _array(result, name, shape):
@@ -94,7 +95,8 @@ def make_labels(
     Args:
       method: a registered jaxplain method (`jaxplain.exact_shapley`,
         `jaxplain.kernel_shap`, `jaxplain.integrated_gradients`,
-        `jaxplain.token_attributions`, ...) or its name.
+        `jaxplain.token_attributions`, ...) or its name. A noise method
+        (`jaxplain.smoothgrad`, ...) takes the method it wraps as `wrap="saliency"`.
       model: the `jaxplain.Model` to explain.
       x: the inputs, `(n, ...)` (int token ids for `token_attributions`).
       batch_size: examples per call of the method. The labels of a randomized method
@@ -102,7 +104,8 @@ def make_labels(
       cache_dir: where to cache; None computes without caching.
       progress: show a progress bar over the batches.
       **settings: the method's settings (`baseline`, `steps`, `samples`,
-        `feature_mask`, `key`, ...). `target` is not allowed: every class is explained.
+        `feature_mask`, `key`, `wrap`, ...). `target` is not allowed: every class is
+        explained.
 
     Returns:
       `Labels`.
@@ -111,9 +114,22 @@ def make_labels(
       Schwarzenberg, Feldhus, Moeller. Efficient Explanations from Empirical Explainers.
       BlackboxNLP 2021, arXiv:2103.15429 (training on an expensive explainer's outputs).
     """
+    wrapper = getattr(getattr(method, "func", None), "__name__", "")
+    if wrapper in METHODS and METHODS[wrapper].family == "noise":  # the partial that metrics take
+        raise ValueError(f"method: pass a noise method by name with the method it wraps, e.g. "
+                         f"make_labels('{wrapper}', model, x, wrap='saliency', key=...), not a functools.partial")
     name = method_name(method)
     if "target" in settings:
         raise ValueError("make_labels explains every class; do not pass target")
+    if settings.get("key") is not None:  # an int key failed inside JAX, at the first batch
+        settings["key"] = _checks.key(settings["key"])
+    if settings.get("wrap") is not None:
+        if METHODS[name].family != "noise":
+            raise ValueError(f"wrap names the method a noise method wraps; {name} wraps none")
+        settings["wrap"] = method_name(settings["wrap"])
+    # The registry binds a noise method to the one it wraps, and refuses one given bare
+    # (called alone it failed inside, missing its x) with wrap='saliency' as the hint.
+    function = resolve(name, settings.get("wrap"))
     batch_size = _checks.positive_int("batch_size", batch_size)
     if cache_dir is not None:
         cache_dir = output_path("cache_dir", cache_dir)
@@ -121,7 +137,7 @@ def make_labels(
     # all of x (a NaN in the last row too), before a batch is computed or cached
     num_classes = int(_checks.check_x(model, x, integer_ids=True)[1])
     teacher = {"method": name, "settings": teacher_settings(settings)}
-    function = METHODS[name].function
+    settings.pop("wrap", None)  # bound into function
     key = settings.pop("key", None)
     batches = range(0, len(x), batch_size)
     folder = None
