@@ -311,6 +311,31 @@ def merge_moments(state, samples):
             squares + chunk_squares + shift**2 * (count * new / total))
 
 
+def merge_comoments(state, samples, weights=None):
+    """Adds weighted samples (..., n, p) to running (total weight (...), mean (..., p),
+    co-moment sum_i w_i (s_i - mean)(s_i - mean)^T (..., p, p)).
+
+    The chunk's own weighted mean and centred co-moments, merged with the state's by
+    Chan et al.'s pairwise update: covariances, correlations and least-squares fits
+    from it keep their accuracy in float32 for any number of samples, where raw sums of
+    s s^T lose it to cancellation. `weights` (..., n) default to 1; start from zeros.
+    """
+    total_a, mean_a, co_a = state
+    if weights is None:
+        weights = jnp.ones(samples.shape[:-1], samples.dtype)
+    total_b = weights.sum(axis=-1)
+    mean_b = (weights[..., None] * samples).sum(axis=-2) / jnp.where(total_b > 0, total_b, 1.0)[..., None]
+    centred = samples - mean_b[..., None, :]
+    co_b = jnp.einsum("...n,...np,...nq->...pq", weights, centred, centred,
+                      precision=jax.lax.Precision.HIGHEST)
+    total = total_a + total_b
+    share = jnp.where(total > 0, total_b / jnp.where(total > 0, total, 1.0), 0.0)
+    shift = mean_b - mean_a
+    cross = (total_a * share)[..., None, None]
+    return (total, mean_a + shift * share[..., None],
+            co_a + co_b + cross * shift[..., :, None] * shift[..., None, :])
+
+
 def fold_chunks(chunk, count: int, chunk_size: int, x, init, dependency, *, unroll: bool,
                 collect: bool = False):
     """Runs `chunk` over K = `count` points in chunks of `chunk_size`, one after another.

@@ -1,4 +1,4 @@
-"""The pieces every metric shares: boundary checks, ranking, random subsets, correlations.
+"""The pieces every metric shares: boundary checks, ranking, correlations.
 
 Checks run before tracing and name the argument at fault; everything below "inside the
 compiled programs" runs under `engine.program`.
@@ -15,7 +15,7 @@ import numpy as np
 
 from jaxplain import _checks, engine
 from jaxplain.attribution import Attribution
-from jaxplain.methods.perturbation import _feature_groups, _random_ranks, _random_words, _uniform, patch_mask
+from jaxplain.methods.perturbation import _feature_groups, patch_mask
 from jaxplain.methods.registry import METHODS
 from jaxplain.model import Model, Targets
 
@@ -203,20 +203,6 @@ def ranks(scores):
     """(B, G) ranks, 0 for the highest score; ties go to the lower index first."""
     order = jnp.argsort(-scores, axis=-1, stable=True)
     return jnp.argsort(order, axis=-1, stable=True)
-
-
-def random_subsets(key, samples: int, batch: int, groups: int, size=None):
-    """(samples, B, G) bool: which groups each draw takes.
-
-    Each group independently with probability 1/2 (`size=None`), or a uniformly random
-    subset of exactly `size` groups (an int, or an int array broadcastable to
-    (samples, 1, 1)).
-    """
-    if size is None:
-        (words,) = _random_words(key, (samples, batch, groups))
-        return _uniform(words) < 0.5
-    (words,) = _random_words(key, (2, samples, batch, groups))
-    return _random_ranks(words) < size
 
 
 def present(coalitions, mask):

@@ -2,9 +2,11 @@
 
 `completeness` reads an attribution's own convergence gap; `infidelity`,
 `faithfulness_correlation` and `sensitivity_n` compare the attribution with the model's
-output changes under random perturbations, all evaluated through `engine.path_outputs`
-(chunked, one compiled program per call). Perturbations are drawn from `key`, separately
-for every example, before any model evaluation: the answer does not depend on
+output changes under random perturbations, all evaluated through `engine.fold_outputs`
+(chunked, one compiled program per call). Perturbation i is drawn from
+`fold_in(key, i)`, separately for every example, a chunk at a time, and only running
+statistics are kept (co-moments for the correlations, the fit's residuals for
+infidelity), so memory does not grow with `samples`; the answer does not depend on
 `chunk_size`, but an example's draws depend on its position in the batch.
 """
 
@@ -15,7 +17,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from jaxplain import _checks, engine
+from jaxplain import _checks, _random, engine
 from jaxplain.attribution import Attribution
 from jaxplain.metrics import _common
 from jaxplain.model import Model, Targets
@@ -57,38 +59,60 @@ def completeness(attribution: Attribution) -> jax.Array:
 # --- infidelity ------------------------------------------------------------------------
 
 
+def _through_origin(state, explained, actual):
+    """Merges a chunk into the running least-squares fit of `actual` on `explained` through
+    the origin, per example: (sqrt(sum e^2), sum e a / sqrt(sum e^2), residual sum of
+    squares). The chunk's residuals are computed directly and merged by Lagrange's
+    identity, every term >= 0, so a near-perfect fit is not lost to cancellation."""
+    norm_a, along_a, residual_a = state
+    energy = (explained * explained).sum(axis=1)
+    beta = (explained * actual).sum(axis=1) / jnp.where(energy != 0, energy, 1)
+    residual_b = ((beta[:, None] * explained - actual) ** 2).sum(axis=1)
+    norm_b = jnp.sqrt(energy)
+    along_b = beta * norm_b
+    norm = jnp.sqrt(norm_a**2 + energy)
+    safe = jnp.where(norm != 0, norm, 1)
+    mixed = (norm_b * along_a - norm_a * along_b) / safe
+    return norm, (norm_a * along_a + norm_b * along_b) / safe, residual_a + residual_b + mixed**2
+
+
 @engine.program(static_argnames=("perturbation", "samples", "groups", "multiply_by_inputs", "normalize", "chunk_size"))
 def _infidelity(model, x, values, baseline, mask, targets: Targets, key, sigma, given, *,
                 perturbation, samples, groups, multiply_by_inputs, normalize, chunk_size):
+    batch = x.shape[0]
     baseline = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
     chosen, at_x, tied_x = _common.clean_outputs(model, x, targets)
+    # Perturbations are made a chunk at a time: point i's from fold_in(key, i).
     if given is not None:
         params, change = given, lambda perturbation, x: perturbation
     elif perturbation == "subset":
-        params = _common.random_subsets(key, samples, x.shape[0], groups)
+        params = engine.Indexed(samples, lambda i: _random.subsets(key, i, batch, groups))
         change = lambda removed, x: jnp.where(_common.present(removed, mask), x - baseline, 0.0)
     else:
-        params = jax.random.split(key, samples)
+        params = engine.Indexed(samples, lambda i: jax.vmap(lambda i: jax.random.fold_in(key, i))(i))
         change = lambda k, x: sigma * jax.random.normal(k, x.shape, x.dtype)
-    outputs = _common.outputs_at(
-        model, tied_x, chosen, lambda p, x: x - change(p, x), params, chunk_size
-    )  # (B, K): F_t(x - I)
     # I / (x - baseline) with Captum's safe division: where x = baseline, divide by 1.
     difference = x - baseline
     scale = jnp.where(difference != 0, difference, 1) if multiply_by_inputs else jnp.ones_like(x)
     acc = _common.accumulation_dtype(x)
 
-    def projected(p):  # I . phi per example, (B,)
-        weighted = (change(p, x) / scale).astype(acc) * values.astype(acc)
-        return weighted.reshape(x.shape[0], -1).sum(axis=-1)
+    def fold(state, params, outputs):  # outputs (B, size, 1): F_t(x - I)
+        def projected(p):  # I . phi per example, (B,)
+            weighted = (change(p, x) / scale).astype(acc) * values.astype(acc)
+            return weighted.reshape(batch, -1).sum(axis=-1)
 
-    explained = jax.lax.map(projected, params, batch_size=chunk_size).T  # (B, K)
-    actual = at_x[:, None] - outputs
-    if normalize:
-        denominator = (explained * explained).mean(axis=1, keepdims=True)
-        beta = (explained * actual).mean(axis=1, keepdims=True) / jnp.where(denominator != 0, denominator, 1)
-        explained = beta * explained
-    return ((explained - actual) ** 2).mean(axis=1)
+        explained = jax.vmap(projected, out_axes=1)(params)  # (B, size)
+        actual = at_x[:, None] - outputs[..., 0]
+        if normalize:
+            return _through_origin(state, explained, actual)
+        return engine.compensated_add(state, ((explained - actual) ** 2).sum(axis=1))
+
+    zeros = jnp.zeros((batch,), acc)
+    state = engine.fold_outputs(model, tied_x, chosen, lambda p, x: x - change(p, x), params, fold,
+                                (zeros, zeros, zeros) if normalize else (zeros, zeros),
+                                chunk_size=chunk_size)
+    # the residual of the fit with phi scaled by beta, or of phi itself
+    return (state[2] if normalize else state[0]) / samples
 
 
 def infidelity(
@@ -189,18 +213,34 @@ def _subset_correlation(model, x, values, baseline, mask, targets: Targets, key,
     batch = x.shape[0]
     baseline = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
     chosen, at_x, tied_x = _common.clean_outputs(model, x, targets)
-    size = jnp.repeat(jnp.asarray(sizes), samples)[:, None, None]  # (K, 1, 1)
-    removed = _common.random_subsets(key, len(sizes) * samples, batch, groups, size)
-    outputs = _common.outputs_at(
+    acc = _common.accumulation_dtype(x)
+    sums = _common.group_sums(values.astype(acc), mask, groups)  # (B, G)
+
+    def draw(indices):  # points are laid out size by size: (subsets (n, B, G), size index (n,))
+        which = indices // samples
+        size = jnp.asarray(sizes)[which][:, None, None]
+        return _random.subsets(key, indices, batch, groups, size), which
+
+    def fold(state, params, outputs):
+        removed, which = params
+        # per example: (attribution total over the subset, output drop), (B, n, 2)
+        totals = jnp.einsum("nbg,bg->bn", removed.astype(acc), sums, precision=jax.lax.Precision.HIGHEST)
+        pairs = jnp.stack([totals, at_x[:, None] - outputs[..., 0]], axis=-1)
+        # each size's own running co-moments: (B, S, n, 2) with weight 1 on its points
+        weights = (which[None, :] == jnp.arange(len(sizes))[:, None]).astype(acc)
+        shape = (batch, len(sizes))
+        return engine.merge_comoments(state, jnp.broadcast_to(pairs[:, None], shape + pairs.shape[1:]),
+                                      jnp.broadcast_to(weights, shape + weights.shape[1:]))
+
+    shape = (batch, len(sizes))
+    init = (jnp.zeros(shape, acc), jnp.zeros(shape + (2,), acc), jnp.zeros(shape + (2, 2), acc))
+    _, _, co = engine.fold_outputs(
         model, tied_x, chosen,
-        lambda subset, x: jnp.where(_common.present(subset, mask), baseline, x),
-        removed, chunk_size,
+        lambda params, x: jnp.where(_common.present(params[0], mask), baseline, x),
+        engine.Indexed(len(sizes) * samples, draw), fold, init, chunk_size=chunk_size,
     )
-    drops = (at_x[:, None] - outputs).reshape(batch, len(sizes), samples)
-    totals = jnp.einsum("kbg,bg->bk", removed.astype(drops.dtype),
-                        _common.group_sums(values.astype(drops.dtype), mask, groups),
-                        precision=jax.lax.Precision.HIGHEST)
-    return _common.pearson(totals.reshape(batch, len(sizes), samples), drops)  # (B, len(sizes))
+    # Pearson's correlation from the co-moments; NaN where a side does not vary
+    return co[..., 0, 1] / jnp.sqrt(co[..., 0, 0] * co[..., 1, 1])  # (B, len(sizes))
 
 
 def _correlation_inputs(model, x, attribution, target, key, samples, baseline, feature_mask):

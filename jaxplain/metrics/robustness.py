@@ -26,29 +26,37 @@ def _sensitivity_max(model, x, targets: Targets, key, radius, given, arrays, *, 
     # Array options shaped like x (a baseline per example) follow their example.
     per_example = {k: v for k, v in arrays.items() if v.shape == x.shape}
     shared = {k: v for k, v in arrays.items() if k not in per_example}
-    if given is None:
-        params = jax.random.split(noise_key, samples)
-        shift = jax.vmap(lambda k: jax.random.uniform(k, x.shape, x.dtype, -radius, radius))
-    else:
-        params, shift = given, lambda d: d
 
-    def chunk(params, _, x):
-        size = jax.tree_util.tree_leaves(params)[0].shape[0]
-        rows = (x[:, None] + shift(params).swapaxes(0, 1)).reshape((batch * size,) + x.shape[1:])
+    def shifts(start, size):  # the chunk's perturbations, (size, B, ...): drawn from fold_in(key, i)
+        if given is not None:
+            return jax.lax.dynamic_slice_in_dim(given, start, size)
+        keys = jax.vmap(lambda i: jax.random.fold_in(noise_key, i))(start + jnp.arange(size, dtype=jnp.int32))
+        return jax.vmap(lambda k: jax.random.uniform(k, x.shape, x.dtype, -radius, radius))(keys)
+
+    def explained(copies):  # (size, B, ...) -> (B, size, features)
+        size = copies.shape[0]
+        if takes_key:  # the clean run's key for every copy: the same draws, mapped over the copies
+            values = jax.vmap(lambda copy: _common.explain(
+                method, model, copy, chosen, method_key, arrays, static, takes_key))(copies)
+            return values.reshape(size, batch, -1).swapaxes(0, 1)
+        rows = copies.swapaxes(0, 1).reshape((batch * size,) + x.shape[1:])
         repeated = {k: jnp.repeat(v, size, axis=0) for k, v in per_example.items()}
         values = _common.explain(method, model, rows, jnp.repeat(chosen, size, axis=0), method_key,
                                  {**shared, **repeated}, static, takes_key)
-        change = values.reshape(batch, size, -1).astype(acc) - clean[:, None]
-        ratios = jnp.linalg.norm(change, axis=-1) / norm[:, None]  # (B, size)
-        return ratios.sum(axis=1), ratios
+        return values.reshape(batch, size, -1)
 
-    _, ratios = engine.over_chunks(
-        chunk, params, jnp.zeros((batch, samples), acc), x, noise_chunk_size, jnp.zeros(batch, acc),
-        dependency=lambda total: total.reshape((batch,) + (1,) * (x.ndim - 1)),
+    def chunk(largest, start, size, x):
+        change = explained(x[None] + shifts(start, size)).astype(acc) - clean[:, None]
+        ratios = jnp.linalg.norm(change, axis=-1) / norm[:, None]  # (B, size)
+        return jnp.maximum(largest, ratios.max(axis=1)), None
+
+    largest, _ = engine.fold_chunks(
+        chunk, samples, noise_chunk_size, x, jnp.zeros(batch, acc),
+        dependency=lambda largest: largest.reshape((batch,) + (1,) * (x.ndim - 1)),
         # the method's memory is its own: a loop keeps one chunk of copies alive
         unroll=False,
     )
-    return ratios.max(axis=1)
+    return largest
 
 
 def sensitivity_max(method: Callable, model: Model, x, *, target, key, radius: float = 0.02,
@@ -63,8 +71,12 @@ def sensitivity_max(method: Callable, model: Model, x, *, target, key, radius: f
     Frobenius norms over all features of an example (an all-zero phi(x) divides by 1).
     The explainer is re-run on all perturbed copies inside one compiled program,
     `noise_chunk_size` copies at a time, every copy explaining the class resolved at
-    the clean input. A randomized method (one with a `key` argument) gets the same key,
-    derived from `key`, for the clean and the perturbed runs.
+    the clean input; only the running maximum is kept, so memory does not grow with
+    `samples`. Perturbation i is drawn from `fold_in(key, i)`, so the chunk does not
+    change the answer. A randomized method (one with a `key` argument) gets the same
+    key, derived from `key`, for the clean and the perturbed runs, and is mapped over
+    the copies (`jax.vmap`), so every copy makes the clean run's draws and the ratio
+    measures the input's change alone.
 
     Args:
       method: any jaxplain method, e.g. `jaxplain.saliency`.
@@ -75,7 +87,9 @@ def sensitivity_max(method: Callable, model: Model, x, *, target, key, radius: f
         `perturbations`, unless the method is randomized.
       radius: the half-width of the uniform perturbations (Captum: 0.02).
       samples: perturbations per example (Captum: 10).
-      noise_chunk_size: perturbed copies explained at once (all by default).
+      noise_chunk_size: perturbed copies explained at once: by default as many as the
+        engine's memory budget allows (`jaxplain.engine.default_chunk_size`), one at a
+        time for a randomized method. The answer does not depend on it.
       perturbations: explicit perturbations d, `(samples, *x.shape)`, instead of random
         ones (then `radius` and `samples` are not used).
       **method_options: passed to `method` (e.g. steps=16); an array option shaped
@@ -94,9 +108,11 @@ def sensitivity_max(method: Callable, model: Model, x, *, target, key, radius: f
     key = _common.key_or_perturbations(key, given, needed=takes_key)
     radius = _common.number("radius", radius)
     samples = _checks.positive_int("samples", samples) if given is None else given.shape[0]
-    noise_chunk_size = samples if noise_chunk_size is None else min(
-        _checks.positive_int("noise_chunk_size", noise_chunk_size), samples
-    )
+    if noise_chunk_size is None:
+        # A batched call holds copies x batch rows; a mapped randomized method holds its
+        # own chunks once per copy, so its copies go one at a time.
+        noise_chunk_size = 1 if takes_key else engine.default_chunk_size(model, x, samples)
+    noise_chunk_size = min(_checks.positive_int("noise_chunk_size", noise_chunk_size), samples)
     return _sensitivity_max(
         model, x, targets, key, radius, given, arrays, method=method, static=static,
         takes_key=takes_key, samples=samples, noise_chunk_size=noise_chunk_size,
