@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxplain import _checks, engine
+from jaxplain import _checks, _random, engine
 from jaxplain.attribution import Attribution
 from jaxplain.methods.registry import register
 from jaxplain.model import Model, Targets
@@ -105,47 +105,6 @@ def _fold_coalitions(model, x, baseline, mask, chosen, draw, count, fold, init, 
     return engine.fold_outputs(
         model, x, chosen, point, engine.Indexed(count, draw), fold, init, chunk_size=chunk_size
     )
-
-
-def _point_words(key, indices, shape):
-    """Random uint32 words of `shape` for each point index, (size, *shape).
-
-    Point i draws from `fold_in(key, i)`, so its draws do not depend on which chunk
-    evaluates it, and no draw for all the points is ever held at once. Each draw is
-    flat, then reshaped: see `_random_words` (a (2, 4, 10) draw per point compiled in
-    3.7 s, a flat one in 0.45 s).
-    """
-    size = math.prod(shape)
-    words = jax.vmap(lambda i: jax.random.bits(jax.random.fold_in(key, i), (size,), jnp.uint32))(indices)
-    return words.reshape(indices.shape + tuple(shape))
-
-
-def _random_words(key, *shapes):
-    """Random uint32 arrays of the given shapes, from one draw of `key`.
-
-    One flat draw, then split and reshaped: XLA:CPU compiles every threefry draw
-    separately (about half a second each), and a multi-dimensional draw under JAX's
-    default partitionable threefry took several seconds.
-    """
-    sizes = [math.prod(shape) for shape in shapes]
-    words = jax.random.bits(key, (sum(sizes),), jnp.uint32)
-    pieces = jnp.split(words, np.cumsum(sizes)[:-1])
-    return [piece.reshape(shape) for piece, shape in zip(pieces, shapes)]
-
-
-def _uniform(words):
-    """Uniform floats in [0, 1) on a grid of 2^-24, from random uint32 words."""
-    return (words >> 8).astype(jnp.float32) * (2.0**-24)
-
-
-def _random_ranks(words):
-    """Uniformly random rankings from random words (2, ..., G): each row a permutation of 0..G-1.
-
-    The rows of 0..G-1 are sorted by random keys of two 32-bit words each, so that
-    ties (which would favour the lower index) practically never occur.
-    """
-    order = jnp.broadcast_to(jnp.arange(words.shape[-1], dtype=jnp.int32), words.shape[1:])
-    return jax.lax.sort((words[0], words[1], order), dimension=words.ndim - 2, num_keys=2)[2]
 
 
 def _group_attribution(
@@ -288,8 +247,8 @@ def _shapley_sampling(
         size = indices.shape[0]
         first = indices[0] // per_draw
         draws = first + jnp.arange(size // per_draw, dtype=jnp.int32)
-        words = _point_words(key, draws, (2, batch, groups))  # (draws, 2, B, G)
-        ranks = _random_ranks(jnp.moveaxis(words, 1, 0))  # ranks[d, b, g]: g's place
+        words = _random.point_words(key, draws, (2, batch, groups))  # (draws, 2, B, G)
+        ranks = _random.random_ranks(jnp.moveaxis(words, 1, 0))  # ranks[d, b, g]: g's place
         if antithetic:
             ranks = jnp.stack([ranks, groups - 1 - ranks], axis=1)  # each order, then its reverse
         ranks = ranks.reshape(-1, batch, groups)  # (orders in the chunk, B, G)
@@ -327,19 +286,6 @@ def _shapley_sampling(
     )
 
 
-def _moments(design, response, root_weight=None):
-    """The normal equations' sums of one chunk: (design^T design, design^T response).
-
-    design (B, n, p), response (B, n, k), optional root_weight (B, n) multiplying both.
-    """
-    if root_weight is not None:
-        design = design * root_weight[..., None]
-        response = response * root_weight[..., None]
-    gram = jnp.einsum("bnp,bnq->bpq", design, design, precision=_HIGHEST)
-    cross = jnp.einsum("bnp,bnk->bpk", design, response, precision=_HIGHEST)
-    return gram, cross
-
-
 def _least_squares(gram, cross):
     """The minimum-norm solution of gram s = cross for each example, (B, p, k).
 
@@ -367,15 +313,6 @@ def _least_squares(gram, cross):
     return jax.lax.map(solve, (gram, cross))
 
 
-def _sum_moments(moments, chunk):
-    return engine.compensated_add(moments, chunk)
-
-
-def _zero_moments(batch, unknowns, count, dtype):
-    zeros = (jnp.zeros((batch, unknowns, unknowns), dtype), jnp.zeros((batch, unknowns, count), dtype))
-    return zeros, zeros
-
-
 @engine.program(static_argnames=("groups", "samples", "paired", "chunk_size"))
 def _kernel_shap(
     model, x, baseline, mask, targets: Targets, key, *, groups, samples, paired, chunk_size
@@ -392,10 +329,10 @@ def _kernel_shap(
     thresholds = jnp.asarray(np.cumsum(chance / chance.sum())[:-1], jnp.float32)
 
     def draw(indices):  # with `paired`, points 2d and 2d + 1 are draw d and its complement
-        words = _point_words(key, indices // 2 if paired else indices, (1 + 2 * groups, batch))
-        size = 1 + (_uniform(words[:, 0])[..., None] >= thresholds).sum(axis=-1)  # (n, B)
+        words = _random.point_words(key, indices // 2 if paired else indices, (1 + 2 * groups, batch))
+        size = 1 + (_random.uniform(words[:, 0])[..., None] >= thresholds).sum(axis=-1)  # (n, B)
         subset_words = jnp.moveaxis(words[:, 1:].reshape(-1, 2, groups, batch), (1, 2), (0, 3))
-        coalitions = _random_ranks(subset_words) < size[..., None]  # (n, B, G)
+        coalitions = _random.random_ranks(subset_words) < size[..., None]  # (n, B, G)
         if paired:
             coalitions = coalitions ^ (indices % 2 == 1)[:, None, None]
         return coalitions
@@ -403,15 +340,19 @@ def _kernel_shap(
     # Least squares of v(z) - v(0) on z subject to sum(phi) = difference: with
     # phi = difference / G + psi and sum(psi) = 0,
     # z . phi = |z| difference / G + (z - |z| / G) . psi.
-    def fold(moments, coalitions, values):
+    # The normal equations' sums, (design^T design, design^T response), compensated.
+    def fold(sums, coalitions, values):
         z = jnp.swapaxes(coalitions, 0, 1).astype(acc)  # (B, n, G)
         share = z.mean(axis=-1, keepdims=True)
+        design = z - share
         response = values - at_baseline[:, None] - share * difference[:, None]
-        return _sum_moments(moments, _moments(z - share, response))
+        gram = jnp.einsum("bnp,bnq->bpq", design, design, precision=_HIGHEST)
+        cross = jnp.einsum("bnp,bnk->bpk", design, response, precision=_HIGHEST)
+        return engine.compensated_add(sums, (gram, cross))
 
+    zeros = (jnp.zeros((batch, groups, groups), acc), jnp.zeros((batch, groups, chosen.shape[1]), acc))
     (gram, cross), _ = _fold_coalitions(
-        model, tied_x, baseline, mask, chosen, draw, samples, fold,
-        _zero_moments(batch, groups, chosen.shape[1], acc), chunk_size,
+        model, tied_x, baseline, mask, chosen, draw, samples, fold, (zeros, zeros), chunk_size
     )
     # The centred design never moves along (1, ..., 1): adding the mean eigenvalue in
     # that direction makes it a well-determined one, whose solution component is zero
@@ -422,39 +363,6 @@ def _kernel_shap(
     psi = psi - psi.mean(axis=1, keepdims=True)  # removes rounding along (1, ..., 1)
     phi = difference[:, None] / groups + psi
     return _group_attribution(targets, chosen, phi, mask, at_x, at_baseline, with_delta=True)
-
-
-def _merge_weighted(state, chunk):
-    """Merges the weighted means and co-moments of two sets of samples (Chan et al.).
-
-    Each is (total weight (B,), mean of z (B, G), mean of y (B, k), sum of
-    w (z - mean)(z - mean)^T (B, G, G), sum of w (z - mean)(y - mean)^T (B, G, k)).
-    Centred sums keep the fit's accuracy in float32, where raw sums of z z^T next to
-    an intercept lose it to cancellation.
-    """
-    weight_a, z_a, y_a, zz_a, zy_a = state
-    weight_b, z_b, y_b, zz_b, zy_b = chunk
-    weight = weight_a + weight_b
-    share = jnp.where(weight > 0, weight_b / jnp.where(weight > 0, weight, 1.0), 0.0)
-    dz, dy = z_b - z_a, y_b - y_a
-    cross = (weight_a * share)[:, None, None]
-    return (
-        weight,
-        z_a + dz * share[:, None],
-        y_a + dy * share[:, None],
-        zz_a + zz_b + cross * dz[:, :, None] * dz[:, None, :],
-        zy_a + zy_b + cross * dz[:, :, None] * dy[:, None, :],
-    )
-
-
-def _weighted_statistics(z, y, weight):
-    """One chunk's (total weight, means, centred co-moments) for `_merge_weighted`."""
-    total = weight.sum(axis=1)
-    safe = jnp.where(total > 0, total, 1.0)[:, None]
-    mean_z = (weight[..., None] * z).sum(axis=1) / safe
-    mean_y = (weight[..., None] * y).sum(axis=1) / safe
-    zz, zy = _moments(z - mean_z[:, None], y - mean_y[:, None], jnp.sqrt(weight))
-    return total, mean_z, mean_y, zz, zy
 
 
 @engine.program(static_argnames=("groups", "samples", "chunk_size"))
@@ -468,25 +376,24 @@ def _lime(
     count = chosen.shape[1]
 
     def draw(indices):  # each group present with probability 1/2
-        return _uniform(_point_words(key, indices, (batch, groups))) < 0.5
+        return _random.uniform(_random.point_words(key, indices, (batch, groups))) < 0.5
 
     def fold(state, coalitions, values):
         z = jnp.swapaxes(coalitions, 0, 1).astype(acc)  # (B, n, G)
         # Cosine distance between z and the all-ones vector: 1 - sqrt(|z| / G) (1 for z = 0).
         distance = 1.0 - jnp.sqrt(z.mean(axis=-1))
         weight = jnp.exp(-(distance**2) / (2.0 * kernel_width**2))
-        return _merge_weighted(state, _weighted_statistics(z, values, weight))
+        return engine.merge_comoments(state, jnp.concatenate([z, values], axis=-1), weight)
 
-    init = (
-        jnp.zeros((batch,), acc), jnp.zeros((batch, groups), acc), jnp.zeros((batch, count), acc),
-        jnp.zeros((batch, groups, groups), acc), jnp.zeros((batch, groups, count), acc),
-    )
-    _, mean_z, mean_y, zz, zy = _fold_coalitions(
+    unknowns = groups + count  # the co-moments of (z, v(z)) together
+    init = (jnp.zeros((batch,), acc), jnp.zeros((batch, unknowns), acc),
+            jnp.zeros((batch, unknowns, unknowns), acc))
+    _, mean, co = _fold_coalitions(
         model, tied_x, baseline, mask, chosen, draw, samples, fold, init, chunk_size
     )
-    # With the intercept c = mean(y) - mean(z) . phi, phi solves the centred system.
-    phi = _least_squares(zz, zy)  # (B, G, k)
-    intercept = mean_y - jnp.einsum("bg,bgk->bk", mean_z, phi, precision=_HIGHEST)
+    # With the intercept c = mean(v) - mean(z) . phi, phi solves the centred system.
+    phi = _least_squares(co[:, :groups, :groups], co[:, :groups, groups:])  # (B, G, k)
+    intercept = mean[:, groups:] - jnp.einsum("bg,bgk->bk", mean[:, :groups], phi, precision=_HIGHEST)
     return _group_attribution(
         targets, chosen, phi, mask, at_x, at_baseline, with_delta=True,
         extras={"intercept": intercept},
