@@ -303,6 +303,25 @@ def test_make_labels_checks_its_arguments():
 # --- the explainer object -------------------------------------------------------------------
 
 
+def test_to_groups_is_the_group_mean_without_a_features_by_groups_matrix(rng):
+    from jaxplain.amortized.explainer import to_groups
+
+    mask = jaxplain.patch_mask((6, 5, 2), (4, 2, 2))  # groups of 8, 4, 2 and 1 features
+    groups = int(mask.max()) + 1
+    values = rng.normal(size=(3, 2, 6, 5, 2)).astype(np.float32)
+    members = (mask.reshape(-1)[:, None] == np.arange(groups)).astype(np.float32)  # the formula it replaced
+    expected = (values.reshape(3, 2, -1) @ members) / members.sum(axis=0)
+    np.testing.assert_allclose(to_groups(values, mask, groups), expected, rtol=1e-6, atol=1e-7)
+    assert to_groups(values, None, 60).shape == (3, 2, 60)
+    # at 224x224x3 in 16x16 patches the one-hot matrix alone was 150528 x 196 floats (118 MB):
+    # no array in the program is larger than the values themselves
+    shape = (224, 224, 3)
+    big = jax.ShapeDtypeStruct((1, 2, *shape), jnp.float32)
+    jaxpr = jax.make_jaxpr(lambda v, m: to_groups(v, m, 196))(big, jax.ShapeDtypeStruct(shape, jnp.int32))
+    largest = max(int(np.prod(var.aval.shape)) for eqn in jaxpr.eqns for var in eqn.outvars)
+    assert largest <= int(np.prod(big.shape))
+
+
 def test_save_and_load_round_trip_and_refuse_corrupt_files(supervised, tmp_path):
     path = str(tmp_path / "explainer")
     supervised.replace(fidelity={"spearman": 0.9}, command="python make.py").save(path)
