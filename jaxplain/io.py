@@ -316,17 +316,24 @@ def load_checkpoint(path: str) -> Checkpoint:
             f"{os.path.join(path, METADATA_FILE)}: cannot build architecture "
             f"{metadata['architecture']!r} with config {metadata['config']}: {error}"
         ) from error
+    expected = _expected_variables(path, metadata, module)
+    _check_match(variables_path, metadata["architecture"], _leaves(expected), _leaves(stored))
+    variables = jax.tree_util.tree_map(jnp.asarray, stored)
+    return Checkpoint(module, variables, metadata)
+
+
+def _expected_variables(path: str, metadata: dict, module: nn.Module):
+    """The variables (shapes only) `module` makes for one example of the metadata's
+    `input_shape` and `input_dtype`; a `CheckpointError` naming the field and the file when
+    the architecture cannot take such examples (a wrong rank, say), not the raw error."""
     example = jax.ShapeDtypeStruct((1, *metadata["input_shape"]), metadata.get("input_dtype", "float32"))
     try:
-        expected = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), jnp.zeros(example.shape, example.dtype)))
-    except Exception as error:  # the architecture cannot take such examples (a wrong rank, say)
+        return jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), jnp.zeros(example.shape, example.dtype)))
+    except Exception as error:
         raise CheckpointError(
             f"{os.path.join(path, METADATA_FILE)}: field 'input_shape' {metadata['input_shape']} ({example.dtype}) "
             f"does not fit architecture {metadata['architecture']!r}: {type(error).__name__}: {error}"
         ) from error
-    _check_match(variables_path, metadata["architecture"], _leaves(expected), _leaves(stored))
-    variables = jax.tree_util.tree_map(jnp.asarray, stored)
-    return Checkpoint(module, variables, metadata)
 
 
 def _check_match(file: str, architecture: str, expected: dict, stored: dict) -> None:

@@ -1,7 +1,9 @@
 """Bad input: a clear error naming the argument, raised at the boundary, not from inside jit."""
 
 import functools
+import json
 import os
+import re
 
 import flax.linen as nn
 import jax
@@ -477,3 +479,32 @@ def test_make_labels_runs_a_noise_method_with_the_method_it_wraps():
     function, settings = method_settings(labels.teacher)  # what selective calls it again with
     again = function(MODEL, X, target=np.arange(2)[None, :], **{**settings, "key": jax.random.fold_in(settings["key"], 0)})
     np.testing.assert_allclose(again.values, direct.values, rtol=1e-6)
+
+
+def _saved_explainer(folder, network, x):
+    from jaxplain.amortized import explainer, networks
+
+    explainer.make(network, networks.init(network, x), recipe="fastshap", num_classes=2, input_shape=list(x.shape[1:]),
+                   input_dtype="float32", reference=0.0, feature_mask=None, efficiency=True, completeness=True,
+                   output_scale=1.0, teacher=None, label_fraction=0.0).save(folder)
+    return os.path.join(folder, "metadata.json")
+
+
+@pytest.mark.parametrize(
+    "network, x, shape",
+    [
+        # the conv network's init failed with ZeroDivisionError or a broadcast error
+        (AM.ConvExplainer(2, (4, 4, 1), channels=(4, 4)), np.ones((1, 4, 4, 1), np.float32), [4, 4]),
+        (AM.ConvExplainer(2, (4, 4, 1), channels=(4, 4)), np.ones((1, 4, 4, 1), np.float32), [16]),
+        # a dense network flattens its input: it loaded, and its maps had another shape than x
+        (_NET, X, [4, 1, 1]),
+    ],
+)
+def test_an_explainer_whose_input_shape_does_not_fit_is_a_checkpoint_error(tmp_path, network, x, shape):
+    metadata_path = _saved_explainer(str(tmp_path / "explainer"), network, x)
+    metadata = json.load(open(metadata_path))
+    json.dump({**metadata, "input_shape": shape}, open(metadata_path, "w"))
+    raises_named(jaxplain.io.CheckpointError, f"{re.escape(metadata_path)}: field.? 'input_shape'",
+                 lambda: AM.load(str(tmp_path / "explainer")))
+    json.dump(metadata, open(metadata_path, "w"))
+    assert AM.load(str(tmp_path / "explainer"))(MODEL if x.ndim == 2 else _CNN, x, target=0).values.shape == x.shape

@@ -272,7 +272,16 @@ def load(path: str) -> Explainer:
     if name not in networks.NETWORKS:
         raise io.CheckpointError(f"{metadata_path}: unknown explainer network {metadata['architecture']!r}")
     network = networks.NETWORKS[name](**io._decode(metadata["config"]))
-    example = jnp.zeros((1, *metadata["input_shape"]), metadata["input_dtype"])
-    expected = jax.eval_shape(lambda: network.init(jax.random.PRNGKey(0), example))
+    expected = io._expected_variables(path, metadata, network)  # as load_checkpoint checks input_shape
     io._check_match(variables_path, metadata["architecture"], io._leaves(expected), io._leaves(stored))
+    # A dense network flattens its input: an input_shape of another rank (or other classes)
+    # loaded, and the explainer's maps had the wrong shape.
+    example = jax.ShapeDtypeStruct((1, *metadata["input_shape"]), metadata.get("input_dtype", "float32"))
+    try:
+        if "num_classes" in metadata:  # else Explainer() names the missing field
+            networks.check_output(network, expected, example, metadata["num_classes"])
+    except ValueError as error:
+        raise io.CheckpointError(
+            f"{metadata_path}: fields 'input_shape' and 'num_classes' do not fit the network: {error}"
+        ) from None
     return Explainer(network, jax.tree_util.tree_map(jnp.asarray, stored), metadata)
