@@ -113,5 +113,17 @@ def test_method_options_and_keywords_must_not_name_the_same_option(rng):
                    method_options={"steps": 8})
     with pytest.raises(TypeError, match="method_options must be a dict"):
         smoothgrad(jaxplain.saliency, model, x, target=0, key=KEY, method_options=[("steps", 8)])
-    with pytest.raises(TypeError, match="not as method options"):
+    with pytest.raises(TypeError, match="not as a method option"):
         smoothgrad(jaxplain.kernel_shap, model, x, target=0, key=KEY, method_options={"key": KEY})
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda m, x: smoothgrad(jaxplain.saliency, m, x, target=0, key=KEY, noise_scale=float("inf")),
+     ValueError, "noise_scale must be finite"),
+    (lambda m, x: smoothgrad(smoothgrad, m, x, target=0, key=KEY), TypeError, "wraps another method"),
+])
+def test_bad_noise_settings_are_named(call, error, match, rng):
+    """An infinite noise scale gave NaN attributions; a bare noise wrapper as the method
+    failed inside the program, missing x."""
+    with pytest.raises(error, match=match):
+        call(mlp_model(features=5), rng.normal(size=(2, 5)).astype(np.float32))

@@ -7,6 +7,9 @@ import functools
 import inspect
 from typing import Callable, Dict
 
+import jax
+import numpy as np
+
 FAMILIES = ("gradient", "path", "noise", "rules", "layer", "perturbation")
 
 
@@ -66,6 +69,40 @@ def randomized(name: str, wrap: str | None = None) -> bool:
     """Whether method `name` (wrapping `wrap`, for a noise method) takes a `key`."""
     info = METHODS[name]
     return info.randomized or (info.family == "noise" and wrap is not None and METHODS[wrap].randomized)
+
+
+def method_options(method, options: dict, *, caller: str):
+    """Checks `method` and splits its options into traced arrays and hashable settings.
+
+    For the callers that run a method inside their own program (the noise wrappers, the
+    robustness and randomisation metrics). Returns `(arrays, static, takes_key)`:
+    `takes_key` says whether the method draws at random (see `takes_key`); the caller
+    passes it a key of its own, so `key` and `target` are refused as options, naming
+    `caller`.
+    """
+    if not callable(method):
+        raise TypeError(f"method must be a jaxplain method such as jaxplain.saliency, got {method!r}")
+    wrapper = METHODS.get(getattr(method, "__name__", ""))
+    if wrapper is not None and wrapper.function is method and wrapper.family == "noise":
+        # Called as method(model, x, ...) it would fail inside the program, missing `x`.
+        raise TypeError(
+            f"method {wrapper.name} wraps another method; pass "
+            f"functools.partial(jaxplain.{wrapper.name}, jaxplain.saliency) (or any method)"
+        )
+    for reserved in ("key", "target"):
+        if reserved in options:
+            raise TypeError(f"pass {reserved} to the {caller} itself, not as a method option")
+    arrays = {k: v for k, v in options.items() if _is_array(v)}
+    static = tuple(sorted((k, v) for k, v in options.items() if k not in arrays))
+    try:
+        hash(static)
+    except TypeError as error:
+        raise TypeError(f"method options must be arrays or hashable values: {error}") from error
+    return arrays, static, takes_key(method)
+
+
+def _is_array(value) -> bool:
+    return isinstance(value, (jax.Array, np.ndarray))
 
 
 def takes_key(method: Callable) -> bool:

@@ -26,14 +26,11 @@ import numpy as np
 
 from jaxplain import _checks, engine
 from jaxplain.attribution import Attribution
-from jaxplain.methods.registry import register, takes_key
+from jaxplain.methods import registry
+from jaxplain.methods.registry import register
 from jaxplain.model import Model, Targets
 
 REDUCTIONS = ("mean", "mean_square", "variance")
-
-
-def _is_array(value) -> bool:
-    return isinstance(value, (jax.Array, np.ndarray))
 
 
 def _copy_keys(key, indices):
@@ -90,8 +87,6 @@ def _noisy(model, x, targets: Targets, key, noise_scale, array_kwargs, *, method
 
 def _smooth(method, model, x, target, key, samples, noise_scale, noise_chunk_size, reduction,
             method_options, kwargs):
-    if not callable(method):
-        raise TypeError(f"method must be a jaxplain method such as jaxplain.saliency, got {method!r}")
     if method_options is None:
         method_options = {}
     if not isinstance(method_options, dict):
@@ -101,26 +96,20 @@ def _smooth(method, model, x, target, key, samples, noise_scale, noise_chunk_siz
     if both:
         raise TypeError(f"{', '.join(both)} given both in method_options and as a keyword; pass "
                         "each option of the wrapped method once")
-    options = {**kwargs, **method_options}
-    if "key" in options or "target" in options:
-        raise TypeError("pass target and key to the noise wrapper itself, not as method options: "
-                        "a randomized method gets its own key for every noisy copy, split from key")
+    # A randomized method gets its own key for every noisy copy, split from `key`.
+    arrays, static, randomized = registry.method_options(method, {**kwargs, **method_options},
+                                                         caller="noise wrapper")
     x, targets = _checks.prepare(model, x, target)
     key = _checks.key(key)
     samples = _checks.positive_int("samples", samples)
     noise_scale = _checks.fraction("noise_scale", noise_scale, high=float("inf"))
-    randomized = takes_key(method)
+    if not np.isfinite(noise_scale):
+        raise ValueError(f"noise_scale must be finite, got {noise_scale}")
     if noise_chunk_size is None:
         # A batched call holds copies x batch rows; a mapped randomized method holds its
         # own chunks once per copy, so its copies go one at a time.
         noise_chunk_size = 1 if randomized else engine.default_chunk_size(model, x, samples)
     noise_chunk_size = min(_checks.positive_int("noise_chunk_size", noise_chunk_size), samples)
-    arrays = {k: v for k, v in options.items() if _is_array(v)}
-    static = tuple(sorted((k, v) for k, v in options.items() if k not in arrays))
-    try:
-        hash(static)
-    except TypeError as error:
-        raise TypeError(f"method options must be arrays or hashable values: {error}") from error
     return _noisy(
         model, x, targets, key, noise_scale, arrays, method=method, reduction=reduction,
         samples=samples, noise_chunk_size=noise_chunk_size, static_kwargs=static,

@@ -6,7 +6,6 @@ compiled programs" runs under `engine.program`.
 
 from __future__ import annotations
 
-import inspect
 from typing import NamedTuple
 
 import jax
@@ -16,6 +15,7 @@ import numpy as np
 from jaxplain import _checks, engine
 from jaxplain.attribution import Attribution
 from jaxplain.methods.perturbation import _feature_groups, patch_mask
+from jaxplain.methods import registry
 from jaxplain.methods.registry import METHODS
 from jaxplain.model import Model, Targets
 
@@ -124,34 +124,9 @@ def key_or_perturbations(key, given, *, needed: bool = False) -> object:
 
 
 def method_options(method, options: dict):
-    """Splits a method's options into traced arrays and hashable static settings.
-
-    Returns `(arrays, static, takes_key)`: `takes_key` says whether the method has a
-    `key` argument, which the metric then passes from its own key.
-    """
-    if not callable(method):
-        raise TypeError(f"method must be a jaxplain method such as jaxplain.saliency, got {method!r}")
-    wrapper = METHODS.get(getattr(method, "__name__", ""))
-    if wrapper is not None and wrapper.function is method and wrapper.family == "noise":
-        # Called as method(model, x, ...) it would fail inside the program, missing `x`.
-        raise TypeError(
-            f"method {wrapper.name} wraps another method; pass "
-            f"functools.partial(jaxplain.{wrapper.name}, jaxplain.saliency) (or any method)"
-        )
-    for reserved in ("key", "target"):
-        if reserved in options:
-            raise TypeError(f"pass {reserved} to the metric itself, not as a method option")
-    arrays = {k: v for k, v in options.items() if isinstance(v, (jax.Array, np.ndarray))}
-    static = tuple(sorted((k, v) for k, v in options.items() if k not in arrays))
-    try:
-        hash(static)
-    except TypeError as error:
-        raise TypeError(f"method options must be arrays or hashable values: {error}") from error
-    try:
-        takes_key = "key" in inspect.signature(method).parameters
-    except (TypeError, ValueError):
-        takes_key = False
-    return arrays, static, takes_key
+    """`(arrays, static, takes_key)` of a method run inside a metric (see
+    `jaxplain.methods.registry.method_options`)."""
+    return registry.method_options(method, options, caller="metric")
 
 
 # --- inside the compiled programs -------------------------------------------------------
