@@ -215,3 +215,14 @@ def test_train_explainer_saves_an_explainer_with_its_fidelity(tmp_path, recipe):
     x = jaxplain.data.load("wine").x_test[:4]
     model = jaxplain.load_model(str(ROOT / "checkpoints/wine_mlp"))
     assert explainer(model, x, target="predicted").values.shape == (4, 13)
+
+
+def test_train_explainer_with_a_noise_teacher_passes_what_it_wraps(tmp_path):
+    """--teacher smoothgrad --wrap saliency: the labels and the fidelity check both ran the
+    bare noise method (missing the method it wraps) before."""
+    out = str(tmp_path / "explainer")
+    argv = ["train-explainer", "--model", str(ROOT / "checkpoints/wine_mlp"), "--data", "wine",
+            "--teacher", "smoothgrad", "--wrap", "saliency", "--samples", "4", "--epochs", "1",
+            "--check", "4", "--out", out]
+    assert cli.main(argv) == 0
+    assert jaxplain.amortized.load(out).metadata["fidelity"]["teacher"] == "smoothgrad"

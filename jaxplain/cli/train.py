@@ -187,7 +187,9 @@ def train_explainer(args, argv: List[str]) -> int:
             rows = np.arange(len(x_train))
             if args.recipe == "cortx":  # only the labelled rows are explained by the teacher
                 rows = amortized.labelled_rows(len(x_train), args.label_fraction, args.seed)
-            labels = amortized.make_labels(teacher, model, x_train[rows], cache_dir=args.cache, **settings)
+            wrapped = {"wrap": args.wrap} if _common.methods()[teacher].family == "noise" else {}
+            labels = amortized.make_labels(teacher, model, x_train[rows], cache_dir=args.cache,
+                                           **settings, **wrapped)
             if args.recipe == "supervised":
                 explainer = amortized.train_supervised(network, model, x_train, labels, epochs=args.epochs, **common)
             else:
@@ -197,7 +199,9 @@ def train_explainer(args, argv: List[str]) -> int:
     except (ValueError, TypeError) as error:
         raise _common.usage_from(error) from error
 
-    method = _common.methods()[teacher].function
+    from jaxplain.methods import registry
+
+    method = registry.resolve(teacher, args.wrap)  # a noise method bound to the one it wraps
     reference = method(model, x_test, target="predicted", **settings)
     learned = explainer(model, x_test, target=reference.target)
     fidelity = {
