@@ -414,3 +414,16 @@ def test_the_study_runs_at_a_tiny_size(tmp_path):
     assert case["teacher_curve"]
     png = (tmp_path / "amortized.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_raw_prng_key_is_recorded_as_key_data_and_called_again():
+    """A raw PRNGKey was recorded as an int list, read back as int64 and refused when the
+    teacher was called again (selective's fallback)."""
+    model = jaxplain.load_model("checkpoints/wine_mlp")
+    x = jaxplain.data.load("wine").x_test[:2]
+    raw = amortized.make_labels("kernel_shap", model, x, key=jax.random.PRNGKey(0), samples=8, progress=False)
+    typed = amortized.make_labels("kernel_shap", model, x, key=jax.random.key(0), samples=8, progress=False)
+    np.testing.assert_array_equal(raw.values, typed.values)
+    method, settings = jaxplain.amortized.labels.method_settings(raw.teacher)
+    again = method(model, x, target=0, **settings)
+    np.testing.assert_allclose(again.values, raw.values[:, 0], rtol=1e-5, atol=1e-6)

@@ -123,6 +123,10 @@ def make_labels(
         raise ValueError("make_labels explains every class; do not pass target")
     if settings.get("key") is not None:  # an int key failed inside JAX, at the first batch
         settings["key"] = _checks.key(settings["key"])
+        if not jax.dtypes.issubdtype(settings["key"].dtype, jax.dtypes.prng_key):
+            # a raw PRNGKey as the typed key it stands for (the same draws), so the teacher
+            # is recorded as key data and called again with a key, not an int64 list
+            settings["key"] = jax.random.wrap_key_data(settings["key"])
     if settings.get("wrap") is not None:
         if METHODS[name].family != "noise":
             raise ValueError(f"wrap names the method a noise method wraps; {name} wraps none")
