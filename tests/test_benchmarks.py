@@ -53,3 +53,23 @@ def test_accelerator_script_runs_on_the_cpu_at_a_tiny_size(tmp_path):
     assert {(r["dtype"], r["contender"]) for r in rows} == {(d, c) for d in ("float32", "bfloat16") for c in ("jaxplain", "floor")}
     assert all(r["explanations_per_s"] > 0 for r in rows)
     assert result.stdout.strip().splitlines()[-3].startswith("| resnet6_16px | bfloat16 | gauss_legendre")
+
+
+def test_memory_scaling_quick(tmp_path):
+    """Fresh processes per (row, count), each reporting its peak resident memory and call times."""
+    stdout = run("memory_scaling.py", tmp_path)
+    payload = json.loads((tmp_path / "memory_scaling.json").read_text())
+    assert payload["quick"] and payload["limit"] == 1.5 and payload["machine"]["jax"]
+    rows = {row["row"]: row for row in payload["rows"]}
+    assert set(rows) == {"integrated_gradients pilot_gauss", "kernel_shap"}
+    ig = rows["integrated_gradients pilot_gauss"]
+    assert ig["counts"] == [32, 1024] and len(ig["peak_mib"]) == 2
+    for row in rows.values():
+        for cell in row["cells"]:
+            assert "error" not in cell, cell
+            # one process's own peak: above what it holds after the import and the loading
+            assert 50 < cell["setup_mib"] <= cell["first_call_peak_mib"] <= cell["peak_mib"] < 4096
+            assert cell["first_call_s"] > 0 and cell["second_call_s"] > 0
+        assert row["ratio"] == row["peak_mib"][-1] / row["peak_mib"][0]
+        assert row["passed"] == (row["ratio"] <= 1.5)
+    assert "| integrated_gradients pilot_gauss | 32, 1024 |" in stdout
