@@ -67,8 +67,7 @@ def riemann_middle(n: int) -> Schedule:
 
 
 def trapezoid(n: int) -> Schedule:
-    if n < 2:
-        raise ValueError(f"schedule='trapezoid' needs steps >= 2, got steps={n}")
+    check_steps("trapezoid", n)
     weights = np.full(n, 1.0 / (n - 1))
     weights[[0, -1]] /= 2
     return np.linspace(0.0, 1.0, n), weights
@@ -102,6 +101,16 @@ def _computed(name: str, steps: int) -> Schedule:
     alphas, weights = SCHEDULES[name](steps)
     alphas.flags.writeable = weights.flags.writeable = False
     return alphas, weights
+
+
+# The fewest steps a schedule can use (1 where not listed).
+MIN_STEPS = {"trapezoid": 2}
+
+
+def check_steps(name: str, steps: int) -> None:
+    """Raises if schedule `name` cannot use `steps` points; computes nothing."""
+    if steps < MIN_STEPS.get(name, 1):
+        raise ValueError(f"schedule={name!r} needs steps >= {MIN_STEPS[name]}, got steps={steps}")
 
 
 def get(name: str, steps: int) -> Schedule:

@@ -258,7 +258,7 @@ def integrated_gradients(
         )
     if pilot_steps is not None:
         raise ValueError(f"pilot_steps is used by the pilot schedules {sorted(schedules.PILOT_SCHEDULES)} only, not by schedule={schedule!r}")
-    schedules.get(schedule, steps)  # raises for a schedule that cannot use this many steps
+    schedules.check_steps(schedule, steps)
     chunk_size = _checks.chunk_size(chunk_size, model, x, steps)
     return _integrated_gradients(
         model, x, baseline, targets, steps=steps, schedule=schedule, chunk_size=chunk_size

@@ -539,7 +539,7 @@ def layer_integrated_gradients(
     baseline = _check_baseline(baseline, x)
     steps = _checks.positive_int("steps", steps)
     schedule = _checks.schedule(schedule)
-    schedules.get(schedule, steps)  # raises for a schedule that cannot use this many steps
+    schedules.check_steps(schedule, steps)
     chunk_size = _checks.chunk_size(chunk_size, model, x, steps)
     return _layer_integrated_gradients(
         model, x, baseline, targets, layer=layer, steps=steps, schedule=schedule, chunk_size=chunk_size
