@@ -54,23 +54,32 @@ from jaxplain import _legendre
 Schedule = Tuple[np.ndarray, np.ndarray]
 
 
+# The uniform rules as formulas of the point index i (numpy or JAX arrays alike), so the
+# engine can make a chunk's points without a table of all of them.
+_FORMULAS: Dict[str, Callable] = {
+    "riemann_left": lambda i, n: (i / n, 0.0 * i + 1.0 / n),
+    "riemann_right": lambda i, n: ((i + 1) / n, 0.0 * i + 1.0 / n),
+    "riemann_middle": lambda i, n: ((i + 0.5) / n, 0.0 * i + 1.0 / n),
+    # spacing 1/(n-1), the two end weights halved
+    "trapezoid": lambda i, n: (i / (n - 1), (1.0 - 0.5 * ((i == 0) | (i == n - 1))) / (n - 1)),
+}
+
+
 def riemann_left(n: int) -> Schedule:
-    return np.arange(n) / n, np.full(n, 1.0 / n)
+    return _FORMULAS["riemann_left"](np.arange(n), n)
 
 
 def riemann_right(n: int) -> Schedule:
-    return np.arange(1, n + 1) / n, np.full(n, 1.0 / n)
+    return _FORMULAS["riemann_right"](np.arange(n), n)
 
 
 def riemann_middle(n: int) -> Schedule:
-    return (np.arange(n) + 0.5) / n, np.full(n, 1.0 / n)
+    return _FORMULAS["riemann_middle"](np.arange(n), n)
 
 
 def trapezoid(n: int) -> Schedule:
     check_steps("trapezoid", n)
-    weights = np.full(n, 1.0 / (n - 1))
-    weights[[0, -1]] /= 2
-    return np.linspace(0.0, 1.0, n), weights
+    return _FORMULAS["trapezoid"](np.arange(n), n)
 
 
 def gauss_legendre(n: int) -> Schedule:
@@ -116,6 +125,19 @@ def check_steps(name: str, steps: int) -> None:
 def get(name: str, steps: int) -> Schedule:
     """Returns `(alphas, weights)` of schedule `name` with `steps` points (read-only)."""
     return (_cached if steps <= CACHED_STEPS else _computed)(name, steps)
+
+
+def points(name: str, steps: int) -> Callable:
+    """`at(indices) -> (alphas, weights)` of schedule `name` for point indices (JAX arrays).
+
+    What the engine's `Indexed` points take: a uniform rule computes a chunk's points
+    from their indices, so no table of `steps` entries enters the program; Gauss-Legendre
+    looks them up in its table.
+    """
+    if name in _FORMULAS:
+        return lambda indices: _FORMULAS[name](indices, steps)
+    table = jnp.asarray(np.stack(get(name, steps)))  # float64 where JAX has x64 enabled
+    return lambda indices: (table[0, indices], table[1, indices])
 
 
 def _allocate(changes, points: int):

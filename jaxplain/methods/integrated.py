@@ -50,14 +50,13 @@ def _path_attribution(values, chosen, difference, targets: Targets) -> Attributi
 def _integrated_gradients(model, x, baseline, targets: Targets, *, steps, schedule, chunk_size):
     baseline = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
     chosen, at_x, at_baseline, tied_x = _endpoint_pass(model, x, baseline, targets)
-    alphas, weights = schedules.get(schedule, steps)
     gradient_sum, _ = engine.path_gradients(
         model,
         tied_x,
         chosen,
-        lambda alpha, x: baseline + alpha * (x - baseline),
-        jnp.asarray(alphas, x.dtype),
-        weights,
+        lambda point, x: baseline + point[0].astype(x.dtype) * (x - baseline),
+        engine.Indexed(steps, schedules.points(schedule, steps)),
+        lambda point: point[1],
         chunk_size=chunk_size,
         keep_outputs=False,
     )

@@ -449,18 +449,18 @@ def _layer_integrated_gradients(
     replaced = model.replace(apply_fn=_LayerReplaced(model.apply_fn, layer))
     layer_difference = pick(ends[:batch]) - pick(replaced((at_baseline, x)))
 
-    alphas, weights = schedules.get(schedule, steps)
     # The path waits for the endpoint passes: see `engine.after`.
     tied = engine.after(at_x, layer_difference[:, :1].reshape((batch,) + (1,) * (at_x.ndim - 1)))
     gradient_sum, _ = engine.path_gradients(
         replaced,
         tied,
         chosen,
-        lambda alpha, a: at_baseline + alpha * (a - at_baseline),
-        jnp.asarray(alphas, at_x.dtype),
-        weights,
+        lambda point, a: at_baseline + point[0].astype(a.dtype) * (a - at_baseline),
+        engine.Indexed(steps, schedules.points(schedule, steps)),
+        lambda point: point[1],
         chunk_size=chunk_size,
         context=x,
+        keep_outputs=False,
     )
     values = gradient_sum * (at_x - at_baseline).astype(acc_dtype)[:, None]
     total = values.reshape(batch, chosen.shape[1], -1).sum(axis=-1)
