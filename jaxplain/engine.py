@@ -6,21 +6,26 @@ the engine computes, for each example b and each of its k targets t,
 
     sum_k w[k, b] * d F_t(p) / d p  at p = p_k[b]      (shape (B, k, *x.shape[1:]))
 
-and the target outputs F_t(p_k[b]) at every point (shape (B, K, k)). This is the only
-module that knows how points are batched:
+and, where asked, the target outputs F_t(p_k[b]) at every point (shape (B, K, k)); its
+forward-only form folds the outputs of each chunk into running statistics
+(`fold_outputs`). This is the only module that knows how points are batched:
 
 * Points are evaluated `chunk_size` at a time: all B examples times `chunk_size` points
-  form one batch of rows for the model. Chunks run one after another, either unrolled
-  (a few chunks on the CPU, see `max_unrolled_chunks`) or as a `lax.scan` over the full
-  chunks plus one shorter call for the remainder, so a chunk size that does not divide
-  K gives the same answer without wasted evaluations. Peak memory is set by the chunk,
-  never by K.
+  form one batch of rows for the model. Chunks run one after another (`fold_chunks`),
+  either unrolled (a few chunks on the CPU, see `max_unrolled_chunks`) or as a
+  `lax.scan` over the full chunks plus one shorter call for the remainder, so a chunk
+  size that does not divide K gives the same answer without wasted evaluations. A
+  chunk's point parameters are sliced from arrays of K, or made from the points'
+  indices (`Indexed`: random draws from `fold_in(key, i)`, schedules by formula), so
+  peak memory is set by the chunk, never by K.
 * Rows are laid out example-major (row = b * chunk + j), so a batch sharded across
   devices along its first axis stays sharded.
 * Several targets share one forward pass per chunk: the pullback of that forward pass
   is vmapped over the targets' one-hot cotangents.
 * Weights are applied, and sums accumulated, in float32 or wider, whatever the
-  model's compute dtype (a bfloat16 model keeps float32 quadrature weights).
+  model's compute dtype (a bfloat16 model keeps float32 quadrature weights); sums over
+  chunks are compensated (`compensated_add`) and running statistics merged pairwise
+  (`merge_moments`, `merge_comoments`), so their error does not grow with K.
 """
 
 from __future__ import annotations
@@ -389,27 +394,6 @@ def fold_chunks(chunk, count: int, chunk_size: int, x, init, dependency, *, unro
         if collect:
             collected = jnp.concatenate([collected, values], axis=1)
     return carry, collected
-
-
-def over_chunks(chunk, point_params, weights, x, chunk_size: int, zeros, dependency, *, unroll: bool):
-    """`fold_chunks` for chunks that return a partial sum and per-point values.
-
-    `chunk(params, weights, x) -> (partial_sum, per_point)` evaluates one chunk of the
-    points `point_params` (a pytree of (K, ...) leaves, or `Indexed`) with their weights
-    (B, K), `per_point` of shape (B, size, ...); `partial_sum` is any pytree, summed leaf
-    by leaf (`zeros` is its zero). Returns the sum and the per-point results (B, K, ...).
-    """
-
-    def fold(total, start, size, x):
-        partial, values = chunk(
-            chunk_params(point_params, start, size),
-            jax.lax.dynamic_slice_in_dim(weights, start, size, axis=1),
-            x,
-        )
-        return jax.tree_util.tree_map(jnp.add, total, partial), values
-
-    return fold_chunks(fold, point_count(point_params), chunk_size, x, zeros, dependency,
-                       unroll=unroll, collect=True)
 
 
 def _chunk_weights(weights, params, start, size: int, batch: int, dtype):
