@@ -200,6 +200,16 @@ def chunk_size(value, model: Model, x, num_points: int) -> int:
     return min(positive_int("chunk_size", value), num_points)
 
 
+def noise_chunk_size(value, model: Model, x, samples: int, *, mapped: bool) -> int:
+    """Noisy copies explained at once: the caller's, clipped to `samples`, or by default as
+    many as the chunk budget allows. A randomized method mapped over the copies
+    (`mapped`, see `engine.explain_copies`) holds its own chunks once per copy, so by
+    default its copies go one at a time."""
+    if value is None:
+        return 1 if mapped else engine.default_chunk_size(model, x, samples)
+    return min(positive_int("noise_chunk_size", value), samples)
+
+
 
 def key(value):
     """A JAX PRNG key (typed, or a raw uint32 array of shape (2,)), for randomized methods."""

@@ -396,6 +396,28 @@ def fold_chunks(chunk, count: int, chunk_size: int, x, init, dependency, *, unro
     return carry, collected
 
 
+def explain_copies(explain, copies, targets, arrays: dict, keys=None):
+    """Explains noisy copies (size, B, ...) of a batch x: values (B, size, ...).
+
+    `explain(rows, targets, arrays, key) -> values (rows, ...)` runs a method. Without
+    `keys` the copies go through one batched call of size x B rows (example-major), and
+    array options shaped like x (a baseline per example) follow their example. With
+    `keys` (one per copy, (size,), or one for all, ()) a randomized method is mapped
+    over the copies, each call explaining the whole batch: its draws for a copy then do
+    not depend on which copies share its chunk.
+    """
+    size, batch = copies.shape[:2]
+    if keys is not None:
+        values = jax.vmap(lambda copy, key: explain(copy, targets, arrays, key),
+                          in_axes=(0, 0 if keys.ndim else None))(copies, keys)
+        return values.swapaxes(0, 1)
+    rows = copies.swapaxes(0, 1).reshape((batch * size,) + copies.shape[2:])
+    repeated = {k: jnp.repeat(v, size, axis=0) if v.shape == copies.shape[1:] else v
+                for k, v in arrays.items()}
+    values = explain(rows, jnp.repeat(targets, size, axis=0), repeated, None)
+    return values.reshape((batch, size) + values.shape[1:])
+
+
 def _chunk_weights(weights, params, start, size: int, batch: int, dtype):
     """The chunk's weights as (B, size): from a (K,) or (K, B) array, or a callable of the
     chunk's parameters returning (size,) or (size, B)."""

@@ -47,29 +47,17 @@ def _noisy(model, x, targets: Targets, key, noise_scale, array_kwargs, *, method
     chosen = targets.resolve(engine.forward(model, x))  # targets of the clean input
     axes = tuple(range(1, x.ndim))
     spread = (x.max(axis=axes, keepdims=True) - x.min(axis=axes, keepdims=True)) * noise_scale
-    # Keyword arrays shaped like x (a baseline per example) follow their example.
-    per_example = {k: v for k, v in array_kwargs.items() if v.shape == x.shape}
-    shared = {k: v for k, v in array_kwargs.items() if k not in per_example}
     acc = jnp.promote_types(x.dtype, jnp.float32)
 
-    def explain_copies(copies, method_keys):
-        """The method's values for copies (size, B, ...), as (B, size, ...)."""
-        size = copies.shape[0]
-        if randomized:
-            def one(copy, method_key):
-                return method(model, copy, target=chosen, key=method_key,
-                              **dict(static_kwargs), **array_kwargs).values
-            return jax.vmap(one)(copies, method_keys).swapaxes(0, 1)
-        rows = copies.swapaxes(0, 1).reshape((batch * size,) + x.shape[1:])
-        repeated = {k: jnp.repeat(v, size, axis=0) for k, v in per_example.items()}
-        values = method(model, rows, target=jnp.repeat(chosen, size, axis=0),
-                        **dict(static_kwargs), **shared, **repeated).values
-        return values.reshape((batch, size) + values.shape[1:])
+    def explain(rows, targets, arrays, method_key):
+        extra = {} if method_key is None else {"key": method_key}
+        return method(model, rows, target=targets, **dict(static_kwargs), **arrays, **extra).values
 
     def chunk(moments, start, size, x):
         noise_keys, method_keys = _copy_keys(key, start + jnp.arange(size, dtype=jnp.int32))
         noise = jax.vmap(lambda k: jax.random.normal(k, x.shape, x.dtype))(noise_keys)  # (size, B, ...)
-        values = explain_copies(x[None] + spread[None] * noise, method_keys).astype(acc)
+        values = engine.explain_copies(explain, x[None] + spread[None] * noise, chosen, array_kwargs,
+                                       method_keys if randomized else None).astype(acc)
         return engine.merge_moments(moments, values), None
 
     shape = (batch, chosen.shape[1]) + x.shape[1:]
@@ -105,11 +93,7 @@ def _smooth(method, model, x, target, key, samples, noise_scale, noise_chunk_siz
     noise_scale = _checks.fraction("noise_scale", noise_scale, high=float("inf"))
     if not np.isfinite(noise_scale):
         raise ValueError(f"noise_scale must be finite, got {noise_scale}")
-    if noise_chunk_size is None:
-        # A batched call holds copies x batch rows; a mapped randomized method holds its
-        # own chunks once per copy, so its copies go one at a time.
-        noise_chunk_size = 1 if randomized else engine.default_chunk_size(model, x, samples)
-    noise_chunk_size = min(_checks.positive_int("noise_chunk_size", noise_chunk_size), samples)
+    noise_chunk_size = _checks.noise_chunk_size(noise_chunk_size, model, x, samples, mapped=randomized)
     return _noisy(
         model, x, targets, key, noise_scale, arrays, method=method, reduction=reduction,
         samples=samples, noise_chunk_size=noise_chunk_size, static_kwargs=static,

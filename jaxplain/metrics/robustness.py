@@ -23,9 +23,6 @@ def _sensitivity_max(model, x, targets: Targets, key, radius, given, arrays, *, 
     clean = clean.reshape(batch, -1).astype(acc)
     norm = jnp.linalg.norm(clean, axis=-1)
     norm = jnp.where(norm == 0, 1, norm)  # as Captum: an all-zero explanation divides by 1
-    # Array options shaped like x (a baseline per example) follow their example.
-    per_example = {k: v for k, v in arrays.items() if v.shape == x.shape}
-    shared = {k: v for k, v in arrays.items() if k not in per_example}
 
     def shifts(start, size):  # the chunk's perturbations, (size, B, ...): drawn from fold_in(key, i)
         if given is not None:
@@ -33,20 +30,14 @@ def _sensitivity_max(model, x, targets: Targets, key, radius, given, arrays, *, 
         keys = jax.vmap(lambda i: jax.random.fold_in(noise_key, i))(start + jnp.arange(size, dtype=jnp.int32))
         return jax.vmap(lambda k: jax.random.uniform(k, x.shape, x.dtype, -radius, radius))(keys)
 
-    def explained(copies):  # (size, B, ...) -> (B, size, features)
-        size = copies.shape[0]
-        if takes_key:  # the clean run's key for every copy: the same draws, mapped over the copies
-            values = jax.vmap(lambda copy: _common.explain(
-                method, model, copy, chosen, method_key, arrays, static, takes_key))(copies)
-            return values.reshape(size, batch, -1).swapaxes(0, 1)
-        rows = copies.swapaxes(0, 1).reshape((batch * size,) + x.shape[1:])
-        repeated = {k: jnp.repeat(v, size, axis=0) for k, v in per_example.items()}
-        values = _common.explain(method, model, rows, jnp.repeat(chosen, size, axis=0), method_key,
-                                 {**shared, **repeated}, static, takes_key)
-        return values.reshape(batch, size, -1)
+    def explain(rows, targets, arrays, method_key):
+        return _common.explain(method, model, rows, targets, method_key, arrays, static, takes_key)
 
     def chunk(largest, start, size, x):
-        change = explained(x[None] + shifts(start, size)).astype(acc) - clean[:, None]
+        # a randomized method: the clean run's key for every copy, the same draws
+        values = engine.explain_copies(explain, x[None] + shifts(start, size), chosen, arrays,
+                                       method_key if takes_key else None)
+        change = values.reshape(batch, size, -1).astype(acc) - clean[:, None]
         ratios = jnp.linalg.norm(change, axis=-1) / norm[:, None]  # (B, size)
         return jnp.maximum(largest, ratios.max(axis=1)), None
 
@@ -108,11 +99,7 @@ def sensitivity_max(method: Callable, model: Model, x, *, target, key, radius: f
     key = _common.key_or_perturbations(key, given, needed=takes_key)
     radius = _common.number("radius", radius)
     samples = _checks.positive_int("samples", samples) if given is None else given.shape[0]
-    if noise_chunk_size is None:
-        # A batched call holds copies x batch rows; a mapped randomized method holds its
-        # own chunks once per copy, so its copies go one at a time.
-        noise_chunk_size = 1 if takes_key else engine.default_chunk_size(model, x, samples)
-    noise_chunk_size = min(_checks.positive_int("noise_chunk_size", noise_chunk_size), samples)
+    noise_chunk_size = _checks.noise_chunk_size(noise_chunk_size, model, x, samples, mapped=takes_key)
     return _sensitivity_max(
         model, x, targets, key, radius, given, arrays, method=method, static=static,
         takes_key=takes_key, samples=samples, noise_chunk_size=noise_chunk_size,
