@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxplain import _checks, engine, schedules
+from jaxplain import _checks, _random, engine, schedules
 from jaxplain.attribution import Attribution
 from jaxplain.methods import auto_steps
 from jaxplain.methods.registry import register
@@ -275,12 +275,12 @@ def _expected_gradients(model, x, background, targets: Targets, key, *, samples,
     def draws(indices):
         """Draw i of every example (a reference and an alpha) from `fold_in(key, i)`, so
         no draw for all samples is held and the chunk does not change them: (size, B) each."""
-        def one(i):
-            index_key, alpha_key = jax.random.split(jax.random.fold_in(key, i))
+        def one(point_key):
+            index_key, alpha_key = jax.random.split(point_key)
             return (jax.random.randint(index_key, (batch,), 0, background.shape[0]),
                     jax.random.uniform(alpha_key, (batch,), x.dtype))
 
-        return jax.vmap(one)(indices)
+        return jax.vmap(one)(_random.point_keys(key, indices))
 
     def point(draw, x):
         index, alpha = draw

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxplain import _checks, engine
+from jaxplain import _checks, _random, engine
 from jaxplain.attribution import Attribution
 from jaxplain.methods import registry
 from jaxplain.methods.registry import register
@@ -35,7 +35,7 @@ REDUCTIONS = ("mean", "mean_square", "variance")
 
 def _copy_keys(key, indices):
     """(noise key, method key) of each copy: both from `fold_in(key, copy index)`."""
-    keys = jax.vmap(lambda i: jax.random.split(jax.random.fold_in(key, i)))(indices)
+    keys = jax.vmap(jax.random.split)(_random.point_keys(key, indices))
     return keys[:, 0], keys[:, 1]
 
 

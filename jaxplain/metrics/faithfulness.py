@@ -89,7 +89,7 @@ def _infidelity(model, x, values, baseline, mask, targets: Targets, key, sigma, 
         params = engine.Indexed(samples, lambda i: _random.subsets(key, i, batch, groups))
         change = lambda removed, x: jnp.where(_common.present(removed, mask), x - baseline, 0.0)
     else:
-        params = engine.Indexed(samples, lambda i: jax.vmap(lambda i: jax.random.fold_in(key, i))(i))
+        params = engine.Indexed(samples, lambda i: _random.point_keys(key, i))
         change = lambda k, x: sigma * jax.random.normal(k, x.shape, x.dtype)
     # I / (x - baseline) with Captum's safe division: where x = baseline, divide by 1.
     difference = x - baseline

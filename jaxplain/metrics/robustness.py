@@ -7,7 +7,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxplain import _checks, engine
+from jaxplain import _checks, _random, engine
 from jaxplain.metrics import _common
 from jaxplain.model import Model, Targets
 
@@ -27,7 +27,7 @@ def _sensitivity_max(model, x, targets: Targets, key, radius, given, arrays, *, 
     def shifts(start, size):  # the chunk's perturbations, (size, B, ...): drawn from fold_in(key, i)
         if given is not None:
             return jax.lax.dynamic_slice_in_dim(given, start, size)
-        keys = jax.vmap(lambda i: jax.random.fold_in(noise_key, i))(start + jnp.arange(size, dtype=jnp.int32))
+        keys = _random.point_keys(noise_key, start + jnp.arange(size, dtype=jnp.int32))
         return jax.vmap(lambda k: jax.random.uniform(k, x.shape, x.dtype, -radius, radius))(keys)
 
     def explain(rows, targets, arrays, method_key):
