@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxplain.backends import cpu
 from jaxplain.model import Model
 
 Array = jax.Array
@@ -47,52 +48,20 @@ Array = jax.Array
 # does not set `chunk_size`: a quarter of an accelerator's memory; on the CPU, an eighth
 # of the machine's memory, at least DEFAULT_CHUNK_BYTES (which also applies where the OS
 # does not tell). The environment variable JAXPLAIN_CHUNK_BYTES overrides it. On the CPU
-# a default chunk is capped far below it (`CPU_CHUNK_MAX_BYTES`); the budget decides
+# a default chunk is capped far below it (`cpu.chunk_points`); the budget decides
 # whether a few chunks are laid out unrolled (`fits_at_once`).
 DEFAULT_CHUNK_BYTES = 1 << 30
 
 
-# XLA:CPU options for jaxplain's programs of convolutional models on the CPU. An empty
-# YNNPACK fusion list makes XLA run convolutions and matmuls with its multi-threaded Eigen
-# kernels instead of YNNPACK's, whose convolutions used one core on this project's 2-core
-# CPU (jax 0.10.2): a 3x3, 64-channel convolution of 256 16x16 maps took 49 ms with
-# YNNPACK and 29 ms without, the digits CNN's IG 96 -> 70 ms, a ResNet-18's saliency
-# 45 -> 38 ms; but a 4096x512x256 matmul 6.0 -> 7.4 ms and an MLP's IG 2.2 -> 2.9 ms, so
-# dense-only models keep XLA's defaults (`convolutional`). benchmarks/cpu_compiler.py
-# measures them side by side. The options apply only to jaxplain's own compiled programs,
-# never to the process; JAXPLAIN_XLA_CPU_OPTIONS=default leaves XLA's defaults everywhere.
-CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
-
-
-@functools.lru_cache(maxsize=None)
-def compiler_options() -> tuple:
-    """The XLA options jaxplain compiles with, as sorted (name, value) pairs.
-
-    `CPU_COMPILER_OPTIONS` when the default backend is the CPU and this jaxlib knows
-    them; none on GPU and TPU, with JAXPLAIN_XLA_CPU_OPTIONS=default, or where the
-    options are refused. The backend is read on the first call, never at import, so
-    `jax.distributed.initialize` and XLA_FLAGS set after importing jaxplain still apply.
-    """
-    if os.environ.get("JAXPLAIN_XLA_CPU_OPTIONS", "").strip().lower() == "default":
-        return ()
-    if jax.default_backend() != "cpu":
-        return ()
-    try:
-        jax.jit(lambda v: v + 1, compiler_options=CPU_COMPILER_OPTIONS).lower(jnp.zeros((), jnp.float32)).compile()
-    except Exception:  # an older or newer jaxlib without these options: XLA's defaults
-        return ()
-    return tuple(sorted(CPU_COMPILER_OPTIONS.items()))
-
-
 def convolutional(model) -> bool:
-    """Whether a model has convolution kernels (a parameter of rank >= 4): the programs
-    `CPU_COMPILER_OPTIONS` speed up (dense-only ones it slows, see there)."""
+    """Whether a model has convolution kernels (`cpu.has_convolutions`): the programs
+    that take jaxplain's XLA:CPU options (see `jaxplain.backends.cpu`)."""
     return _model_facts(model)[2]
 
 
 # Per model object: its tree structure, its leaves' shapes and dtypes, and whether it is
-# `convolutional`, found once (a `Model` is immutable; walking ResNet-18's ~100 parameters
-# took ~150 us, several times per explainer call).
+# `convolutional`, found once (a `Model` is immutable; walking a large model's parameters
+# each call would cost more than the call's other host work).
 _MODEL_FACTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
@@ -104,9 +73,7 @@ def _model_facts(model) -> tuple:
     if found is None:
         leaves, treedef = jax.tree_util.tree_flatten(model)
         avals = tuple((np.shape(leaf), getattr(leaf, "dtype", None) or np.result_type(leaf)) for leaf in leaves)
-        params = getattr(model, "params", None)
-        found = (treedef, avals,
-                 any(getattr(leaf, "ndim", 0) >= 4 for leaf in jax.tree_util.tree_leaves(params)))
+        found = (treedef, avals, cpu.has_convolutions(getattr(model, "params", None)))
         if not any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
             try:
                 _MODEL_FACTS[model] = found
@@ -116,26 +83,36 @@ def _model_facts(model) -> tuple:
 
 
 def jit(fun: Callable, *, model=None, **options):
-    """`jax.jit(fun, **options)` with `compiler_options()` (see `CPU_COMPILER_OPTIONS`),
-    unless `model` is given and is not `convolutional`."""
-    tuned = dict(compiler_options()) if model is None or convolutional(model) else {}
+    """`jax.jit(fun, **options)` with jaxplain's XLA options (`cpu.compiler_options`),
+    unless `model` is given and is not `convolutional`. Call the result at top level."""
+    tuned = cpu.compiler_options(model is None or convolutional(model))
     if tuned:
         options["compiler_options"] = {**tuned, **options.get("compiler_options", {})}
     return jax.jit(fun, **options)
 
 
 class _Program:
-    """A jitted explainer body, compiled with `compiler_options()` when called at top level
-    on a `convolutional` model.
+    """A jitted explainer body, compiled with `cpu.compiler_options` when called at top
+    level on a `convolutional` model.
 
-    XLA options can only be given to a top-level `jax.jit`: called inside a caller's
-    `jax.jit` (or another transformation that stages it), the body is the plain
-    `jax.jit`, and the caller's program is compiled with the caller's options.
+    XLA options can only be given to a top-level `jax.jit`: called under a caller's
+    transformation (`cpu.top_level` is False), the body is the plain `jax.jit`, staged
+    into the caller's program and compiled with the caller's options.
+
+    `traces` counts the times the body was traced (a compile cache miss), so that a test
+    can check that a call reused a compiled program.
     """
 
     def __init__(self, fun: Callable, static_argnames: Tuple[str, ...]):
-        self._fun, self._static = fun, static_argnames
-        self._plain = jax.jit(fun, static_argnames=static_argnames)
+        self.traces = 0
+
+        @functools.wraps(fun)
+        def counted(*args, **kwargs):
+            self.traces += 1
+            return fun(*args, **kwargs)
+
+        self._fun, self._static = counted, static_argnames
+        self._plain = jax.jit(counted, static_argnames=static_argnames)
         self._tuned = None
         functools.update_wrapper(self, fun)
 
@@ -146,29 +123,22 @@ class _Program:
 
     def __call__(self, *args, **kwargs):
         models = [a for a in (*args, *kwargs.values()) if isinstance(a, Model)]
-        if (not compiler_options() or not any(convolutional(m) for m in models)
-                or any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves((args, kwargs)))):
-            return self._plain(*args, **kwargs)
-        try:
+        if (cpu.compiler_options(any(convolutional(m) for m in models))
+                and cpu.top_level((args, kwargs))):
             return self._top_level()(*args, **kwargs)
-        except ValueError as error:  # staged by a caller's transformation after all
-            if "compiler_options" not in str(error):
-                raise
-            return self._plain(*args, **kwargs)
+        return self._plain(*args, **kwargs)
 
     def lower(self, *args, **kwargs):
         return self._top_level().lower(*args, **kwargs)
-
-    def _cache_size(self) -> int:
-        return self._plain._cache_size() + (0 if self._tuned is None else self._tuned._cache_size())
 
 
 def program(fun: Optional[Callable] = None, *, static_argnames: Sequence[str] = ()):
     """Decorator: compile an explainer's traced body as one XLA program.
 
     Every method wraps its body with it, so that all of jaxplain's programs are
-    compiled the same way: `jax.jit` with `static_argnames`, and `compiler_options()` for
-    convolutional models.
+    compiled the same way: `jax.jit` with `static_argnames`, and jaxplain's XLA:CPU
+    options for convolutional models (`jaxplain.backends.cpu`). The result counts its
+    traces in `traces`.
     """
     if fun is None:
         return functools.partial(program, static_argnames=static_argnames)
@@ -354,10 +324,9 @@ def fold_chunks(chunk, count: int, chunk_size: int, x, init, dependency, *, unro
     more chunks, they run as a `lax.scan` over the full chunks plus one call for the
     remainder. Either way each chunk's `x` is tied (`after`) to `dependency(carry)` of
     the chunk before, so they run one at a time. Only the scan bounds memory by one
-    chunk: XLA:CPU does not reuse the buffers of unrolled chunks (the digits CNN's 256
-    points in 4 unrolled chunks of 64 took 3.0x the temporary memory of one chunk of
-    64; as a scan, 1.0x), so callers unroll only when all the points would fit the
-    memory budget at once (`fits_at_once`).
+    chunk: XLA:CPU does not reuse the buffers of unrolled chunks (docs/performance.md,
+    "CPU tuning"), so callers unroll only when all the points would fit the memory
+    budget at once (`fits_at_once`).
 
     Returns `(carry, values)`.
     """
@@ -603,18 +572,11 @@ def output_dtype(model: Model, x) -> Any:
 
 
 def max_unrolled_chunks() -> int:
-    """How many chunks a program lays out one after another instead of looping.
-
-    On the CPU a few chunks laid out one after another ran faster than a `lax.scan`
-    over them for the MLPs (breast-cancer MLP, B=256, 64 steps: 5.3 ms unrolled, 6.9 ms
-    looped), while the digits CNN ran 10% faster looped. But straight-line chunks are not
-    freed one by one: the digits CNN's IG (B=64) used 138 MiB over its setup with 4
-    unrolled chunks, 498 MiB with 16, 45 MiB looped. So up to 4 chunks are unrolled on
-    the CPU (chained by data dependencies so they run one at a time), more are looped,
-    and memory stays bounded by a few chunks whatever the steps. Accelerators loop,
-    which keeps compile time independent of the number of chunks.
-    """
-    return 4 if jax.default_backend() == "cpu" else 1
+    """How many chunks a program lays out one after another instead of looping
+    (`cpu.unrolled_chunks`: a few on the CPU, chained by data dependencies so they run
+    one at a time; accelerators loop, which keeps compile time independent of the number
+    of chunks)."""
+    return cpu.unrolled_chunks()
 
 
 def _cache_key(model: Model, x) -> tuple:
@@ -703,38 +665,8 @@ def chunk_budget_bytes() -> int:
     limit = _device_memory_bytes()
     if limit:
         return limit // 4
-    physical = _physical_memory_bytes()
+    physical = cpu.memory_bytes()
     return max(physical // 8, DEFAULT_CHUNK_BYTES) if physical else DEFAULT_CHUNK_BYTES
-
-
-@functools.lru_cache(maxsize=None)
-def _physical_memory_bytes() -> Optional[int]:
-    """The machine's memory, where the OS tells (the CPU backend reports no memory stats)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-# On the CPU a default chunk holds a fixed amount of work, whatever the number of points:
-# at least CPU_CHUNK_ROWS rows, or as many as keep CPU_CHUNK_BYTES of saved activations.
-# So memory is flat in the number of steps, and the working set stays near the caches.
-# Measured (2-core CPU, jax 0.10.2): the digits CNN at B=64 and 256 steps ran in 751 ms
-# with 512-row chunks against 1224 ms with four 4096-row chunks (B=256: 818 against
-# 1347 ms at 64 steps); the breast-cancer MLP (880 bytes per row) is fastest with chunks
-# of 2-4k rows, which the byte floor gives it. After the CPU compiler options and the
-# max-pool derivative (models/pooling.py), the digits CNN at B=64 and 64 steps took
-# 143-149 ms in 512-row chunks (8, looped), 85-97 ms in 1024-row chunks (4, unrolled),
-# 91-111 ms in 2048 and 104-136 ms in one of 4096: so 1024.
-# Where rows are large, a chunk keeps at most CPU_CHUNK_MAX_BYTES of saved activations (and
-# at least one point): XLA:CPU allocates a program's scratch memory afresh at every call,
-# and on this project's CPU the OS took about 1.3 us to map each fresh 4 KiB page (an
-# elementwise pass over 71 MB: 27 ms into fresh memory, 4 ms in place). A ResNet-18's IG
-# at 64x64, B=8, 32 steps (1.76 MiB a row) ran in 1120-1150 ms in chunks of 64-128 rows
-# against 1188-1204 ms as one chunk of 256 rows, which maps 490 MiB a call.
-CPU_CHUNK_ROWS = 1024
-CPU_CHUNK_BYTES = 4 << 20
-CPU_CHUNK_MAX_BYTES = 256 << 20
 
 
 def default_chunk_size(model: Model, x, num_points: int) -> int:
@@ -744,15 +676,13 @@ def default_chunk_size(model: Model, x, num_points: int) -> int:
     accelerator's memory, an eighth of the machine's on the CPU (`chunk_budget_bytes`), or
     the environment variable JAXPLAIN_CHUNK_BYTES. The activations a row keeps for its backward pass are
     measured by abstract evaluation (no compilation), once per model and input shape.
-    On the CPU a chunk is further capped at a fixed amount of work (`CPU_CHUNK_ROWS`
-    rows, or `CPU_CHUNK_BYTES` of saved activations if that is more rows), so that its
-    size, and the memory, do not grow with the number of points, and at
-    `CPU_CHUNK_MAX_BYTES` of saved activations.
+    On the CPU a chunk is further capped at a fixed amount of work (`cpu.chunk_points`),
+    so that its size, and the memory, do not grow with the number of points.
     """
     per_row = _row_bytes(model, x)
     batch = max(1, x.shape[0])
     size = chunk_budget_bytes() // per_row // batch
-    if jax.default_backend() == "cpu":
-        work = max(-(-CPU_CHUNK_ROWS // batch), CPU_CHUNK_BYTES // (per_row * batch))
-        size = min(size, work, CPU_CHUNK_MAX_BYTES // (per_row * batch))
+    cap = cpu.chunk_points(per_row, batch)
+    if cap is not None:
+        size = min(size, cap)
     return int(max(1, min(num_points, size)))

@@ -7,6 +7,7 @@ import pytest
 
 import jaxplain
 from jaxplain import engine
+from jaxplain.backends import cpu
 
 from conftest import mlp_model
 
@@ -62,11 +63,11 @@ def test_cpu_default_chunk_is_a_fixed_amount_of_work_not_a_share_of_the_points(m
     per_row = engine._bytes_per_row(model, (5,), jnp.float32)
     for batch in (4, 64, 256):
         x = np.zeros((batch, 5), np.float32)
-        rows = max(-(-engine.CPU_CHUNK_ROWS // batch), engine.CPU_CHUNK_BYTES // (per_row * batch))
+        rows = max(-(-cpu.CHUNK_ROWS // batch), cpu.CHUNK_BYTES // (per_row * batch))
         # memory flat in the steps: the same chunk for 10x more points
         assert engine.default_chunk_size(model, x, 100_000) == engine.default_chunk_size(model, x, 1_000_000) == rows
         assert engine.default_chunk_size(model, x, 3) == 3  # never more points than asked for
-        assert rows * batch >= engine.CPU_CHUNK_ROWS
+        assert rows * batch >= cpu.CHUNK_ROWS
 
 
 def test_cpu_default_chunk_keeps_at_most_its_byte_ceiling_and_one_point(monkeypatch):
@@ -79,7 +80,7 @@ def test_cpu_default_chunk_keeps_at_most_its_byte_ceiling_and_one_point(monkeypa
         monkeypatch.setattr(engine, "_row_bytes", lambda *args, per_row=per_row, **kwargs: per_row)
         size = engine.default_chunk_size(model, x, 1000)
         assert size == points
-        assert size == 1 or size * 8 * per_row <= engine.CPU_CHUNK_MAX_BYTES
+        assert size == 1 or size * 8 * per_row <= cpu.CHUNK_MAX_BYTES
 
 
 def test_saved_activations_per_row_are_measured():
@@ -191,8 +192,9 @@ def test_programs_compile_with_the_cpu_options_and_give_the_same_answer(rng):
     """jaxplain's CPU options change XLA's kernels, not the answer; nested calls still work."""
     if jax.default_backend() != "cpu":
         pytest.skip("the options are for XLA:CPU")
-    assert dict(engine.compiler_options()) == engine.CPU_COMPILER_OPTIONS
+    assert cpu.compiler_options() == cpu.COMPILER_OPTIONS
     assert not engine.convolutional(jaxplain.load_model("checkpoints/wine_mlp"))  # dense models keep the defaults
+    assert cpu.compiler_options(convolutional=False) == {}
     model = jaxplain.load_model("checkpoints/digits_cnn")
     assert engine.convolutional(model)
     x = jnp.asarray(jaxplain.data.load("digits").x_test[:3])
@@ -204,26 +206,60 @@ def test_programs_compile_with_the_cpu_options_and_give_the_same_answer(rng):
     assert grad.shape == x.shape and bool(jnp.all(jnp.isfinite(grad)))
 
 
+def test_staging_is_detected_through_jax_public_trace_state():
+    """`cpu.top_level` reads `jax.extend.core.get_opaque_trace_state`: if a JAX release
+    drops it, every program silently loses the CPU options, so fail here instead."""
+    from jax.extend.core import get_opaque_trace_state  # noqa: F401 - must exist
+
+    assert cpu._trace_state is not None
+    assert cpu.top_level((jnp.ones(2),))
+    seen = {}
+
+    def record(name):
+        def function(x):
+            seen[name] = cpu.top_level(())
+            return x
+        return function
+
+    jax.jit(record("jit"))(1.0)
+    jax.grad(record("grad"))(1.0)
+    jax.vmap(record("vmap"))(jnp.ones(2))
+    assert seen == {"jit": False, "grad": False, "vmap": False}
+    assert cpu.top_level(())
+
+
 def test_cpu_options_can_be_turned_off(monkeypatch):
-    engine.compiler_options.cache_clear()
     monkeypatch.setenv("JAXPLAIN_XLA_CPU_OPTIONS", "default")
-    try:
-        assert engine.compiler_options() == ()
-    finally:
-        monkeypatch.delenv("JAXPLAIN_XLA_CPU_OPTIONS")
-        engine.compiler_options.cache_clear()
+    assert cpu.compiler_options() == {}
+    assert cpu.tuned() == (jax.default_backend() == "cpu")  # the other tuning stays
+    monkeypatch.delenv("JAXPLAIN_XLA_CPU_OPTIONS")
     if jax.default_backend() == "cpu":
-        assert engine.compiler_options() != ()
+        assert cpu.compiler_options() != {}
+
+
+def test_one_switch_turns_all_cpu_tuning_off(monkeypatch):
+    """JAXPLAIN_CPU_TUNING=off: no compiler options, no CPU chunk caps or unrolling, no
+    CPU lowerings in the zoo; the same answer."""
+    model = jaxplain.load_model("checkpoints/digits_cnn")
+    x = jnp.asarray(jaxplain.data.load("digits").x_test[:2])
+    budget_only = int(max(1, min(256, engine.chunk_budget_bytes() // engine._row_bytes(model, x) // 2)))
+    tuned = jaxplain.integrated_gradients(model, x, target=0, steps=256).values
+    monkeypatch.setenv("JAXPLAIN_CPU_TUNING", "off")
+    assert not cpu.tuned()
+    assert cpu.compiler_options() == {}
+    assert cpu.chunk_points(1000, 2) is None
+    assert engine.max_unrolled_chunks() == 1
+    assert not cpu.rewrite_convolutions() and not cpu.polyphase_max_pool()
+    assert engine.default_chunk_size(model, x, 256) == budget_only
+    plain = jaxplain.integrated_gradients(model, x, target=0, steps=256).values
+    np.testing.assert_allclose(plain, tuned, rtol=1e-4, atol=1e-5)
+    monkeypatch.delenv("JAXPLAIN_CPU_TUNING")
+    assert cpu.tuned() == (jax.default_backend() == "cpu")
 
 
 def test_unknown_options_fall_back_to_xla_defaults(monkeypatch):
-    engine.compiler_options.cache_clear()
-    monkeypatch.setattr(engine, "CPU_COMPILER_OPTIONS", {"xla_cpu_no_such_option_anywhere": ""})
-    try:
-        assert engine.compiler_options() == ()
-    finally:
-        monkeypatch.undo()
-        engine.compiler_options.cache_clear()
+    monkeypatch.setattr(cpu, "COMPILER_OPTIONS", {"xla_cpu_no_such_option_anywhere": ""})
+    assert cpu.compiler_options() == {}
 
 
 def test_model_facts_are_found_once_per_model_and_not_kept_for_traced_models():

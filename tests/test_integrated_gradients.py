@@ -201,10 +201,10 @@ def test_rebuilding_a_linen_model_reuses_the_compiled_program(rng):
     first = mlp_model(features=5, seed=0)
     x = rng.normal(size=(2, 5)).astype(np.float32)
     jaxplain.integrated_gradients(first, x, target=0, steps=10)
-    before = jaxplain.methods.integrated._integrated_gradients._cache_size()
+    before = jaxplain.methods.integrated._integrated_gradients.traces
     second = mlp_model(features=5, seed=1)  # a new Model, new params, equal module
     jaxplain.integrated_gradients(second, x, target=0, steps=10)
-    assert jaxplain.methods.integrated._integrated_gradients._cache_size() == before
+    assert jaxplain.methods.integrated._integrated_gradients.traces == before
 
 
 @pytest.mark.parametrize("output", ["probs", "log_probs"])
