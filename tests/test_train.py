@@ -48,9 +48,9 @@ def test_batchnorm_statistics_are_trained_and_dropout_needs_its_rng(wine):
 
 
 def test_bad_arguments_are_named(wine):
-    with pytest.raises(ValueError, match="epochs must be a positive int"):
+    with pytest.raises(ValueError, match="epochs must be >= 1, got 0"):
         train(MLP(num_classes=3), wine, epochs=0)
-    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got -1"):
         train(MLP(num_classes=3), wine, batch_size=-1)
 
 

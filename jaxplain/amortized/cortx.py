@@ -18,7 +18,7 @@ evenly over the groups.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -26,12 +26,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxplain import _checks
-from jaxplain.amortized import networks, training
+from jaxplain.amortized import networks, supervised, training
 from jaxplain.amortized.explainer import Explainer
 from jaxplain.amortized.fastshap import _masked, _prepare
 from jaxplain.amortized.labels import Labels
 from jaxplain.amortized.supervised import check_labelled, teacher_facts, train_supervised
 from jaxplain.model import Model
+from jaxplain.training import TrainConfig, resolve
+
+PRETRAIN_DEFAULTS = training.DEFAULTS.replace(learning_rate=2e-3, patience=None, validation_fraction=None)
 
 
 def labelled_rows(n: int, fraction: float, seed: int = 0) -> np.ndarray:
@@ -105,11 +108,8 @@ def pretrain_encoder(
     candidates: int = 30,
     drop_probability: float = 0.5,
     temperature: float = 0.02,
-    epochs: int = 100,
-    batch_size: int = 64,
-    learning_rate: float = 2e-3,
-    seed: int = 0,
-    progress: bool = True,
+    config: Optional[TrainConfig] = None,
+    **settings,
 ):
     """Stage 1: trains `network`'s encoder contrastively; returns the network's variables.
 
@@ -121,14 +121,15 @@ def pretrain_encoder(
       feature_mask: groups replaced together, or None (every feature alone).
       candidates, drop_probability: see `positives`.
       temperature: InfoNCE's tau.
-      epochs, batch_size, learning_rate, seed, progress: as for
-        `jaxplain.amortized.training.fit` (no early stopping: the loss says little
-        about the explanations to come).
+      config, **settings: a `jaxplain.training.TrainConfig` and/or its fields as
+        keywords (which win), over `PRETRAIN_DEFAULTS`: 100 epochs, batches of 64,
+        learning rate 2e-3. No early stopping (the loss says little about the
+        explanations to come): `patience` and `validation_fraction` are refused.
 
     Returns:
       The variables of `network`, encoder trained, head as initialised.
     """
-    training.check_settings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed)
+    config = resolve("pretrain_encoder", PRETRAIN_DEFAULTS, config, settings, stops_early=False)
     candidates = _checks.positive_int("candidates", candidates)
     # p = 1 drops every group: all candidates are the reference, nothing to contrast.
     if _checks.fraction("drop_probability", drop_probability) == 1:
@@ -136,12 +137,12 @@ def pretrain_encoder(
     # tau divides the similarities: 0 gives NaN losses, < 0 pushes positives apart.
     temperature = _checks.number("temperature", temperature, above=True)
     x, reference, mask, groups, _ = _prepare(model, x, reference, feature_mask)
-    variables = networks.init(network, x, seed=seed, model=model)
+    variables = networks.init(network, x, seed=config.seed, model=model)
     projection = Projection()
     width = network.apply(variables, x[:1], method="embedding").shape[-1]
     params = {
         "network": variables["params"],
-        "projection": jax.jit(projection.init)(networks.random_key(seed + 1), jnp.zeros((1, width)))["params"],
+        "projection": jax.jit(projection.init)(networks.random_key(config.seed + 1), jnp.zeros((1, width)))["params"],
     }
 
     def embed(params, inputs):
@@ -160,10 +161,7 @@ def pretrain_encoder(
                     for name, tree in params["network"].items()},
         "projection": jax.tree_util.tree_map(lambda _: True, params["projection"]),
     }
-    result = training.fit(
-        loss, params, {"x": x}, trainable=trainable, epochs=epochs, batch_size=batch_size,
-        learning_rate=learning_rate, seed=seed, progress=progress, description="cortx encoder",
-    )
+    result = training.fit(loss, params, {"x": x}, trainable=trainable, description="cortx encoder", config=config)
     return {"params": result.params["network"]}
 
 
@@ -175,9 +173,10 @@ def train_cortx(
     *,
     label_fraction: float,
     encoder_variables=None,
-    head_epochs: int = 300,
-    seed: int = 0,
-    progress: bool = True,
+    head_epochs: Optional[int] = None,
+    head_config: Optional[TrainConfig] = None,
+    seed: Optional[int] = None,
+    progress: Optional[bool] = None,
     **pretrain_settings,
 ) -> Explainer:
     """CoRTX: contrastive encoder (stage 1) and a head on `label_fraction` of the labels (stage 2).
@@ -192,9 +191,12 @@ def train_cortx(
       label_fraction: the share of x with labels, in (0, 1].
       encoder_variables: the output of `pretrain_encoder` to reuse (several label
         fractions on one encoder); None runs stage 1 here with `pretrain_settings`.
-      head_epochs: the most epochs of stage 2.
-      seed, progress: as for `jaxplain.amortized.training.fit`.
-      **pretrain_settings: for `pretrain_encoder` (`candidates`, `temperature`, ...).
+      head_epochs: the most epochs of stage 2 (by default `head_config`'s, else 300).
+      head_config: the `jaxplain.training.TrainConfig` of stage 2, over
+        `train_supervised`'s defaults.
+      seed, progress: for both stages (by default `head_config`'s, else 0 and True).
+      **pretrain_settings: for `pretrain_encoder` (`candidates`, `temperature`, its
+        `config`, `epochs`, ...).
 
     Returns:
       An `Explainer` (recipe "cortx").
@@ -205,16 +207,18 @@ def train_cortx(
     """
     # Checked before stage 1, which may run for hours: these used to fail only after it.
     x = check_labelled(x, labels)
-    rows = labelled_rows(len(x), label_fraction, seed)
-    _checks.positive_int("head_epochs", head_epochs)
+    if head_epochs is not None:
+        _checks.positive_int("head_epochs", head_epochs)
+    head = resolve("train_cortx", supervised.DEFAULTS, head_config,
+                   {"epochs": head_epochs, "seed": seed, "progress": progress})
+    rows = labelled_rows(len(x), label_fraction, head.seed)
     facts = teacher_facts(labels)
     if encoder_variables is None:
         encoder_variables = pretrain_encoder(
             network, model, x, reference=facts["reference"], feature_mask=facts["feature_mask"],
-            seed=seed, progress=progress, **pretrain_settings,
+            seed=head.seed, progress=head.progress, **pretrain_settings,
         )
     return train_supervised(
         network, model, x[rows], labels.rows(rows), variables=encoder_variables,
-        train_only_head=True, epochs=head_epochs, seed=seed, progress=progress,
-        recipe="cortx", label_fraction=label_fraction,
+        train_only_head=True, recipe="cortx", label_fraction=label_fraction, config=head,
     )

@@ -34,6 +34,10 @@ from jaxplain.amortized import networks, training
 from jaxplain.amortized.explainer import Explainer, make, to_groups
 from jaxplain.methods.perturbation import _feature_groups
 from jaxplain.model import Model
+from jaxplain.training import TrainConfig, resolve
+
+DEFAULTS = training.RECIPE_DEFAULTS
+SURROGATE_DEFAULTS = DEFAULTS.replace(epochs=200, batch_size=64, patience=20)
 
 
 def shapley_coalitions(key, batch: int, samples: int, groups: int):
@@ -154,13 +158,8 @@ def train_surrogate(
     feature_mask=None,
     samples: int = 4,
     variables=None,
-    validation_fraction: float = 0.15,
-    epochs: int = 200,
-    batch_size: int = 64,
-    learning_rate: float = 2e-3,
-    patience: int = 20,
-    seed: int = 0,
-    progress: bool = True,
+    config: Optional[TrainConfig] = None,
+    **settings,
 ) -> Surrogate:
     """Trains a surrogate by KL to the model on inputs with random groups removed.
 
@@ -178,8 +177,10 @@ def train_surrogate(
         removed features, the groups.
       samples: coalitions per example per step.
       variables: variables of `MaskedInput(classifier)` to start from.
-      validation_fraction, epochs, batch_size, learning_rate, patience, seed,
-        progress: as for `jaxplain.amortized.training.fit`.
+      config, **settings: a `jaxplain.training.TrainConfig` and/or its fields as
+        keywords (which win), over `SURROGATE_DEFAULTS`: 200 epochs, batches of 64,
+        learning rate 2e-3, early stopping after 20 epochs without improvement on 15%
+        of the rows held out (coalitions drawn with a fixed key there).
 
     Returns:
       A `Surrogate`.
@@ -189,8 +190,7 @@ def train_surrogate(
       Explanation. JMLR 22, 2021, arXiv:2011.14878 (surrogate by KL on masked inputs);
       Jethani et al. FastSHAP, ICLR 2022, arXiv:2107.07436.
     """
-    training.check_settings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, patience=patience,
-                            seed=seed, validation_fraction=validation_fraction)
+    config = resolve("train_surrogate", SURROGATE_DEFAULTS, config, settings)
     samples = _checks.positive_int("samples", samples)
     if not isinstance(classifier, nn.Module):
         raise TypeError(f"classifier must be a flax.linen.Module (e.g. jaxplain.models.MLP), got {type(classifier).__name__}")
@@ -199,14 +199,13 @@ def train_surrogate(
     x, reference, mask, groups, num_classes = _prepare(model, x, reference, feature_mask)
     network = MaskedInput(classifier)
     if variables is None:
-        variables = jax.jit(network.init)(networks.random_key(seed), x[:1], np.ones(x[:1].shape, bool))
+        variables = jax.jit(network.init)(networks.random_key(config.seed), x[:1], np.ones(x[:1].shape, bool))
     logits = jax.eval_shape(network.apply, variables, x[:1], np.ones(x[:1].shape, bool))
     if tuple(logits.shape) != (1, num_classes):
         raise ValueError(
             f"classifier must return (batch, {num_classes}) logits like the model, got shape "
             f"{tuple(logits.shape)} for one example: build it with num_classes={num_classes}"
         )
-    train_rows, validation_rows = training.split_rows(len(x), validation_fraction, seed)
 
     def loss(params, batch, key):
         coalitions = uniform_coalitions(key, batch["x"].shape[0], samples, groups)
@@ -219,17 +218,7 @@ def train_surrogate(
         gauge = (logits.mean(-1) - wanted.mean(-1)) ** 2
         return jnp.mean(kl + gauge)
 
-    held = {"x": jnp.asarray(x[validation_rows])}
-
-    def validation(params, held):
-        return loss(params, held, networks.random_key(seed + 1))
-
-    result = training.fit(
-        loss, variables["params"], {"x": x[train_rows]},
-        validation=validation if len(validation_rows) else None, validation_data=held, epochs=epochs,
-        batch_size=batch_size, learning_rate=learning_rate, patience=patience, seed=seed,
-        progress=progress, description="surrogate",
-    )
+    result = training.fit_held_out(loss, variables["params"], {"x": x}, config, description="surrogate")
     return Surrogate(network, {**variables, "params": result.params})
 
 
@@ -242,14 +231,8 @@ def train_fastshap(
     feature_mask=None,
     surrogate: Optional[Surrogate] = None,
     samples: int = 32,
-    validation_fraction: float = 0.15,
-    epochs: int = 300,
-    batch_size: int = 32,
-    learning_rate: float = 2e-3,
-    weight_decay: float = 1e-4,
-    patience: int = 30,
-    seed: int = 0,
-    progress: bool = True,
+    config: Optional[TrainConfig] = None,
+    **settings,
 ) -> Explainer:
     """Trains `network` on the FastSHAP objective (see the module docstring).
 
@@ -264,9 +247,10 @@ def train_fastshap(
       surrogate: from `train_surrogate`; None plays the model's own game with removed
         features at the reference (the game `exact_shapley` and `kernel_shap` solve).
       samples: coalitions per example per step, complements included (even).
-      validation_fraction, epochs, batch_size, learning_rate, weight_decay, patience,
-        seed, progress: as for `jaxplain.amortized.training.fit`; early stopping on
-        the objective on held-out rows with fixed coalitions.
+      config, **settings: a `jaxplain.training.TrainConfig` and/or its fields as
+        keywords (which win), over `DEFAULTS` (those of `train_supervised`: 300 epochs,
+        batches of 32, learning rate 2e-3, patience 30, 15% held out); early stopping
+        on the objective on the held-out rows, with fixed coalitions.
 
     Returns:
       An `Explainer` (recipe "fastshap", no teacher, efficiency correction on).
@@ -276,9 +260,7 @@ def train_fastshap(
       Estimation. ICLR 2022, arXiv:2107.07436; Covert, Lee. Improving KernelSHAP.
       AISTATS 2021, arXiv:2012.01536 (paired sampling).
     """
-    training.check_settings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                            weight_decay=weight_decay, patience=patience, seed=seed,
-                            validation_fraction=validation_fraction)
+    config = resolve("train_fastshap", DEFAULTS, config, settings)
     samples = _checks.positive_int("samples", samples)
     if samples % 2:
         raise ValueError(f"samples must be even (each coalition is paired with its complement), got {samples}")
@@ -287,12 +269,11 @@ def train_fastshap(
     x, reference, mask, groups, num_classes = _prepare(model, x, reference, feature_mask)
     if groups < 2:
         raise ValueError("train_fastshap needs at least 2 groups of features")
-    variables = networks.init(network, x, seed=seed, model=model)
+    variables = networks.init(network, x, seed=config.seed, model=model)
     networks.check_output(network, variables, x, num_classes)
     difference = model(x) - model(reference[None])
     scale = float(np.sqrt(np.mean(np.square(difference)) / groups)) or 1.0
     loss_scale = float(np.mean(np.square(difference))) or 1.0
-    train_rows, validation_rows = training.split_rows(len(x), validation_fraction, seed)
     extremes = jnp.array([[False], [True]])  # the empty and the full coalition
 
     def loss(params, batch, key):
@@ -305,17 +286,7 @@ def train_fastshap(
         phi = to_groups(network.apply({"params": params}, xb) * scale, mask, groups)
         return objective(phi, coalitions, values, ends[:, 0], ends[:, 1]) / loss_scale
 
-    held = {"x": jnp.asarray(x[validation_rows])}
-
-    def validation(params, held):
-        return loss(params, held, networks.random_key(seed + 1))
-
-    result = training.fit(
-        loss, variables["params"], {"x": x[train_rows]},
-        validation=validation if len(validation_rows) else None, validation_data=held, epochs=epochs,
-        batch_size=batch_size, learning_rate=learning_rate, weight_decay=weight_decay,
-        patience=patience, seed=seed, progress=progress, description="fastshap",
-    )
+    result = training.fit_held_out(loss, variables["params"], {"x": x}, config, description="fastshap")
     return make(
         network, {"params": result.params},
         recipe="fastshap", teacher=None, label_fraction=0.0, num_classes=num_classes,

@@ -181,28 +181,28 @@ class _TokenHead(nn.Module):
 class TokenExplainer(nn.Module):
     """A text classifier's encoder plus one score per token and class: `(B, T) -> (B, C, T)`.
 
-    Padding positions score 0. The attributes are those of the `TextClassifier` whose
-    encoder it copies (`init(..., model=...)` copies the weights).
+    Padding positions score 0. The attributes after `feature_shape` (`ENCODER_FIELDS`)
+    are those of the `TextClassifier` whose encoder it copies, with its defaults
+    (`init(..., model=...)` copies the weights).
     """
 
     num_classes: int
     feature_shape: Sequence[int]
     vocab_size: int
-    embed_dim: int = 64
-    num_layers: int = 1
-    num_heads: int = 4
-    mlp_dim: int = 128
-    activation: Callable = nn.gelu
-    pad_id: int = 0
+    embed_dim: int = TextClassifier.embed_dim
+    num_layers: int = TextClassifier.num_layers
+    num_heads: int = TextClassifier.num_heads
+    mlp_dim: int = TextClassifier.mlp_dim
+    activation: Callable = TextClassifier.activation
+    pad_id: int = TextClassifier.pad_id
 
     def setup(self):
         # The classifier itself, of which only the encoder is used (`states`): its
         # parameters have the classifier's names, so its weights copy in; its head is
         # never called and has no parameters here.
         self.encoder = TextClassifier(
-            vocab_size=self.vocab_size, num_classes=1, max_length=self.feature_shape[0],
-            embed_dim=self.embed_dim, num_layers=self.num_layers, num_heads=self.num_heads,
-            mlp_dim=self.mlp_dim, dropout_rate=0.0, activation=self.activation, pad_id=self.pad_id,
+            num_classes=1, max_length=self.feature_shape[0], dropout_rate=0.0,
+            **{field: getattr(self, field) for field in ENCODER_FIELDS},
         )
         self.head = _TokenHead(self.num_classes)
 
@@ -213,6 +213,10 @@ class TokenExplainer(nn.Module):
 
     def __call__(self, tokens):
         return self.head(self.encoder.states(tokens))
+
+
+# The `TextClassifier` fields a `TokenExplainer` shares (the rest: its classes, length, dropout).
+ENCODER_FIELDS = ("vocab_size", "embed_dim", "num_layers", "num_heads", "mlp_dim", "activation", "pad_id")
 
 
 def random_key(seed: int):
@@ -245,9 +249,8 @@ def config_of(network: nn.Module) -> dict:
 
 def token_explainer_for(classifier, num_classes: int, length: int) -> TokenExplainer:
     """A `TokenExplainer` with the encoder configuration of a `TextClassifier`."""
-    fields = ("vocab_size", "embed_dim", "num_layers", "num_heads", "mlp_dim", "activation", "pad_id")
     return TokenExplainer(
-        num_classes, (length,), **{field: getattr(classifier, field) for field in fields}
+        num_classes, (length,), **{field: getattr(classifier, field) for field in ENCODER_FIELDS}
     )
 
 

@@ -25,6 +25,9 @@ from jaxplain.amortized.explainer import Explainer, make
 from jaxplain.amortized.labels import Labels
 from jaxplain.methods.registry import METHODS
 from jaxplain.model import Model
+from jaxplain.training import TrainConfig, resolve
+
+DEFAULTS = training.RECIPE_DEFAULTS
 
 
 def rank_loss(predicted, target):
@@ -72,18 +75,12 @@ def train_supervised(
     *,
     rank_weight: float = 0.0,
     efficiency: Optional[bool] = None,
-    validation_fraction: float = 0.15,
-    epochs: int = 300,
-    batch_size: int = 32,
-    learning_rate: float = 2e-3,
-    weight_decay: float = 1e-4,
-    patience: int = 30,
-    seed: int = 0,
-    progress: bool = True,
     variables=None,
     train_only_head: bool = False,
     recipe: str = "supervised",
     label_fraction: float = 1.0,
+    config: Optional[TrainConfig] = None,
+    **settings,
 ) -> Explainer:
     """Fits `network` to a teacher's labels by mean squared error (and a rank loss).
 
@@ -97,13 +94,14 @@ def train_supervised(
       rank_weight: weight of the pairwise rank loss (0 = plain regression).
       efficiency: apply the additive efficiency correction at inference; by default
         when the teacher's values sum to F(x) - F(reference).
-      validation_fraction: share of the rows held out for early stopping.
-      epochs, batch_size, learning_rate, weight_decay, patience, seed, progress: as
-        for `jaxplain.amortized.training.fit`.
       variables: start from these variables (CoRTX's pre-trained encoder) instead of
         a fresh initialisation.
       train_only_head: freeze the encoder (CoRTX's second stage).
       recipe, label_fraction: recorded in the metadata.
+      config, **settings: a `jaxplain.training.TrainConfig` and/or its fields as
+        keywords (which win), over `DEFAULTS`: 300 epochs, batches of 32, learning
+        rate 2e-3, early stopping after 30 epochs without improvement on 15% of the
+        rows held out.
 
     Returns:
       An `Explainer` with `metadata["history"]`.
@@ -113,9 +111,7 @@ def train_supervised(
       BlackboxNLP 2021, arXiv:2103.15429; Chuang, Wang, Yang, Zhong, Chen, Hu. CoRTX:
       Contrastive Framework for Real-time Explanation. ICLR 2023, arXiv:2303.02794 (RTX).
     """
-    training.check_settings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                            weight_decay=weight_decay, patience=patience, seed=seed,
-                            validation_fraction=validation_fraction)
+    config = resolve("train_supervised", DEFAULTS, config, settings)
     x = check_labelled(x, labels)
     rank_weight = _checks.number("rank_weight", rank_weight)
     efficiency = None if efficiency is None else _checks.flag("efficiency", efficiency)
@@ -127,9 +123,8 @@ def train_supervised(
     scale = float(np.std(labels.values)) or 1.0
     targets = labels.values / scale
     if variables is None:
-        variables = networks.init(network, x, seed=seed, model=model)
+        variables = networks.init(network, x, seed=config.seed, model=model)
     networks.check_output(network, variables, x, labels.values.shape[1])
-    train_rows, validation_rows = training.split_rows(len(x), validation_fraction, seed)
 
     def loss(params, batch, key):
         del key
@@ -137,22 +132,14 @@ def train_supervised(
         value = jnp.mean((predicted - batch["target"]) ** 2)
         return value + rank_weight * rank_loss(predicted, batch["target"]) if rank_weight else value
 
-    held = {"x": jnp.asarray(x[validation_rows]), "target": jnp.asarray(targets[validation_rows])}
-
-    def validation(params, held):
-        return loss(params, held, None)
     trainable = None
     if train_only_head:
         trainable = {
             name: jax.tree_util.tree_map(lambda _: name == "head", tree)
             for name, tree in variables["params"].items()
         }
-    result = training.fit(
-        loss, variables["params"], {"x": x[train_rows], "target": targets[train_rows]},
-        validation=validation if len(validation_rows) else None, validation_data=held, trainable=trainable, epochs=epochs, batch_size=batch_size,
-        learning_rate=learning_rate, weight_decay=weight_decay, patience=patience, seed=seed,
-        progress=progress, description=recipe,
-    )
+    result = training.fit_held_out(loss, variables["params"], {"x": x, "target": targets}, config,
+                                   trainable=trainable, description=recipe)
     return make(
         network, {"params": result.params},
         recipe=recipe, teacher=labels.teacher, label_fraction=label_fraction,

@@ -1,59 +1,32 @@
-"""The one Optax loop every recipe trains with: AdamW, a scanned epoch, early stopping.
+"""How the amortized recipes train: jaxplain's one training loop, a held-out split, inputs.
 
 `fit(loss_fn, params, data, ...)` minimises `loss_fn(params, batch, key)` over
-mini-batches of `data` (a pytree of arrays with a leading example axis). One epoch is
-one compiled `lax.scan` over its steps, so a small network does not pay Python's
-per-step overhead. After each epoch `validation(params)` (lower is better) is
-measured; the best parameters are kept, and training stops after `patience` epochs
-without a relative improvement of 1e-4.
+mini-batches of `data` (a pytree of arrays with a leading example axis) in
+`jaxplain.training.run`, one compiled `lax.scan` per epoch, so a small network does not
+pay Python's per-step overhead. `fit_held_out` holds `validation_fraction` of the rows
+out and stops early on the loss there. The recipes' settings are a
+`jaxplain.training.TrainConfig` over `DEFAULTS` (each recipe changes a few).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Callable, Dict, List, Optional
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from jaxplain import _checks
-from jaxplain._progress import Progress
+from jaxplain import training
 from jaxplain.amortized import networks
+from jaxplain.training import TrainConfig, Trained
 
+FitResult = Trained  # what `fit` returns (its `state` is None)
 
-@dataclasses.dataclass
-class FitResult:
-    """What `fit` returns.
-
-    Attributes:
-      params: the parameters with the best validation loss (the last ones without
-        validation).
-      history: one dict per epoch: epoch, train_loss, validation_loss (if measured).
-      best_epoch: the epoch `params` come from.
-    """
-
-    params: Any
-    history: List[Dict[str, float]]
-    best_epoch: int
-
-
-def check_settings(*, epochs=1, batch_size=1, learning_rate=1.0, weight_decay=0.0, patience=1, seed=0,
-                   validation_fraction=0.0) -> None:
-    """Checks `fit`'s settings; the recipes call it first, before labels or a first stage.
-
-    Without it, epochs=0 ended in an IndexError after training, a negative or NaN
-    learning rate trained silently to nonsense, and a string reached Optax.
-    """
-    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("patience", patience)):
-        _checks.positive_int(name, value)
-    _checks.number("learning_rate", learning_rate, above=True)
-    _checks.number("weight_decay", weight_decay)
-    _checks.seed(seed)
-    _checks.fraction("validation_fraction", validation_fraction)
-    if validation_fraction >= 1:
-        raise ValueError(f"validation_fraction must be < 1 (some rows must train), got {validation_fraction}")
+DEFAULTS = TrainConfig(epochs=100, batch_size=64, learning_rate=1e-3, weight_decay=1e-4, warmup_fraction=0.0,
+                       clip_norm=1.0, patience=10, validation_fraction=0.0, seed=0, progress=True)
+# The recipes' (train_supervised, train_fastshap): longer, with early stopping on 15% held out.
+RECIPE_DEFAULTS = DEFAULTS.replace(epochs=300, batch_size=32, learning_rate=2e-3, patience=30,
+                                   validation_fraction=0.15)
 
 
 def inputs(x, name: str = "x") -> np.ndarray:
@@ -77,9 +50,9 @@ def split_rows(n: int, fraction: float, seed: int):
     No validation rows when fewer than 2 would be held out (tiny label sets): then the
     caller trains for the full number of epochs.
     """
-    check_settings(validation_fraction=fraction, seed=seed)
-    order = np.random.default_rng(seed).permutation(n)
-    held = int(round(fraction * n))
+    config = TrainConfig(validation_fraction=fraction, seed=seed)
+    order = np.random.default_rng(config.seed).permutation(n)
+    held = int(round(config.validation_fraction * n))
     held = held if held >= 2 and n - held >= 1 else 0
     return np.sort(order[held:]), np.sort(order[:held])
 
@@ -92,88 +65,66 @@ def fit(
     validation: Optional[Callable] = None,
     validation_data=None,
     trainable=None,
-    epochs: int = 100,
-    batch_size: int = 64,
-    learning_rate: float = 1e-3,
-    weight_decay: float = 1e-4,
-    patience: int = 10,
-    seed: int = 0,
-    progress: bool = True,
     description: str = "training",
+    config: Optional[TrainConfig] = None,
+    **settings,
 ) -> FitResult:
-    """Minimises `loss_fn(params, batch, key)` with AdamW and early stopping.
+    """Minimises `loss_fn(params, batch, key)` with `jaxplain.training.run`.
 
     Args:
       loss_fn: a scalar loss of a mini-batch (a pytree like `data`, each leaf
         `(batch_size, ...)`) and a `jax.random` key for the step's randomness.
       params: the initial parameters.
       data: a pytree of arrays sharing their first axis (the examples).
-      validation: `validation(params, validation_data) -> scalar`, lower is better;
-        None trains for all `epochs`.
+      validation: `validation(params, validation_data) -> scalar`, lower is better,
+        for early stopping (`patience`); None trains for all `epochs`.
       validation_data: the held-out pytree passed to `validation` (an argument of
         the compiled function, not a constant folded into it).
       trainable: a pytree of bools like `params` (False = frozen), or None.
-      epochs: the most passes over `data`; each shuffles with a fixed seed and drops
-        the last partial batch.
-      batch_size: examples per step (clipped to the number of examples).
-      learning_rate: AdamW's peak rate, decayed by a cosine over all `epochs`.
-      weight_decay: AdamW's decoupled weight decay.
-      patience: epochs without improvement before stopping.
-      seed: shuffling and the step keys derive from it.
-      progress: show a progress bar (loss, validation loss).
-      description: the bar's label.
+      description: the progress bar's label.
+      config, **settings: a `jaxplain.training.TrainConfig` and/or its fields as
+        keywords (which win), over `DEFAULTS`. The step keys derive from
+        `networks.random_key(seed)`.
 
     Returns:
       A `FitResult`.
     """
-    check_settings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                   weight_decay=weight_decay, patience=patience, seed=seed)
+    config = training.resolve("fit", DEFAULTS, config, settings)
+    validate = None
+    if validation is not None:
+        compiled = jax.jit(validation)
+
+        def validate(params, state):
+            return compiled(params, validation_data)
+
+    def loss(params, state, batch, key):
+        return loss_fn(params, batch, key), (state, {})
+
+    return training.run(
+        loss, params, data, config, key=networks.random_key(config.seed), trainable=trainable,
+        validation=validate, description=description,
+    )
+
+
+def fit_held_out(loss_fn: Callable, params, data, config: TrainConfig, *, trainable=None,
+                 description: str = "training") -> FitResult:
+    """`fit` on the rows of `data` not held out, stopping early on the loss of those held out.
+
+    `config.validation_fraction` of the rows are held out (`split_rows`); the validation
+    loss is `loss_fn` on all of them at once, with the fixed key `random_key(seed + 1)`.
+    """
     n = int(jax.tree_util.tree_leaves(data)[0].shape[0])
-    batch_size = max(1, min(batch_size, n))
-    steps = max(1, n // batch_size)
-    schedule = optax.cosine_decay_schedule(learning_rate, max(1, epochs * steps))
-    optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=weight_decay))
-    if trainable is not None:
-        labels = jax.tree_util.tree_map(lambda t: "train" if t else "freeze", trainable)
-        optimizer = optax.multi_transform({"train": optimizer, "freeze": optax.set_to_zero()}, labels)
-    opt_state = optimizer.init(params)
-    data = jax.tree_util.tree_map(jnp.asarray, data)
+    train_rows, validation_rows = split_rows(n, config.validation_fraction, config.seed)
+    held = jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf[validation_rows]), data)
 
-    @jax.jit
-    def run_epoch(params, opt_state, order, epoch_key, data):
-        def step(carry, rows):
-            params, opt_state, index = carry
-            batch = jax.tree_util.tree_map(lambda leaf: leaf[rows], data)
-            loss, grads = jax.value_and_grad(loss_fn)(params, batch, jax.random.fold_in(epoch_key, index))
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state, index + 1), loss
+    def validation(params, held):
+        return loss_fn(params, held, networks.random_key(config.seed + 1))
 
-        (params, opt_state, _), losses = jax.lax.scan(step, (params, opt_state, 0), order)
-        return params, opt_state, losses.mean()
-
-    validate = jax.jit(validation) if validation is not None else None
-    key = networks.random_key(seed)
-    best, best_params, best_epoch, waited = np.inf, params, 0, 0
-    history = []
-    with Progress(epochs, description=description, unit="epoch", enabled=progress) as bar:
-        for epoch in range(1, epochs + 1):
-            order = np.random.default_rng([seed, epoch]).permutation(n)[: steps * batch_size]
-            params, opt_state, loss = run_epoch(
-                params, opt_state, jnp.asarray(order.reshape(steps, batch_size)), jax.random.fold_in(key, epoch), data
-            )
-            record = {"epoch": epoch, "train_loss": float(loss)}
-            if validate is not None:
-                record["validation_loss"] = float(validate(params, validation_data))
-            history.append(record)
-            bar.update(1, **{k: v for k, v in record.items() if k != "epoch"})
-            score = record.get("validation_loss", -epoch)
-            if not np.isfinite(best) or score < best - 1e-4 * abs(best):
-                best, best_params, best_epoch, waited = score, params, epoch, 0
-            else:
-                waited += 1
-                if validate is not None and waited >= patience:
-                    break
-    return FitResult(best_params, history, best_epoch)
+    return fit(
+        loss_fn, params, jax.tree_util.tree_map(lambda leaf: leaf[train_rows], data),
+        validation=validation if len(validation_rows) else None, validation_data=held, trainable=trainable,
+        description=description, config=config,
+    )
 
 
 def summary(result: FitResult) -> dict:

@@ -1,9 +1,10 @@
 """Training a classifier with Optax: the loop behind jaxplain's shipped checkpoints.
 
 `train(module, data)` fits any Linen classifier whose `__call__(x, train=...)` returns
-logits (the zoo's models, or a user's), with AdamW and a warm-up cosine schedule, fixed
-seeds, a progress bar, and an evaluation on the test split after every epoch. BatchNorm
-statistics and dropout are handled when the module has them.
+logits (the zoo's models, or a user's) by cross-entropy, in jaxplain's one training loop
+(`jaxplain.training.run`: AdamW, a warm-up cosine schedule, fixed seeds, a progress bar),
+one compiled step at a time, and evaluates it on the test split after every epoch.
+BatchNorm statistics and dropout are handled when the module has them.
 """
 
 from __future__ import annotations
@@ -11,15 +12,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import flax.linen as nn
 import jax
 import numpy as np
 import optax
 
-from jaxplain import _checks
-from jaxplain._progress import Progress
+from jaxplain import training
+from jaxplain.training import TrainConfig
 
 
 @dataclasses.dataclass
@@ -113,31 +114,23 @@ def evaluate(module, variables, x, y, *, batch_size: int = 256) -> Dict[str, flo
     return {"loss": loss / len(x), "accuracy": correct / len(x)}
 
 
-def train(
-    module,
-    data,
-    *,
-    epochs: int = 20,
-    batch_size: int = 64,
-    learning_rate: float = 1e-3,
-    weight_decay: float = 1e-4,
-    warmup_fraction: float = 0.05,
-    seed: int = 0,
-    progress: bool = True,
-) -> TrainResult:
+DEFAULTS = TrainConfig(epochs=20, batch_size=64, learning_rate=1e-3, weight_decay=1e-4, warmup_fraction=0.05,
+                       clip_norm=0.0, seed=0, progress=True)
+
+
+def train(module, data, *, config: Optional[TrainConfig] = None, **settings) -> TrainResult:
     """Trains `module` on `data` and evaluates it on the test split after each epoch.
 
     Args:
       module: a Linen classifier; `module.apply(variables, x, train=True)` gives logits.
       data: a `jaxplain.data.Dataset` (x_train, y_train, x_test, y_test).
-      epochs: passes over the training split; each uses a fresh fixed-seed shuffle and
-        drops the last partial batch (one compiled step).
-      batch_size: examples per step (clipped to the training set's size).
-      learning_rate: peak learning rate of the warm-up cosine schedule.
-      weight_decay: AdamW's decoupled weight decay.
-      warmup_fraction: share of the steps spent warming up linearly from 0.
-      seed: initialisation, shuffling and dropout all derive from it.
-      progress: show a progress bar per epoch (loss, accuracy).
+      config: a `jaxplain.training.TrainConfig`; its fields may also be given as
+        keywords (`epochs=30`), which win. Unset fields take `DEFAULTS`: 20 epochs,
+        batches of 64, learning rate 1e-3 after a warm-up over 5% of the steps, weight
+        decay 1e-4, no clipping, seed 0. The seed also sets the initialisation and the
+        dropout keys. There is no early stopping (`patience` and
+        `validation_fraction` are refused): the test split is only measured.
+      **settings: `TrainConfig`'s fields.
 
     Returns:
       A `TrainResult`.
@@ -145,10 +138,7 @@ def train(
     References:
       Loshchilov, Hutter. Decoupled Weight Decay Regularization. arXiv:1711.05101, 2017.
     """
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    epochs, batch_size = int(epochs), int(batch_size)
+    config = training.resolve("train", DEFAULTS, config, settings, stops_early=False)
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be a flax.linen.Module (e.g. jaxplain.models.MLP), got {type(module).__name__}")
     if not all(hasattr(data, field) for field in ("x_train", "y_train", "x_test", "y_test")):
@@ -156,83 +146,43 @@ def train(
             "data must be a jaxplain.data.Dataset (or anything with x_train, y_train, x_test and "
             f"y_test), got {type(data).__name__}"
         )
-    _checks.number("learning_rate", learning_rate, above=True)
-    _checks.number("weight_decay", weight_decay)
-    if _checks.fraction("warmup_fraction", warmup_fraction) == 1:
-        raise ValueError("warmup_fraction must be < 1: the schedule needs steps after the warm-up")
-    _checks.seed(seed)
     x_train, y_train = _split_arrays("train", data.x_train, data.y_train)
     x_test, y_test = _split_arrays("test", data.x_test, data.y_test)
     if x_test.shape[1:] != x_train.shape[1:]:
         raise ValueError(f"x_test has examples of shape {x_test.shape[1:]}, x_train {x_train.shape[1:]}")
     _check_classes(module, x_train, max(y_train.max(), y_test.max()))
-    batch_size = min(batch_size, len(x_train))
-    steps_per_epoch = len(x_train) // batch_size
 
-    init_key, dropout_key = jax.random.split(jax.random.PRNGKey(seed))
+    init_key, dropout_key = jax.random.split(jax.random.PRNGKey(config.seed))
     variables = module.init(
         {"params": init_key, "dropout": init_key}, x_train[:1], **_mode_kwargs(module, False)
     )
-    params = variables["params"]
-    batch_stats = variables.get("batch_stats")
-    total_steps = epochs * steps_per_epoch
-    warmup_steps = max(1, int(warmup_fraction * total_steps))
-    # Optax needs decay steps beyond the warm-up: one step in all (e.g. 1 epoch of one
-    # batch) raised from inside it.
-    schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup_steps, max(warmup_steps + 1, total_steps))
-    optimizer = optax.adamw(schedule, weight_decay=weight_decay)
-    opt_state = optimizer.init(params)
     train_kwargs = _mode_kwargs(module, True)
 
-    @jax.jit
-    def step(params, batch_stats, opt_state, xb, yb, key):
-        def loss_fn(params):
-            state = {"params": params}
-            if batch_stats is None:
-                logits = module.apply(state, xb, rngs={"dropout": key}, **train_kwargs)
-                return _cross_entropy(logits, yb), (logits, None)
+    def loss_fn(params, batch_stats, batch, key):
+        state = {"params": params}
+        if batch_stats is None:
+            logits = module.apply(state, batch["x"], rngs={"dropout": key}, **train_kwargs)
+        else:
             logits, updates = module.apply(
                 {**state, "batch_stats": batch_stats},
-                xb,
+                batch["x"],
                 rngs={"dropout": key},
                 mutable=["batch_stats"],
                 **train_kwargs,
             )
-            return _cross_entropy(logits, yb), (logits, updates["batch_stats"])
+            batch_stats = updates["batch_stats"]
+        accuracy = (logits.argmax(-1) == batch["y"]).mean()
+        return _cross_entropy(logits, batch["y"]), (batch_stats, {"accuracy": accuracy})
 
-        (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        accuracy = (logits.argmax(-1) == yb).mean()
-        return optax.apply_updates(params, updates), new_stats, opt_state, loss, accuracy
-
-    def current_variables():
+    def as_variables(params, batch_stats):
         return {"params": params, **({} if batch_stats is None else {"batch_stats": batch_stats})}
 
-    history = []
-    for epoch in range(1, epochs + 1):
-        order = np.random.default_rng([seed, epoch]).permutation(len(x_train))
-        losses, accuracies = [], []
-        with Progress(
-            steps_per_epoch, description=f"epoch {epoch}/{epochs}", unit="step", enabled=progress
-        ) as bar:
-            for i in range(steps_per_epoch):
-                rows = order[i * batch_size : (i + 1) * batch_size]
-                key = jax.random.fold_in(dropout_key, (epoch - 1) * steps_per_epoch + i)
-                params, batch_stats, opt_state, loss, accuracy = step(
-                    params, batch_stats, opt_state, x_train[rows], y_train[rows], key
-                )
-                losses.append(float(loss))
-                accuracies.append(float(accuracy))
-                bar.update(1, loss=np.mean(losses), accuracy=np.mean(accuracies))
-            test = evaluate(module, current_variables(), x_test, y_test)
-            bar.metrics.update(test_accuracy=test["accuracy"])
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": float(np.mean(losses)),
-                "train_accuracy": float(np.mean(accuracies)),
-                "test_loss": test["loss"],
-                "test_accuracy": test["accuracy"],
-            }
-        )
-    return TrainResult(current_variables(), history, history[-1]["test_accuracy"])
+    def test(params, batch_stats):
+        measured = evaluate(module, as_variables(params, batch_stats), x_test, y_test)
+        return {"test_loss": measured["loss"], "test_accuracy": measured["accuracy"]}
+
+    result = training.run(
+        loss_fn, variables["params"], {"x": x_train, "y": y_train}, config, key=dropout_key,
+        state=variables.get("batch_stats"), evaluate=test, scan=False, description="train",
+    )
+    return TrainResult(as_variables(result.params, result.state), result.history, result.history[-1]["test_accuracy"])
