@@ -1,7 +1,7 @@
 """Does splitting the path into a few chunks pay on the CPU? One chunk vs jaxplain's default.
 
 On the CPU, `default_chunk_size` caps a chunk at a fixed amount of work
-(`engine.CPU_CHUNK_ROWS` rows or `engine.CPU_CHUNK_BYTES` of saved activations). This script times, interleaved in one run, `integrated_gradients` with
+(`jaxplain.backends.cpu.CHUNK_ROWS` rows or `cpu.CHUNK_BYTES` of saved activations). This script times, interleaved in one run, `integrated_gradients` with
 that default against the same call with all points in one chunk, for the shipped digits
 CNN and a small-stem ResNet18, and reports median(default) / median(one chunk).
 

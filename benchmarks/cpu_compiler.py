@@ -1,6 +1,6 @@
 """XLA's CPU defaults against the options jaxplain compiles its CPU programs with.
 
-`jaxplain.engine.CPU_COMPILER_OPTIONS` turns XLA:CPU's YNNPACK fusions off, so that
+`jaxplain.backends.cpu.COMPILER_OPTIONS` turns XLA:CPU's YNNPACK fusions off, so that
 convolutions and matmuls run on XLA's multi-threaded Eigen kernels. This script measures
 that choice side by side in one process: every contender is the same function, jitted
 once with XLA's defaults and once with the options (the explainer's own program is
@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxplain
+from jaxplain.backends import cpu
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import cpu_arguments, interleaved_medians, machine, write  # noqa: E402
@@ -79,7 +80,7 @@ def main(argv=None) -> int:
     args = cpu_arguments(__doc__, 7, argv)
     if args is None:
         return 1
-    options = dict(jaxplain.engine.CPU_COMPILER_OPTIONS)
+    options = dict(cpu.COMPILER_OPTIONS)
     repeats = args.repeats
     rows = []
     for name, (function, x) in cases(args.quick).items():
@@ -97,7 +98,7 @@ def main(argv=None) -> int:
               f"{row['jaxplain_options_ms']:.2f} ms, {row['speedup']:.2f}x, max rel. diff {difference:.1e}", flush=True)
     pinned = _one_core(options, args.quick)
     payload = {"machine": machine(), "options": options, "rows": rows, "one_core": pinned,
-               "note": "same function jitted with XLA's CPU defaults and with jaxplain.engine.CPU_COMPILER_OPTIONS; "
+               "note": "same function jitted with XLA's CPU defaults and with jaxplain.backends.cpu.COMPILER_OPTIONS; "
                        "interleaved, primed, medians after warm-up"}
     write("cpu_compiler.json", payload, args.out)
     return 0

@@ -28,6 +28,7 @@ import numpy as np
 
 import jaxplain
 from jaxplain import engine
+from jaxplain.backends import cpu
 from jaxplain.models import conv as conv_module
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -78,7 +79,7 @@ def main(argv=None) -> int:
         def explain(x, model=model, steps=steps, target=target):
             return jaxplain.integrated_gradients(model, x, target=target, steps=steps).values
 
-        options = dict(engine.compiler_options())
+        options = cpu.compiler_options()
         # Inner programs' traces are cached: clear them so that each variant is traced anew.
         jax.clear_caches()
         shipped = jax.jit(explain, compiler_options=options).lower(x).compile()

@@ -22,7 +22,7 @@ CASES = [  # (input side, channels, kernel, stride, padding, the path taken on t
     (16, 3, 7, 2, ((3, 3), (3, 3)), "space_to_depth"),  # a ResNet stem
     (15, 3, 7, 2, ((3, 3), (3, 3)), "space_to_depth"),  # odd side
     (13, 1, 5, 3, "SAME", "space_to_depth"),  # stride 3, SAME
-    (13, 2, 5, 3, "SAME", "conv"),  # 2 * 3 * 3 channels per block: more than SPACE_TO_DEPTH_CHANNELS
+    (13, 2, 5, 3, "SAME", "conv"),  # 2 * 3 * 3 channels per block: more than cpu.SPACE_TO_DEPTH_CHANNELS
     (12, 1, 4, 2, "VALID", "space_to_depth"),  # an even kernel, VALID
 ]
 

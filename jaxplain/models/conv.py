@@ -1,24 +1,21 @@
-"""`Conv`: `flax.linen.Conv` with faster paths for two shapes that XLA's CPU convolution handles badly.
+"""`Conv`: `flax.linen.Conv` with faster paths for shapes that XLA's CPU convolution handles badly.
 
-* An output side smaller than the kernel: a 3x3 convolution of 512 channels on a 2x2 map
-  (the last stage of a ResNet-18 at 64x64) took 70 ms for 8 images where PyTorch takes
-  1.5 ms, and its input gradient as long (measured on this project's 2-core CPU, jax
-  0.10.2). Written as one matmul per kernel offset over the shifted, padded input it
-  took 2.4 ms, and so did its gradient; each offset now multiplies only the inputs it
-  meets, not the padding.
-* A strided convolution of few input channels, such as a ResNet's 7x7 stride-2 stem over
-  RGB: its input gradient is a stride-2 transposed convolution into 3 channels, 55 ms for
-  64 images at 64x64. Cut into 2x2 blocks of the input (space to depth: 12 channels) and
-  the kernel cut the same way (zero-padded to 8x8), it is a 4x4 stride-1 convolution:
-  11 + 27 ms forward and gradient against 19 + 55 ms.
-
+* An output side smaller than the kernel (the last stage of a ResNet-18 at 64x64): one
+  matmul per kernel offset over the shifted input, each offset multiplying only the
+  inputs it meets, not the padding.
+* A strided convolution of few input channels (at most `cpu.SPACE_TO_DEPTH_CHANNELS` per
+  s x s block, such as a ResNet's 7x7 stride-2 stem over RGB): cut into s x s blocks of
+  the input (space to depth) and the kernel cut the same way, a stride-1 convolution,
+  whose input gradient is no strided transposed convolution.
 * A 1x1 convolution is a matmul over the channels, and `Conv` writes it as one: XLA
-  rewrites it so itself, except inside a loop (the engine's `lax.scan` over chunks), where
-  40 of InceptionV3's 1x1 input gradients stayed convolutions and its IG ran 2.5x slower.
+  rewrites it so itself, except inside a loop (the engine's `lax.scan` over chunks).
 * Every other convolution goes through `conv_general_dilated` (below), whose input
   gradient XLA:CPU runs on its fast kernel inside a loop too.
 
-`Conv` takes those paths on the CPU; everywhere else (and on GPU and TPU) it is `nn.Conv`.
+`Conv` takes those paths where jaxplain tunes for XLA:CPU
+(`jaxplain.backends.cpu.rewrite_convolutions`); everywhere else (GPU and TPU, or
+JAXPLAIN_CPU_TUNING=off) it is `nn.Conv`. The timings behind each path are in
+docs/performance.md, section "CPU tuning".
 The parameters are the same (`kernel` HWIO, `bias`), so checkpoints do not change, and
 the answers agree to float rounding.
 
@@ -34,10 +31,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 from jax.custom_derivatives import SymbolicZero
 
-
-# A strided convolution of at most this many channels per s x s block of its input takes
-# the space-to-depth path on the CPU (a ResNet's 7x7 stride-2 stem over RGB: 3 * 4 = 12).
-SPACE_TO_DEPTH_CHANNELS = 16
+from jaxplain.backends import cpu
 
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
@@ -52,16 +46,14 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     HWIO, and it rewrites other layouts into that one only in a program's top-level
     computation. JAX writes the input gradient of an NHWC / HWIO convolution with the
     kernel read as HWOI, so inside a loop (the engine's `lax.scan` over chunks) every input
-    gradient took the slow generic kernel: the gradient of two 3x3 64-channel convolutions
-    over 32 16x16 maps took 44 ms per iteration in a loop against 16 ms outside it
-    (this project's 2-core CPU, jax 0.10.2).
+    gradient takes the slow generic kernel.
 
     Here the forward-mode derivative reads the kernel with its feature axes swapped
     (an HWOI view of a transposed copy), so its transpose, the input gradient, reads an
-    HWIO kernel and takes the fast kernel wherever it runs: the same loop takes 14 ms per
-    iteration. The value, `jax.jvp`, `vmap`, second derivatives and the kernel's gradient
-    are `lax.conv_general_dilated`'s. Other layouts, grouped convolutions and other
-    backends call `lax.conv_general_dilated` itself.
+    HWIO kernel and takes the fast kernel wherever it runs (timings: docs/performance.md,
+    "CPU tuning"). The value, `jax.jvp`, `vmap`, second derivatives and the kernel's
+    gradient are `lax.conv_general_dilated`'s. Other layouts, grouped convolutions, other
+    backends and JAXPLAIN_CPU_TUNING=off call `lax.conv_general_dilated` itself.
 
     Pass it to your own `flax.linen.Conv(..., conv_general_dilated=conv_general_dilated)`
     to give its gradients the same speed on the CPU.
@@ -70,7 +62,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                    rhs_dilation=_tuple(rhs_dilation), precision=precision,
                    preferred_element_type=preferred_element_type,
                    padding=padding if isinstance(padding, str) else tuple(tuple(p) for p in padding))
-    plain = (jax.default_backend() != "cpu" or lhs.ndim != 4 or feature_group_count != 1
+    plain = (not cpu.rewrite_convolutions() or lhs.ndim != 4 or feature_group_count != 1
              or batch_group_count != 1
              or jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
              != jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC))
@@ -225,7 +217,7 @@ class Conv(nn.Conv):
 
     def _cpu_path(self, inputs):
         """"matmuls", "space_to_depth", "conv" or None (nn.Conv); see the module docstring."""
-        if jax.default_backend() != "cpu" or inputs.ndim != 4 or len(tuple(self.kernel_size)) != 2:
+        if not cpu.rewrite_convolutions() or inputs.ndim != 4 or len(tuple(self.kernel_size)) != 2:
             return None
         if self.conv_general_dilated is not None or self.conv_general_dilated_cls is not None:
             return None
@@ -238,6 +230,6 @@ class Conv(nn.Conv):
         out_h, out_w = (output_size(inputs.shape[1 + a], self.kernel_size[a], strides[a], pads[a]) for a in (0, 1))
         if out_h < self.kernel_size[0] or out_w < self.kernel_size[1] or tuple(self.kernel_size) == (1, 1):
             return "matmuls"
-        if min(strides) > 1 and inputs.shape[-1] * strides[0] * strides[1] <= SPACE_TO_DEPTH_CHANNELS:
+        if min(strides) > 1 and inputs.shape[-1] * strides[0] * strides[1] <= cpu.SPACE_TO_DEPTH_CHANNELS:
             return "space_to_depth"
         return "conv"

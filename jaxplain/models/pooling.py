@@ -1,10 +1,7 @@
 """`max_pool`: `flax.linen.max_pool` with a fast derivative on the CPU.
 
 XLA differentiates a max-pool (`reduce_window_max`) with `select_and_scatter`, which is
-slow on the CPU. Measured on this project's 2-core CPU (jax 0.10.2): the input gradient of
-1024 digits images through the zoo's CNN (two 2x2 pools) took 90 ms with it and 28 ms
-without; in a ResNet-18 at 64x64, the stem's 3x3 stride-2 pool took ~65 ms of the 400 ms
-input gradient of 64 images.
+slow on the CPU (timings: docs/performance.md, section "CPU tuning").
 
 `max_pool` keeps `reduce_window_max` as its value and gives it its own derivative (a
 `jax.custom_jvp`, so forward mode, `vmap` and reverse mode all take it); where it is
@@ -17,7 +14,8 @@ element is its window's first maximum (row-major order, the tie rule of XLA's an
 PyTorch's max-pool gradients). Its transpose, the gradient, is then a sum of padded
 output-sized arrays per phase and one interleave, with no scatter.
 
-Elsewhere (GPU and TPU, integer inputs, other than two spatial axes) it is `nn.max_pool`.
+Elsewhere (GPU and TPU, JAXPLAIN_CPU_TUNING=off: `jaxplain.backends.cpu.polyphase_max_pool`;
+integer inputs, other than two spatial axes) it is `nn.max_pool`.
 jaxplain's modified-gradient methods see the same `reduce_window_max` inside the
 function, so DeepLIFT's max-pool rule applies unchanged.
 
@@ -34,6 +32,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 import numpy as np
 
+from jaxplain.backends import cpu
 from jaxplain.models.conv import output_size, same_padding
 
 
@@ -54,7 +53,7 @@ def max_pool(x, window_shape: Sequence[int], strides: Sequence[int] | None = Non
         # lax would raise a RuntimeError from inside reduce_window
         raise ValueError(f"padding must be 'VALID', 'SAME', 'SAME_LOWER' or (low, high) pairs, got {padding!r}")
     pads = _explicit_padding(x, window, strides, padding)
-    if pads is None or jax.default_backend() != "cpu":
+    if pads is None or not cpu.polyphase_max_pool():
         return nn.max_pool(x, window, strides=strides, padding=padding)
     return _pool(x, window, strides, pads)
 
@@ -95,8 +94,7 @@ def _pool_jvp(window, strides, pads, primals, tangents):
     shape = (x.shape[0], *(output_size(x.shape[1 + a], window[a], strides[a], pads[a]) for a in (0, 1)), x.shape[3])
     x_windows = _window_elements(x, window, strides, pads, shape, -jnp.inf)
     # The value from the same slices: one pass over the phases that the derivative reads
-    # anyway (ResNet-18's stem pool over 144 maps of 32x32x64, value and gradient: 73 ms
-    # against 95 ms with `reduce_window_max` for the value).
+    # anyway, faster than `reduce_window_max` for it (docs/performance.md, "CPU tuning").
     out = functools.reduce(jnp.maximum, x_windows)
     t_windows = _window_elements(t, window, strides, pads, out.shape, 0)
     taken = jnp.zeros(out.shape, bool)

@@ -148,12 +148,18 @@ class ResNet(nn.Module):
         return nn.Dense(self.num_classes, name="head")(x)
 
 
-def ResNet18(num_classes: int = 1000, **config) -> ResNet:  # noqa: N802 (a constructor)
-    """ResNet-18: basic blocks, stage sizes (2, 2, 2, 2); 11,689,512 parameters at 1000 classes.
+def _variant(name: str, stage_sizes: Sequence[int], block: str, parameters: str, example: str):
+    """A named constructor of `ResNet`: `name(num_classes=1000, **config)`."""
+
+    def constructor(num_classes: int = 1000, **config) -> ResNet:
+        return ResNet(num_classes=num_classes, stage_sizes=stage_sizes, block=block, **config)
+
+    constructor.__name__ = constructor.__qualname__ = name
+    constructor.__doc__ = f"""{name[:6]}-{name[6:]}: {block} blocks, stage sizes {tuple(stage_sizes)}; {parameters} parameters at 1000 classes.
 
     Args:
       num_classes: the number of output logits.
-      **config: other `ResNet` fields, e.g. `stem="small"` for 32x32 images.
+      **config: other `ResNet` fields, e.g. {example}.
 
     Returns:
       A `ResNet` module.
@@ -162,21 +168,8 @@ def ResNet18(num_classes: int = 1000, **config) -> ResNet:  # noqa: N802 (a cons
       He, Zhang, Ren, Sun. Deep Residual Learning for Image Recognition.
       arXiv:1512.03385, 2015.
     """
-    return ResNet(num_classes=num_classes, stage_sizes=(2, 2, 2, 2), block="basic", **config)
+    return constructor
 
 
-def ResNet50(num_classes: int = 1000, **config) -> ResNet:  # noqa: N802 (a constructor)
-    """ResNet-50: bottleneck blocks, stage sizes (3, 4, 6, 3); 25,557,032 parameters at 1000 classes.
-
-    Args:
-      num_classes: the number of output logits.
-      **config: other `ResNet` fields, e.g. `stem="small"` or `activation`.
-
-    Returns:
-      A `ResNet` module.
-
-    References:
-      He, Zhang, Ren, Sun. Deep Residual Learning for Image Recognition.
-      arXiv:1512.03385, 2015.
-    """
-    return ResNet(num_classes=num_classes, stage_sizes=(3, 4, 6, 3), block="bottleneck", **config)
+ResNet18 = _variant("ResNet18", (2, 2, 2, 2), "basic", "11,689,512", '`stem="small"` for 32x32 images')
+ResNet50 = _variant("ResNet50", (3, 4, 6, 3), "bottleneck", "25,557,032", '`stem="small"` or `activation`')
