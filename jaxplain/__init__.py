@@ -18,6 +18,7 @@ from jaxplain.methods.layers import (
     token_attributions,
 )
 from jaxplain.methods.perturbation import (
+    banzhaf,
     exact_shapley,
     feature_ablation,
     kernel_shap,
@@ -64,6 +65,7 @@ __all__ = [
     "layer_integrated_gradients",
     "layer_names",
     "lime",
+    "banzhaf",
     "load_attributions",
     "load_model",
     "lrp",

@@ -8,6 +8,7 @@ inputs are tracers, and only their shapes can be checked.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -160,13 +161,54 @@ def positive_int(name: str, value) -> int:
     return int(value)
 
 
-def number(name: str, value, *, low: float = 0.0, above: bool = False) -> float:
-    """A finite real number >= low (> low with `above`); bools and strings refused."""
+def number(name: str, value, *, low: float = 0.0, above: bool = False, high: float = math.inf,
+           traced: bool = False) -> float:
+    """A finite real number >= low (> low with `above`) and <= high; bools and strings
+    refused. With `traced`, a traced value passes unchecked (an option that is an array
+    in the program)."""
+    if traced and is_traced(value):
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not (math.isfinite(value) and (value > low if above else value >= low)):
+    above_low = value > low if above else value >= low
+    if math.isfinite(high):
+        if not (above_low and value <= high):
+            raise ValueError(f"{name} must be in {'(' if above else '['}{low}, {high}], got {value}")
+    elif not (math.isfinite(value) and above_low):
         raise ValueError(f"{name} must be a finite number {'>' if above else '>='} {low}, got {value}")
     return float(value)
+
+
+def fraction(name: str, value, *, low: float = 0.0) -> float:
+    """A fraction: a number in [low, 1]."""
+    return number(name, value, low=low, high=1.0)
+
+
+def count(name: str, value, *, high: int, what: str) -> int:
+    """An int in 1..high (`what` says what `high` is)."""
+    value = positive_int(name, value)
+    if value > high:
+        raise ValueError(f"{name} must be <= {high} ({what}), got {value}")
+    return value
+
+
+def choice(name: str, value, options) -> str:
+    """One of `options` (strings)."""
+    if not isinstance(value, str) or value not in options:
+        raise ValueError(f"{name} must be one of {list(options)}, got {value!r}")
+    return value
+
+
+def samples(value, *, even_for: str = "") -> int:
+    """A number of samples; even when `even_for` names the flag that pairs every draw
+    with its mirror image."""
+    value = positive_int("samples", value)
+    if even_for and value % 2:
+        raise ValueError(
+            f"samples must be even with {even_for}=True (every draw is evaluated together "
+            f"with its mirror image), got {value}"
+        )
+    return value
 
 
 def seed(value, name: str = "seed") -> int:
@@ -193,11 +235,10 @@ def schedule(name, *, pilot: bool = False) -> str:
     return name
 
 
-def chunk_size(value, model: Model, x, num_points: int) -> int:
-    """The chunk size to use: the caller's, clipped to the number of points, or the default."""
-    if value is None:
-        return engine.default_chunk_size(model, x, num_points)
-    return min(positive_int("chunk_size", value), num_points)
+def chunk_size(value) -> Optional[int]:
+    """A caller's `chunk_size`: a positive int, or None for the engine's default (sized in
+    the program from its point count, see `engine.points_per_chunk`)."""
+    return None if value is None else positive_int("chunk_size", value)
 
 
 def noise_chunk_size(value, model: Model, x, samples: int, *, mapped: bool) -> int:
@@ -226,10 +267,87 @@ def key(value):
     )
 
 
-def fraction(name: str, value, *, low: float = 0.0, high: float = 1.0) -> float:
-    """A float in [low, high]."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not low <= float(value) <= high:
-        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
-    return float(value)
+def feature_mask(value, x):
+    """`(mask, G)`: the feature groups as int32 of one example's shape, and their number.
+
+    None makes every feature its own group; otherwise an int array broadcastable to one
+    example of x, numbering its groups 0..G-1, each id used at least once.
+    """
+    feature_shape = tuple(x.shape[1:])
+    if value is None:
+        size = int(np.prod(feature_shape, dtype=np.int64))
+        return np.arange(size, dtype=np.int32).reshape(feature_shape), size
+    if is_traced(value):
+        raise TypeError(
+            "feature_mask must be a concrete array, not a traced value: its number of "
+            "groups fixes the shapes of the compiled program"
+        )
+    mask = np.asarray(value)
+    if mask.dtype == bool or not np.issubdtype(mask.dtype, np.integer):
+        raise TypeError(f"feature_mask must hold integer group ids, got dtype {mask.dtype}")
+    try:
+        shape = np.broadcast_shapes(mask.shape, feature_shape)
+    except ValueError:
+        shape = None
+    if shape != feature_shape:
+        raise ValueError(
+            f"feature_mask of shape {tuple(mask.shape)} cannot be broadcast to one example "
+            f"of x, shape {feature_shape}"
+        )
+    ids = np.unique(mask)
+    if ids.size == 0 or ids[0] != 0 or ids[-1] != ids.size - 1:
+        shown = ", ".join(map(str, ids[:8])) + (", ..." if ids.size > 8 else "")
+        raise ValueError(
+            f"feature_mask must number its groups 0..G-1, each id used at least once; "
+            f"got the ids {shown}"
+        )
+    return np.ascontiguousarray(np.broadcast_to(mask, feature_shape), dtype=np.int32), int(ids.size)
+
+
+def axis_sizes(name: str, value, x) -> tuple:
+    """One size >= 1 per non-batch axis of x (a window, a stride, a patch)."""
+    rank = x.ndim - 1
+    if not isinstance(value, (tuple, list)) or not all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value
+    ):
+        raise TypeError(
+            f"{name} must be a tuple of ints, one per non-batch axis of x (shape "
+            f"{tuple(x.shape)}), got {value!r}"
+        )
+    if len(value) != rank:
+        raise ValueError(
+            f"{name} has {len(value)} sizes but x of shape {tuple(x.shape)} has {rank} "
+            f"non-batch axes; give one size per axis, e.g. {(2,) * rank}"
+        )
+    if min(value, default=1) < 1:
+        raise ValueError(f"{name} must be >= 1 on every axis, got {tuple(value)}")
+    return tuple(int(v) for v in value)
+
+
+def window(value, stride, x):
+    """`(window, stride)` of a window sliding over one example of x; the stride is an int
+    (every axis), a tuple, or None (the window: no overlap)."""
+    if x.ndim < 2:
+        raise ValueError(
+            f"occlusion needs x with a non-batch axis to slide over, got shape {tuple(x.shape)}"
+        )
+    value = axis_sizes("window", value, x)
+    if any(w > n for w, n in zip(value, x.shape[1:])):
+        raise ValueError(
+            f"window {value} is larger than one example of x, shape {tuple(x.shape[1:])}"
+        )
+    if isinstance(stride, (int, np.integer)) and not isinstance(stride, bool):
+        stride = (stride,) * len(value)
+    stride = value if stride is None else axis_sizes("stride", stride, x)
+    return value, stride
+
+
+def input_bound(name: str, value, x):
+    """The lowest (`low`) or highest (`high`) value input features can take, broadcastable
+    to x; required by the z-box rule."""
+    if value is None:
+        raise ValueError(
+            f"{name} is required for the z-box rule: the lowest (low) and highest (high) "
+            "value each input feature can take, e.g. low=0.0, high=1.0 for images in [0, 1]"
+        )
+    return broadcastable(name, as_float_array(name, value), x)

@@ -22,13 +22,16 @@ class Attribution:
         `target="predicted"` this says which class that was.
       delta: for path methods, the signed completeness gap per example and target,
         `sum(values) - (F(x) - F(baseline))`; `None` where it has no meaning.
-      extras: method-specific arrays, e.g. `"output_difference"` = F(x) - F(baseline).
+      extras: method-specific arrays, e.g. `"steps"` for `steps="auto"`.
+      output_difference: F_t(x) - F_t(baseline) per example and target, for the
+        methods that compare the input with a reference; `None` for the others.
     """
 
     values: Array
     target: Array
     delta: Optional[Array] = None
     extras: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    output_difference: Optional[Array] = None
 
     @property
     def relative_delta(self) -> Optional[Array]:
@@ -37,13 +40,13 @@ class Attribution:
         Zero for an exact integral; the IG paper calls an answer within 5% (0.05) good.
         `None` for methods without a completeness gap.
         """
-        if self.delta is None or "output_difference" not in self.extras:
+        if self.delta is None or self.output_difference is None:
             return None
-        scale = jnp.abs(self.extras["output_difference"])
+        scale = jnp.abs(self.output_difference)
         tiny = jnp.finfo(jnp.result_type(scale)).tiny
         return jnp.abs(self.delta) / jnp.maximum(scale, tiny)
 
 
 jax.tree_util.register_dataclass(
-    Attribution, data_fields=["values", "target", "delta", "extras"], meta_fields=[]
+    Attribution, data_fields=["values", "target", "delta", "extras", "output_difference"], meta_fields=[]
 )

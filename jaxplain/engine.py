@@ -40,7 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxplain.backends import cpu
-from jaxplain.model import Model
+from jaxplain.attribution import Attribution
+from jaxplain.model import Model, Targets
 
 Array = jax.Array
 
@@ -168,12 +169,14 @@ def forward(model: Model, x: Array) -> Array:
     return model(x)
 
 
-def forward_rows(model: Model, rows: Array, *, chunk_size: int) -> Array:
+def forward_rows(model: Model, rows: Array, *, chunk_size: Optional[int] = None) -> Array:
     """The model's outputs (M, classes) for M rows, `chunk_size` rows at a time.
 
     For row sets whose size is the user's (a background set of references), so that
-    the activations held are one chunk's, whatever M.
+    the activations held are one chunk's, whatever M. By default as many rows as the
+    chunk budget allows (`default_chunk_size`).
     """
+    chunk_size = points_per_chunk(chunk_size, model, rows[:1], rows.shape[0])
 
     def chunk(carry, start, size, _):
         outputs = model(jax.lax.dynamic_slice_in_dim(rows, start, size))
@@ -387,6 +390,94 @@ def explain_copies(explain, copies, targets, arrays: dict, keys=None):
     return values.reshape((batch, size) + values.shape[1:])
 
 
+def points_per_chunk(chunk_size: Optional[int], model: Model, x, count: int, *, context=None) -> int:
+    """The chunk a program evaluates `count` points in: the caller's `chunk_size` (at most
+    `count`), or `default_chunk_size` when it is None. Called while tracing, where the
+    point count is static, so no method restates its count to size its chunk."""
+    if chunk_size is None:
+        return default_chunk_size(model, x, count, context=context)
+    return max(1, min(int(chunk_size), count))
+
+
+# --- the skeleton every method shares ---------------------------------------------------
+
+
+def accumulation_dtype(value) -> Any:
+    """The dtype weights are applied and sums kept in: float32, or wider if `value`'s
+    dtype is (a bfloat16 model keeps float32 sums). `value` is an array or a dtype."""
+    return jnp.promote_types(jnp.result_type(value), jnp.float32)
+
+
+def tie(value: Array, dependency: Array) -> Array:
+    """`value` (R, ...), available only once `dependency` (R, ...) is computed: each row
+    waits for the first element of its own row of `dependency` (see `after`)."""
+    first = dependency.reshape(dependency.shape[0], -1)[:, :1]
+    return after(value, first.reshape((value.shape[0],) + (1,) * (value.ndim - 1)))
+
+
+class Endpoints(NamedTuple):
+    """What a method knows after its first forward pass (see `endpoints`).
+
+    Attributes:
+      targets: (B, k) int classes, resolved at x (from `target="predicted"`, `top_k`).
+      at_x: (B, k) target outputs at x, in the accumulation dtype.
+      at_reference: (B, k) target outputs at the reference, or None without one.
+      x: x, tied to this pass: what the method evaluates its points from.
+    """
+
+    targets: Array
+    at_x: Array
+    at_reference: Optional[Array]
+    x: Array
+
+
+def endpoints(model: Model, x: Array, targets: Targets, reference: Optional[Array] = None) -> Endpoints:
+    """One forward pass over x (and a reference per example, (B, ...)), before any point.
+
+    Resolves `targets` at x and returns x tied to the pass
+    (`tie`), so that the points that follow wait for it instead of competing with it
+    for the cores.
+    """
+    batch = x.shape[0]
+    rows = x if reference is None else jnp.concatenate([x, reference.astype(x.dtype)])
+    outputs = forward(model, rows)
+    chosen = targets.resolve(outputs[:batch])
+
+    def pick(outputs):
+        return jnp.take_along_axis(outputs, chosen, axis=1).astype(accumulation_dtype(x))
+
+    at_x = pick(outputs[:batch])
+    at_reference = None if reference is None else pick(outputs[batch:])
+    return Endpoints(chosen, at_x, at_reference, tie(x, at_x))
+
+
+def completeness_gap(values: Array, difference: Array) -> Array:
+    """sum(values) - difference per example and target: values (B, k, ...), (B, k)."""
+    return values.reshape(values.shape[:2] + (-1,)).sum(axis=-1) - difference
+
+
+def attribution(targets: Targets, values: Array, chosen: Array, *, difference: Optional[Array] = None,
+                delta: Any = None, extras: Optional[dict] = None) -> Attribution:
+    """The `Attribution` of per-target values (B, k, ...) for the classes `chosen` (B, k).
+
+    `difference` is F_t(x) - F_t(reference) (B, k), for methods with a reference;
+    `delta` is their completeness gap (B, k): an array, "sum" for
+    `completeness_gap(values, difference)`, or None for methods that promise no
+    completeness. Every field, and every array in `extras`, drops the target axis when
+    one target per example was asked for (`Targets.squeeze`).
+    """
+    if isinstance(delta, str):
+        delta = completeness_gap(values, difference)
+    squeeze = functools.partial(jax.tree_util.tree_map, targets.squeeze)
+    return Attribution(
+        values=targets.squeeze(values),
+        target=targets.squeeze(chosen),
+        delta=None if delta is None else targets.squeeze(delta),
+        extras=squeeze(extras or {}),
+        output_difference=None if difference is None else targets.squeeze(difference),
+    )
+
+
 def _chunk_weights(weights, params, start, size: int, batch: int, dtype):
     """The chunk's weights as (B, size): from a (K,) or (K, B) array, or a callable of the
     chunk's parameters returning (size,) or (size, B)."""
@@ -425,7 +516,8 @@ def path_gradients(
         alphas of a path), or `Indexed` parameters made one chunk at a time.
       weights: (K,) or (K, B) weight of each point, or a callable of a chunk's
         parameters returning its weights, (size,) or (size, B).
-      chunk_size: points evaluated at once (static, >= 1).
+      chunk_size: points evaluated at once (static, >= 1), or None for
+        `default_chunk_size` (sized from the point count, while tracing).
       contribution_fn: `contribution_fn(params, x, grads) -> grads'`, applied to one
         chunk's gradients of shape (B, size, k, *x.shape[1:]) before they are weighted
         and summed; `params` holds the chunk's point parameters (leading axis size).
@@ -440,7 +532,9 @@ def path_gradients(
       target outputs at every point, (B, K, k) (None without `keep_outputs`).
     """
     batch, count = x.shape[0], targets.shape[1]
-    acc_dtype = jnp.promote_types(x.dtype, jnp.float32)
+    acc_dtype = accumulation_dtype(x)
+    points = point_count(point_params)
+    chunk_size = points_per_chunk(chunk_size, model, x, points, context=context)
 
     def chunk(total, start, size, x):
         params = chunk_params(point_params, start, size)
@@ -461,7 +555,6 @@ def path_gradients(
         partial = (grads.reshape(batch, size, -1) * chunk_weights[:, :, None]).sum(axis=1)
         return compensated_add(total, partial.reshape(x.shape[:1] + (count,) + x.shape[1:])), chosen
 
-    points = point_count(point_params)
     zeros = jnp.zeros((batch, count) + x.shape[1:], acc_dtype)
     (total, _), outputs = fold_chunks(
         chunk,
@@ -486,7 +579,7 @@ def fold_outputs(
     fold: Callable,
     init: Any,
     *,
-    chunk_size: int,
+    chunk_size: Optional[int] = None,
 ) -> Any:
     """Folds the target outputs at K points per example into `init`, chunk by chunk.
 
@@ -500,15 +593,15 @@ def fold_outputs(
     Returns the final carry.
     """
     batch, count = x.shape[0], targets.shape[1]
-    acc_dtype = jnp.promote_types(x.dtype, jnp.float32)
+    acc_dtype = accumulation_dtype(x)
+    points = point_count(point_params)
+    chunk_size = points_per_chunk(chunk_size, model, x, points)
 
     def chunk(carry, start, size, x):
         params = chunk_params(point_params, start, size)
         outputs = model(_points(point_fn, params, x, batch))
         chosen = jnp.take_along_axis(outputs, _rows(targets, size), axis=1)
         return fold(carry, params, chosen.reshape(batch, size, count).astype(acc_dtype)), None
-
-    points = point_count(point_params)
 
     def dependency(carry):  # one element of every leaf: whichever the outputs reach
         first = sum(leaf.reshape(-1)[0].astype(acc_dtype) for leaf in jax.tree_util.tree_leaves(carry))
@@ -526,7 +619,7 @@ def path_outputs(
     point_fn: Callable[[Any, Array], Array],
     point_params: Any,
     *,
-    chunk_size: int,
+    chunk_size: Optional[int] = None,
 ) -> Array:
     """The target outputs at K points per example, F_t(point_fn(param_k, x)), chunked.
 
@@ -539,12 +632,14 @@ def path_outputs(
       targets: (B, k) int class indices.
       point_fn: `point_fn(param, x) -> (B, ...)`, e.g. x with one window occluded.
       point_params: a pytree whose leaves have a leading axis of size K, or `Indexed`.
-      chunk_size: points evaluated at once (static, >= 1).
+      chunk_size: points evaluated at once (static, >= 1), or None for the default.
 
     Returns:
       The target outputs (B, K, k), in the model's output dtype.
     """
     batch, count = x.shape[0], targets.shape[1]
+    points = point_count(point_params)
+    chunk_size = points_per_chunk(chunk_size, model, x, points)
 
     def chunk(total, start, size, x):
         outputs = model(_points(point_fn, chunk_params(point_params, start, size), x, batch))
@@ -552,7 +647,6 @@ def path_outputs(
         chosen = chosen.reshape(batch, size, count)
         return total + chosen.sum(axis=1), chosen
 
-    points = point_count(point_params)
     _, outputs = fold_chunks(
         chunk,
         points,
@@ -669,7 +763,7 @@ def chunk_budget_bytes() -> int:
     return max(physical // 8, DEFAULT_CHUNK_BYTES) if physical else DEFAULT_CHUNK_BYTES
 
 
-def default_chunk_size(model: Model, x, num_points: int) -> int:
+def default_chunk_size(model: Model, x, num_points: int, *, context=None) -> int:
     """Points per chunk when the caller does not choose.
 
     The largest chunk whose saved activations fit the memory budget: a quarter of the
@@ -677,9 +771,9 @@ def default_chunk_size(model: Model, x, num_points: int) -> int:
     the environment variable JAXPLAIN_CHUNK_BYTES. The activations a row keeps for its backward pass are
     measured by abstract evaluation (no compilation), once per model and input shape.
     On the CPU a chunk is further capped at a fixed amount of work (`cpu.chunk_points`),
-    so that its size, and the memory, do not grow with the number of points.
+    so that its size, and the memory, do not grow with the number of points. `context`: as for `path_gradients`.
     """
-    per_row = _row_bytes(model, x)
+    per_row = _row_bytes(model, x, context)
     batch = max(1, x.shape[0])
     size = chunk_budget_bytes() // per_row // batch
     cap = cpu.chunk_points(per_row, batch)

@@ -91,7 +91,7 @@ def test_efficiency_correction_makes_the_values_sum_to_the_output_change(supervi
     chosen = np.asarray(corrected.target)
     at_reference = np.asarray(MODEL(np.zeros((1, FEATURES))))[0]
     expected = np.take_along_axis(np.asarray(MODEL(X_TEST)), chosen, 1) - at_reference[chosen]
-    np.testing.assert_allclose(corrected.extras["output_difference"], expected, atol=1e-5)
+    np.testing.assert_allclose(corrected.output_difference, expected, atol=1e-5)
     np.testing.assert_allclose(corrected.values.sum(-1), expected, atol=1e-5)
     np.testing.assert_allclose(corrected.delta, 0.0, atol=1e-5)
     np.testing.assert_allclose(raw.delta, raw.values.sum(-1) - expected, atol=1e-5)

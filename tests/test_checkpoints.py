@@ -90,4 +90,4 @@ def test_shipped_explainer_reproduces_its_recorded_fidelity(name):
     assert l2 < 0.5
     if metadata["completeness"]:
         assert float(np.max(np.abs(np.asarray(result.delta)))) < 1e-4 * max(
-            1.0, float(np.max(np.abs(np.asarray(result.extras["output_difference"])))))
+            1.0, float(np.max(np.abs(np.asarray(result.output_difference)))))

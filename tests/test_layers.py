@@ -170,11 +170,11 @@ def test_layer_integrated_gradients_is_complete_on_an_mlp_layer(rng):
     assert a.values.shape == (8, 16)
     assert float(a.relative_delta.max()) <= 1e-4
     # everything after Dense_1 reads only its output: both differences agree
-    np.testing.assert_allclose(a.extras["layer_output_difference"], a.extras["output_difference"], atol=1e-5)
+    np.testing.assert_allclose(a.extras["layer_output_difference"], a.output_difference, atol=1e-5)
     logits = model(jnp.asarray(x))
     rows = np.arange(8)
     expected = logits[rows, a.target] - model(jnp.zeros_like(x))[rows, a.target]
-    np.testing.assert_allclose(a.extras["output_difference"], expected, rtol=1e-5)
+    np.testing.assert_allclose(a.output_difference, expected, rtol=1e-5)
 
 
 def test_layer_integrated_gradients_on_an_identity_layer_equals_integrated_gradients(rng):
@@ -244,12 +244,12 @@ def test_layer_integrated_gradients_inside_a_resnet_block_keeps_the_skip_connect
     expected = logits[:, [1, 3]] - start[:, [1, 3]]
     np.testing.assert_allclose(a.extras["layer_output_difference"], expected, rtol=1e-4, atol=1e-6)
     # the skip connection matters here: F(b) is far from the path's start
-    gap = np.abs(a.extras["output_difference"] - a.extras["layer_output_difference"])
+    gap = np.abs(a.output_difference - a.extras["layer_output_difference"])
     assert np.linalg.norm(gap) > 0.2 * np.linalg.norm(expected)
     # completeness along the layer path, and delta measured against F(x) - F(b)
     totals = a.values.reshape(2, 2, -1).sum(axis=-1)
     np.testing.assert_allclose(totals, expected, rtol=1e-3, atol=1e-5)
-    np.testing.assert_allclose(a.delta, totals - a.extras["output_difference"], atol=1e-5)
+    np.testing.assert_allclose(a.delta, totals - a.output_difference, atol=1e-5)
 
 
 def test_token_attributions_on_synthetic_text_find_the_planted_triggers():

@@ -8,7 +8,7 @@ import scipy.stats
 
 import jaxplain
 from jaxplain import metrics
-from jaxplain.methods.integrated import _blur
+from jaxplain.blur import gaussian as _blur
 from jaxplain.metrics import curves
 
 from conftest import linear_model, mlp_model
@@ -344,7 +344,7 @@ ERRORS = [
     (lambda: metrics.road(MLP, X, RANDOM, target=1, key=KEY, percentages=(50, 120)), ValueError, "percentages"),
     (lambda: metrics.road(MLP, X, RANDOM, target=1, key=KEY, order="top"), ValueError, "order"),
     (lambda: metrics.sensitivity_max(jaxplain.saliency, MLP, X, target=1, key=KEY, radius=-1.0), ValueError, "radius"),
-    (lambda: metrics.sensitivity_max("saliency", MLP, X, target=1, key=KEY), TypeError, "method"),
+    (lambda: metrics.sensitivity_max(3, MLP, X, target=1, key=KEY), TypeError, "method"),
     (lambda: metrics.randomisation_check(jaxplain.saliency, MLP, X, target=1, key=KEY, layers=["conv"]), ValueError,
      "layers"),
     (lambda: metrics.top_k_overlap(X, X, 9), ValueError, "k must be"),

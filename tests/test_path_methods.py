@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import jaxplain
-from jaxplain.methods.integrated import _blur, blur_ig, expected_gradients, guided_ig, idgi
+from jaxplain.blur import gaussian as _blur
+from jaxplain.methods.integrated import blur_ig, expected_gradients, guided_ig, idgi
 
 from conftest import TinyCNN, linear_model, mlp_model
 

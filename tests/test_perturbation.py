@@ -108,7 +108,7 @@ def test_exact_shapley_is_efficient_on_an_mlp():
     outputs_x, outputs_b = MODEL(jnp.asarray(X)), MODEL(jnp.full_like(X, 0.5))
     rows = np.arange(len(X))
     difference = outputs_x[rows, a.target] - outputs_b[rows, a.target]
-    np.testing.assert_allclose(a.extras["output_difference"], difference, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a.output_difference, difference, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(a.values.sum(axis=1), difference, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(a.delta, 0.0, atol=1e-5)
 
@@ -370,9 +370,9 @@ P = perturbation
         (TypeError, "samples must be an int", lambda: P.kernel_shap(LINEAR, X4, target=0, samples=10.0, key=KEY)),
         (ValueError, "samples must be even with antithetic=True", lambda: P.shapley_sampling(LINEAR, X4, target=0, samples=3, key=KEY)),
         (ValueError, "samples must be even with paired=True", lambda: P.kernel_shap(LINEAR, X4, target=0, samples=5, key=KEY)),
-        (TypeError, "antithetic must be a bool", lambda: P.shapley_sampling(LINEAR, X4, target=0, antithetic="yes", key=KEY)),
+        (TypeError, "antithetic must be True or False", lambda: P.shapley_sampling(LINEAR, X4, target=0, antithetic="yes", key=KEY)),
         (ValueError, "kernel_shap needs at least 2 groups", lambda: P.kernel_shap(LINEAR, X4, target=0, feature_mask=np.zeros(4, int), key=KEY)),
-        (ValueError, "kernel_width must be a finite number > 0, got 0", lambda: P.lime(LINEAR, X4, target=0, kernel_width=0, key=KEY)),
+        (ValueError, "kernel_width must be a finite number > 0.0, got 0", lambda: P.lime(LINEAR, X4, target=0, kernel_width=0, key=KEY)),
         (TypeError, "key is required", lambda: P.shapley_sampling(LINEAR, X4, target=0, key=None)),
         (TypeError, "key must be a single", lambda: P.lime(LINEAR, X4, target=0, key=0)),
         (ValueError, "chunk_size must be >= 1, got 0", lambda: P.exact_shapley(LINEAR, X4, target=0, chunk_size=0)),

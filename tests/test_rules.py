@@ -127,7 +127,7 @@ def test_deeplift_summation_to_delta(name, rng):
         a = rules.deeplift(model, x, target=target, baseline=baseline)
         reference = np.broadcast_to(baseline, shape).astype(np.float32)
         difference = _target_outputs(model, x, target) - _target_outputs(model, reference, target)
-        np.testing.assert_allclose(a.extras["output_difference"], difference, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a.output_difference, difference, rtol=1e-5, atol=1e-6)
         gap = np.abs(_sums(a.values) - difference)
         assert np.all(gap <= 1e-4 * np.maximum(np.abs(difference), 1e-2)), (gap, difference)
         np.testing.assert_allclose(a.delta, _sums(a.values) - difference, atol=1e-5)
@@ -156,7 +156,7 @@ def test_deeplift_shap_sums_to_mean_reference_difference_and_averages_deeplift(r
     a = rules.deeplift_shap(model, x, target=target, background=references, chunk_size=3)
     mean_reference = np.mean([_target_outputs(model, np.broadcast_to(r, x.shape), target) for r in references], axis=0)
     difference = _target_outputs(model, x, target) - mean_reference
-    np.testing.assert_allclose(a.extras["output_difference"], difference, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a.output_difference, difference, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(_sums(a.values), difference, rtol=1e-4, atol=1e-5)
     separate = np.mean([rules.deeplift(model, x, target=target, baseline=r).values for r in references], axis=0)
     np.testing.assert_allclose(a.values, separate, rtol=1e-5, atol=1e-6)
@@ -246,7 +246,7 @@ def test_lrp_epsilon_conserves_relevance_without_biases(make, shape, rng):
     a = rules.lrp(model, x, target="predicted", rule="epsilon", epsilon=1e-9)
     outputs = _target_outputs(model, x, np.asarray(a.target))
     np.testing.assert_allclose(_sums(a.values), outputs, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(a.extras["output_difference"], outputs, rtol=1e-5)
+    np.testing.assert_allclose(a.output_difference, outputs, rtol=1e-5)
     np.testing.assert_allclose(a.delta, 0.0, atol=1e-5)
 
 
@@ -532,7 +532,7 @@ def test_product_of_inputs_is_refused_with_its_primitive_and_location():
         (ValueError, "x must lie within \\[low, high\\]", lambda m, x: rules.lrp(m, x, target=0, rule="zbox", low=0.0, high=0.5)),
         (ValueError, "high of shape \\(5,\\) cannot be broadcast", lambda m, x: rules.lrp(m, x, target=0, rule="zbox", low=-9, high=np.ones(5))),
         (ValueError, "low and high are used by the z-box rule only", lambda m, x: rules.lrp(m, x, target=0, low=0.0)),
-        (ValueError, "epsilon must be finite and >= 0", lambda m, x: rules.lrp(m, x, target=0, epsilon=-1.0)),
+        (ValueError, "epsilon must be a finite number >= 0.0", lambda m, x: rules.lrp(m, x, target=0, epsilon=-1.0)),
         (TypeError, "gamma must be a number", lambda m, x: rules.lrp(m, x, target=0, rule="gamma", gamma="big")),
         (ValueError, "background must have shape \\(M, 6\\)", lambda m, x: rules.deeplift_shap(m, x, target=0, background=np.zeros(6))),
         (ValueError, "baseline of shape \\(5,\\) cannot be broadcast", lambda m, x: rules.deeplift(m, x, target=0, baseline=np.zeros(5))),

@@ -23,11 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from jaxplain import _checks, io
+from jaxplain import _checks, engine, io
 from jaxplain._store import file_sha256
 from jaxplain.amortized import networks
 from jaxplain.attribution import Attribution
-from jaxplain.methods.perturbation import _feature_groups
 from jaxplain.model import Model, Targets, normalize_targets
 
 KIND = "explainer"
@@ -94,7 +93,7 @@ class Explainer:
           An `Attribution` with `values` shaped like x (or `(batch, k, ...)`), `target`,
           and, where the explainer's values are meant to sum to the output change,
           `delta` (after the correction, zero up to rounding when it is applied),
-          `extras["output_difference"]` = F_t(x) - F_t(reference) and
+          `output_difference` = F_t(x) - F_t(reference) and
           `extras["raw_delta"]`, the gap before the correction (what `selective` checks).
         """
         meta = self.metadata
@@ -132,7 +131,7 @@ class Explainer:
         shape = tuple(self.metadata["input_shape"])
         if self.metadata["feature_mask"] is None:
             return None, int(np.prod(shape))
-        mask, groups = _feature_groups(np.asarray(self.metadata["feature_mask"]), np.empty((1, *shape)))
+        mask, groups = _checks.feature_mask(np.asarray(self.metadata["feature_mask"]), np.empty((1, *shape)))
         return mask, groups
 
     def reference(self, dtype=None):
@@ -184,15 +183,12 @@ def _explain(
         if efficiency:
             picked = picked - raw_delta[..., None] / groups
         delta = picked.sum(axis=-1) - difference
-        extras = {"output_difference": difference, "raw_delta": raw_delta}
+        extras = {"raw_delta": raw_delta}
+    else:
+        difference = None
     values = picked if mask is None else picked[..., mask.reshape(-1)]
     values = values.reshape(batch, chosen.shape[1], *x.shape[1:])
-    return Attribution(
-        values=targets.squeeze(values),
-        target=targets.squeeze(chosen),
-        delta=None if delta is None else targets.squeeze(delta),
-        extras={name: targets.squeeze(value) for name, value in extras.items()},
-    )
+    return engine.attribution(targets, values, chosen, difference=difference, delta=delta, extras=extras)
 
 
 def to_groups(values, mask, groups: int):

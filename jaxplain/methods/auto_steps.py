@@ -91,7 +91,7 @@ def integrate(model, rows_x, rows_baseline, row_targets, at_baseline, at_x, *, t
     """
     count = rows_x.shape[0]
     feature_shape = rows_x.shape[1:]
-    acc = jnp.promote_types(rows_x.dtype, jnp.float32)
+    acc = engine.accumulation_dtype(rows_x)
     span = (rows_x - rows_baseline).astype(acc).reshape(count, -1)
     keep = keep_sums
     # a round's gradients: the outer thirds' midpoints, and without kept sums the cut

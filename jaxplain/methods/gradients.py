@@ -15,7 +15,7 @@ def _input_gradients(model: Model, x, targets: Targets, *, times_input: bool, ab
     _, chosen, grads = engine.gradients(model, x, targets.resolve)
     values = x[:, None] * grads if times_input else grads
     values = jnp.abs(values) if absolute else values
-    return Attribution(targets.squeeze(values), targets.squeeze(chosen))
+    return engine.attribution(targets, values, chosen)
 
 
 @register("gradient")

@@ -2,58 +2,25 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxplain import _checks, _random, engine, schedules
+from jaxplain import _checks, _random, blur, engine, schedules
 from jaxplain.attribution import Attribution
 from jaxplain.methods import auto_steps
 from jaxplain.methods.registry import register
 from jaxplain.model import Model, Targets
 
 
-def _chosen(outputs, chosen):
-    return jnp.take_along_axis(outputs, chosen, axis=1)
-
-
-def _endpoint_pass(model, x, others, targets: Targets):
-    """One forward pass over [x; others], before any gradient.
-
-    Returns the targets resolved at x, the chosen outputs at x (B, k), the full outputs
-    at `others`, and x tied to this pass so the gradients that follow wait for it
-    (see `engine.after`).
-    """
-    batch = x.shape[0]
-    outputs = engine.forward(model, jnp.concatenate([x, others.astype(x.dtype)]))
-    chosen = targets.resolve(outputs[:batch])
-    at_x = _chosen(outputs[:batch], chosen).astype(jnp.promote_types(x.dtype, jnp.float32))
-    tied_x = engine.after(x, at_x[:, :1].reshape((batch,) + (1,) * (x.ndim - 1)))
-    return chosen, at_x, outputs[batch:], tied_x
-
-
-def _path_attribution(values, chosen, difference, targets: Targets) -> Attribution:
-    """An Attribution with delta = sum(values) - (F(x) - F(baseline)) per example and target."""
-    batch, count = chosen.shape
-    delta = values.reshape(batch, count, -1).sum(axis=-1) - difference
-    return Attribution(
-        values=targets.squeeze(values),
-        target=targets.squeeze(chosen),
-        delta=targets.squeeze(delta),
-        extras={"output_difference": targets.squeeze(difference)},
-    )
-
-
 @engine.program(static_argnames=("steps", "schedule", "chunk_size"))
 def _integrated_gradients(model, x, baseline, targets: Targets, *, steps, schedule, chunk_size):
     baseline = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
-    chosen, at_x, at_baseline, tied_x = _endpoint_pass(model, x, baseline, targets)
+    ends = engine.endpoints(model, x, targets, baseline)
     gradient_sum, _ = engine.path_gradients(
         model,
-        tied_x,
-        chosen,
+        ends.x,
+        ends.targets,
         lambda point, x: baseline + point[0].astype(x.dtype) * (x - baseline),
         engine.Indexed(steps, schedules.points(schedule, steps)),
         lambda point: point[1],
@@ -61,7 +28,13 @@ def _integrated_gradients(model, x, baseline, targets: Targets, *, steps, schedu
         keep_outputs=False,
     )
     values = gradient_sum * (x - baseline)[:, None]
-    return _path_attribution(values, chosen, at_x - _chosen(at_baseline, chosen), targets)
+    return _path_attribution(targets, values, ends)
+
+
+def _path_attribution(targets: Targets, values, ends: engine.Endpoints, extras=None):
+    """A path method's Attribution: delta = sum(values) - (F(x) - F(baseline))."""
+    return engine.attribution(targets, values, ends.targets, difference=ends.at_x - ends.at_reference,
+                              delta="sum", extras=extras)
 
 
 def _one_target_per_row(x, baseline, chosen):
@@ -76,20 +49,19 @@ def _pilot_integrated_gradients(model, x, baseline, targets: Targets, *, steps, 
                                 pilot_steps, chunk_size):
     batch = x.shape[0]
     baseline = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
-    chosen, at_x, at_baseline, tied_x = _endpoint_pass(model, x, baseline, targets)
-    rows_x, rows_baseline, row_targets = _one_target_per_row(tied_x, baseline, chosen)
-    ends = (_chosen(at_baseline, chosen).reshape(-1, 1), at_x.reshape(-1, 1))
+    ends = engine.endpoints(model, x, targets, baseline)
+    rows_x, rows_baseline, row_targets = _one_target_per_row(ends.x, baseline, ends.targets)
 
     def point(alpha, x):
         alpha = jnp.broadcast_to(alpha, x.shape[:1]).reshape((-1,) + (1,) * (x.ndim - 1))
         return rows_baseline + alpha.astype(x.dtype) * (x - rows_baseline)
 
     # Forward-only pilot at the interior alphas j / N; the ends are already known.
-    pilot = [ends[0], ends[1]]
+    pilot = [ends.at_reference.reshape(-1, 1), ends.at_x.reshape(-1, 1)]
     if pilot_steps > 1:
         interior = jnp.arange(1, pilot_steps, dtype=x.dtype) / pilot_steps
         outputs = engine.path_outputs(model, rows_x, row_targets, point, interior, chunk_size=chunk_size)
-        pilot.insert(1, outputs[:, :, 0].astype(ends[0].dtype))
+        pilot.insert(1, outputs[:, :, 0].astype(pilot[0].dtype))
     pilot = jnp.concatenate(pilot, axis=1)
     at = schedules.pilot_points(schedule, pilot, steps)  # each chunk's alphas and weights
 
@@ -97,13 +69,11 @@ def _pilot_integrated_gradients(model, x, baseline, targets: Targets, *, steps, 
         return jax.tree_util.tree_map(jnp.transpose, at(indices))
 
     gradient_sum, _ = engine.path_gradients(
-        model, engine.after(rows_x, pilot[:, -1:].reshape((-1,) + (1,) * (x.ndim - 1)).astype(x.dtype)),
-        row_targets, lambda params, x: point(params[0], x), engine.Indexed(steps, params_at),
+        model, engine.tie(rows_x, pilot), row_targets, lambda params, x: point(params[0], x), engine.Indexed(steps, params_at),
         lambda params: params[1], chunk_size=chunk_size, keep_outputs=False,
     )
-    gradient_sum = gradient_sum.reshape((batch, chosen.shape[1]) + x.shape[1:])
-    values = gradient_sum * (x - baseline)[:, None]
-    return _path_attribution(values, chosen, at_x - _chosen(at_baseline, chosen), targets)
+    gradient_sum = gradient_sum.reshape((batch, targets.count) + x.shape[1:])
+    return _path_attribution(targets, gradient_sum * (x - baseline)[:, None], ends)
 
 
 @engine.program(static_argnames=("max_steps", "keep_sums"))
@@ -111,18 +81,16 @@ def _auto_integrated_gradients(model, x, baseline, targets: Targets, tolerance, 
                                keep_sums):
     batch = x.shape[0]
     baseline = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
-    chosen, at_x, at_baseline, tied_x = _endpoint_pass(model, x, baseline, targets)
-    rows_x, rows_baseline, row_targets = _one_target_per_row(tied_x, baseline, chosen)
+    ends = engine.endpoints(model, x, targets, baseline)
+    rows_x, rows_baseline, row_targets = _one_target_per_row(ends.x, baseline, ends.targets)
     gradient_sum, steps, forward_steps, converged = auto_steps.integrate(
-        model, rows_x, rows_baseline, row_targets, _chosen(at_baseline, chosen).reshape(-1),
-        at_x.reshape(-1), tolerance=tolerance, max_steps=max_steps, keep_sums=keep_sums,
+        model, rows_x, rows_baseline, row_targets, ends.at_reference.reshape(-1),
+        ends.at_x.reshape(-1), tolerance=tolerance, max_steps=max_steps, keep_sums=keep_sums,
     )
-    shape = (batch, chosen.shape[1])
+    shape = (batch, targets.count)
     values = gradient_sum.reshape(shape + x.shape[1:]) * (x - baseline)[:, None]
-    attribution = _path_attribution(values, chosen, at_x - _chosen(at_baseline, chosen), targets)
-    extras = {name: targets.squeeze(value.reshape(shape)) for name, value in
-              (("steps", steps), ("forward_steps", forward_steps), ("converged", converged))}
-    return dataclasses.replace(attribution, extras={**attribution.extras, **extras})
+    extras = {"steps": steps, "forward_steps": forward_steps, "converged": converged}
+    return _path_attribution(targets, values, ends, {k: v.reshape(shape) for k, v in extras.items()})
 
 
 @register("path")
@@ -191,7 +159,7 @@ def integrated_gradients(
 
     Returns:
       An `Attribution` with `values` shaped like `x` (or `(batch, k, ...)`), `target`,
-      `delta` and `extras["output_difference"]`; with steps="auto" also
+      `delta` and `output_difference`; with steps="auto" also
       `extras["steps"]` (gradient evaluations used), `extras["forward_steps"]` and
       `extras["converged"]` (False where the cap stopped it) per example.
 
@@ -223,7 +191,7 @@ def integrated_gradients(
                 "steps='auto' chooses its own points (adaptive Gauss-Legendre intervals, see "
                 "jaxplain.methods.auto_steps): leave schedule, pilot_steps and chunk_size unset"
             )
-        tolerance = _checks.fraction("tolerance", tolerance, low=0.0, high=1.0)
+        tolerance = _checks.fraction("tolerance", tolerance)
         max_steps = _checks.positive_int("max_steps", max_steps)
         if max_steps > auto_steps.MAX_STEPS:
             raise ValueError(
@@ -233,7 +201,7 @@ def integrated_gradients(
             )
         rows = x.shape[0] * targets.count
         features = int(np.prod(x.shape[1:], dtype=np.int64))
-        keep_sums = auto_steps.keeps_sums(rows, features, max_steps, jnp.promote_types(x.dtype, jnp.float32))
+        keep_sums = auto_steps.keeps_sums(rows, features, max_steps, engine.accumulation_dtype(x))
         return _auto_integrated_gradients(
             model, x, baseline, targets, jnp.asarray(tolerance, jnp.float32), max_steps=max_steps,
             keep_sums=keep_sums,
@@ -250,7 +218,7 @@ def integrated_gradients(
                 f"pilot_steps must be <= steps (every pilot interval gets a point), got "
                 f"pilot_steps={pilot_steps} and steps={steps}"
             )
-        chunk_size = _checks.chunk_size(chunk_size, model, x, max(steps, pilot_steps - 1))
+        chunk_size = _checks.chunk_size(chunk_size)
         return _pilot_integrated_gradients(
             model, x, baseline, targets, steps=steps, schedule=schedule,
             pilot_steps=pilot_steps, chunk_size=chunk_size,
@@ -258,19 +226,20 @@ def integrated_gradients(
     if pilot_steps is not None:
         raise ValueError(f"pilot_steps is used by the pilot schedules {sorted(schedules.PILOT_SCHEDULES)} only, not by schedule={schedule!r}")
     schedules.check_steps(schedule, steps)
-    chunk_size = _checks.chunk_size(chunk_size, model, x, steps)
+    chunk_size = _checks.chunk_size(chunk_size)
     return _integrated_gradients(
         model, x, baseline, targets, steps=steps, schedule=schedule, chunk_size=chunk_size
     )
 
 
-@engine.program(static_argnames=("samples", "chunk_size", "background_chunk"))
-def _expected_gradients(model, x, background, targets: Targets, key, *, samples, chunk_size,
-                        background_chunk):
+@engine.program(static_argnames=("samples", "chunk_size"))
+def _expected_gradients(model, x, background, targets: Targets, key, *, samples, chunk_size):
     batch = x.shape[0]
-    chosen, at_x, _, tied_x = _endpoint_pass(model, x, x[:0], targets)
+    chunk_size = engine.points_per_chunk(chunk_size, model, x, samples)
+    ends = engine.endpoints(model, x, targets)
+    chosen = ends.targets
     # F at every reference, a chunk of references at a time (the set is the user's).
-    at_background = engine.forward_rows(model, background.astype(x.dtype), chunk_size=background_chunk)
+    at_background = engine.forward_rows(model, background.astype(x.dtype))
 
     def draws(indices):
         """Draw i of every example (a reference and an alpha) from `fold_in(key, i)`, so
@@ -292,7 +261,7 @@ def _expected_gradients(model, x, background, targets: Targets, key, *, samples,
         return grads * steps[:, :, None]
 
     gradient_sum, _ = engine.path_gradients(
-        model, tied_x, chosen, point, engine.Indexed(samples, draws),
+        model, ends.x, chosen, point, engine.Indexed(samples, draws),
         lambda draws: jnp.full(draws[1].shape[:1], 1.0 / samples),
         chunk_size=chunk_size, contribution_fn=contribution, keep_outputs=False,
     )
@@ -304,10 +273,10 @@ def _expected_gradients(model, x, background, targets: Targets, key, *, samples,
         outputs = jnp.take_along_axis(at_background[index.T], chosen[:, None, :], axis=2)
         return total + outputs.sum(axis=1).astype(total.dtype), None
 
-    total, _ = engine.fold_chunks(drawn, samples, chunk_size, x, jnp.zeros_like(at_x),
+    total, _ = engine.fold_chunks(drawn, samples, chunk_size, x, jnp.zeros_like(ends.at_x),
                                   dependency=lambda total: total[:, :1].reshape((batch,) + (1,) * (x.ndim - 1)),
                                   unroll=False)
-    return _path_attribution(gradient_sum, chosen, at_x - total / samples, targets)
+    return _path_attribution(targets, gradient_sum, ends._replace(at_reference=total / samples))
 
 
 @register("path", randomized=True)
@@ -350,65 +319,33 @@ def expected_gradients(
         )
     key = _checks.key(key)
     samples = _checks.positive_int("samples", samples)
-    chunk_size = _checks.chunk_size(chunk_size, model, x, samples)
-    background_chunk = engine.default_chunk_size(model, background[:1], background.shape[0])
+    chunk_size = _checks.chunk_size(chunk_size)
     return _expected_gradients(model, x, background, targets, key, samples=samples,
-                               chunk_size=chunk_size, background_chunk=background_chunk)
-
-
-def _blur_matrix(size: int, sigma, radius: int):
-    """The (size, size) matrix of a Gaussian blur with `sigma` along one axis.
-
-    Truncated at `radius` (< size) and normalised; the border reflects (as numpy's
-    "reflect" padding: the edge sample is not repeated). Built in closed form, so the
-    blur of an image is two small matmuls.
-    """
-    i = jnp.arange(size)[:, None]
-    j = jnp.arange(size)[None, :]
-    sigma = jnp.maximum(sigma, 1e-3)  # sigma -> 0 is the identity
-    offsets = jnp.arange(-radius, radius + 1)
-    norm = jnp.exp(-(offsets**2) / (2 * sigma**2)).sum()
-
-    def kernel(t):
-        return jnp.where(jnp.abs(t) <= radius, jnp.exp(-(t**2) / (2 * sigma**2)), 0.0) / norm
-
-    mirror_low = jnp.where(j >= 1, kernel(-j - i), 0.0)
-    mirror_high = jnp.where(j <= size - 2, kernel(2 * (size - 1) - j - i), 0.0)
-    return kernel(j - i) + mirror_low + mirror_high
-
-
-def _blur(x, sigma, max_sigma: float):
-    """Gaussian blur of NHWC-like inputs over their spatial axes (1 .. ndim - 2)."""
-    for axis in range(1, x.ndim - 1):
-        size = x.shape[axis]
-        radius = max(0, min(size - 1, int(np.ceil(3 * max_sigma))))
-        matrix = _blur_matrix(size, sigma, radius).astype(x.dtype)
-        x = jnp.moveaxis(jnp.tensordot(matrix, jnp.moveaxis(x, axis, 0), axes=1), 0, axis)
-    return x
+                               chunk_size=chunk_size)
 
 
 @engine.program(static_argnames=("max_sigma", "steps", "chunk_size"))
 def _blur_ig(model, x, targets: Targets, *, max_sigma, steps, chunk_size):
     sigmas = jnp.linspace(max_sigma, 0.0, steps + 1, dtype=x.dtype)
-    start = _blur(x, sigmas[0], max_sigma)
-    chosen, at_x, at_start, tied_x = _endpoint_pass(model, x, start, targets)
+    start = blur.gaussian(x, sigmas[0], max_sigma)
+    ends = engine.endpoints(model, x, targets, start)
     segments = (sigmas[:-1], sigmas[1:])  # each step goes from blur sigma_k to sigma_{k+1}
 
     def point(segment, x):
-        return _blur(x, 0.5 * (segment[0] + segment[1]), max_sigma)
+        return blur.gaussian(x, 0.5 * (segment[0] + segment[1]), max_sigma)
 
     def contribution(segments, x, grads):
         def step(high, low):
-            return _blur(x, low, max_sigma) - _blur(x, high, max_sigma)
+            return blur.gaussian(x, low, max_sigma) - blur.gaussian(x, high, max_sigma)
 
         change = jax.vmap(step, out_axes=1)(*segments)  # (B, size, ...)
         return grads * change[:, :, None]
 
     gradient_sum, _ = engine.path_gradients(
-        model, tied_x, chosen, point, segments, jnp.ones(steps),
+        model, ends.x, ends.targets, point, segments, jnp.ones(steps),
         chunk_size=chunk_size, contribution_fn=contribution, keep_outputs=False,
     )
-    return _path_attribution(gradient_sum, chosen, at_x - _chosen(at_start, chosen), targets)
+    return _path_attribution(targets, gradient_sum, ends)
 
 
 @register("path")
@@ -452,22 +389,21 @@ def blur_ig(
     # finite and > 0: inf passed a range check and overflowed in the blur's radius
     max_sigma = _checks.number("max_sigma", max_sigma, low=0.0, above=True)
     steps = _checks.positive_int("steps", steps)
-    chunk_size = _checks.chunk_size(chunk_size, model, x, steps)
+    chunk_size = _checks.chunk_size(chunk_size)
     return _blur_ig(model, x, targets, max_sigma=max_sigma, steps=steps, chunk_size=chunk_size)
 
 
 @engine.program(static_argnames=("steps", "chunk_size"))
 def _idgi(model, x, baseline, targets: Targets, *, steps, chunk_size):
     baseline = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
-    chosen, at_x, at_baseline, tied_x = _endpoint_pass(model, x, baseline, targets)
+    ends = engine.endpoints(model, x, targets, baseline)
     alphas = jnp.linspace(0.0, 1.0, steps + 1, dtype=x.dtype)
 
     def point(alpha, x):
         return baseline + alpha * (x - baseline)
 
-    outputs = engine.path_outputs(model, tied_x, chosen, point, alphas, chunk_size=chunk_size)
-    acc = jnp.promote_types(x.dtype, jnp.float32)
-    changes = jnp.diff(outputs.astype(acc), axis=1).swapaxes(0, 1)  # (steps, B, k)
+    outputs = engine.path_outputs(model, ends.x, ends.targets, point, alphas, chunk_size=chunk_size)
+    changes = jnp.diff(outputs.astype(engine.accumulation_dtype(x)), axis=1).swapaxes(0, 1)  # (steps, B, k)
 
     def contribution(params, x, grads):
         change = params[1].swapaxes(0, 1)  # (B, size, k)
@@ -477,11 +413,11 @@ def _idgi(model, x, baseline, targets: Targets, *, steps, chunk_size):
         return share * change.reshape(change.shape + (1,) * (x.ndim - 1))
 
     gradient_sum, _ = engine.path_gradients(
-        model, engine.after(x, outputs[:, -1:, 0].reshape((x.shape[0],) + (1,) * (x.ndim - 1)).astype(x.dtype)),
-        chosen, lambda params, x: point(params[0], x), (alphas[:-1], changes), jnp.ones(steps),
+        model, engine.tie(x, outputs[:, -1]), ends.targets, lambda params, x: point(params[0], x),
+        (alphas[:-1], changes), jnp.ones(steps),
         chunk_size=chunk_size, contribution_fn=contribution, keep_outputs=False,
     )
-    return _path_attribution(gradient_sum, chosen, at_x - _chosen(at_baseline, chosen), targets)
+    return _path_attribution(targets, gradient_sum, ends)
 
 
 @register("path")
@@ -519,7 +455,7 @@ def idgi(
     x, targets = _checks.prepare(model, x, target)
     baseline = _checks.baseline(baseline, x)
     steps = _checks.positive_int("steps", steps)
-    chunk_size = _checks.chunk_size(chunk_size, model, x, steps + 1)
+    chunk_size = _checks.chunk_size(chunk_size)
     return _idgi(model, x, baseline, targets, steps=steps, chunk_size=chunk_size)
 
 
@@ -566,13 +502,13 @@ def _guided_step(current, gradient, inputs, baseline, step_fraction, *, fraction
 def _guided_ig(model, x, baseline, targets: Targets, *, steps, fraction, max_dist):
     batch = x.shape[0]
     baseline = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
-    chosen, at_x, at_baseline, tied_x = _endpoint_pass(model, x, baseline, targets)
-    count = chosen.shape[1]
+    ends = engine.endpoints(model, x, targets, baseline)
+    count = targets.count
     # Each (example, target) pair follows its own path: one row each.
-    rows_x = jnp.repeat(tied_x, count, axis=0).reshape(batch * count, -1)
+    rows_x = jnp.repeat(ends.x, count, axis=0).reshape(batch * count, -1)
     rows_base = jnp.repeat(baseline, count, axis=0).reshape(batch * count, -1)
-    row_targets = chosen.reshape(-1, 1)
-    acc = jnp.promote_types(x.dtype, jnp.float32)
+    row_targets = ends.targets.reshape(-1, 1)
+    acc = engine.accumulation_dtype(x)
     step = jax.vmap(
         lambda c, g, i, b, f: _guided_step(
             c, g, i, b, f, fraction=fraction, max_dist=max_dist, max_moves=int(np.ceil(1 / fraction)) + 8
@@ -589,7 +525,7 @@ def _guided_ig(model, x, baseline, targets: Targets, *, steps, fraction, max_dis
 
     _, attribution = jax.lax.fori_loop(0, steps, body, (rows_base, jnp.zeros(rows_x.shape, acc)))
     values = attribution.reshape((batch, count) + x.shape[1:])
-    return _path_attribution(values, chosen, at_x - _chosen(at_baseline, chosen), targets)
+    return _path_attribution(targets, values, ends)
 
 
 @register("path")

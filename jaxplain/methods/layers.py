@@ -330,7 +330,7 @@ def _activation_and_gradients(model: Model, x, targets: Targets, layer: str):
     _, activation = _run(model.apply_fn, model.params, x, layer)
     replaced = model.replace(apply_fn=_LayerReplaced(model.apply_fn, layer))
     _, chosen, grads = engine.gradients(replaced, activation, targets.resolve, context=x)
-    dtype = jnp.promote_types(activation.dtype, jnp.float32)
+    dtype = engine.accumulation_dtype(activation)
     return chosen, activation.astype(dtype), grads.astype(dtype)
 
 
@@ -342,9 +342,9 @@ def _grad_cam(model, x, targets: Targets, *, layer, relu, upsample):
     cam = jax.nn.relu(cam) if relu else cam
     extras = {}
     if upsample:
-        extras["layer_map"] = targets.squeeze(cam)
+        extras["layer_map"] = cam
         cam = jax.image.resize(cam, cam.shape[:2] + x.shape[1:3], "bilinear")
-    return Attribution(targets.squeeze(cam), targets.squeeze(chosen), extras=extras)
+    return engine.attribution(targets, cam, chosen, extras=extras)
 
 
 @register("layer")
@@ -397,7 +397,7 @@ def grad_cam(model: Model, x, *, target, layer: str, relu: bool = True, upsample
 @engine.program(static_argnames=("layer",))
 def _layer_gradient_x_activation(model, x, targets: Targets, *, layer):
     chosen, activation, grads = _activation_and_gradients(model, x, targets, layer)
-    return Attribution(targets.squeeze(grads * activation[:, None]), targets.squeeze(chosen))
+    return engine.attribution(targets, grads * activation[:, None], chosen)
 
 
 @register("layer")
@@ -439,7 +439,7 @@ def _layer_integrated_gradients(
     ends, activations = _run(model.apply_fn, model.params, jnp.concatenate([x, baseline]), layer)
     ends = Model(lambda _, scores: scores, (), model.output)(ends)  # logits, probs or log-probs
     chosen = targets.resolve(ends[:batch])
-    acc_dtype = jnp.promote_types(activations.dtype, jnp.float32)
+    acc_dtype = engine.accumulation_dtype(activations)
 
     def pick(outputs):
         return jnp.take_along_axis(outputs, chosen, axis=1).astype(acc_dtype)
@@ -449,11 +449,9 @@ def _layer_integrated_gradients(
     replaced = model.replace(apply_fn=_LayerReplaced(model.apply_fn, layer))
     layer_difference = pick(ends[:batch]) - pick(replaced((at_baseline, x)))
 
-    # The path waits for the endpoint passes: see `engine.after`.
-    tied = engine.after(at_x, layer_difference[:, :1].reshape((batch,) + (1,) * (at_x.ndim - 1)))
     gradient_sum, _ = engine.path_gradients(
         replaced,
-        tied,
+        engine.tie(at_x, layer_difference),  # the path waits for the endpoint passes
         chosen,
         lambda point, a: at_baseline + point[0].astype(a.dtype) * (a - at_baseline),
         engine.Indexed(steps, schedules.points(schedule, steps)),
@@ -463,16 +461,8 @@ def _layer_integrated_gradients(
         keep_outputs=False,
     )
     values = gradient_sum * (at_x - at_baseline).astype(acc_dtype)[:, None]
-    total = values.reshape(batch, chosen.shape[1], -1).sum(axis=-1)
-    return Attribution(
-        values=targets.squeeze(values),
-        target=targets.squeeze(chosen),
-        delta=targets.squeeze(total - difference),
-        extras={
-            "output_difference": targets.squeeze(difference),
-            "layer_output_difference": targets.squeeze(layer_difference),
-        },
-    )
+    return engine.attribution(targets, values, chosen, difference=difference, delta="sum",
+                              extras={"layer_output_difference": layer_difference})
 
 
 @register("layer")
@@ -525,7 +515,7 @@ def layer_integrated_gradients(
     Returns:
       An `Attribution` whose `values` are shaped like the layer's output,
       `(batch, *layer_shape)` or `(batch, k, *layer_shape)`, with `delta`,
-      `extras["output_difference"]` = F_t(x) - F_t(b) and
+      `output_difference` = F_t(x) - F_t(b) and
       `extras["layer_output_difference"]` = F_t(x) - G_t(A(b); x).
 
     References:
@@ -540,7 +530,7 @@ def layer_integrated_gradients(
     steps = _checks.positive_int("steps", steps)
     schedule = _checks.schedule(schedule)
     schedules.check_steps(schedule, steps)
-    chunk_size = _checks.chunk_size(chunk_size, model, x, steps)
+    chunk_size = _checks.chunk_size(chunk_size)
     return _layer_integrated_gradients(
         model, x, baseline, targets, layer=layer, steps=steps, schedule=schedule, chunk_size=chunk_size
     )
@@ -787,7 +777,7 @@ def neuron_integrated_gradients(
 
     Returns:
       An `Attribution` with values shaped like x, `delta` and
-      `extras["output_difference"]` = A_u(x) - A_u(baseline).
+      `output_difference` = A_u(x) - A_u(baseline).
 
     References:
       Sundararajan, Taly, Yan. Axiomatic Attribution for Deep Networks.
@@ -849,7 +839,7 @@ def _fullgrad(model, x, targets: Targets, *, sites, post_process):
     rows = jnp.concatenate([x.reshape(batch, -1)] + zeros, axis=1)
     perturbed = model.replace(apply_fn=_BiasesPerturbed(model.apply_fn, tuple(x.shape[1:]), sites))
     outputs, chosen, grads = engine.gradients(perturbed, rows, targets.resolve)
-    acc_dtype = jnp.promote_types(x.dtype, jnp.float32)
+    acc_dtype = engine.accumulation_dtype(x)
     pieces = _split(grads.astype(acc_dtype), shapes)
     input_part = pieces[0] * x[:, None]
     bias_parts = [g * b.astype(acc_dtype) for g, b in zip(pieces[1:], _biases(model, x, sites))]
@@ -859,7 +849,7 @@ def _fullgrad(model, x, targets: Targets, *, sites, post_process):
         return part.reshape(batch, chosen.shape[1], -1).sum(axis=-1)
 
     delta = total(input_part) + sum(total(part) for part in bias_parts) - output
-    extras = {"output": targets.squeeze(output)}
+    extras = {"output": output}
     if post_process:
         height, width = x.shape[1:3]
         spatial = [p for p in [input_part] + bias_parts if p.ndim == 5]
@@ -867,8 +857,8 @@ def _fullgrad(model, x, targets: Targets, *, sites, post_process):
     else:
         values = input_part
         names = [path if occurrence == 0 else f"{path}#{occurrence}" for path, occurrence, _ in sites]
-        extras["bias_gradients"] = {name: targets.squeeze(p) for name, p in zip(names, bias_parts)}
-    return Attribution(targets.squeeze(values), targets.squeeze(chosen), targets.squeeze(delta), extras)
+        extras["bias_gradients"] = dict(zip(names, bias_parts))
+    return engine.attribution(targets, values, chosen, delta=delta, extras=extras)
 
 
 @register("layer")

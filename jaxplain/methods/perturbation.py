@@ -20,7 +20,7 @@ to sum_g |g| phi_g, not to sum_g phi_g. Efficiency, where a method has it, holds
 groups: sum_g phi_g = F_t(x) - F_t(baseline), and `delta` measures exactly that.
 
 All methods first evaluate the model at x and at the baseline in one pass (this resolves
-`target="predicted"` or `top_k` and gives `extras["output_difference"]` =
+`target="predicted"` or `top_k` and gives `output_difference` =
 F_t(x) - F_t(baseline)); every perturbed point then goes through the engine. The
 randomized methods (`shapley_sampling`, `kernel_shap`, `lime`) never hold all their
 samples: each chunk draws its points from `fold_in(key, point index)` and folds their
@@ -53,23 +53,6 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 # --- inside the compiled programs -------------------------------------------------------
 
 
-def _accumulation_dtype(x):
-    return jnp.promote_types(x.dtype, jnp.float32)
-
-
-def _endpoints(model, x, baseline, targets: Targets):
-    """One pass at [x; baseline]: `(chosen, F_t(x), F_t(baseline), x tied to the pass)`."""
-    batch = x.shape[0]
-    ends = engine.forward(model, jnp.concatenate([x, baseline]))
-    chosen = targets.resolve(ends[:batch])
-    dtype = _accumulation_dtype(x)
-    at_x = jnp.take_along_axis(ends[:batch], chosen, axis=1).astype(dtype)
-    at_baseline = jnp.take_along_axis(ends[batch:], chosen, axis=1).astype(dtype)
-    # The perturbed points wait for the endpoint pass: see `engine.after`.
-    tied_x = engine.after(x, at_x[:, :1].reshape((batch,) + (1,) * (x.ndim - 1)))
-    return chosen, at_x, at_baseline, tied_x
-
-
 def _coalition_point(mask, baseline, present):
     """The point function of a coalition game: x where the feature's group is present,
     the baseline elsewhere.
@@ -92,7 +75,7 @@ def _coalition_values(model, x, baseline, mask, chosen, present, params, chunk_s
     """
     point = _coalition_point(mask, baseline, present)
     outputs = engine.path_outputs(model, x, chosen, point, params, chunk_size=chunk_size)
-    return outputs.astype(_accumulation_dtype(x))
+    return outputs.astype(engine.accumulation_dtype(x))
 
 
 def _fold_coalitions(model, x, baseline, mask, chosen, draw, count, fold, init, chunk_size):
@@ -117,13 +100,7 @@ def _group_attribution(
     difference = at_x - at_baseline
     values = jnp.take(jnp.swapaxes(group_values, 1, 2), mask, axis=2)  # (B, k, *features)
     delta = group_values.sum(axis=1) - difference if with_delta else None
-    extras = {"output_difference": difference, **(extras or {})}
-    return Attribution(
-        values=targets.squeeze(values),
-        target=targets.squeeze(chosen),
-        delta=None if delta is None else targets.squeeze(delta),
-        extras={name: targets.squeeze(value) for name, value in extras.items()},
-    )
+    return engine.attribution(targets, values, chosen, difference=difference, delta=delta, extras=extras)
 
 
 def _broadcast_baseline(baseline, x):
@@ -145,7 +122,7 @@ def _window_cover(size: int, window: int, stride: int) -> np.ndarray:
 def _occlusion(model, x, baseline, targets: Targets, *, window, stride, chunk_size):
     batch, feature_shape = x.shape[0], x.shape[1:]
     baseline = _broadcast_baseline(baseline, x)
-    chosen, at_x, at_baseline, tied_x = _endpoints(model, x, baseline, targets)
+    chosen, at_x, at_baseline, tied_x = engine.endpoints(model, x, targets, baseline)
     covers = [_window_cover(*axis) for axis in zip(feature_shape, window, stride)]
     positions = [len(cover) for cover in covers]
     # One point per window position, the positions of all axes in C order.
@@ -178,18 +155,13 @@ def _occlusion(model, x, baseline, targets: Targets, *, window, stride, chunk_si
         )
         count = np.multiply.outer(count, cover.sum(axis=0))
     values = jnp.where(count > 0, total / jnp.asarray(np.maximum(count, 1), total.dtype), 0.0)
-    difference = at_x - at_baseline
-    return Attribution(
-        values=targets.squeeze(values),
-        target=targets.squeeze(chosen),
-        extras={"output_difference": targets.squeeze(difference)},
-    )
+    return engine.attribution(targets, values, chosen, difference=at_x - at_baseline)
 
 
 @engine.program(static_argnames=("groups", "chunk_size"))
 def _feature_ablation(model, x, baseline, mask, targets: Targets, *, groups, chunk_size):
     baseline = _broadcast_baseline(baseline, x)
-    chosen, at_x, at_baseline, tied_x = _endpoints(model, x, baseline, targets)
+    chosen, at_x, at_baseline, tied_x = engine.endpoints(model, x, targets, baseline)
     ablated = _coalition_values(
         model, tied_x, baseline, mask, chosen,
         lambda group: jnp.arange(groups) != group,
@@ -211,7 +183,7 @@ def _shapley_weight_table(groups: int) -> np.ndarray:
 @engine.program(static_argnames=("groups", "chunk_size"))
 def _exact_shapley(model, x, baseline, mask, targets: Targets, *, groups, chunk_size):
     baseline = _broadcast_baseline(baseline, x)
-    chosen, at_x, at_baseline, tied_x = _endpoints(model, x, baseline, targets)
+    chosen, at_x, at_baseline, tied_x = engine.endpoints(model, x, targets, baseline)
     group_bits = jnp.arange(groups)
     coalitions = jnp.arange(2**groups)  # group g is in coalition c when bit g of c is set
     values = _coalition_values(
@@ -235,13 +207,15 @@ def _shapley_sampling(
 ):
     batch = x.shape[0]
     baseline = _broadcast_baseline(baseline, x)
-    chosen, at_x, at_baseline, tied_x = _endpoints(model, x, baseline, targets)
-    acc = _accumulation_dtype(x)
+    chosen, at_x, at_baseline, tied_x = engine.endpoints(model, x, targets, baseline)
+    acc = engine.accumulation_dtype(x)
     # One draw is one random order (and its reverse when antithetic); its orders are
     # evaluated at their G + 1 prefixes. Chunks hold whole draws (`chunk_size` is a
     # multiple of `per_draw`), so each chunk's credits are complete.
     orders = 2 if antithetic else 1
     per_draw = orders * (groups + 1)
+    chunk_size = engine.points_per_chunk(chunk_size, model, x, samples * (groups + 1))
+    chunk_size = max(per_draw, chunk_size - chunk_size % per_draw)
 
     def draw(indices):
         size = indices.shape[0]
@@ -319,8 +293,8 @@ def _kernel_shap(
 ):
     batch = x.shape[0]
     baseline = _broadcast_baseline(baseline, x)
-    chosen, at_x, at_baseline, tied_x = _endpoints(model, x, baseline, targets)
-    acc = _accumulation_dtype(x)
+    chosen, at_x, at_baseline, tied_x = engine.endpoints(model, x, targets, baseline)
+    acc = engine.accumulation_dtype(x)
     difference = at_x - at_baseline
     # Shapley kernel: size s in 1..G-1 with probability proportional to (G-1) / (s (G-s))
     # (by inverting its CDF), then a uniformly random subset of that size.
@@ -371,8 +345,8 @@ def _lime(
 ):
     batch = x.shape[0]
     baseline = _broadcast_baseline(baseline, x)
-    chosen, at_x, at_baseline, tied_x = _endpoints(model, x, baseline, targets)
-    acc = _accumulation_dtype(x)
+    chosen, at_x, at_baseline, tied_x = engine.endpoints(model, x, targets, baseline)
+    acc = engine.accumulation_dtype(x)
     count = chosen.shape[1]
 
     def draw(indices):  # each group present with probability 1/2
@@ -400,107 +374,41 @@ def _lime(
     )
 
 
+@engine.program(static_argnames=("groups", "samples", "chunk_size"))
+def _banzhaf(model, x, baseline, mask, targets: Targets, key, *, groups, samples, chunk_size):
+    batch = x.shape[0]
+    baseline = _broadcast_baseline(baseline, x)
+    ends = engine.endpoints(model, x, targets, baseline)
+    acc = engine.accumulation_dtype(x)
+
+    def draw(indices):  # each group present with probability 1/2
+        return _random.uniform(_random.point_words(key, indices, (batch, groups))) < 0.5
+
+    def fold(sums, coalitions, values):  # sums over the draws with g present, and over all
+        z = jnp.swapaxes(coalitions, 0, 1).astype(acc)  # (B, n, G)
+        with_g = jnp.einsum("bng,bnk->bgk", z, values, precision=_HIGHEST)
+        return engine.compensated_add(sums, (with_g, values.sum(axis=1), z.sum(axis=1)))
+
+    zeros = (jnp.zeros((batch, groups, targets.count), acc), jnp.zeros((batch, targets.count), acc),
+             jnp.zeros((batch, groups), acc))
+    (with_g, total, present), _ = _fold_coalitions(
+        model, ends.x, baseline, mask, ends.targets, draw, samples, fold, (zeros, zeros), chunk_size
+    )
+    absent = samples - present
+    # phi_g = mean v(z | g present) - mean v(z | g absent); NaN where either side is empty.
+    phi = (with_g / present[..., None]) - (total[:, None] - with_g) / absent[..., None]
+    phi = jnp.where(((present > 0) & (absent > 0))[..., None], phi, jnp.nan)
+    return _group_attribution(targets, ends.targets, phi, mask, ends.at_x, ends.at_reference,
+                              with_delta=False)
+
+
 # --- checks at the public boundary -----------------------------------------------------
-
-
-def _feature_groups(feature_mask, x):
-    """The mask as int32 of one example's shape, and its number of groups G."""
-    feature_shape = tuple(x.shape[1:])
-    if feature_mask is None:
-        size = int(np.prod(feature_shape, dtype=np.int64))
-        return np.arange(size, dtype=np.int32).reshape(feature_shape), size
-    if _checks.is_traced(feature_mask):
-        raise TypeError(
-            "feature_mask must be a concrete array, not a traced value: its number of "
-            "groups fixes the shapes of the compiled program"
-        )
-    mask = np.asarray(feature_mask)
-    if mask.dtype == bool or not np.issubdtype(mask.dtype, np.integer):
-        raise TypeError(f"feature_mask must hold integer group ids, got dtype {mask.dtype}")
-    try:
-        shape = np.broadcast_shapes(mask.shape, feature_shape)
-    except ValueError:
-        shape = None
-    if shape != feature_shape:
-        raise ValueError(
-            f"feature_mask of shape {tuple(mask.shape)} cannot be broadcast to one example "
-            f"of x, shape {feature_shape}"
-        )
-    ids = np.unique(mask)
-    if ids.size == 0 or ids[0] != 0 or ids[-1] != ids.size - 1:
-        shown = ", ".join(map(str, ids[:8])) + (", ..." if ids.size > 8 else "")
-        raise ValueError(
-            f"feature_mask must number its groups 0..G-1, each id used at least once; "
-            f"got the ids {shown}"
-        )
-    return np.ascontiguousarray(np.broadcast_to(mask, feature_shape), dtype=np.int32), int(ids.size)
-
-
-def _axis_sizes(name: str, value, x) -> tuple:
-    rank = x.ndim - 1
-    if not isinstance(value, (tuple, list)) or not all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value
-    ):
-        raise TypeError(
-            f"{name} must be a tuple of ints, one per non-batch axis of x (shape "
-            f"{tuple(x.shape)}), got {value!r}"
-        )
-    if len(value) != rank:
-        raise ValueError(
-            f"{name} has {len(value)} sizes but x of shape {tuple(x.shape)} has {rank} "
-            f"non-batch axes; give one size per axis, e.g. {(2,) * rank}"
-        )
-    if min(value, default=1) < 1:
-        raise ValueError(f"{name} must be >= 1 on every axis, got {tuple(value)}")
-    return tuple(int(v) for v in value)
-
-
-def _window(window, stride, x):
-    if x.ndim < 2:
-        raise ValueError(
-            f"occlusion needs x with a non-batch axis to slide over, got shape {tuple(x.shape)}"
-        )
-    window = _axis_sizes("window", window, x)
-    if any(w > n for w, n in zip(window, x.shape[1:])):
-        raise ValueError(
-            f"window {window} is larger than one example of x, shape {tuple(x.shape[1:])}"
-        )
-    if isinstance(stride, (int, np.integer)) and not isinstance(stride, bool):
-        stride = (stride,) * len(window)
-    stride = window if stride is None else _axis_sizes("stride", stride, x)
-    return window, stride
-
-
-def _samples(value, *, even_for: str = "", even: bool = False) -> int:
-    samples = _checks.positive_int("samples", value)
-    if even and samples % 2:
-        raise ValueError(
-            f"samples must be even with {even_for}=True (every draw is evaluated together "
-            f"with its mirror image), got {samples}"
-        )
-    return samples
-
-
-def _flag(name: str, value) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return bool(value)
-
-
-def _positive_number(name: str, value):
-    if _checks.is_traced(value):
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
-    return float(value)
 
 
 def _prepare(model, x, target, baseline, feature_mask):
     x, targets = _checks.prepare(model, x, target)
     baseline = _checks.baseline(baseline, x)
-    mask, groups = _feature_groups(feature_mask, x)
+    mask, groups = _checks.feature_mask(feature_mask, x)
     return x, targets, baseline, mask, groups
 
 
@@ -588,7 +496,7 @@ def occlusion(
 
     Returns:
       An `Attribution` with `values` shaped like `x` (or `(batch, k, ...)`), `target`,
-      `delta=None` and `extras["output_difference"]` = F_t(x) - F_t(baseline).
+      `delta=None` and `output_difference` = F_t(x) - F_t(baseline).
 
     Example:
       >>> import jax.numpy as jnp
@@ -604,9 +512,9 @@ def occlusion(
     """
     x, targets = _checks.prepare(model, x, target)
     baseline = _checks.baseline(baseline, x)
-    window, stride = _window(window, stride, x)
+    window, stride = _checks.window(window, stride, x)
     points = math.prod(len(range(0, n - w + 1, s)) for n, w, s in zip(x.shape[1:], window, stride))
-    chunk_size = _checks.chunk_size(chunk_size, model, x, points)
+    chunk_size = _checks.chunk_size(chunk_size)
     return _occlusion(
         model, x, baseline, targets, window=window, stride=stride, chunk_size=chunk_size
     )
@@ -640,7 +548,7 @@ def feature_ablation(
     Returns:
       An `Attribution` with `values` shaped like `x` (or `(batch, k, ...)`), `target`,
       `delta=None` (ablation promises no completeness) and
-      `extras["output_difference"]` = F_t(x) - F_t(baseline).
+      `output_difference` = F_t(x) - F_t(baseline).
 
     References:
       Zeiler, Fergus. Visualizing and Understanding Convolutional Networks. ECCV 2014,
@@ -649,7 +557,7 @@ def feature_ablation(
       arXiv:2009.07896, 2020 (FeatureAblation with feature masks).
     """
     x, targets, baseline, mask, groups = _prepare(model, x, target, baseline, feature_mask)
-    chunk_size = _checks.chunk_size(chunk_size, model, x, groups)
+    chunk_size = _checks.chunk_size(chunk_size)
     return _feature_ablation(
         model, x, baseline, mask, targets, groups=groups, chunk_size=chunk_size
     )
@@ -687,7 +595,7 @@ def exact_shapley(
     Returns:
       An `Attribution` with `values` shaped like `x` (or `(batch, k, ...)`), `target`,
       `delta` = sum_g phi_g - (F_t(x) - F_t(baseline)) and
-      `extras["output_difference"]`.
+      `output_difference`.
 
     Example:
       >>> import jax.numpy as jnp
@@ -715,7 +623,7 @@ def exact_shapley(
             f"groups, but {given}; pass a feature_mask with fewer groups, or use "
             "shapley_sampling or kernel_shap"
         )
-    chunk_size = _checks.chunk_size(chunk_size, model, x, 2**groups)
+    chunk_size = _checks.chunk_size(chunk_size)
     return _exact_shapley(model, x, baseline, mask, targets, groups=groups, chunk_size=chunk_size)
 
 
@@ -769,7 +677,7 @@ def shapley_sampling(
 
     Returns:
       An `Attribution` with `values` shaped like `x` (or `(batch, k, ...)`), `target`,
-      `delta` = sum_g phi_g - (F_t(x) - F_t(baseline)), `extras["output_difference"]`
+      `delta` = sum_g phi_g - (F_t(x) - F_t(baseline)), `output_difference`
       and `extras["standard_error"]`, `(batch, G)` (or `(batch, k, G)`): the standard
       error of each group's estimate (from the M orders, or from the M / 2 averages of
       an order and its reverse when `antithetic`); NaN with a single independent draw.
@@ -782,13 +690,10 @@ def shapley_sampling(
       Estimation. JMLR 23, 2022, arXiv:2104.12199 (antithetic orders).
     """
     x, targets, baseline, mask, groups = _prepare(model, x, target, baseline, feature_mask)
-    antithetic = _flag("antithetic", antithetic)
-    samples = _samples(samples, even_for="antithetic", even=antithetic)
+    antithetic = _checks.flag("antithetic", antithetic)
+    samples = _checks.samples(samples, even_for="antithetic" if antithetic else "")
     key = _checks.key(key)
-    # A chunk holds whole draws: the G + 1 prefixes of an order (and of its reverse).
-    per_draw = (2 if antithetic else 1) * (groups + 1)
-    chunk_size = _checks.chunk_size(chunk_size, model, x, samples * (groups + 1))
-    chunk_size = max(per_draw, chunk_size - chunk_size % per_draw)
+    chunk_size = _checks.chunk_size(chunk_size)
     return _shapley_sampling(
         model, x, baseline, mask, targets, key,
         groups=groups, samples=samples, antithetic=antithetic, chunk_size=chunk_size,
@@ -856,7 +761,7 @@ def kernel_shap(
     Returns:
       An `Attribution` with `values` shaped like `x` (or `(batch, k, ...)`), `target`,
       `delta` = sum_g phi_g - (F_t(x) - F_t(baseline)) (zero up to rounding) and
-      `extras["output_difference"]`.
+      `output_difference`.
 
     References:
       Lundberg, Lee. A Unified Approach to Interpreting Model Predictions. NeurIPS
@@ -870,12 +775,12 @@ def kernel_shap(
             "kernel_shap needs at least 2 groups of features, but x and feature_mask give "
             "1; with one group its value is F(x) - F(baseline)"
         )
-    paired = _flag("paired", paired)
+    paired = _checks.flag("paired", paired)
     if samples is None:
         samples = 2 * groups + 2048
-    samples = _samples(samples, even_for="paired", even=paired)
+    samples = _checks.samples(samples, even_for="paired" if paired else "")
     key = _checks.key(key)
-    chunk_size = _checks.chunk_size(chunk_size, model, x, samples)
+    chunk_size = _checks.chunk_size(chunk_size)
     return _kernel_shap(
         model, x, baseline, mask, targets, key,
         groups=groups, samples=samples, paired=paired, chunk_size=chunk_size,
@@ -937,7 +842,7 @@ def lime(
 
     Returns:
       An `Attribution` with `values` shaped like `x` (or `(batch, k, ...)`), `target`,
-      `delta` = sum_g phi_g - (F_t(x) - F_t(baseline)), `extras["output_difference"]`
+      `delta` = sum_g phi_g - (F_t(x) - F_t(baseline)), `output_difference`
       and `extras["intercept"]`, the fit's intercept per example and target.
 
     References:
@@ -945,11 +850,71 @@ def lime(
       of Any Classifier. KDD 2016, arXiv:1602.04938.
     """
     x, targets, baseline, mask, groups = _prepare(model, x, target, baseline, feature_mask)
-    samples = _samples(samples)
-    kernel_width = _positive_number("kernel_width", kernel_width)
+    samples = _checks.samples(samples)
+    kernel_width = _checks.number("kernel_width", kernel_width, above=True, traced=True)
     key = _checks.key(key)
-    chunk_size = _checks.chunk_size(chunk_size, model, x, samples)
+    chunk_size = _checks.chunk_size(chunk_size)
     return _lime(
         model, x, baseline, mask, targets, key, kernel_width,
         groups=groups, samples=samples, chunk_size=chunk_size,
     )
+
+
+@register("perturbation", randomized=True)
+def banzhaf(
+    model: Model,
+    x,
+    *,
+    target,
+    baseline=0.0,
+    feature_mask=None,
+    samples: int = 500,
+    key,
+    chunk_size=None,
+) -> Attribution:
+    """Banzhaf values of the groups, estimated from random coalitions (maximum sample reuse).
+
+    The Banzhaf value of group g is its marginal contribution averaged over all
+    coalitions of the other groups, each equally likely:
+
+        phi_g = 2^-(G-1) sum_{S not containing g} (v(S + g) - v(S)),
+
+    with v(z) = F_t(x where z = 1, the baseline elsewhere) as for the Shapley methods.
+    Coalitions z are drawn uniformly from {0,1}^G, and every draw serves every group:
+    phi_g = mean of v(z) over the draws with g present - mean over those without
+    (the maximum-sample-reuse estimator of Wang and Jia), so `samples` evaluations
+    estimate all G values at once. Only running sums are kept (compensated), so memory
+    does not grow with `samples`; the answer does not depend on the chunk size. For a
+    model additive over the groups the Banzhaf and Shapley values coincide. Banzhaf
+    values are not efficient: they need not sum to F_t(x) - F_t(baseline), so `delta`
+    is None. A group present in every draw, or in none, gets NaN (likely only for
+    `samples` below about 20).
+
+    Args:
+      model: a `jaxplain.Model`.
+      x: a batch of inputs, `(batch, ...)`.
+      target: an int, an int array `(batch,)` or `(batch, k)`, `"predicted"`, or
+        `jaxplain.top_k(k)`.
+      baseline: a scalar, one example (shape `x.shape[1:]`), or one per example.
+      feature_mask: an int array broadcastable to one example giving each feature a
+        group id in 0..G-1 (every id used); None makes every feature its own group.
+      samples: random coalitions per example.
+      key: a `jax.random.key`; same key, same result.
+      chunk_size: points evaluated at once (`jaxplain.engine.default_chunk_size` by
+        default). The answer does not depend on it.
+
+    Returns:
+      An `Attribution` with `values` shaped like `x` (or `(batch, k, ...)`), `target`
+      and `output_difference` = F_t(x) - F_t(baseline).
+
+    References:
+      Banzhaf. Weighted Voting Doesn't Work: A Mathematical Analysis. Rutgers Law
+      Review 19, 1965. Wang, Jia. Data Banzhaf: A Robust Data Valuation Framework for
+      Machine Learning. AISTATS 2023, arXiv:2205.15466 (maximum sample reuse).
+    """
+    x, targets, baseline, mask, groups = _prepare(model, x, target, baseline, feature_mask)
+    samples = _checks.samples(samples)
+    key = _checks.key(key)
+    chunk_size = _checks.chunk_size(chunk_size)
+    return _banzhaf(model, x, baseline, mask, targets, key, groups=groups, samples=samples,
+                    chunk_size=chunk_size)

@@ -720,21 +720,14 @@ def _propagate(model: Model, slots, targets: Targets, *, rules: _Rules):
     outputs, chosen, grads = engine.gradients(_modified(model, rules), slots, targets.resolve)
     if rules.method == "lrp":
         # R = x * G, plus low * G_low + high * G_high for z-box
-        acc_dtype = jnp.promote_types(slots.dtype, jnp.float32)
-        values = (slots[:, None] * grads).astype(acc_dtype).sum(axis=2)
+        values = (slots[:, None] * grads).astype(engine.accumulation_dtype(slots)).sum(axis=2)
         relevance = jnp.take_along_axis(outputs, chosen, axis=1).astype(values.dtype)
-        delta = values.reshape(values.shape[:2] + (-1,)).sum(axis=-1) - relevance
-        return Attribution(
-            values=targets.squeeze(values),
-            target=targets.squeeze(chosen),
-            delta=targets.squeeze(delta),
-            extras={"output_difference": targets.squeeze(relevance)},
-        )
-    return Attribution(targets.squeeze(grads[:, :, 0]), targets.squeeze(chosen))
+        return engine.attribution(targets, values, chosen, difference=relevance, delta="sum")
+    return engine.attribution(targets, grads[:, :, 0], chosen)
 
 
 @engine.program(static_argnames=("chunk_size",))
-def _deeplift(model: Model, x, references, targets: Targets, *, chunk_size: int):
+def _deeplift(model: Model, x, references, targets: Targets, *, chunk_size):
     """DeepLIFT against M references (M, R, ...), R = 1 (shared) or batch; mean over M."""
     chosen = targets.resolve(engine.forward(model, x))
     num_references = references.shape[0]
@@ -760,13 +753,7 @@ def _deeplift(model: Model, x, references, targets: Targets, *, chunk_size: int)
     )
     values = gradient_sum[:, :, 0]
     difference = differences.astype(values.dtype).mean(axis=1)
-    delta = values.reshape(values.shape[:2] + (-1,)).sum(axis=-1) - difference
-    return Attribution(
-        values=targets.squeeze(values),
-        target=targets.squeeze(chosen),
-        delta=targets.squeeze(delta),
-        extras={"output_difference": targets.squeeze(difference)},
-    )
+    return engine.attribution(targets, values, chosen, difference=difference, delta="sum")
 
 
 # ---------------------------------------------------------------------------------------
@@ -864,7 +851,7 @@ def deeplift(model: Model, x, *, target, baseline=0.0) -> Attribution:
 
     Returns:
       An `Attribution` with `values` shaped like `x` (or `(batch, k, ...)`), `target`,
-      `delta` and `extras["output_difference"]` = F_t(x) - F_t(x').
+      `delta` and `output_difference` = F_t(x) - F_t(x').
 
     Example:
       >>> import jax.numpy as jnp
@@ -909,7 +896,7 @@ def deeplift_shap(model: Model, x, *, target, background, chunk_size=None) -> At
 
     Returns:
       An `Attribution` with `values`, `target`, `delta` = sum(values) -
-      `extras["output_difference"]`, and `extras["output_difference"]` =
+      `output_difference`, and `output_difference` =
       F_t(x) - mean_m F_t(x'_m).
 
     References:
@@ -928,27 +915,9 @@ def deeplift_shap(model: Model, x, *, target, background, chunk_size=None) -> At
         )
     rules = _Rules("deeplift")
     _check_supported(model, rules, x, 2)
-    pairs = jax.ShapeDtypeStruct((x.shape[0], 2) + tuple(x.shape[1:]), x.dtype)
-    chunk_size = _checks.chunk_size(chunk_size, _modified(model, rules), pairs, background.shape[0])
+    chunk_size = _checks.chunk_size(chunk_size)
     references = jnp.asarray(background, x.dtype)[:, None]
     return _deeplift(model, x, references, targets, chunk_size=chunk_size)
-
-
-def _number(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not 0 <= float(value) < np.inf:
-        raise ValueError(f"{name} must be finite and >= 0, got {value}")
-    return float(value)
-
-
-def _bound(name: str, value, x):
-    if value is None:
-        raise ValueError(
-            f"{name} is required for the z-box rule: the lowest (low) and highest (high) "
-            "value each input feature can take, e.g. low=0.0, high=1.0 for images in [0, 1]"
-        )
-    return _checks.broadcastable(name, _checks.as_float_array(name, value), x)
 
 
 @register("rules")
@@ -996,7 +965,7 @@ def lrp(
 
     Returns:
       An `Attribution` with `values`, `target`, `delta` = sum(values) - F_t(x) (relevance
-      lost to biases and stabilisers) and `extras["output_difference"]` = F_t(x).
+      lost to biases and stabilisers) and `output_difference` = F_t(x).
 
     References:
       Bach, Binder, Montavon, Klauschen, Mueller, Samek. On Pixel-Wise Explanations for
@@ -1013,11 +982,11 @@ def lrp(
     _logits_only("lrp", model)
     if rule not in LRP_RULES:
         raise ValueError(f"rule must be one of {LRP_RULES}, got {rule!r}")
-    epsilon, gamma = _number("epsilon", epsilon), _number("gamma", gamma)
+    epsilon, gamma = _checks.number("epsilon", epsilon), _checks.number("gamma", gamma)
     rules = _Rules("lrp", rule, epsilon, gamma)
     slots = [jnp.asarray(x)]
     if rule in ("zbox", "composite"):
-        low, high = _bound("low", low, x), _bound("high", high, x)
+        low, high = _checks.input_bound("low", low, x), _checks.input_bound("high", high, x)
         if not any(_checks.is_traced(v) for v in (x, low, high)) and not (
             np.all(np.asarray(low) <= np.asarray(x)) and np.all(np.asarray(x) <= np.asarray(high))
         ):

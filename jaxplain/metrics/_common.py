@@ -14,7 +14,7 @@ import numpy as np
 
 from jaxplain import _checks, engine
 from jaxplain.attribution import Attribution
-from jaxplain.methods.perturbation import _feature_groups, patch_mask
+from jaxplain.methods.perturbation import patch_mask
 from jaxplain.methods import registry
 from jaxplain.methods.registry import METHODS
 from jaxplain.model import Model, Targets
@@ -75,29 +75,7 @@ def groups(feature_mask, x, per_pixel: bool):
                 f"of shape {tuple(x.shape)}"
             )
         feature_mask = patch_mask(x.shape[1:], (1,) * (x.ndim - 2) + (x.shape[-1],))
-    return _feature_groups(feature_mask, x)
-
-
-def count(name: str, value, *, high: int, what: str) -> int:
-    """An int in 1..high (`what` says what `high` is)."""
-    value = _checks.positive_int(name, value)
-    if value > high:
-        raise ValueError(f"{name} must be <= {high} ({what}), got {value}")
-    return value
-
-
-def number(name: str, value, *, low: float = 0.0) -> float:
-    """A finite float >= low."""
-    value = _checks.fraction(name, value, low=low, high=float("inf"))
-    if not np.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
-
-
-def choice(name: str, value, options) -> str:
-    if not isinstance(value, str) or value not in options:
-        raise ValueError(f"{name} must be one of {list(options)}, got {value!r}")
-    return value
+    return _checks.feature_mask(feature_mask, x)
 
 
 def perturbations(value, x, name: str = "perturbations"):
@@ -123,32 +101,25 @@ def key_or_perturbations(key, given, *, needed: bool = False) -> object:
     return None
 
 
-def method_options(method, options: dict):
-    """`(arrays, static, takes_key)` of a method run inside a metric (see
-    `jaxplain.methods.registry.method_options`)."""
-    return registry.method_options(method, options, caller="metric")
+def bind(method, options: dict):
+    """`(function, arrays, static, takes_key)` of a method (or its name) run inside a
+    metric (see `jaxplain.methods.registry.bind`)."""
+    return registry.bind(method, options, caller="metric")
 
 
 # --- inside the compiled programs -------------------------------------------------------
 
 
-def accumulation_dtype(x):
-    return jnp.promote_types(x.dtype, jnp.float32)
-
-
 def clean_outputs(model: Model, x, targets: Targets):
-    """One pass at x: `(chosen (B, 1), F_t(x) (B,), x tied to the pass)`."""
-    outputs = engine.forward(model, x)
-    chosen = targets.resolve(outputs)
-    at_x = jnp.take_along_axis(outputs, chosen, axis=1)[:, 0].astype(accumulation_dtype(x))
-    # The perturbed points wait for this pass: see `engine.after`.
-    return chosen, at_x, engine.after(x, at_x.reshape((-1,) + (1,) * (x.ndim - 1)))
+    """One pass at x (`engine.endpoints`): `(chosen (B, 1), F_t(x) (B,), x tied to the pass)`."""
+    ends = engine.endpoints(model, x, targets)
+    return ends.targets, ends.at_x[:, 0], ends.x
 
 
-def outputs_at(model: Model, x, chosen, point, params, chunk_size: int):
+def outputs_at(model: Model, x, chosen, point, params, chunk_size):
     """F_t(point(param_k, x)) for K points per example, (B, K), through the engine."""
     outputs = engine.path_outputs(model, x, chosen, point, params, chunk_size=chunk_size)
-    return outputs[..., 0].astype(accumulation_dtype(x))
+    return outputs[..., 0].astype(engine.accumulation_dtype(x))
 
 
 def explain(method, model: Model, x, chosen, key, arrays: dict, static: tuple, takes_key: bool):
@@ -195,7 +166,7 @@ def average_ranks(values):
         return (low + high + 1) / 2.0
 
     flat, flat_ordered = values.reshape(-1, values.shape[-1]), ordered.reshape(-1, values.shape[-1])
-    return jax.vmap(one)(flat, flat_ordered).reshape(values.shape).astype(accumulation_dtype(values))
+    return jax.vmap(one)(flat, flat_ordered).reshape(values.shape).astype(engine.accumulation_dtype(values))
 
 
 def pearson(a, b):
@@ -205,9 +176,17 @@ def pearson(a, b):
     return (a * b).sum(axis=-1) / jnp.sqrt((a * a).sum(axis=-1) * (b * b).sum(axis=-1))
 
 
+@engine.program
+def spearman(a, b):
+    """Spearman's rank correlation of two (B, ...) arrays per example: the Pearson
+    correlation of their average ranks (see `jaxplain.metrics.spearman`)."""
+    a, b = flat_pair(a, b)
+    return pearson(average_ranks(a), average_ranks(b))
+
+
 def flat_pair(a, b):
     """Both as (B, features) in a common floating dtype of at least float32."""
-    dtype = jnp.promote_types(jnp.promote_types(a.dtype, b.dtype), jnp.float32)
+    dtype = engine.accumulation_dtype(jnp.promote_types(a.dtype, b.dtype))
     return a.reshape(a.shape[0], -1).astype(dtype), b.reshape(b.shape[0], -1).astype(dtype)
 
 

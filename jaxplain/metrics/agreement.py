@@ -73,12 +73,6 @@ def relative_l2_error(attribution, reference) -> jax.Array:
     return distance / norm
 
 
-@engine.program
-def _spearman(attribution, reference):
-    a, b = _common.flat_pair(attribution, reference)
-    return _common.pearson(_common.average_ranks(a), _common.average_ranks(b))
-
-
 def spearman(attribution, reference) -> jax.Array:
     """Spearman's rank correlation of two explanations, per example.
 
@@ -99,7 +93,7 @@ def spearman(attribution, reference) -> jax.Array:
       Journal of Psychology 15, 1904; Adebayo et al. Sanity Checks for Saliency Maps.
       NeurIPS 2018, arXiv:1810.03292 (rank correlation between explanations).
     """
-    return _spearman(*_pair(attribution, reference))
+    return _common.spearman(*_pair(attribution, reference))
 
 
 @engine.program(static_argnames=("k",))
@@ -132,5 +126,5 @@ def top_k_overlap(attribution, reference, k: int) -> jax.Array:
     """
     attribution, reference = _pair(attribution, reference)
     features = int(attribution.size // attribution.shape[0])
-    k = _common.count("k", k, high=features, what="the features per example")
+    k = _checks.count("k", k, high=features, what="the features per example")
     return _top_k_overlap(attribution, reference, k=k)

@@ -22,8 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxplain import _checks, engine
-from jaxplain.methods.integrated import _blur
+from jaxplain import _checks, blur, engine
 from jaxplain.metrics import _common
 from jaxplain.metrics._common import Curve
 from jaxplain.model import Model, Targets
@@ -39,7 +38,7 @@ def _fill(x, baseline, kind: str, blur_sigma: float):
     if kind == "mean":
         return jnp.broadcast_to(x.mean(axis=tuple(range(1, x.ndim)), keepdims=True), x.shape)
     if kind == "blur":
-        return _blur(x, blur_sigma, blur_sigma)
+        return blur.gaussian(x, blur_sigma, blur_sigma)
     return jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
 
 
@@ -78,7 +77,7 @@ def _replacement(model, x, attribution, target, baseline, steps, feature_mask, p
     values = _common.attribution_values(attribution, x)
     mask, groups = _common.groups(feature_mask, x, per_pixel)
     if isinstance(baseline, str):
-        kind, baseline = _common.choice("baseline", baseline, BASELINES), 0.0
+        kind, baseline = _checks.choice("baseline", baseline, BASELINES), 0.0
         if kind == "blur" and x.ndim < 3:
             raise ValueError(
                 f"baseline='blur' needs spatial axes: x of shape (batch, H, W, C) or similar, got "
@@ -86,12 +85,12 @@ def _replacement(model, x, attribution, target, baseline, steps, feature_mask, p
             )
     else:
         kind, baseline = "given", _checks.baseline(baseline, x)
-    blur_sigma = _common.number("blur_sigma", blur_sigma, low=1e-6)
-    steps = min(groups, 100) if steps is None else _common.count(
+    blur_sigma = _checks.number("blur_sigma", blur_sigma, low=1e-6)
+    steps = min(groups, 100) if steps is None else _checks.count(
         "steps", steps, high=groups, what="the number of feature groups"
     )
     counts = tuple(int(c) for c in np.arange(steps + 1) * groups // steps)
-    chunk_size = _checks.chunk_size(chunk_size, model, x, len(counts))
+    chunk_size = _checks.chunk_size(chunk_size)
     return _replacement_curve(
         model, x, values, baseline, mask, targets, kind=kind, insert=insert, blur_sigma=blur_sigma,
         counts=counts, groups=groups, chunk_size=chunk_size,
@@ -306,16 +305,16 @@ def road(model: Model, x, attribution, *, target, key, percentages: Sequence[flo
     x, targets = _common.prepare(model, x, target)
     values = _common.attribution_values(attribution, x)
     key = _checks.key(key)
-    order = _common.choice("order", order, ORDERS)
+    order = _checks.choice("order", order, ORDERS)
     mask, groups = _common.groups(feature_mask, x, per_pixel)
     spatial = 1 if x.ndim <= 3 else x.ndim - 2
     if spatial > 2:
         raise ValueError(f"road imputes 1-D or 2-D inputs (plus channels), got x of shape {tuple(x.shape)}")
     if isinstance(percentages, (str, int, float)) or not hasattr(percentages, "__len__") or not len(percentages):
         raise TypeError(f"percentages must be a non-empty sequence of numbers, got {percentages!r}")
-    percentages = [_checks.fraction("percentages", p, high=100.0) for p in percentages]
+    percentages = [_checks.number("percentages", p, high=100.0) for p in percentages]
     counts = tuple(int(groups * p // 100) for p in percentages)
-    noise = _common.number("imputation_noise", imputation_noise)
-    chunk_size = _checks.chunk_size(chunk_size, model, x, len(counts))
+    noise = _checks.number("imputation_noise", imputation_noise)
+    chunk_size = _checks.chunk_size(chunk_size)
     return _road(model, x, values if order == "most" else -values, mask, targets, key, noise,
                  counts=counts, groups=groups, spatial=spatial, chunk_size=chunk_size)

@@ -49,7 +49,7 @@ def completeness(attribution: Attribution) -> jax.Array:
     relative = attribution.relative_delta
     if relative is None:
         raise ValueError(
-            "attribution has no completeness gap (its delta or extras['output_difference'] is "
+            "attribution has no completeness gap (its delta or output_difference is "
             "missing): the method that made it promises no completeness; use a path method, "
             "DeepLIFT or a Shapley method"
         )
@@ -94,7 +94,7 @@ def _infidelity(model, x, values, baseline, mask, targets: Targets, key, sigma, 
     # I / (x - baseline) with Captum's safe division: where x = baseline, divide by 1.
     difference = x - baseline
     scale = jnp.where(difference != 0, difference, 1) if multiply_by_inputs else jnp.ones_like(x)
-    acc = _common.accumulation_dtype(x)
+    acc = engine.accumulation_dtype(x)
 
     def fold(state, params, outputs):  # outputs (B, size, 1): F_t(x - I)
         def projected(p):  # I . phi per example, (B,)
@@ -188,15 +188,15 @@ def infidelity(
     values = _common.attribution_values(attribution, x)
     given = _common.perturbations(perturbations, x)
     key = _common.key_or_perturbations(key, given)
-    perturbation = _common.choice("perturbation", perturbation, PERTURBATIONS)
+    perturbation = _checks.choice("perturbation", perturbation, PERTURBATIONS)
     samples = _checks.positive_int("samples", samples) if given is None else given.shape[0]
     baseline = _checks.baseline(baseline, x)
     mask, groups = _common.groups(feature_mask, x, False)
-    sigma = _common.number("sigma", sigma)
+    sigma = _checks.number("sigma", sigma)
     for name, flag in (("multiply_by_inputs", multiply_by_inputs), ("normalize", normalize)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
-    chunk_size = _checks.chunk_size(chunk_size, model, x, samples)
+    chunk_size = _checks.chunk_size(chunk_size)
     return _infidelity(
         model, x, values, baseline, mask, targets, key, sigma, given,
         perturbation=perturbation, samples=samples, groups=groups,
@@ -213,7 +213,7 @@ def _subset_correlation(model, x, values, baseline, mask, targets: Targets, key,
     batch = x.shape[0]
     baseline = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
     chosen, at_x, tied_x = _common.clean_outputs(model, x, targets)
-    acc = _common.accumulation_dtype(x)
+    acc = engine.accumulation_dtype(x)
     sums = _common.group_sums(values.astype(acc), mask, groups)  # (B, G)
 
     def draw(indices):  # points are laid out size by size: (subsets (n, B, G), size index (n,))
@@ -256,7 +256,7 @@ def _correlation_inputs(model, x, attribution, target, key, samples, baseline, f
 
 
 def _subset_size(name, value, groups):
-    return _common.count(name, value, high=groups, what="the number of feature groups")
+    return _checks.count(name, value, high=groups, what="the number of feature groups")
 
 
 def faithfulness_correlation(
@@ -312,7 +312,7 @@ def faithfulness_correlation(
         model, x, attribution, target, key, samples, baseline, feature_mask
     )
     size = _subset_size("subset_size", max(1, groups // 4) if subset_size is None else subset_size, groups)
-    chunk_size = _checks.chunk_size(chunk_size, model, x, samples)
+    chunk_size = _checks.chunk_size(chunk_size)
     return _subset_correlation(
         model, x, values, baseline, mask, targets, key,
         sizes=(size,), samples=samples, groups=groups, chunk_size=chunk_size,
@@ -368,7 +368,7 @@ def sensitivity_n(
     if isinstance(subset_sizes, (int, str)) or not hasattr(subset_sizes, "__len__") or not len(subset_sizes):
         raise TypeError(f"subset_sizes must be a non-empty sequence of ints, got {subset_sizes!r}")
     sizes = tuple(_subset_size("subset_sizes", n, groups) for n in subset_sizes)
-    chunk_size = _checks.chunk_size(chunk_size, model, x, len(sizes) * samples)
+    chunk_size = _checks.chunk_size(chunk_size)
     return _subset_correlation(
         model, x, values, baseline, mask, targets, key,
         sizes=sizes, samples=samples, groups=groups, chunk_size=chunk_size,
