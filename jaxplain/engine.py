@@ -152,8 +152,8 @@ def after(value: Array, dependency: Array) -> Array:
     XLA's CPU runtime runs independent operations of one program at the same time.
     When both are multi-threaded matmuls (the first backward step, which needs only the
     cotangent, next to the forward pass; or IG's endpoint pass next to its path) they
-    compete for the same cores and both slow down several-fold: on 2 cores a 64-step IG
-    of an MLP took 2x its floor. An optimisation barrier does not order them at run
+    compete for the same cores and both slow down several-fold (docs/architecture.md,
+    "Ordering matmuls on the CPU"). An optimisation barrier does not order them at run
     time; a data dependency does. `dependency` must broadcast to `value`'s shape; pass
     a cheap piece of the result to wait for (an elementwise tie costs one fused add; a
     reduction over a matmul's output can cost more than the matmul). Where

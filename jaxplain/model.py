@@ -31,7 +31,7 @@ _EVAL_KWARGS = {
 
 
 @dataclasses.dataclass(frozen=True)
-class _LinenApply:
+class LinenApply:
     """`module.apply(variables, x, method=..., **kwargs)`; hashable so jit can cache on it."""
 
     module: Any
@@ -175,7 +175,7 @@ class Model:
         accepted = _keyword_names(target)
         kwargs = {k: v for k, v in _EVAL_KWARGS.items() if k in accepted}
         kwargs.update(apply_kwargs)
-        return cls(_LinenApply(module, method, tuple(sorted(kwargs.items()))), variables, output)
+        return cls(LinenApply(module, method, tuple(sorted(kwargs.items()))), variables, output)
 
     @classmethod
     def from_nnx(cls, module, *, output: str = "logits") -> "Model":
@@ -225,7 +225,7 @@ def _output_structure_message(apply_fn, scores) -> str:
     if chosen is None:
         return message + "; apply_fn must return the scores to explain"
     select = jax.tree_util.keystr(chosen)
-    if isinstance(apply_fn, _LinenApply) and (apply_fn.method is None or isinstance(apply_fn.method, str)):
+    if isinstance(apply_fn, LinenApply) and (apply_fn.method is None or isinstance(apply_fn.method, str)):
         # A Linen `method` keeps the module's layer names, which layer methods need.
         called = "module" if apply_fn.method is None else f"module.{apply_fn.method}"
         keywords = "".join(f", {k}={v!r}" for k, v in apply_fn.kwargs)

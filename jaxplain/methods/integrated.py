@@ -17,18 +17,26 @@ from jaxplain.model import Model, Targets
 def _integrated_gradients(model, x, baseline, targets: Targets, *, steps, schedule, chunk_size):
     baseline = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
     ends = engine.endpoints(model, x, targets, baseline)
+    values = straight_path(model, ends.x, baseline, ends.targets, steps=steps, schedule=schedule,
+                           chunk_size=chunk_size)
+    return _path_attribution(targets, values, ends)
+
+
+def straight_path(model, x, baseline, chosen, *, steps, schedule, chunk_size, context=None):
+    """(x - b) times the schedule's quadrature of the gradient on the segment from b to x:
+    IG's values (B, k, ...) for the classes `chosen`; layer IG's at a layer's output."""
     gradient_sum, _ = engine.path_gradients(
         model,
-        ends.x,
-        ends.targets,
+        x,
+        chosen,
         lambda point, x: baseline + point[0].astype(x.dtype) * (x - baseline),
         engine.Indexed(steps, schedules.points(schedule, steps)),
         lambda point: point[1],
         chunk_size=chunk_size,
+        context=context,
         keep_outputs=False,
     )
-    values = gradient_sum * (x - baseline)[:, None]
-    return _path_attribution(targets, values, ends)
+    return gradient_sum * (x - baseline).astype(gradient_sum.dtype)[:, None]
 
 
 def _path_attribution(targets: Targets, values, ends: engine.Endpoints, extras=None):

@@ -46,9 +46,9 @@ import numpy as np
 from jaxplain import _checks, engine, schedules
 from jaxplain.attribution import Attribution
 from jaxplain.methods.gradients import saliency
-from jaxplain.methods.integrated import integrated_gradients
+from jaxplain.methods.integrated import integrated_gradients, straight_path
 from jaxplain.methods.registry import METHODS, register
-from jaxplain.model import Model, Targets, _LinenApply, normalize_targets
+from jaxplain.model import Model, Targets, LinenApply, normalize_targets
 
 Array = jax.Array
 
@@ -63,7 +63,7 @@ def _path(module) -> str:
     return "/".join(module.path)
 
 
-def _apply_intercepted(apply: _LinenApply, variables, x, on_call: Callable):
+def _apply_intercepted(apply: LinenApply, variables, x, on_call: Callable):
     """`apply(variables, x)`, every submodule `__call__` routed through `on_call`.
 
     `on_call(call, module, path, occurrence)` returns the call's output; `call()` runs
@@ -83,7 +83,7 @@ def _apply_intercepted(apply: _LinenApply, variables, x, on_call: Callable):
         return apply(variables, x)
 
 
-def _run(apply: _LinenApply, variables, x, layer: str, replacement=None):
+def _run(apply: LinenApply, variables, x, layer: str, replacement=None):
     """`(apply(variables, x), layer's output)`, the output replaced when one is given."""
     seen = []
 
@@ -103,7 +103,7 @@ def _run(apply: _LinenApply, variables, x, layer: str, replacement=None):
 class _LayerOutput:
     """`apply_fn(variables, x)`: the layer's output at x, flattened to (batch, units)."""
 
-    apply: _LinenApply
+    apply: LinenApply
     layer: str
 
     def __call__(self, variables, x):
@@ -115,7 +115,7 @@ class _LayerOutput:
 class _LayerReplaced:
     """`apply_fn(variables, (activation, x))`: the model on x, the layer's output := activation."""
 
-    apply: _LinenApply
+    apply: LinenApply
     layer: str
 
     def __call__(self, variables, inputs):
@@ -150,7 +150,7 @@ class _BiasesPerturbed:
     """`apply_fn(variables, rows)`, rows = [x | e_1 | ... | e_L] flattened per example:
     the model on x with e_l added to the output of bias site l = (path, occurrence, shape)."""
 
-    apply: _LinenApply
+    apply: LinenApply
     input_shape: tuple
     sites: tuple
 
@@ -263,7 +263,7 @@ def _describe(layers: Dict[str, _Call]) -> str:
 
 def _check_linen(model) -> None:
     _checks.check_model(model)
-    if not isinstance(model.apply_fn, _LinenApply):
+    if not isinstance(model.apply_fn, LinenApply):
         raise TypeError(
             "layer methods need a Flax Linen model (jaxplain.Model.from_linen or "
             "jaxplain.load_model), whose layers have names; this model's apply_fn is "
@@ -449,18 +449,10 @@ def _layer_integrated_gradients(
     replaced = model.replace(apply_fn=_LayerReplaced(model.apply_fn, layer))
     layer_difference = pick(ends[:batch]) - pick(replaced((at_baseline, x)))
 
-    gradient_sum, _ = engine.path_gradients(
-        replaced,
-        engine.tie(at_x, layer_difference),  # the path waits for the endpoint passes
-        chosen,
-        lambda point, a: at_baseline + point[0].astype(a.dtype) * (a - at_baseline),
-        engine.Indexed(steps, schedules.points(schedule, steps)),
-        lambda point: point[1],
-        chunk_size=chunk_size,
-        context=x,
-        keep_outputs=False,
+    values = straight_path(  # the path waits for the endpoint passes (`engine.tie`)
+        replaced, engine.tie(at_x, layer_difference), at_baseline, chosen, steps=steps,
+        schedule=schedule, chunk_size=chunk_size, context=x,
     )
-    values = gradient_sum * (at_x - at_baseline).astype(acc_dtype)[:, None]
     return engine.attribution(targets, values, chosen, difference=difference, delta="sum",
                               extras={"layer_output_difference": layer_difference})
 
