@@ -32,7 +32,6 @@ import numpy as np
 from jaxplain import _checks
 from jaxplain.amortized import networks, training
 from jaxplain.amortized.explainer import Explainer, make, to_groups
-from jaxplain.methods.perturbation import _feature_groups
 from jaxplain.model import Model
 from jaxplain.training import TrainConfig, resolve
 
@@ -107,7 +106,7 @@ class MaskedInput(nn.Module):
 def _prepare(model, x, reference, feature_mask):
     x, num_classes = _checks.check_x(model, training.inputs(x), integer_ids=True)
     x = np.asarray(x)
-    mask, groups = _feature_groups(feature_mask, x)
+    mask, groups = _checks.feature_mask(feature_mask, x)
     return x, _reference(reference, x), mask, groups, num_classes
 
 
