@@ -27,6 +27,13 @@ have them) with one `process_allgather` before starting.
 
 `load_attributions(out)` reads a folder back in dataset order and says whether it is
 complete.
+
+`explain_dataset` is a plan, an index and a loop: `_plan` checks the arguments, the data
+and the folder and decides what is left to compute, writing nothing before every check
+of the data given now has passed (a new run's folder excepted); `_ShardIndex` is the
+on-disk record of one process's finished batches (its index file and shards); the batches
+run in the library's one resumable batch loop, `jaxplain._batches.run`, which
+`make_labels` runs in as well.
 """
 
 from __future__ import annotations
@@ -46,8 +53,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxplain import _checks, engine
-from jaxplain._progress import Progress
+from jaxplain import _batches, _checks, engine
+from jaxplain._batches import Batch
 from jaxplain._store import digest, file_sha256, model_digest, output_path, write_atomic
 from jaxplain.methods.registry import METHODS, resolve
 from jaxplain.model import Model, TopK
@@ -488,6 +495,77 @@ def _append(path: str, record: dict) -> None:
         os.fsync(f.fileno())
 
 
+# --------------------------------------------------------------------------- index
+
+
+class _ShardIndex:
+    """`explain_dataset`'s index (`jaxplain._batches.Index`) of one process: the lines of
+    index.p<P>.jsonl and the shards they list.
+
+    A line per finished batch: its number, first example and rows (of this process's
+    block), its shard and the shard's SHA-256, and digests of the block's inputs and
+    labels, by which a resumed call checks that it was given the same data (`check`);
+    then an end line once the run has reached the end of its data (`close`). `write`
+    writes a shard atomically and only then appends its line, flushed to disk, so the
+    index lists only whole shards. A line torn by a kill mid-append is dropped (`repair`)
+    before anything is appended after it.
+    """
+
+    def __init__(self, out: str, process: int, *, processes: int, batch_size: int):
+        self.out, self.process, self.batch_size = out, process, batch_size
+        self.path = _index_path(out, process)
+        local = batch_size // processes
+        self.mine = slice(process * local, (process + 1) * local)  # this process's rows of a batch
+        self.batches, self.end, self.torn = _read_index(out, process)
+
+    def finished(self) -> set:
+        return set(self.batches)
+
+    def keep(self, agreed: set) -> None:
+        """Forgets the batches some other process lacks: they are computed again."""
+        self.batches = {b: r for b, r in self.batches.items() if b in agreed}
+
+    def examples(self) -> int:
+        """The examples of the finished batches (this process's blocks)."""
+        return sum(r["rows"] for r in self.batches.values())
+
+    def _facts(self, batch: Batch) -> dict:
+        """What a line records of the data of this process's block of `batch`."""
+        block = lambda rows: _pad(np.asarray(rows), self.batch_size)[self.mine]  # noqa: E731
+        return {"start": batch.start, "rows": len(range(batch.start, batch.start + len(batch.x))[self.mine]),
+                "inputs_sha256": digest(block(batch.x)),
+                "labels_sha256": None if batch.y is None else digest(block(batch.y))}
+
+    def check(self, batch: Batch) -> None:
+        """Refuses data that differ from those the finished `batch` was computed from."""
+        record, now = self.batches[batch.number], self._facts(batch)
+        if (record["start"], record["rows"]) != (now["start"], now["rows"]):
+            differs = (f"holds {record['rows']} examples from example {record['start']} on, the data given now "
+                       f"{now['rows']} from {now['start']}")
+        elif record["inputs_sha256"] != now["inputs_sha256"]:
+            differs = "was computed from other inputs than the data given now"
+        elif "labels_sha256" in record and record["labels_sha256"] != now["labels_sha256"]:  # older lines lack it
+            differs = "was computed with other labels than the data given now have"
+        else:
+            return
+        raise OutputFolderError(f"out: batch {batch.number} of {self.out} {differs}: the data changed since the run; "
+                                "choose another folder (nothing was written)")
+
+    def repair(self) -> None:
+        if self.torn:
+            _drop_torn_line(self.path)
+            self.torn = False
+
+    def write(self, batch: Batch, arrays) -> None:
+        file = _shard_name(batch.number, self.process)
+        write_atomic(os.path.join(self.out, file), **arrays)
+        _append(self.path, {"batch": batch.number, "file": file, "sha256": file_sha256(os.path.join(self.out, file)),
+                            **self._facts(batch)})
+
+    def close(self, num_examples: int, num_batches: int) -> None:
+        _append(self.path, {"end": True, "num_examples": num_examples, "num_batches": num_batches})
+
+
 # --------------------------------------------------------------------------- running
 
 
@@ -564,6 +642,46 @@ def explain_dataset(
       A `RunSummary`; read the attributions with `load_attributions(out)`.
     """
     started = time.perf_counter()
+    plan = _plan(method, model, data, out=out, target=target, batch_size=batch_size, mesh=mesh, labels=labels,
+                 num_examples=num_examples, input_key=input_key, label_key=label_key, overwrite=overwrite,
+                 metadata=metadata, label=label, options=options)
+    computed = _batches.run(plan.remaining, plan.compute, plan.index, total=plan.data.length,
+                            done=plan.index.examples(), description=plan.label, progress=progress)
+    return _finish(plan, computed, time.perf_counter() - started)
+
+
+@dataclasses.dataclass
+class _Plan:
+    """What `explain_dataset` decided before its first write.
+
+    Attributes:
+      out: the output folder, prepared (a new run's folder made, run.json written).
+      label: the method's name on the bar.
+      data: the data, read up to the last finished batch.
+      index: this process's index, holding the finished batches every process agrees on.
+      remaining: the batches to compute: those held back while the data were checked,
+        then the rest of the data (each checked as it is read).
+      compute: one batch's arrays, this process's block of them.
+    """
+
+    out: str
+    label: str
+    data: "_Data"
+    index: "_ShardIndex"
+    remaining: Iterator[Batch]
+    compute: Callable[[Batch], Dict[str, np.ndarray]]
+
+
+def _plan(method, model, data, *, out, target, batch_size, mesh, labels, num_examples, input_key, label_key,
+          overwrite, metadata, label, options) -> _Plan:
+    """Checks every argument and the data given against the folder, before the first write.
+
+    In order: the arguments; the data's first batch (shape, NaN, labels, the target);
+    the run's record (run.json), which metadata must fit; the method traced on the first
+    batch's shapes; the folder (absent, empty, or this run; another run only with
+    `overwrite`), made for a new run; the finished batches, each compared with the data
+    given now (`_resume`). A refused call leaves the folder as it was.
+    """
     function, name = _method(method, dict(options))
     label = name if label is None else str(label)
     options.pop("wrap", None)
@@ -574,7 +692,6 @@ def explain_dataset(
         raise TypeError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
     devices = int(mesh.devices.size)
     batch_size = 16 * devices if batch_size is None else _checks.positive_int("batch_size", batch_size)
-    processes, process = jax.process_count(), jax.process_index()
     if batch_size % devices:
         raise ValueError(f"batch_size {batch_size} must be a multiple of the mesh's {devices} devices")
     key = options.pop("key", None)
@@ -583,37 +700,41 @@ def explain_dataset(
     if num_examples is not None:  # 0 or less wrote a run without complaint
         num_examples = _checks.positive_int("num_examples", num_examples)
 
-    chunks, length = _stream(data, input_key, label_key)
-    known = length  # the data's own length, when it has one (num_examples is only a hint)
-    if labels is not None:
-        labels = np.asarray(labels)
-        length = len(labels) if length is None else length
-        if length != len(labels):
-            raise ValueError(f"labels has {len(labels)} entries but data has {length} examples")
-    length = length if length is not None else num_examples
-    batches = _rebatch(chunks, batch_size)
-    try:
-        first = next(batches)
-    except StopIteration:
-        raise ValueError("data holds no examples") from None
-    first_x = first[1]
-    first_y = first[2] if labels is None else labels[: len(first_x)]
-    target = _target(target, first_y is not None)
+    data = _Data(data, labels, batch_size, input_key, label_key, num_examples)
+    first = data.first
+    target = data.target = _target(target, first.y is not None)
     if name in METHODS:  # a callable of the caller's own checks its inputs itself
-        _checks.check_x(model, first_x[:1], integer_ids=np.issubdtype(first_x.dtype, np.integer))
+        _checks.check_x(model, first.x[:1], integer_ids=np.issubdtype(first.x.dtype, np.integer))
+    first = data.labelled(first)
+    run = _run_record(name, label, options, key, model, target, batch_size, first.x, metadata)
+    step = _step(function, model, mesh, target, options, batch_size)
 
-    def labelled(start, x, y):
-        """A batch with its labels (those of `labels=` if given), checked before it is used."""
-        if labels is not None:
-            y = labels[start : start + len(x)]
-            if len(y) < len(x):
-                raise ValueError(f"labels has {len(labels)} entries but data has more examples")
-        if target == "label" and y is None:
-            raise ValueError(f"data: the batch from example {start} on has no labels, and target='label'")
-        return start, x, y
+    def check():  # trace the method on the first batch's shapes
+        step.check(_pad(first.x, batch_size), None if first.y is None else _pad(np.asarray(first.y), batch_size),
+                   None if key is None else jax.random.fold_in(key, 0))
 
-    first = labelled(*first)
+    _prepare_shared_folder(out, run, overwrite=overwrite, check=check)
+    processes, process = jax.process_count(), jax.process_index()
+    index = _ShardIndex(out, process, processes=processes, batch_size=batch_size)
+    remaining = _resume(out, index, data)
+    mine = index.mine
 
+    def compute(batch: Batch) -> Dict[str, np.ndarray]:
+        result = step(_pad(batch.x, batch_size), None if batch.y is None else _pad(batch.y, batch_size),
+                      None if key is None else jax.random.fold_in(key, batch.number))
+        # A process whose block of the last batch is all padding writes an empty shard,
+        # so that the batch reads as finished for it too.
+        arrays = {k: v[: len(range(len(batch.x))[mine])] for k, v in result.items()}
+        arrays["index"] = np.arange(batch.start, batch.start + len(batch.x))[mine]
+        if batch.y is not None:
+            arrays["labels"] = np.asarray(batch.y)[mine]
+        return arrays
+
+    return _Plan(out, label, data, index, remaining, compute)
+
+
+def _run_record(name, label, options, key, model, target, batch_size, x, metadata) -> dict:
+    """run.json: the settings the answer depends on, their digest, and what is recorded."""
     settings = {
         "method": name,
         "options": _describe(options),
@@ -622,9 +743,9 @@ def explain_dataset(
         "output": model.output,
         "target": target if not isinstance(target, TopK) else f"top_k({target.k})",
         "batch_size": batch_size,
-        "example_shape": list(first_x.shape[1:]),
-        "example_dtype": str(first_x.dtype),
-        "processes": processes,
+        "example_shape": list(x.shape[1:]),
+        "example_dtype": str(x.dtype),
+        "processes": jax.process_count(),
     }
     run = {
         "format": FORMAT,
@@ -642,101 +763,115 @@ def explain_dataset(
         json.dumps(run)
     except (TypeError, ValueError) as error:
         raise TypeError(f"metadata must be a dict of JSON values (str, numbers, lists, dicts): {error}") from None
-    step = _step(function, model, mesh, target, options, batch_size)
+    return run
 
-    def check():  # trace the method on the first batch's shapes
-        step.check(_pad(first_x, batch_size), None if first_y is None else _pad(np.asarray(first_y), batch_size),
-                   None if key is None else jax.random.fold_in(key, 0))
 
-    _prepare_shared_folder(out, run, overwrite=overwrite, check=check)
-    finished, end, torn = _read_index(out, process)
-    agreed = _agree(set(finished))  # collective in a multi-process run: every process calls it once
-    finished = {b: r for b, r in finished.items() if b in agreed}
+class _Data:
+    """The data given to `explain_dataset` as numbered batches of `batch_size` examples.
 
-    local = batch_size // processes
-    mine = slice(process * local, (process + 1) * local)
-    index_path = _index_path(out, process)
-    seen = [-1, 0]  # the last batch read from the data, and the examples up to its end
+    Each batch gets its labels (from the data or `labels=`) and is checked as it is read:
+    an array given whole is checked whole before anything is written; a stream's later
+    batch can only be checked when it comes (a bad one stops the run, which stays
+    resumable). `seen` is the last batch read and the examples up to its end.
+    """
 
-    def read():
-        for batch, item in enumerate(itertools.chain([first], batches)):
-            start, x, y = labelled(*item) if batch else item
-            seen[:] = [batch, start + len(x)]
-            yield batch, start, x, y
+    def __init__(self, data, labels, batch_size: int, input_key, label_key, num_examples):
+        chunks, length = _stream(data, input_key, label_key)
+        self.known = length  # the data's own length, when it has one (num_examples is only a hint)
+        if labels is not None:
+            labels = np.asarray(labels)
+            length = len(labels) if length is None else length
+            if length != len(labels):
+                raise ValueError(f"labels has {len(labels)} entries but data has {length} examples")
+        self.labels = labels
+        self.length = length if length is not None else num_examples
+        self._rest = _rebatch(chunks, batch_size)
+        try:
+            start, x, y = next(self._rest)
+        except StopIteration:
+            raise ValueError("data holds no examples") from None
+        self.first = Batch(0, start, x, y if labels is None else labels[: len(x)])
+        self.target = None
+        self.seen = (-1, 0)
 
-    stream = read()
-    # Every check of the data given now against the folder runs before the first write,
-    # so that a refused call leaves the folder as it was: the data are read up to the last
-    # finished batch (for a finished run, to their end), each finished batch is compared
-    # with them, and the batches still to compute on the way are held back until then.
+    def labelled(self, batch: Batch) -> Batch:
+        """A batch with its labels (those of `labels=` if given), checked before it is used."""
+        y = batch.y
+        if self.labels is not None:
+            y = self.labels[batch.start : batch.start + len(batch.x)]
+            if len(y) < len(batch.x):
+                raise ValueError(f"labels has {len(self.labels)} entries but data has more examples")
+        if self.target == "label" and y is None:
+            raise ValueError(f"data: the batch from example {batch.start} on has no labels, and target='label'")
+        return batch._replace(y=y)
+
+    def __iter__(self) -> Iterator[Batch]:
+        """Every batch from the first, each labelled and checked when it is read."""
+        for number, (start, x, y) in enumerate(itertools.chain([self.first[1:]], self._rest)):
+            batch = self.labelled(Batch(number, start, x, y))
+            self.seen = (number, start + len(x))
+            yield batch
+
+
+def _resume(out: str, index: "_ShardIndex", data: _Data) -> Iterator[Batch]:
+    """The batches still to compute, once the data given now match the finished ones.
+
+    Every check of the data against the folder runs before the first write, so that a
+    refused call leaves the folder as it was: the data are read up to the last finished
+    batch (for a finished run, to their end), each finished batch is compared with them,
+    and the batches still to compute on the way are held back until then. Every process
+    learns of any process's refusal. Then process 0 removes the temporary files of writes
+    cut short, and a torn last line of the index is dropped.
+    """
+    index.keep(_agree(index.finished()))  # collective in a multi-process run: every process calls it once
+    end, finished = index.end, index.batches
+    batches = iter(data)
     error: Optional[BaseException] = None
-    pending: List[tuple] = []
+    pending: List[Batch] = []
     try:
-        if end is not None and known is not None and known != end["num_examples"]:
-            raise _other_length(out, end, str(known))
+        if end is not None and data.known is not None and data.known != end["num_examples"]:
+            raise _other_length(out, end, str(data.known))
         last = max(finished, default=-1)
-        for batch, start, x, y in stream:
-            record = finished.get(batch)
-            if record is not None:
-                _same_batch(out, batch, record, start, len(np.arange(start, start + len(x))[mine]),
-                            digest(_pad(x, batch_size)[mine]),
-                            None if y is None else digest(_pad(np.asarray(y), batch_size)[mine]))
-            elif end is not None and batch >= end["num_batches"]:
+        for batch in batches:
+            if batch.number in finished:
+                index.check(batch)
+            elif end is not None and batch.number >= end["num_batches"]:
                 raise _other_length(out, end, f"more than {end['num_examples']}")
             else:
-                pending.append((batch, start, x, y))
-            if end is None and batch >= last:
+                pending.append(batch)
+            if end is None and batch.number >= last:
                 break
         else:  # the data ended before anything was computed: they must hold every finished batch
-            if end is not None and (end["num_examples"], end["num_batches"]) != (seen[1], seen[0] + 1):
-                raise _other_length(out, end, str(seen[1]))
-            if last > seen[0]:
+            number, count = data.seen
+            if end is not None and (end["num_examples"], end["num_batches"]) != (count, number + 1):
+                raise _other_length(out, end, str(count))
+            if last > number:
                 raise OutputFolderError(
                     f"out: {out} holds batch {last} (from example {finished[last]['start']} on) but the data given "
-                    f"now have {seen[1]} examples: the data changed since the run; choose another folder "
+                    f"now have {count} examples: the data changed since the run; choose another folder "
                     "(nothing was written)"
                 )
     except Exception as caught:  # noqa: BLE001 - raised below, once every process knows
         error = caught
-    if error is None and process == 0:
+    if error is None and jax.process_index() == 0:
         _remove_temporary(out)  # before the collective: no process writes before it
     if not _all_processes(error is None):
         raise error if error is not None else OutputFolderError(
             f"out: another process found that the data given now do not match {out}; see its error")
-    if torn:
-        _drop_torn_line(index_path)
+    index.repair()
+    return itertools.chain(pending, batches)
 
-    done = sum(r["rows"] for r in finished.values())
-    computed: List[int] = []
-    with Progress(length, description=label, unit="examples", enabled=progress, initial=done) as bar:
-        # A stream's later batches are checked as they come (NaN, shape, labels): a bad one
-        # stops the run with the batches before it kept and no end line, so the folder
-        # stays a resumable, incomplete run.
-        for batch, start, x, y in itertools.chain(pending, stream):
-            rows = np.arange(start, start + len(x))
-            result = step(_pad(x, batch_size), None if y is None else _pad(y, batch_size),
-                          None if key is None else jax.random.fold_in(key, batch))
-            arrays = {k: v[: max(0, min(local, len(x) - process * local))] for k, v in result.items()}
-            arrays["index"] = rows[mine]
-            if y is not None:
-                arrays["labels"] = np.asarray(y)[mine]
-            # A process whose block of the last batch is all padding writes an empty shard,
-            # so that the batch reads as finished for it too.
-            file = _shard_name(batch, process)
-            write_atomic(os.path.join(out, file), **arrays)
-            _append(index_path, {"batch": batch, "start": start, "rows": int(len(arrays["index"])), "file": file,
-                                 "sha256": file_sha256(os.path.join(out, file)),
-                                 "inputs_sha256": digest(_pad(x, batch_size)[mine]),
-                                 "labels_sha256": None if y is None else digest(_pad(np.asarray(y), batch_size)[mine])})
-            computed.append(batch)
-            bar.update(len(x))
-    total_batches, count = seen[0] + 1, seen[1]
-    if end is None:
+
+def _finish(plan: _Plan, computed: List[int], seconds: float) -> RunSummary:
+    """Closes the index with an end line once the data ran out (the first time), and sums up."""
+    number, count = plan.data.seen
+    total_batches = number + 1
+    if plan.index.end is None:
+        labels = plan.data.labels
         if labels is not None and count != len(labels):  # a stream shorter than labels=: nothing claims an end
             raise ValueError(f"labels has {len(labels)} entries but data has {count} examples")
-        _append(index_path, {"end": True, "num_examples": count, "num_batches": total_batches})
-    return RunSummary(out, count, total_batches, tuple(computed), total_batches - len(computed),
-                      time.perf_counter() - started)
+        plan.index.close(count, total_batches)
+    return RunSummary(plan.out, count, total_batches, tuple(computed), total_batches - len(computed), seconds)
 
 
 def _other_length(out: str, end: dict, now: str) -> OutputFolderError:
@@ -744,21 +879,6 @@ def _other_length(out: str, end: dict, now: str) -> OutputFolderError:
         f"out: {out} holds a finished run of {end['num_examples']} examples, the data given now have {now}: "
         "the data changed since the run; choose another folder (nothing was written)"
     )
-
-
-def _same_batch(out: str, batch: int, record: dict, start: int, rows: int, inputs_sha: str,
-                labels_sha: Optional[str]) -> None:
-    """Refuses data that differ from those the finished `batch` was computed from."""
-    if (record["start"], record["rows"]) != (start, rows):
-        differs = f"holds {record['rows']} examples from example {record['start']} on, the data given now {rows} from {start}"
-    elif record["inputs_sha256"] != inputs_sha:
-        differs = "was computed from other inputs than the data given now"
-    elif "labels_sha256" in record and record["labels_sha256"] != labels_sha:  # index lines older than the field lack it
-        differs = "was computed with other labels than the data given now have"
-    else:
-        return
-    raise OutputFolderError(f"out: batch {batch} of {out} {differs}: the data changed since the run; "
-                            "choose another folder (nothing was written)")
 
 
 def _pad(rows: np.ndarray, size: int) -> np.ndarray:

@@ -5,7 +5,9 @@ with a progress bar. With `cache_dir`, each finished batch is written atomically
 temporary file, then renamed) under a folder named by a hash of everything the answer
 depends on: the method and its settings, the model's parameters and apply function, the
 data, the batch size and the key. An interrupted run resumes from the batches already on
-disk; a finished one is read back without calling the method at all.
+disk; a finished one is read back without calling the method at all. The batches run in
+the library's one resumable batch loop (`jaxplain._batches.run`), with the part files as
+its index.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from typing import Any, Dict, Optional
 import jax
 import numpy as np
 
-from jaxplain import _checks
+from jaxplain import _batches, _checks
+from jaxplain._batches import Batch
 from jaxplain._store import digest as _digest, model_digest, output_path, settings_json as teacher_settings, write_atomic
-from jaxplain._progress import Progress
 from jaxplain.methods.registry import METHODS, resolve
 from jaxplain.model import Model
 
@@ -76,7 +78,7 @@ def method_settings(teacher: dict) -> tuple:
 
 
 def _array(result, name, shape):
-    value = result.extras.get(name) if name != "delta" else result.delta
+    value = getattr(result, name)
     return np.full(shape, np.nan, np.float32) if value is None else np.asarray(value, np.float32)
 
 
@@ -143,7 +145,6 @@ def make_labels(
     teacher = {"method": name, "settings": teacher_settings(settings)}
     settings.pop("wrap", None)  # bound into function
     key = settings.pop("key", None)
-    batches = range(0, len(x), batch_size)
     folder = None
     if cache_dir is not None:
         folder = os.path.join(
@@ -153,35 +154,63 @@ def make_labels(
         if os.path.isfile(final):
             with np.load(final) as stored:
                 return Labels(stored["values"], stored["output_difference"], stored["delta"], teacher)
-    parts = []
+    batches = [Batch(number, start, x[start : start + batch_size])
+               for number, start in enumerate(range(0, len(x), batch_size))]
+    parts = _Parts(folder, len(batches))
     every_class = np.arange(num_classes)[None, :]
-    with Progress(len(batches), description=f"labels {name}", unit="batch", enabled=progress) as bar:
-        for index, start in enumerate(batches):
-            part = None if folder is None else os.path.join(folder, f"part-{index:05d}.npz")
-            if part is not None and os.path.isfile(part):
-                with np.load(part) as stored:
-                    parts.append({k: stored[k] for k in stored.files})
-                bar.update(1)
-                continue
-            extra = {} if key is None else {"key": jax.random.fold_in(key, index)}
-            rows = x[start : start + batch_size]
-            result = function(model, rows, target=every_class, **settings, **extra)
-            shape = (len(rows), num_classes)
-            arrays = {
-                "values": np.asarray(result.values, np.float32),
-                "output_difference": _array(result, "output_difference", shape),
-                "delta": _array(result, "delta", shape),
-            }
-            if part is not None:  # the folder is made at the first write: a setting the method refuses leaves none
-                os.makedirs(folder, exist_ok=True)
-                write_atomic(part, **arrays)
-            parts.append(arrays)
-            bar.update(1)
-    joined = {k: np.concatenate([p[k] for p in parts]) for k in ("values", "output_difference", "delta")}
+
+    def compute(batch: Batch) -> dict:
+        extra = {} if key is None else {"key": jax.random.fold_in(key, batch.number)}
+        result = function(model, batch.x, target=every_class, **settings, **extra)
+        shape = (len(batch.x), num_classes)
+        return {
+            "values": np.asarray(result.values, np.float32),
+            "output_difference": _array(result, "output_difference", shape),
+            "delta": _array(result, "delta", shape),
+        }
+
+    done = sum(len(batch.x) for batch in batches if batch.number in parts.finished())
+    _batches.run(batches, compute, parts, total=len(x), done=done, description=f"labels {name}", progress=progress)
+    loaded = [parts.load(batch.number) for batch in batches]
+    joined = {k: np.concatenate([part[k] for part in loaded]) for k in ("values", "output_difference", "delta")}
     if folder is not None:
         os.makedirs(folder, exist_ok=True)
         write_atomic(os.path.join(folder, LABELS_FILE), **joined)
         write_atomic(os.path.join(folder, "teacher.json"), text=json.dumps(teacher, indent=2))
-        for index in range(len(batches)):
-            os.remove(os.path.join(folder, f"part-{index:05d}.npz"))
+        parts.remove()
     return Labels(joined["values"], joined["output_difference"], joined["delta"], teacher)
+
+
+class _Parts:
+    """make_labels' index (`jaxplain._batches.Index`): a part file per finished batch in
+    the cache folder, `part-<i>.npz`, written atomically; without a folder, the arrays."""
+
+    def __init__(self, folder: Optional[str], count: int):
+        self.folder, self.count, self.held = folder, count, {}
+
+    def _path(self, number: int) -> str:
+        return os.path.join(self.folder, f"part-{number:05d}.npz")
+
+    def finished(self) -> set:
+        if self.folder is None:
+            return set(self.held)
+        return {number for number in range(self.count) if os.path.isfile(self._path(number))}
+
+    def write(self, batch: Batch, arrays) -> None:
+        if self.folder is None:
+            self.held[batch.number] = dict(arrays)
+            return
+        # the folder is made at the first write: a setting the method refuses leaves none
+        os.makedirs(self.folder, exist_ok=True)
+        write_atomic(self._path(batch.number), **arrays)
+
+    def load(self, number: int) -> dict:
+        if self.folder is None:
+            return self.held[number]
+        with np.load(self._path(number)) as stored:
+            return {k: stored[k] for k in stored.files}
+
+    def remove(self) -> None:
+        """Removes the part files (once the whole labels file is written)."""
+        for number in range(self.count):
+            os.remove(self._path(number))
