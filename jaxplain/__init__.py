@@ -1,6 +1,6 @@
 """jaxplain: attribution methods for JAX and Flax models, each compiled to one XLA program."""
 
-from jaxplain import amortized, data, engine, io, metrics, models, runs, schedules
+from jaxplain import amortized, data, engine, io, metrics, models, runs, schedules, training
 from jaxplain.attribution import Attribution
 from jaxplain.io import load_model
 from jaxplain.metrics import evaluate
@@ -33,6 +33,7 @@ from jaxplain.methods.smoothing import smoothgrad, smoothgrad_sq, vargrad
 from jaxplain.model import Model, top_k
 from jaxplain.models.train import train
 from jaxplain.runs import explain_dataset, load_attributions
+from jaxplain.training import TrainConfig
 
 __version__ = "0.1.0"
 
@@ -40,6 +41,7 @@ __all__ = [
     "Attribution",
     "METHODS",
     "Model",
+    "TrainConfig",
     "amortized",
     "blur_ig",
     "data",
@@ -85,5 +87,6 @@ __all__ = [
     "token_attributions",
     "top_k",
     "train",
+    "training",
     "vargrad",
 ]
