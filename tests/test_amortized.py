@@ -400,6 +400,7 @@ def test_token_explainer_starts_from_the_classifiers_encoder():
 # --- the study script ---------------------------------------------------------------------
 
 
+@pytest.mark.slow  # end to end: the benchmark script in a subprocess
 def test_the_study_runs_at_a_tiny_size(tmp_path):
     result = subprocess.run(
         [sys.executable, os.path.join(ROOT, "benchmarks", "amortized.py"), "--quick", "--out", str(tmp_path)],

@@ -5,6 +5,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+# End to end: each benchmark script runs in a subprocess at its smallest size.
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

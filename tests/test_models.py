@@ -111,7 +111,12 @@ def resnet18_small():
     return module, random_variables(module, (1, 32, 32, 3)), images((2, 32, 32, 3))
 
 
-@pytest.mark.parametrize("name", ["inception", "resnet50", "resnet18_small"])
+# The big models repeat, slowly, what resnet18_small and small_configs() check by default.
+BIG = pytest.mark.slow
+
+
+@pytest.mark.parametrize("name", [pytest.param("inception", marks=BIG), pytest.param("resnet50", marks=BIG),
+                                  "resnet18_small"])
 def test_eval_mode_is_finite_deterministic_and_batch_independent(name, request):
     module, variables, x = request.getfixturevalue(name)
     apply = jit_apply(module)
@@ -280,6 +285,7 @@ def test_swapping_the_activation_changes_the_text_classifier(text):
     assert not np.allclose(jit(module.apply)(variables, tokens), jit(swapped.apply)(variables, tokens))
 
 
+@BIG
 @pytest.mark.parametrize("name", ["inception", "resnet50"])
 def test_swapping_the_activation_changes_large_models(name, request):
     module, variables, x = request.getfixturevalue(name)

@@ -96,6 +96,7 @@ def _assert_same(got, want, n):
     np.testing.assert_allclose(got.delta, want.delta, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # end to end: two JAX processes started as scripts
 def test_two_processes_equal_one_and_resume_recomputes_what_any_process_lacks(tmp_path):
     model, x = jaxplain.load_model(CHECKPOINT), jaxplain.data.load("digits").x_test
     single = {}
