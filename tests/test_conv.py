@@ -9,6 +9,23 @@ import pytest
 
 from jaxplain.models import Conv
 
+
+# Inputs and parameters are drawn with NumPy: jax.random and Flax's initializers compile a
+# program for every new shape, which took most of this file's time.
+
+
+def _variables(module, x, rng):
+    """Variables shaped as `module.init` makes them; kernels ~ N(0, 1/fan_in) + 0.1 and
+    biases ~ N(0.1, 1), so that no bias is zero."""
+    shapes = jax.eval_shape(module.init, jax.random.key(1), x)
+
+    def draw(leaf):
+        fan_in = np.prod(leaf.shape[:-1]) if len(leaf.shape) > 1 else 1
+        return (rng.normal(size=leaf.shape) / np.sqrt(fan_in) + 0.1).astype(leaf.dtype)
+
+    return jax.tree_util.tree_map(draw, shapes)
+
+
 CASES = [  # (input side, channels, kernel, stride, padding, the path taken on the CPU)
     (2, 5, 3, 1, "SAME", "matmuls"),  # a ResNet-18's last stage at 64x64
     (2, 5, 3, 2, ((2, 0), (0, 1)), "matmuls"),
@@ -29,12 +46,13 @@ CASES = [  # (input side, channels, kernel, stride, padding, the path taken on t
 
 @pytest.mark.parametrize("side,channels,kernel,stride,padding,path", CASES)
 def test_same_parameters_values_and_input_gradients_as_nn_conv(side, channels, kernel, stride, padding, path):
-    x = jax.random.normal(jax.random.key(0), (3, side, side, channels))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, side, side, channels)).astype(np.float32)
     settings = dict(features=7, kernel_size=(kernel, kernel), strides=(stride, stride), padding=padding,
                     use_bias=side != 1)
     ours, reference = Conv(**settings), nn.Conv(**settings)
-    variables = jax.tree_util.tree_map(lambda p: p + 0.1, reference.init(jax.random.key(1), x))  # a nonzero bias
-    assert jax.tree_util.tree_structure(ours.init(jax.random.key(1), x)) == jax.tree_util.tree_structure(variables)
+    variables = _variables(reference, x, rng)
+    assert jax.eval_shape(ours.init, jax.random.key(1), x) == jax.eval_shape(reference.init, jax.random.key(1), x)
     assert ours._cpu_path(x) == path
 
     @jax.jit
@@ -71,13 +89,15 @@ def test_max_pool_values_gradients_and_ties_as_nn_max_pool(shape, window, stride
     from jaxplain.models import max_pool
     from jaxplain.models.pooling import _explicit_padding
 
-    x = jax.random.normal(jax.random.key(0), shape)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=shape).astype(np.float32)
     # Ties inside the first window: two equal maxima, the first one (row-major) takes the gradient.
-    x = x.at[0, 0, 1, 0].set(7.0).at[0, 1, 0, 0].set(7.0)
+    x[0, 0, 1, 0] = x[0, 1, 0, 0] = 7.0
     assert _explicit_padding(x, window, strides, padding) is not None
-    weights = jax.random.normal(jax.random.key(1), nn.max_pool(x, window, strides, padding).shape)
+    pooled = jax.eval_shape(lambda x: nn.max_pool(x, window, strides, padding), x)
+    weights = rng.normal(size=pooled.shape).astype(np.float32)
 
-    tangent = jax.random.normal(jax.random.key(2), shape)
+    tangent = rng.normal(size=shape).astype(np.float32)
 
     @jax.jit
     def everything(x):  # one compilation for both pools: values, gradient, vmap, jvp
@@ -126,9 +146,9 @@ CONVS = [  # (input shape, kernel shape, strides, padding)
 def test_conv_general_dilated_has_lax_values_and_derivatives(shape, kernel_shape, strides, padding):
     from jaxplain.models import conv_general_dilated
 
-    x = jax.random.normal(jax.random.key(0), shape, jnp.float64 if jax.config.x64_enabled else jnp.float32)
-    kernel = jax.random.normal(jax.random.key(1), kernel_shape, x.dtype)
-    dx, dk = jax.random.normal(jax.random.key(2), shape, x.dtype), jax.random.normal(jax.random.key(3), kernel_shape, x.dtype)
+    rng, dtype = np.random.default_rng(0), np.float64 if jax.config.x64_enabled else np.float32
+    x, kernel = rng.normal(size=shape).astype(dtype), rng.normal(size=kernel_shape).astype(dtype)
+    dx, dk = rng.normal(size=shape).astype(dtype), rng.normal(size=kernel_shape).astype(dtype)
     dn = ("NHWC", "HWIO", "NHWC")
 
     def check(conv):
@@ -150,7 +170,7 @@ def test_input_gradients_inside_a_loop_read_an_hwio_kernel():
         pytest.skip("the rewrite is the CPU's")
     from jaxplain.models import conv_general_dilated
 
-    kernel = jax.random.normal(jax.random.key(1), (3, 3, 4, 4))
+    kernel = np.random.default_rng(1).normal(size=(3, 3, 4, 4)).astype(np.float32)
 
     def looped(conv):
         def gradient(x):
