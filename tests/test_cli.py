@@ -28,6 +28,7 @@ def demo_command():
     return re.search(r"^DEMO := (.+)$", makefile, flags=re.M).group(1).split()
 
 
+@pytest.mark.slow  # end to end: `make demo`'s command in a fresh process
 def test_main_job_as_make_demo_runs_it(tmp_path):
     """The demo command, in a fresh process, as a newcomer runs it (must take < 1 minute)."""
     command = demo_command()
@@ -56,6 +57,7 @@ def _explain(tmp_path, *argv):
     return jaxplain.load_attributions(tmp_path, require_complete=True)
 
 
+@pytest.mark.slow  # end to end: the console script in a fresh process; the values are checked in-process below
 def test_explain_in_a_fresh_process_prints_the_table_and_draws(tmp_path, capsys):
     out = tmp_path / "out"
     result = subprocess.run(
@@ -202,7 +204,9 @@ def test_evaluate_writes_the_table_and_the_grid(tmp_path, capsys):
     assert (tmp_path / "text" / "grid.html").read_text().count("integrated_gradients") >= 3
 
 
-@pytest.mark.parametrize("recipe", ["supervised", "cortx", "fastshap"])
+# End to end, training a network: the supervised recipe by default; test_amortized checks every recipe.
+@pytest.mark.parametrize("recipe", ["supervised", pytest.param("cortx", marks=pytest.mark.slow),
+                                    pytest.param("fastshap", marks=pytest.mark.slow)])
 def test_train_explainer_saves_an_explainer_with_its_fidelity(tmp_path, recipe):
     out = str(tmp_path / "explainer")
     argv = ["train-explainer", "--model", str(ROOT / "checkpoints/wine_mlp"), "--data", "wine", "--recipe", recipe,

@@ -21,6 +21,7 @@ def _blocks(language):
     return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
 
 
+@pytest.mark.slow  # end to end: every example of the README, in order
 def test_readme_python_examples_run_in_order(tmp_path):
     namespace = {}
     for block in _blocks("python"):

@@ -149,6 +149,7 @@ def _index_batches(out):
     return [json.loads(line)["batch"] for line in lines[:-1] if b'"batch"' in line]
 
 
+@pytest.mark.slow  # end to end: a script killed and started again; in-process resumes are checked by default
 def test_killed_with_sigkill_and_restarted_gives_the_uninterrupted_output(tmp_path):
     out = tmp_path / "killed"
     command = [sys.executable, "-c", KILL_SCRIPT, str(out)]

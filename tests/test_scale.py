@@ -48,6 +48,7 @@ def relative_error(values, reference):
     return float(np.linalg.norm(np.asarray(values, np.float64) - reference) / np.linalg.norm(reference))
 
 
+@pytest.mark.slow  # a million samples; test_perturbation checks the convergence at small counts by default
 @pytest.mark.parametrize("name", ["kernel_shap", "lime"])
 def test_least_squares_estimators_keep_converging_up_to_a_million_samples(name, game):
     """Before the fix the pseudo-inverse's cutoff grew with the samples: at 1e6 kernel_shap
