@@ -67,7 +67,7 @@ def _array(name: str, value, ranks=None, expected: str = "", finite: bool = True
 def _percentile(percentile) -> float:
     from jaxplain import _checks
 
-    return _checks.fraction("percentile", percentile, low=0.0, high=100.0)
+    return _checks.number("percentile", percentile, high=100.0)
 
 
 def _labels(name: str, labels, count: int, what: str) -> None:
