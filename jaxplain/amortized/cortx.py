@@ -28,7 +28,7 @@ import numpy as np
 from jaxplain import _checks
 from jaxplain.amortized import networks, supervised, training
 from jaxplain.amortized.explainer import Explainer
-from jaxplain.amortized.fastshap import _masked, _prepare
+from jaxplain.amortized.fastshap import checked_inputs, masked_inputs
 from jaxplain.amortized.labels import Labels
 from jaxplain.amortized.supervised import check_labelled, teacher_facts, train_supervised
 from jaxplain.model import Model
@@ -66,7 +66,7 @@ def positives(model: Model, x, key, *, reference, mask, groups: int, candidates:
       (True = the group kept x's values).
     """
     kept = ~jax.random.bernoulli(key, drop_probability, (x.shape[0], candidates, groups))
-    copies, _ = _masked(x, reference, mask, kept)
+    copies, _ = masked_inputs(x, reference, mask, kept)
     probabilities = model.with_output("probs")
     outputs = probabilities(copies.reshape(-1, *x.shape[1:])).reshape(x.shape[0], candidates, -1)
     distance = jnp.sum((outputs - probabilities(x)[:, None]) ** 2, axis=-1)
@@ -136,7 +136,7 @@ def pretrain_encoder(
         raise ValueError("drop_probability must be < 1 (at 1 every candidate is the reference)")
     # tau divides the similarities: 0 gives NaN losses, < 0 pushes positives apart.
     temperature = _checks.number("temperature", temperature, above=True)
-    x, reference, mask, groups, _ = _prepare(model, x, reference, feature_mask)
+    x, reference, mask, groups, _ = checked_inputs(model, x, reference, feature_mask)
     variables = networks.init(network, x, seed=config.seed, model=model)
     projection = Projection()
     width = network.apply(variables, x[:1], method="embedding").shape[-1]

@@ -103,7 +103,8 @@ class MaskedInput(nn.Module):
         return self.classifier(jnp.concatenate([masked, present.astype(masked.dtype)], axis=-1))
 
 
-def _prepare(model, x, reference, feature_mask):
+def checked_inputs(model, x, reference, feature_mask):
+    """`(x, reference, mask, G, classes)`, checked: what FastSHAP and CoRTX train on."""
     x, num_classes = _checks.check_x(model, training.inputs(x), integer_ids=True)
     x = np.asarray(x)
     mask, groups = _checks.feature_mask(feature_mask, x)
@@ -130,7 +131,7 @@ def _reference(value, x) -> np.ndarray:
         ) from None
 
 
-def _masked(x, reference, mask, coalitions):
+def masked_inputs(x, reference, mask, coalitions):
     """`(B, n, *features)`: x where the feature's group is in S, the reference elsewhere."""
     present = jnp.take(coalitions, jnp.asarray(mask), axis=-1)  # (B, n, *features)
     return jnp.where(present, x[:, None], reference), present
@@ -138,7 +139,7 @@ def _masked(x, reference, mask, coalitions):
 
 def _game(model: Model, surrogate: Optional[Surrogate], x, reference, mask, coalitions):
     """v(S) `(B, n, C)` in the model's output space, by the model or the surrogate."""
-    masked, present = _masked(x, reference, mask, coalitions)
+    masked, present = masked_inputs(x, reference, mask, coalitions)
     rows = masked.reshape(-1, *x.shape[1:])
     if surrogate is None:
         outputs = model(rows)
@@ -195,7 +196,7 @@ def train_surrogate(
         raise TypeError(f"classifier must be a flax.linen.Module (e.g. jaxplain.models.MLP), got {type(classifier).__name__}")
     if variables is not None and not (hasattr(variables, "keys") and "params" in variables):
         raise TypeError("variables must be the dict of MaskedInput(classifier).init, {'params': ...}")
-    x, reference, mask, groups, num_classes = _prepare(model, x, reference, feature_mask)
+    x, reference, mask, groups, num_classes = checked_inputs(model, x, reference, feature_mask)
     network = MaskedInput(classifier)
     if variables is None:
         variables = jax.jit(network.init)(networks.random_key(config.seed), x[:1], np.ones(x[:1].shape, bool))
@@ -208,7 +209,7 @@ def train_surrogate(
 
     def loss(params, batch, key):
         coalitions = uniform_coalitions(key, batch["x"].shape[0], samples, groups)
-        masked, present = _masked(batch["x"], reference, mask, coalitions)
+        masked, present = masked_inputs(batch["x"], reference, mask, coalitions)
         rows = masked.reshape(-1, *x.shape[1:])
         logits = network.apply({**variables, "params": params}, rows, present.reshape(rows.shape))
         logits = logits.reshape(*coalitions.shape[:2], -1)
@@ -265,7 +266,7 @@ def train_fastshap(
         raise ValueError(f"samples must be even (each coalition is paired with its complement), got {samples}")
     if surrogate is not None and not isinstance(surrogate, Surrogate):
         raise TypeError(f"surrogate must be a Surrogate from train_surrogate or None, got {type(surrogate).__name__}")
-    x, reference, mask, groups, num_classes = _prepare(model, x, reference, feature_mask)
+    x, reference, mask, groups, num_classes = checked_inputs(model, x, reference, feature_mask)
     if groups < 2:
         raise ValueError("train_fastshap needs at least 2 groups of features")
     variables = networks.init(network, x, seed=config.seed, model=model)
