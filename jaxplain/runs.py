@@ -56,7 +56,7 @@ import numpy as np
 from jaxplain import _batches, _checks, engine
 from jaxplain._batches import Batch
 from jaxplain._store import digest, file_sha256, model_digest, output_path, write_atomic
-from jaxplain.methods.registry import METHODS, resolve
+from jaxplain.methods.registry import METHODS, options_of, resolve
 from jaxplain.model import Model, TopK
 
 FORMAT = "jaxplain.attributions"
@@ -265,11 +265,11 @@ def _callable_name(function) -> str:
 
 
 def _method(method, options: dict) -> Tuple[Callable, str]:
-    """(function(model, x, *, target, **options), its name), resolving names and `wrap`."""
+    """(function(model, x, *, target, **options), its name), resolving names; a noise
+    method's name shows the method it wraps, its `method` option."""
     if isinstance(method, str):
-        inner = options.pop("wrap", None) if method in METHODS and METHODS[method].family == "noise" else None
-        function = resolve(method, inner)
-        return function, (method if inner is None else f"{method}({inner})")
+        inner = options.get("method") if METHODS.get(method) and METHODS[method].wraps else None
+        return resolve(method), (method if inner is None else f"{method}({_describe(inner)})")
     if not callable(method):
         raise TypeError(f"method must be a jaxplain method, its name, or a callable; got {type(method).__name__}")
     return method, _callable_name(method)
@@ -607,8 +607,8 @@ def explain_dataset(
     """Explains a whole dataset, batch by batch, sharded over a mesh; resumable.
 
     Args:
-      method: a jaxplain method or its name (`"integrated_gradients"`); the noise
-        methods by name take the method they wrap as `wrap="saliency"`. Any callable
+      method: a jaxplain method or its name (`"integrated_gradients"`); a noise
+        method takes the method it wraps as `wrap="saliency"`. Any callable
         `method(model, x, *, target, **options) -> Attribution` works too.
       model: the `jaxplain.Model` to explain.
       data: an array of inputs; an `(inputs, labels)` pair; a dict of arrays
@@ -682,9 +682,9 @@ def _plan(method, model, data, *, out, target, batch_size, mesh, labels, num_exa
     `overwrite`), made for a new run; the finished batches, each compared with the data
     given now (`_resume`). A refused call leaves the folder as it was.
     """
-    function, name = _method(method, dict(options))
+    options = options_of(method, options)  # a noise method's wrap= is its method option
+    function, name = _method(method, options)
     label = name if label is None else str(label)
-    options.pop("wrap", None)
     out = output_path("out", out, error=OutputFolderError)
     _checks.check_model(model)
     mesh = _default_mesh() if mesh is None else mesh

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 
@@ -87,6 +88,18 @@ def test_explain_values_match_the_library_call(tmp_path, capsys):
     expected = jaxplain.integrated_gradients(model, jaxplain.data.load("wine").x_test[:5], target="predicted", steps=32)
     np.testing.assert_allclose(arrays.values, expected.values, rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(arrays.target, expected.target)
+
+
+def test_explain_a_noise_method_around_the_method_wrap_names(tmp_path):
+    """--wrap is the noise method's `method` option: the values are smoothgrad's around
+    integrated_gradients, with the first batch's key, fold_in(key(--seed), 0)."""
+    arrays = _explain(tmp_path, "--model", str(ROOT / "checkpoints/wine_mlp"), "--data", "wine", "--n", "5",
+                      "--method", "smoothgrad", "--wrap", "integrated_gradients", "--steps", "8", "--samples", "3")
+    model = jaxplain.load_model(str(ROOT / "checkpoints/wine_mlp"))
+    expected = jaxplain.smoothgrad(model, jaxplain.data.load("wine").x_test[:5], target="predicted", steps=8,
+                                   samples=3, method="integrated_gradients", key=jax.random.fold_in(jax.random.key(0), 0))
+    np.testing.assert_allclose(arrays.values, expected.values, rtol=1e-5, atol=1e-7)
+    assert arrays.run["method"] == "smoothgrad(integrated_gradients)"
 
 
 def test_patch_groups_features_for_shapley_methods(tmp_path):

@@ -90,7 +90,8 @@ def test_readme_main_job_is_the_tested_command():
     assert " ".join(demo_command()).startswith("jaxplain evaluate --model checkpoints/digits_cnn --data digits")
 
 
-@pytest.mark.parametrize("module", [jaxplain.model, jaxplain.methods.integrated, jaxplain.methods.layers, jaxplain.methods.rules])
+@pytest.mark.parametrize("module", [jaxplain.model, jaxplain.methods.integrated, jaxplain.methods.layers, jaxplain.methods.rules,
+                                    jaxplain.methods.smoothing])
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0

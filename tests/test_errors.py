@@ -206,8 +206,8 @@ SAL = np.ones((3, 4), np.float32)
 @pytest.mark.parametrize(
     "error, match, call",
     [
-        (TypeError, "smoothgrad wraps another method; pass functools.partial",
-         lambda: M.sensitivity_max(jaxplain.smoothgrad, MODEL, X, target=0, key=KEY, samples=2)),
+        (ValueError, "'no_such_method' is not a jaxplain method",
+         lambda: M.sensitivity_max("no_such_method", MODEL, X, target=0, key=KEY, samples=2)),
         (TypeError, "method must return a jaxplain.Attribution, got an array of shape \\(3, 4\\)",
          lambda: M.sensitivity_max(lambda model, x, target: x, MODEL, X, target=0, key=KEY, samples=2)),
         (ValueError, "method returned values of shape \\(3, 4\\) for x of shape \\(6, 4\\)",
@@ -457,28 +457,33 @@ def test_patch_mask_and_blur_arguments_are_named(error, match, call):
     [
         # "invalid PRNG key data" from inside JAX, at the first batch
         (TypeError, "key must be a single jax.random.key\\(seed\\)", lambda: AM.make_labels("kernel_shap", MODEL, X, key=0, samples=8, progress=False)),
-        # a bare noise wrapper failed inside with "missing argument 'x'"
-        (ValueError, "method 'smoothgrad' wraps another method: pass wrap='saliency'", lambda: AM.make_labels(jaxplain.smoothgrad, MODEL, X, key=KEY, progress=False)),
-        (ValueError, "make_labels\\('vargrad', model, x, wrap='saliency'",
-         lambda: AM.make_labels(functools.partial(jaxplain.vargrad, jaxplain.saliency), MODEL, X, key=KEY, progress=False)),
+        # a teacher is recorded by name, so that it can be called again
+        (ValueError, "method must be a registered jaxplain method",
+         lambda: AM.make_labels(functools.partial(jaxplain.vargrad, method=jaxplain.saliency), MODEL, X, key=KEY, progress=False)),
         (ValueError, "wrap names the method a noise method wraps; saliency wraps none", lambda: AM.make_labels("saliency", MODEL, X, wrap="saliency", progress=False)),
     ],
 )
-def test_make_labels_names_its_key_and_a_bare_noise_method(error, match, call):
+def test_make_labels_names_its_key_a_partial_and_a_wrap_of_no_noise_method(error, match, call):
     raises_named(error, match, call)
 
 
 def test_make_labels_runs_a_noise_method_with_the_method_it_wraps():
     from jaxplain.amortized.labels import method_settings
 
-    labels = AM.make_labels(jaxplain.smoothgrad, MODEL, X, key=KEY, wrap=jaxplain.saliency, samples=3, progress=False)
-    assert labels.teacher["settings"]["wrap"] == "saliency"
-    direct = jaxplain.smoothgrad(jaxplain.saliency, MODEL, X, target=np.arange(2)[None, :],
-                                 key=jax.random.fold_in(KEY, 0), samples=3)
+    labels = AM.make_labels(jaxplain.smoothgrad, MODEL, X, key=KEY, wrap=jaxplain.integrated_gradients, steps=4,
+                            samples=3, progress=False)
+    assert labels.teacher["settings"]["method"] == "integrated_gradients"
+    direct = jaxplain.smoothgrad(MODEL, X, method=jaxplain.integrated_gradients, target=np.arange(2)[None, :],
+                                 key=jax.random.fold_in(KEY, 0), samples=3, steps=4)
     np.testing.assert_allclose(labels.values, direct.values, rtol=1e-6)
-    function, settings = method_settings(labels.teacher)  # what selective calls it again with
-    again = function(MODEL, X, target=np.arange(2)[None, :], **{**settings, "key": jax.random.fold_in(settings["key"], 0)})
-    np.testing.assert_allclose(again.values, direct.values, rtol=1e-6)
+    # what selective calls it again with; a teacher of an earlier version recorded `wrap`
+    renamed = {**labels.teacher["settings"], "wrap": labels.teacher["settings"]["method"]}
+    del renamed["method"]
+    for teacher in (labels.teacher, {**labels.teacher, "settings": renamed}):
+        function, settings = method_settings(teacher)
+        assert settings["method"] == "integrated_gradients" and "wrap" not in settings
+        again = function(MODEL, X, target=np.arange(2)[None, :], **{**settings, "key": jax.random.fold_in(settings["key"], 0)})
+        np.testing.assert_allclose(again.values, direct.values, rtol=1e-6)
 
 
 def _saved_explainer(folder, network, x):

@@ -1,6 +1,5 @@
 """jaxplain.evaluate: every method judged by every metric, one table, known values."""
 
-import functools
 import json
 
 import jax
@@ -25,7 +24,7 @@ def table():
             "saliency": "saliency",
             "ig": ("integrated_gradients", {"steps": 8}),
             "shapley": jaxplain.exact_shapley,
-            "smoothgrad": (functools.partial(jaxplain.smoothgrad, jaxplain.saliency), {"samples": 4}),
+            "smoothgrad": ("smoothgrad", {"method": jaxplain.saliency, "samples": 4}),
         },
         LINEAR, X, target="predicted", key=KEY, samples=16, repeats=1,
     )

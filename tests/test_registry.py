@@ -82,6 +82,7 @@ CALLS = {
     "shapley_sampling": (IMAGES, {"feature_mask": GROUPS, "samples": 4}),
     "kernel_shap": (IMAGES, {"feature_mask": GROUPS, "samples": 8}),
     "lime": (IMAGES, {"feature_mask": GROUPS, "samples": 8}),
+    "banzhaf": (IMAGES, {"feature_mask": GROUPS, "samples": 8}),
 }
 NAMES = sorted(CALLS)
 
@@ -98,8 +99,6 @@ def explain(name, model, x, *, key=jax.random.key(0), **overrides):
         settings["key"] = key
     if _explains_a_class(name):
         settings["target"] = 1
-    if info.family == "noise":
-        return info.function(settings.pop("method"), model, x, **settings)
     return info.function(model, x, **settings)
 
 
@@ -126,14 +125,13 @@ def test_new_params_inputs_and_keys_reuse_the_program(name):
     assert np.all(np.isfinite(again.values)) and not np.allclose(again.values, first.values)
 
 
-CHUNKED = [name for name in NAMES if "chunk_size" in jaxplain.METHODS[name].function.__code__.co_varnames
-           or jaxplain.METHODS[name].family == "noise"]
+CHUNKED = [name for name in NAMES if {"chunk_size", "noise_chunk_size"} & jaxplain.METHODS[name].parameters]
 
 
 @pytest.mark.parametrize("name", CHUNKED)
 def test_chunk_size_does_not_change_the_answer(name):
     model, x = models(name)
-    option = "noise_chunk_size" if jaxplain.METHODS[name].family == "noise" else "chunk_size"
+    option = "noise_chunk_size" if jaxplain.METHODS[name].wraps else "chunk_size"
     whole = explain(name, model, x).values
     one = explain(name, model, x, **{option: 1}).values
     scale = float(jnp.abs(whole).max())
@@ -160,17 +158,36 @@ def test_runs_inside_a_callers_jit(name):
     np.testing.assert_allclose(explained(model.params, x), eager, rtol=1e-5, atol=1e-6 * float(jnp.abs(eager).max()))
 
 
-def test_resolve_binds_the_wrapped_method_of_a_noise_method():
+def test_resolve_options_of_and_bind():
+    """The registry resolves names, reads a noise method's wrap= as its method option and
+    splits options into traced arrays and static settings; whether a method takes a key
+    is what it was registered with, also through a functools.partial."""
     import functools
 
     from jaxplain.methods import registry
 
     assert registry.resolve("saliency") is jaxplain.saliency
-    bound = registry.resolve("smoothgrad", "integrated_gradients")
-    assert isinstance(bound, functools.partial) and bound.func is jaxplain.smoothgrad
-    assert bound.args == (jaxplain.integrated_gradients,)
-    assert registry.randomized("smoothgrad", "saliency") and not registry.randomized("saliency")
-    with pytest.raises(ValueError, match="wrap="):
-        registry.resolve("smoothgrad")
+    assert registry.resolve(jaxplain.vargrad) is jaxplain.vargrad
     with pytest.raises(ValueError, match="not a jaxplain method"):
-        registry.resolve("smoothgrad", "no_such_method")
+        registry.resolve("no_such_method")
+    with pytest.raises(TypeError, match="method must be a jaxplain method"):
+        registry.resolve(3)
+    assert jaxplain.METHODS["smoothgrad"].wraps and not jaxplain.METHODS["saliency"].wraps
+    assert registry.options_of("smoothgrad", {"wrap": "integrated_gradients", "steps": 4}) == {
+        "method": "integrated_gradients", "steps": 4}
+    assert registry.options_of("smoothgrad", {"wrap": None}) == {}
+    assert registry.options_of(lambda model, x, **options: None, {"wrap": "saliency"}) == {"wrap": "saliency"}
+    with pytest.raises(ValueError, match="wrap names the method a noise method wraps; saliency wraps none"):
+        registry.options_of("saliency", {"wrap": "saliency"})
+    with pytest.raises(TypeError, match="once"):
+        registry.options_of("smoothgrad", {"wrap": "saliency", "method": "saliency"})
+    baseline = np.zeros((1, 4, 4, 1), np.float32)
+    function, arrays, static, takes_key = registry.bind(
+        "smoothgrad", {"wrap": "integrated_gradients", "baseline": baseline, "steps": 4}, caller="metric")
+    assert function is jaxplain.smoothgrad and takes_key
+    assert set(arrays) == {"baseline"} and static == (("method", "integrated_gradients"), ("steps", 4))
+    assert not registry.bind(jaxplain.saliency, {}, caller="metric")[3]
+    assert registry.takes_key(functools.partial(jaxplain.vargrad, method=jaxplain.saliency))
+    assert not registry.takes_key(functools.partial(jaxplain.integrated_gradients, steps=4))
+    with pytest.raises(TypeError, match="pass key to the metric itself"):
+        registry.bind("kernel_shap", {"key": jax.random.key(0)}, caller="metric")

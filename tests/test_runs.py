@@ -82,7 +82,7 @@ def test_randomized_method_same_key_same_result_and_noise_methods_by_name(tmp_pa
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c)
     # batch i draws from fold_in(key, i): the first batch is the method on its 8 rows
-    first = jaxplain.smoothgrad(jaxplain.saliency, mlp_model(), X[:8], target="predicted",
+    first = jaxplain.smoothgrad(mlp_model(), X[:8], method=jaxplain.saliency, target="predicted",
                                 key=jax.random.fold_in(key, 0), samples=4)
     np.testing.assert_allclose(a[:8], first.values, rtol=1e-6, atol=1e-7)
     assert json.loads((tmp_path / "a" / "run.json").read_text())["method"] == "smoothgrad(saliency)"
@@ -248,8 +248,8 @@ def test_incomplete_folder_is_read_with_a_warning_and_a_torn_index_line_is_dropp
 def test_bad_arguments_name_what_is_wrong(tmp_path):
     with pytest.raises(ValueError, match="not a jaxplain method"):
         _run(tmp_path / "a", method="integrated_gradient")
-    with pytest.raises(ValueError, match="wrap="):
-        _run(tmp_path / "a", method="smoothgrad", key=jax.random.key(0))
+    with pytest.raises(ValueError, match="wrap names the method a noise method wraps; saliency wraps none"):
+        _run(tmp_path / "a", method="saliency", wrap="integrated_gradients")
     with pytest.raises(ValueError, match="target='label' needs labels"):
         _run(tmp_path / "a", target="label")
     with pytest.raises(ValueError, match="batch_size"):

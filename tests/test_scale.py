@@ -74,7 +74,7 @@ COUNTED = {
     "integrated_gradients": lambda n: lambda x: jaxplain.integrated_gradients(MODEL, x, target=1, steps=n),
     "expected_gradients": lambda n: lambda x: jaxplain.expected_gradients(
         MODEL, x, target=1, background=BACKGROUND, samples=n, key=KEY),
-    "smoothgrad": lambda n: lambda x: jaxplain.smoothgrad(jaxplain.saliency, MODEL, x, target=1, samples=n, key=KEY),
+    "smoothgrad": lambda n: lambda x: jaxplain.smoothgrad(MODEL, x, method=jaxplain.saliency, target=1, samples=n, key=KEY),
     "kernel_shap": lambda n: lambda x: jaxplain.kernel_shap(MODEL, x, target=1, samples=n, key=KEY),
     "lime": lambda n: lambda x: jaxplain.lime(MODEL, x, target=1, samples=n, key=KEY),
     "shapley_sampling": lambda n: lambda x: jaxplain.shapley_sampling(MODEL, x, target=1, samples=n, key=KEY),

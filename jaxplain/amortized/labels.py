@@ -23,7 +23,7 @@ import numpy as np
 from jaxplain import _batches, _checks
 from jaxplain._batches import Batch
 from jaxplain._store import digest as _digest, model_digest, output_path, settings_json as teacher_settings, write_atomic
-from jaxplain.methods.registry import METHODS, resolve
+from jaxplain.methods.registry import METHODS, options_of, resolve
 from jaxplain.model import Model
 
 LABELS_FILE = "labels.npz"
@@ -65,8 +65,8 @@ def method_name(method) -> str:
 
 
 def method_settings(teacher: dict) -> tuple:
-    """`(function, settings)` to call a recorded teacher again (keys rebuilt; a noise
-    method bound to the method it wraps, recorded as `wrap`)."""
+    """`(function, settings)` to call a recorded teacher again (keys rebuilt; the method
+    a noise method wraps is its `method` setting, recorded as `wrap` by earlier versions)."""
     settings = {}
     for name, value in teacher["settings"].items():
         if isinstance(value, dict) and set(value) == {"key_data"}:
@@ -74,7 +74,8 @@ def method_settings(teacher: dict) -> tuple:
         elif isinstance(value, list):
             value = np.asarray(value)
         settings[name] = value
-    return resolve(teacher["method"], settings.pop("wrap", None)), settings
+    function = resolve(teacher["method"])
+    return function, options_of(function, settings)
 
 
 def _array(result, name, shape):
@@ -98,7 +99,8 @@ def make_labels(
       method: a registered jaxplain method (`jaxplain.exact_shapley`,
         `jaxplain.kernel_shap`, `jaxplain.integrated_gradients`,
         `jaxplain.token_attributions`, ...) or its name. A noise method
-        (`jaxplain.smoothgrad`, ...) takes the method it wraps as `wrap="saliency"`.
+        (`jaxplain.smoothgrad`, ...) takes the method it wraps as `wrap="saliency"`
+        (its `method` option, saliency by default).
       model: the `jaxplain.Model` to explain.
       x: the inputs, `(n, ...)` (int token ids for `token_attributions`).
       batch_size: examples per call of the method. The labels of a randomized method
@@ -116,10 +118,6 @@ def make_labels(
       Schwarzenberg, Feldhus, Moeller. Efficient Explanations from Empirical Explainers.
       BlackboxNLP 2021, arXiv:2103.15429 (training on an expensive explainer's outputs).
     """
-    wrapper = getattr(getattr(method, "func", None), "__name__", "")
-    if wrapper in METHODS and METHODS[wrapper].family == "noise":  # the partial that metrics take
-        raise ValueError(f"method: pass a noise method by name with the method it wraps, e.g. "
-                         f"make_labels('{wrapper}', model, x, wrap='saliency', key=...), not a functools.partial")
     name = method_name(method)
     if "target" in settings:
         raise ValueError("make_labels explains every class; do not pass target")
@@ -129,13 +127,10 @@ def make_labels(
             # a raw PRNGKey as the typed key it stands for (the same draws), so the teacher
             # is recorded as key data and called again with a key, not an int64 list
             settings["key"] = jax.random.wrap_key_data(settings["key"])
-    if settings.get("wrap") is not None:
-        if METHODS[name].family != "noise":
-            raise ValueError(f"wrap names the method a noise method wraps; {name} wraps none")
-        settings["wrap"] = method_name(settings["wrap"])
-    # The registry binds a noise method to the one it wraps, and refuses one given bare
-    # (called alone it failed inside, missing its x) with wrap='saliency' as the hint.
-    function = resolve(name, settings.get("wrap"))
+    settings = options_of(name, settings)  # a noise method's wrap= is its method option
+    if settings.get("method") is not None:  # recorded by name, so the teacher can be called again
+        settings["method"] = method_name(settings["method"])
+    function = resolve(name)
     batch_size = _checks.positive_int("batch_size", batch_size)
     if cache_dir is not None:
         cache_dir = output_path("cache_dir", cache_dir)
@@ -143,7 +138,6 @@ def make_labels(
     # all of x (a NaN in the last row too), before a batch is computed or cached
     num_classes = int(_checks.check_x(model, x, integer_ids=True)[1])
     teacher = {"method": name, "settings": teacher_settings(settings)}
-    settings.pop("wrap", None)  # bound into function
     key = settings.pop("key", None)
     folder = None
     if cache_dir is not None:

@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "methods",
         help="list the attribution methods",
-        description="List every attribution method with its family, whether it takes a key, and its summary.",
+        description="List every attribution method with its family, whether it takes a key, and its summary. "
+        "The noise methods (smoothgrad, smoothgrad_sq, vargrad) run another method on noisy copies: "
+        "--wrap names it (default saliency).",
         epilog="example:\n  jaxplain methods",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import inspect
 import os
 from typing import Optional
 
@@ -133,7 +132,7 @@ def add_method_arguments(parser) -> None:
     group.add_argument("--window", type=sizes, default=None, help="occlusion window, e.g. 2,2,1")
     group.add_argument("--patch", type=sizes, default=None, help="feature groups of the Shapley, ablation and LIME methods: boxes of this size, e.g. 2,2,1 (default: every feature its own group; every token for text)")
     group.add_argument("--rule", default=None, help="LRP rule (epsilon, gamma, alpha1beta0, composite)")
-    group.add_argument("--wrap", default="saliency", help="the method that smoothgrad, smoothgrad_sq and vargrad wrap (default saliency)")
+    group.add_argument("--wrap", default="saliency", help="the method that smoothgrad, smoothgrad_sq and vargrad run on noisy copies, their method option (default saliency)")
     group.add_argument("--noise-scale", type=float, default=None, help="noise of smoothgrad and kin, as a fraction of the input range")
 
 
@@ -186,24 +185,20 @@ def inputs(checkpoint, dataset, args, example_shape) -> Inputs:
     return Inputs(model, embedder, pad_id, candidates, bool(text), checkpoint.model(output=args.output))
 
 
-def accepted(function, candidates: dict, exclude=()) -> dict:
-    parameters = inspect.signature(function).parameters
-    return {k: v for k, v in candidates.items() if k in parameters and k not in exclude and v is not None}
+def accepted(name: str, candidates: dict) -> dict:
+    """The settings among `candidates` that method `name` takes (its registered parameters)."""
+    parameters = methods()[name].parameters
+    return {k: v for k, v in candidates.items() if k in parameters and v is not None}
 
 
 def method_options(name: str, wrap: str, candidates: dict) -> dict:
-    """The settings that method `name` (and the method it wraps) take."""
-    info = methods()[name]
-    options = accepted(info.function, candidates)
-    if info.family == "noise":
-        options.update(accepted(methods()[wrap].function, candidates, exclude=("key",)))
+    """The settings that method `name` takes. A noise method (one with a `method` option)
+    also takes those of the method it wraps, named by `wrap` and passed as `wrap=`, which
+    `explain_dataset`, `make_labels`, `evaluate` and `call` read as its `method` option."""
+    options = accepted(name, candidates)
+    if methods()[name].wraps:
+        options.update(accepted(wrap, candidates), wrap=wrap)
     return options
-
-
-def randomized(name: str, wrap: str) -> bool:
-    from jaxplain.methods import registry
-
-    return registry.randomized(name, wrap)
 
 
 def embedded(embedder, pad_id: int, tokens, options: dict):
@@ -221,14 +216,15 @@ def embedded(embedder, pad_id: int, tokens, options: dict):
     return embedder(tokens), options
 
 
-def call(name: str, wrap: str, embedder, pad_id: int, model, x, *, target, **options):
+def call(name: str, embedder, pad_id: int, model, x, *, target, **options):
     """Runs method `name` on x (token ids are embedded first and their scores summed per token)."""
     from jaxplain.methods import registry
 
-    function = registry.resolve(name, wrap)
+    function = registry.resolve(name)
+    options = registry.options_of(function, options)
     if embedder is not None:
         x, options = embedded(embedder, pad_id, x, options)
-    if "target" not in inspect.signature(methods()[name].function).parameters:  # neuron methods
+    if "target" not in methods()[name].parameters:  # neuron methods
         result = function(model, x, **options)
     else:
         result = function(model, x, target=target, **options)
@@ -237,10 +233,10 @@ def call(name: str, wrap: str, embedder, pad_id: int, model, x, *, target, **opt
     return result
 
 
-def method_call(name: str, wrap: str, inputs: Inputs):
+def method_call(name: str, inputs: Inputs):
     """(model, `call` with the method bound: a function(model, x, *, target, **options))."""
     model, embedder = inputs.for_method(name)
-    return model, functools.partial(call, name, wrap, embedder, inputs.pad_id)
+    return model, functools.partial(call, name, embedder, inputs.pad_id)
 
 
 def usage_from(error: Exception) -> UsageError:

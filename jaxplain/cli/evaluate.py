@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 
@@ -58,13 +57,12 @@ def evaluate(args) -> int:
     import jax.numpy as jnp
 
     import jaxplain
-    from jaxplain.methods import registry
     from jaxplain.metrics.evaluate import METRICS
 
     args.out = _check_out(args.out)
     for name in (*args.methods, args.wrap):
         _common.check_method(name)
-        if name in args.methods and "target" not in inspect.signature(_common.methods()[name].function).parameters:
+        if name in args.methods and "target" not in _common.methods()[name].parameters:
             raise UsageError(f"{name} explains a neuron, not a class: the metrics need a class (use jaxplain explain)")
     unknown = [m for m in args.metrics if m not in METRICS]
     if unknown:
@@ -89,11 +87,7 @@ def evaluate(args) -> int:
         if inputs.text and info.family == "layer":
             raise UsageError(f"{name} on a text model: evaluate judges methods on the embeddings; "
                              "use integrated_gradients (which explains the embeddings) instead")
-        options = _common.method_options(name, args.wrap, candidates)
-        function = registry.resolve(name, args.wrap)
-        if "key" in options:
-            options.pop("key")
-        methods[name] = (function, options)
+        methods[name] = (name, _common.method_options(name, args.wrap, candidates))
     chosen = labels if target == "label" else target
     try:
         table = jaxplain.evaluate(methods, inputs.model, x, target=chosen, key=jax.random.key(args.seed),

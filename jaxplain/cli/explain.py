@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import shlex
 
@@ -89,13 +88,12 @@ def explain(args, argv) -> int:
     target = _common.target(args.target, num_classes)
     inputs = _common.inputs(checkpoint, dataset, args, x_all.shape[1:])
     options = _common.method_options(args.method, args.wrap, inputs.candidates)
-    if _common.randomized(args.method, args.wrap):
+    if _common.methods()[args.method].randomized:
         options["key"] = jax.random.key(args.seed)
-    noise = _common.methods()[args.method].family == "noise"
-    label = f"{args.method}({args.wrap})" if noise else args.method
+    label = f"{args.method}({args.wrap})" if "wrap" in options else args.method
     metadata = {"model": args.model, "data": args.data, "split": args.split, "data_dir": args.data_dir,
                 "command": "jaxplain " + " ".join(shlex.quote(a) for a in argv)}
-    model, method = _common.method_call(args.method, args.wrap, inputs)
+    model, method = _common.method_call(args.method, inputs)
     if model is not inputs.model:  # a layer method on token ids: its baseline is the padding token
         options.pop("feature_mask", None)
         options.pop("baseline", None)
@@ -114,7 +112,7 @@ def explain(args, argv) -> int:
     shown = min(SHOWN, n)
     x, labels = x_all[:shown], y_all[:shown]
     explained = np.asarray(result.target[:shown])
-    neuron = "target" not in inspect.signature(_common.methods()[args.method].function).parameters
+    neuron = "target" not in _common.methods()[args.method].parameters
     logits = checkpoint.model()(x)
     predicted = np.asarray(logits.argmax(axis=-1))
     probabilities = np.asarray(jax.nn.softmax(logits, axis=-1))

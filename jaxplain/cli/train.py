@@ -172,7 +172,7 @@ def train_explainer(args, argv: List[str]) -> int:
     if kind == "text":
         candidates["feature_mask"] = None
     settings = _common.method_options(teacher, args.wrap, candidates)
-    if _common.randomized(teacher, args.wrap):
+    if _common.methods()[teacher].randomized:
         settings["key"] = jax.random.key(args.seed)
     classes = int(checkpoint.metadata.get("num_classes", 0)) or int(dataset.num_classes)
     network = _network(kind, checkpoint.module, classes, shape, args.baseline)
@@ -187,9 +187,7 @@ def train_explainer(args, argv: List[str]) -> int:
             rows = np.arange(len(x_train))
             if args.recipe == "cortx":  # only the labelled rows are explained by the teacher
                 rows = amortized.labelled_rows(len(x_train), args.label_fraction, args.seed)
-            wrapped = {"wrap": args.wrap} if _common.methods()[teacher].family == "noise" else {}
-            labels = amortized.make_labels(teacher, model, x_train[rows], cache_dir=args.cache,
-                                           **settings, **wrapped)
+            labels = amortized.make_labels(teacher, model, x_train[rows], cache_dir=args.cache, **settings)
             if args.recipe == "supervised":
                 explainer = amortized.train_supervised(network, model, x_train, labels, epochs=args.epochs, **common)
             else:
@@ -201,8 +199,8 @@ def train_explainer(args, argv: List[str]) -> int:
 
     from jaxplain.methods import registry
 
-    method = registry.resolve(teacher, args.wrap)  # a noise method bound to the one it wraps
-    reference = method(model, x_test, target="predicted", **settings)
+    method = registry.resolve(teacher)
+    reference = method(model, x_test, target="predicted", **registry.options_of(method, settings))
     learned = explainer(model, x_test, target=reference.target)
     fidelity = {
         "relative_l2": float(np.median(metrics.relative_l2_error(learned.values, reference.values))),

@@ -1,11 +1,18 @@
-"""One registry of every explainer: the CLI, the docs and the tests list methods from it."""
+"""One registry of every explainer: the CLI, the docs and the tests list methods from it.
+
+It is also the one place that knows how to call a method given by name or as a function
+with its options (`resolve`, `options_of`, `bind`, `takes_key`): the noise methods, the
+metrics, `evaluate`, `explain_dataset`, `make_labels` and the command line all go through
+it. A noise method (smoothgrad, smoothgrad_sq, vargrad) is an ordinary method whose
+`method` option names the method it runs on noisy copies.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
 import inspect
-from typing import Callable, Dict
+from typing import Callable, Dict, FrozenSet, Optional, Tuple
 
 import jax
 import numpy as np
@@ -23,6 +30,7 @@ class MethodInfo:
       family: one of FAMILIES.
       summary: the first line of its docstring.
       randomized: whether it takes a `key` (same key, same result).
+      parameters: the names of its parameters (`model`, `x`, `target`, its options).
     """
 
     name: str
@@ -30,6 +38,12 @@ class MethodInfo:
     family: str
     summary: str
     randomized: bool
+    parameters: FrozenSet[str] = frozenset()
+
+    @property
+    def wraps(self) -> bool:
+        """Whether it runs another method, named by its `method` option (smoothgrad, ...)."""
+        return "method" in self.parameters
 
 
 METHODS: Dict[str, MethodInfo] = {}
@@ -42,53 +56,72 @@ def register(family: str, *, randomized: bool = False) -> Callable[[Callable], C
 
     def add(function: Callable) -> Callable:
         summary = (function.__doc__ or "").strip().splitlines()[0] if function.__doc__ else ""
-        METHODS[function.__name__] = MethodInfo(function.__name__, function, family, summary, randomized)
+        named = inspect.signature(function).parameters.values()
+        parameters = frozenset(p.name for p in named if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+        METHODS[function.__name__] = MethodInfo(function.__name__, function, family, summary, randomized, parameters)
         return function
 
     return add
 
 
-def resolve(name: str, wrap: str | None = None) -> Callable:
-    """The function of method `name`, `function(model, x, *, target, ...)`.
-
-    A noise method (smoothgrad, smoothgrad_sq, vargrad) runs another method on noisy
-    copies: `wrap` names it, and the result is the noise method with it bound.
-    """
-    if name not in METHODS:
-        raise ValueError(f"method: {name!r} is not a jaxplain method; known: {', '.join(sorted(METHODS))}")
-    info = METHODS[name]
-    if info.family != "noise":
-        return info.function
-    if wrap is None:
-        raise ValueError(f"method {name!r} wraps another method: pass wrap='saliency' (or any method)")
-    inner = resolve(wrap)
-    return functools.partial(info.function, inner)
+def info(method) -> Optional[MethodInfo]:
+    """What the registry knows of `method` (a registered function, its name, or a
+    `functools.partial` of one); None for any other callable."""
+    if isinstance(method, str):
+        return METHODS.get(method)
+    while isinstance(method, functools.partial):
+        method = method.func
+    found = METHODS.get(getattr(method, "__name__", ""))
+    return found if found is not None and found.function is method else None
 
 
-def randomized(name: str, wrap: str | None = None) -> bool:
-    """Whether method `name` (wrapping `wrap`, for a noise method) takes a `key`."""
-    info = METHODS[name]
-    return info.randomized or (info.family == "noise" and wrap is not None and METHODS[wrap].randomized)
-
-
-def method_options(method, options: dict, *, caller: str):
-    """Checks `method` and splits its options into traced arrays and hashable settings.
-
-    For the callers that run a method inside their own program (the noise wrappers, the
-    robustness and randomisation metrics). Returns `(arrays, static, takes_key)`:
-    `takes_key` says whether the method draws at random (see `takes_key`); the caller
-    passes it a key of its own, so `key` and `target` are refused as options, naming
-    `caller`.
-    """
+def resolve(method) -> Callable:
+    """The function of `method`: a registered name such as "integrated_gradients", or a
+    callable `function(model, x, *, target, ...)`, returned as it is."""
+    if isinstance(method, str):
+        if method not in METHODS:
+            raise ValueError(f"method: {method!r} is not a jaxplain method; known: {', '.join(sorted(METHODS))}")
+        return METHODS[method].function
     if not callable(method):
-        raise TypeError(f"method must be a jaxplain method such as jaxplain.saliency, got {method!r}")
-    wrapper = METHODS.get(getattr(method, "__name__", ""))
-    if wrapper is not None and wrapper.function is method and wrapper.family == "noise":
-        # Called as method(model, x, ...) it would fail inside the program, missing `x`.
-        raise TypeError(
-            f"method {wrapper.name} wraps another method; pass "
-            f"functools.partial(jaxplain.{wrapper.name}, jaxplain.saliency) (or any method)"
-        )
+        raise TypeError(f"method must be a jaxplain method such as jaxplain.saliency, or its name, got {method!r}")
+    return method
+
+
+def options_of(method, options: dict) -> dict:
+    """`options` as `method` takes them.
+
+    `wrap=` names the method that a noise method (smoothgrad, ...) runs on its noisy
+    copies, where the caller's own first argument is already called `method`
+    (`explain_dataset`, `make_labels`, the metrics, `evaluate`, the command line's
+    `--wrap`): it becomes the noise method's `method` option. A callable the registry
+    does not know gets its options as given.
+    """
+    options = dict(options)
+    if "wrap" in options and options["wrap"] is None:  # none named: the method's default
+        del options["wrap"]
+    found = info(method)
+    if "wrap" not in options or found is None:
+        return options
+    if not found.wraps:
+        raise ValueError(f"wrap names the method a noise method wraps; {found.name} wraps none")
+    if "method" in options:
+        raise TypeError(f"{found.name}: give the method it wraps once, as wrap= or as method=")
+    options["method"] = options.pop("wrap")
+    return options
+
+
+def bind(method, options: dict, *, caller: str) -> Tuple[Callable, dict, tuple, bool]:
+    """`method` with its options, for a caller that runs it inside its own program (the
+    noise methods, the robustness and randomisation metrics).
+
+    Returns `(function, arrays, static, takes_key)`: the method's function (a name is
+    resolved), its array options (traced) and its other options as a sorted tuple of
+    `(name, value)` pairs (hashable, static), and whether it draws at random (see
+    `takes_key`). The caller passes it a key of its own and the targets, so `key` and
+    `target` are refused as options, naming `caller`.
+    """
+    function = resolve(method)
+    options = options_of(function, options)
     for reserved in ("key", "target"):
         if reserved in options:
             raise TypeError(f"pass {reserved} to the {caller} itself, not as a method option")
@@ -98,19 +131,20 @@ def method_options(method, options: dict, *, caller: str):
         hash(static)
     except TypeError as error:
         raise TypeError(f"method options must be arrays or hashable values: {error}") from error
-    return arrays, static, takes_key(method)
+    return function, arrays, static, takes_key(function)
 
 
 def _is_array(value) -> bool:
     return isinstance(value, (jax.Array, np.ndarray))
 
 
-def takes_key(method: Callable) -> bool:
+def takes_key(method) -> bool:
     """Whether `method` draws at random and so takes a `key`: what the registry says of a
-    jaxplain method, and for any other callable whether it has a `key` parameter."""
-    for info in METHODS.values():
-        if info.function is method:
-            return info.randomized
+    jaxplain method (or its name, or a `functools.partial` of it), and for any other
+    callable whether it has a `key` parameter."""
+    found = info(method)
+    if found is not None:
+        return found.randomized
     try:
         return "key" in inspect.signature(method).parameters
     except (TypeError, ValueError):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 import json
 import statistics
 import time
@@ -16,6 +15,7 @@ import numpy as np
 
 from jaxplain import _checks
 from jaxplain._progress import Progress
+from jaxplain.methods import registry
 from jaxplain.methods.registry import METHODS
 from jaxplain.metrics.curves import deletion, insertion
 from jaxplain.metrics.faithfulness import faithfulness_correlation, infidelity
@@ -93,27 +93,15 @@ def _methods(methods) -> Dict[str, tuple]:
         if isinstance(spec, tuple) and (len(spec) != 2 or not isinstance(spec[1], Mapping)):
             raise TypeError(f"methods: {label!r} must be (method, options) with options a dict, got {spec!r}")
         function, options = (spec if isinstance(spec, tuple) else (spec, {}))
-        if isinstance(function, str):
-            if function not in METHODS:
-                raise ValueError(f"methods: {function!r} is not a jaxplain method; known: {', '.join(sorted(METHODS))}")
-            function = METHODS[function].function
-        info = METHODS.get(getattr(function, "__name__", ""))
-        if info is not None and info.function is function and info.family == "noise":
-            raise ValueError(f"methods: {label!r} wraps another method; pass "
-                             f"functools.partial(jaxplain.{info.name}, jaxplain.saliency) (or any method)")
-        if not callable(function):
+        if isinstance(function, str) and function not in METHODS:
+            raise ValueError(f"methods: {function!r} is not a jaxplain method; known: {', '.join(sorted(METHODS))}")
+        if not isinstance(function, str) and not callable(function):
             raise TypeError(f"methods: {label!r} must be a method, a method name or (method, options), got {spec!r}")
-        found[label] = (function, dict(options))
+        function = registry.resolve(function)
+        found[label] = (function, registry.options_of(function, options))
     if not found:
         raise ValueError("methods is empty")
     return found
-
-
-def _takes_key(function) -> bool:
-    try:
-        return "key" in inspect.signature(function).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def _input_shaped(values, x):
@@ -152,7 +140,9 @@ def evaluate(
     Args:
       methods: method names (`"integrated_gradients"`), methods, `(method, options)`
         pairs, or a dict from a label to any of these. A method is called as
-        `method(model, x, target=..., **options)` (plus `key=` if it takes one).
+        `method(model, x, target=..., **options)` (plus `key=` if it takes one); a
+        noise method's options name the method it wraps as `method` (or `wrap`), e.g.
+        `("smoothgrad", {"method": "integrated_gradients", "steps": 16})`.
       model: a `jaxplain.Model`.
       x: a batch of inputs.
       target: as for the methods, one class per example.
@@ -191,7 +181,7 @@ def evaluate(
     bar = Progress(len(found), description="evaluate", unit="methods", enabled=progress)
     for index, (label, (function, options)) in enumerate(found.items()):
         method_key, *metric_keys = jax.random.split(jax.random.fold_in(key, index), 1 + len(metrics))
-        call_options = {**options, **({"key": method_key} if _takes_key(function) else {})}
+        call_options = {**options, **({"key": method_key} if registry.takes_key(function) else {})}
 
         def explain(inputs=x):
             return function(model, inputs, target=classes, **call_options)

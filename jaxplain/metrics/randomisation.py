@@ -10,7 +10,6 @@ import jax.numpy as jnp
 
 from jaxplain import _checks, engine
 from jaxplain.metrics import _common
-from jaxplain.metrics.agreement import _spearman
 from jaxplain.model import Model, Targets
 
 
@@ -93,7 +92,8 @@ def randomisation_check(method: Callable, model: Model, x, *, target, key, layer
     compiled once; the new parameters reuse it.
 
     Args:
-      method: any jaxplain method, e.g. `jaxplain.saliency`.
+      method: any jaxplain method or its name, e.g. `jaxplain.saliency` or
+        "integrated_gradients"; a noise method takes the method it wraps as `wrap=`.
       model: a `jaxplain.Model` whose params are a pytree.
       x: a batch of inputs, `(batch, ...)`.
       target: an int, `(batch,)` ints or "predicted" (resolved with the original model).
@@ -113,7 +113,7 @@ def randomisation_check(method: Callable, model: Model, x, *, target, key, layer
       AI Toolkit for Responsible Evaluation of Neural Network Explanations. JMLR 2023,
       arXiv:2202.06861.
     """
-    arrays, static, takes_key = _common.method_options(method, method_options)
+    method, arrays, static, takes_key = _common.bind(method, method_options)
     x, targets = _common.prepare(model, x, target)
     key = _checks.key(key)
     if not isinstance(absolute, bool):
@@ -139,5 +139,5 @@ def randomisation_check(method: Callable, model: Model, x, *, target, key, layer
     for layer in layers:
         current = [redrawn[i] if names[i] == layer else leaf for i, leaf in enumerate(current)]
         values = run(model.replace(params=jax.tree_util.tree_unflatten(treedef, current)))
-        similarities[layer] = _spearman(original, jnp.abs(values) if absolute else values)
+        similarities[layer] = _common.spearman(original, jnp.abs(values) if absolute else values)
     return similarities

@@ -18,7 +18,7 @@ def _sensitivity_max(model, x, targets: Targets, key, radius, given, arrays, *, 
     batch = x.shape[0]
     chosen = targets.resolve(engine.forward(model, x))  # every copy explains the clean input's class
     noise_key, method_key = (None, None) if key is None else jax.random.split(key)
-    acc = _common.accumulation_dtype(x)
+    acc = engine.accumulation_dtype(x)
     clean = _common.explain(method, model, x, chosen, method_key, arrays, static, takes_key)
     clean = clean.reshape(batch, -1).astype(acc)
     norm = jnp.linalg.norm(clean, axis=-1)
@@ -70,7 +70,8 @@ def sensitivity_max(method: Callable, model: Model, x, *, target, key, radius: f
     measures the input's change alone.
 
     Args:
-      method: any jaxplain method, e.g. `jaxplain.saliency`.
+      method: any jaxplain method or its name, e.g. `jaxplain.saliency` or
+        "integrated_gradients"; a noise method takes the method it wraps as `wrap=`.
       model: a `jaxplain.Model`.
       x: a batch of inputs, `(batch, ...)`.
       target: an int, `(batch,)` ints or "predicted" (resolved at x).
@@ -93,11 +94,11 @@ def sensitivity_max(method: Callable, model: Model, x, *, target, key, radius: f
       Yeh, Hsieh, Suggala, Inouye, Ravikumar. On the (In)fidelity and Sensitivity of
       Explanations. NeurIPS 2019, arXiv:1901.09392.
     """
-    arrays, static, takes_key = _common.method_options(method, method_options)
+    method, arrays, static, takes_key = _common.bind(method, method_options)
     x, targets = _common.prepare(model, x, target)
     given = _common.perturbations(perturbations, x)
     key = _common.key_or_perturbations(key, given, needed=takes_key)
-    radius = _common.number("radius", radius)
+    radius = _checks.number("radius", radius)
     samples = _checks.positive_int("samples", samples) if given is None else given.shape[0]
     noise_chunk_size = _checks.noise_chunk_size(noise_chunk_size, model, x, samples, mapped=takes_key)
     return _sensitivity_max(
