@@ -35,6 +35,16 @@ def output(option: str, path: str, *, folder: bool = True) -> str:
     return path
 
 
+def add_command(commands, name: str, *, help: str, description: str, examples: str, model: str, data: str):
+    """A command's parser, with its examples after the options as they are written, and
+    its --model and --data (both required; `model` and `data` are their help texts)."""
+    parser = commands.add_parser(name, help=help, description=description, epilog=examples,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help=model)
+    parser.add_argument("--data", required=True, help=data)
+    return parser
+
+
 def sizes(text: str):
     try:
         values = tuple(int(part) for part in text.split(","))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 
@@ -28,16 +27,13 @@ GRID = 6  # examples drawn in the comparison grid
 def add_parser(commands) -> None:
     from jaxplain.metrics.evaluate import METRICS
 
-    parser = commands.add_parser(
-        "evaluate",
+    parser = _common.add_command(
+        commands, "evaluate",
         help="compare methods on a dataset by faithfulness and robustness metrics",
         description="Run several methods on the first N examples of a split, judge each by the "
         "metrics, print the table and draw the methods side by side.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=EXAMPLES, model="checkpoint folder", data="dataset name (see jaxplain explain --help)",
     )
-    parser.add_argument("--model", required=True, help="checkpoint folder")
-    parser.add_argument("--data", required=True, help="dataset name (see jaxplain explain --help)")
     parser.add_argument("--methods", type=_common.names, default=DEFAULT_METHODS,
                         help=f"comma-separated method names (default {','.join(DEFAULT_METHODS)})")
     parser.add_argument("--metrics", type=_common.names, default=tuple(METRICS),

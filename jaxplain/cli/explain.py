@@ -32,17 +32,15 @@ SHOWN = 16  # rows of the table and panels of the picture that explain prints an
 
 
 def add_parsers(commands) -> None:
-    explain = commands.add_parser(
-        "explain",
+    explain = _common.add_command(
+        commands, "explain",
         help="explain a checkpoint on a dataset split (resumable, sharded over the devices)",
         description="Explain the examples of a dataset split with a checkpoint and any jaxplain method. "
         "Writes the attributions to --out batch by batch, a picture of the first examples to "
         "OUT/views/attributions.png, and prints a table of them.",
-        epilog=EXPLAIN_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=EXPLAIN_EXAMPLES, model="checkpoint folder (see checkpoints/README.md)",
+        data="dataset name: digits, breast_cancer, wine, synthetic_additive, synthetic_text, or a TFDS name",
     )
-    explain.add_argument("--model", required=True, help="checkpoint folder (see checkpoints/README.md)")
-    explain.add_argument("--data", required=True, help="dataset name: digits, breast_cancer, wine, synthetic_additive, synthetic_text, or a TFDS name")
     explain.add_argument("--method", default="integrated_gradients", help="a method name (list them with: jaxplain methods)")
     explain.add_argument("--split", choices=("test", "train"), default="test")
     explain.add_argument("--n", type=_common.positive_int, default=None, help="explain only the first N examples (default: all)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 from typing import List
@@ -30,16 +29,14 @@ the test split; load it with jaxplain.amortized.load(OUT) and call it as explain
 
 
 def add_parsers(commands) -> None:
-    train = commands.add_parser(
-        "train",
+    train = _common.add_command(
+        commands, "train",
         help="train a zoo model on a dataset and save a checkpoint",
         description="Train an architecture from jaxplain.models on a dataset and write a checkpoint "
         "folder that records the test accuracy and this exact command.",
-        epilog=TRAIN_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=TRAIN_EXAMPLES, model="architecture: mlp, small_cnn, resnet18, ... (jaxplain.models.ARCHITECTURES)",
+        data="dataset name (see jaxplain explain --help)",
     )
-    train.add_argument("--model", required=True, help="architecture: mlp, small_cnn, resnet18, ... (jaxplain.models.ARCHITECTURES)")
-    train.add_argument("--data", required=True, help="dataset name (see jaxplain explain --help)")
     train.add_argument("--out", required=True, help="checkpoint folder to write (new, empty, or a checkpoint to replace)")
     train.add_argument("--config", default="{}", help="JSON object of architecture settings, e.g. '{\"features\": [32, 32]}'")
     train.add_argument("--epochs", type=_common.positive_int, default=20)
@@ -49,17 +46,14 @@ def add_parsers(commands) -> None:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--data-dir", default=None, help="TFDS data folder")
 
-    explainer = commands.add_parser(
-        "train-explainer",
+    explainer = _common.add_command(
+        commands, "train-explainer",
         help="train an amortized explainer (supervised, FastSHAP or CoRTX) for a checkpoint",
         description="Train a network that explains a checkpoint in one forward pass: supervised on a "
         "teacher method's attributions of the training split (labels cached and resumable with "
         "--cache), CoRTX (contrastive, a fraction of the labels) or FastSHAP (no teacher labels).",
-        epilog=EXPLAINER_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=EXPLAINER_EXAMPLES, model="checkpoint folder of the model to explain", data="dataset name",
     )
-    explainer.add_argument("--model", required=True, help="checkpoint folder of the model to explain")
-    explainer.add_argument("--data", required=True, help="dataset name")
     explainer.add_argument("--out", required=True, help="explainer folder to write (new, empty, or one to replace)")
     explainer.add_argument("--recipe", choices=("supervised", "cortx", "fastshap"), default="supervised")
     explainer.add_argument("--teacher", default=None, help="the method to learn (default: exact_shapley for <= 16 features, "
