@@ -125,6 +125,7 @@ def test_resnet18_logits_and_input_gradients(x64, config, size):
     assert differences[1] <= GRADIENT_TOLERANCE
 
 
+@pytest.mark.slow  # a big model: the ResNet-18 cases check the same port at a small size
 def test_resnet50_logits(x64):
     module = models.ResNet50(num_classes=10)
     variables = random_variables(module, (64, 64, 3))
@@ -132,6 +133,7 @@ def test_resnet50_logits(x64):
     check_logits(module, variables, twin, images(2, 64))
 
 
+@pytest.mark.slow  # a big model, as ResNet-50 above
 def test_inception_v3_logits_at_its_smallest_size(x64):
     # 75x75 is the smallest input the Flax model takes: 75 -> 37 -> 35 -> 17 -> 15 -> 7
     # (Mixed_5*), 3 (Mixed_6*), 1 (Mixed_7*); every stride-2 layer is "VALID" there.

@@ -9,6 +9,9 @@ import pytest
 
 pytest.importorskip("saliency")
 
+# End to end: the benchmark script's main at its tiny size.
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "vs_saliency.py")
 METHODS = {"integrated_gradients", "smoothgrad", "blur_ig", "guided_ig"}
