@@ -598,7 +598,7 @@ def perturbation_methods(checks: Checks, case: Case) -> None:
                    notes=f"Captum enumerates all {groups}! orders; " + CAPTUM_ACCUMULATES_FLOAT32)
 
     def noiseless():
-        ours = jaxplain.smoothgrad(jaxplain.saliency, case.model, xj, target=t, key=jax.random.key(0),
+        ours = jaxplain.smoothgrad(case.model, xj, method=jaxplain.saliency, target=t, key=jax.random.key(0),
                                    samples=4, noise_scale=0.0).values
         theirs = NoiseTunnel(Saliency(case.torch_model())).attribute(
             as_torch(x), nt_type="smoothgrad", nt_samples=4, stdevs=0.0, target=tt, abs=False)
@@ -747,12 +747,12 @@ def statistical_methods(checks: Checks, case: Case) -> None:
     noise_scale = 0.15
     spread = noise_scale * (x.reshape(len(x), -1).max(axis=1) - x.reshape(len(x), -1).min(axis=1))
     reference = np.asarray(jaxplain.smoothgrad(
-        jaxplain.saliency, case.model, xj, target=t, key=jax.random.key(12345),
+        case.model, xj, method=jaxplain.saliency, target=t, key=jax.random.key(12345),
         samples=sizes.reference_samples, noise_scale=noise_scale, noise_chunk_size=256).values)
 
     def smooth(budget):
         seed_captum(budget)
-        ours = jaxplain.smoothgrad(jaxplain.saliency, case.model, xj, target=t, key=jax.random.key(budget),
+        ours = jaxplain.smoothgrad(case.model, xj, method=jaxplain.saliency, target=t, key=jax.random.key(budget),
                                    samples=budget, noise_scale=noise_scale).values
         twin = NoiseTunnel(Saliency(case.torch_model()))
         theirs = np.concatenate([

@@ -80,7 +80,7 @@ def _call(row: str, count: int):
         run = lambda: jaxplain.integrated_gradients(model, x, target="predicted", steps=count,  # noqa: E731
                                                     schedule=schedule)
     elif row == "smoothgrad (saliency)":
-        run = lambda: jaxplain.smoothgrad(jaxplain.saliency, model, x, target="predicted", key=key,  # noqa: E731
+        run = lambda: jaxplain.smoothgrad(model, x, method=jaxplain.saliency, target="predicted", key=key,  # noqa: E731
                                           samples=count)
     elif row == "expected_gradients":
         background = np.asarray(data.x_train[:BACKGROUND], np.float32)

@@ -16,7 +16,6 @@ Writes benchmarks/results/method_table.json and method_table.md.
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
 
@@ -38,8 +37,6 @@ def settings(data, image: bool, quick: bool):
     background = data.x_train[:64]
     groups = jaxplain.patch_mask(data.x_train.shape[1:], (2, 2, 1) if image else (1,))
     few_groups = jaxplain.patch_mask(data.x_train.shape[1:], (4, 4, 1)) if image else None
-    wrapped = {name: (functools.partial(getattr(jaxplain, name), jaxplain.saliency), {"samples": samples})
-               for name in ("smoothgrad", "smoothgrad_sq", "vargrad")}
     table = {
         "saliency": {}, "input_x_gradient": {},
         "integrated_gradients": {"steps": steps},
@@ -59,8 +56,9 @@ def settings(data, image: bool, quick: bool):
     if image:
         table.update({"blur_ig": {"steps": steps, "max_sigma": 4.0}, "grad_cam": {"layer": "Conv_1"},
                       "lrp composite": ("lrp", {"rule": "composite", "low": 0.0, "high": 1.0})})
+    table.update({name: {"samples": samples} for name in ("smoothgrad", "smoothgrad_sq", "vargrad")})  # around saliency
     methods = {}
-    for label, spec in {**table, **wrapped}.items():
+    for label, spec in table.items():
         methods[label] = spec if isinstance(spec, tuple) else (label, spec)
     return methods
 

@@ -160,7 +160,7 @@ def contenders(case: Case, method: str, target: np.ndarray):
                 lambda: IntegratedGradients(twin).attribute(xt, baselines=0.0, target=tt, n_steps=case.steps,
                                                             method=CAPTUM_RULES[rule]), True)
     if method == "smoothgrad":
-        return (lambda: jaxplain.smoothgrad(jaxplain.saliency, model, x, target=target, key=key,
+        return (lambda: jaxplain.smoothgrad(model, x, method=jaxplain.saliency, target=target, key=key,
                                             samples=case.samples, noise_scale=0.15).values,
                 lambda: NoiseTunnel(Saliency(twin)).attribute(xt, nt_type="smoothgrad", nt_samples=case.samples,
                                                               stdevs=0.15 * spread, target=tt, abs=False), False)

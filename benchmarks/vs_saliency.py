@@ -102,7 +102,7 @@ DIFFERENCES = {
             "both: mean over nsamples / samples noisy copies x + e, e ~ N(0, sigma^2), sigma = "
             "stdev_spread / noise_scale times (max(x) - min(x)) of each example, of the plain "
             "input gradient (saliency GradientSaliency.GetSmoothedMask with magnitude=False; "
-            "jaxplain.smoothgrad(jaxplain.saliency, ...)). saliency's default magnitude=True "
+            "jaxplain.smoothgrad(model, x, method=jaxplain.saliency, ...)). saliency's default magnitude=True "
             "averages the squared gradients instead: that is jaxplain.smoothgrad_sq"
         ),
         "noise": "saliency draws with numpy's global np.random.normal (float64), jaxplain with a "
@@ -264,7 +264,7 @@ def contenders(method, model, callback, s: Sizes):
             xi, callback, args, stdev_spread=s.noise_scale, nsamples=s.samples, magnitude=False))
         key = jax.random.key(0)
         jxp = lambda x, t: jaxplain.smoothgrad(  # noqa: E731
-            jaxplain.saliency, model, x, target=t, key=key, samples=s.samples,
+            model, x, method=jaxplain.saliency, target=t, key=key, samples=s.samples,
             noise_scale=s.noise_scale).values
     elif method == "blur_ig":
         blur = saliency.BlurIG()
@@ -354,7 +354,7 @@ def compare(method, model, callback, x, targets, sal_values, jxp_values, s: Size
             out["max_rel_diff_float32"] = max_rel(jxp_values, sal_values)
             out["mean_rel_diff_float32"] = mean_rel(jxp_values, sal_values)
     elif method == "smoothgrad":
-        other = jaxplain.smoothgrad(jaxplain.saliency, model, x, target=targets, key=jax.random.key(1),
+        other = jaxplain.smoothgrad(model, x, method=jaxplain.saliency, target=targets, key=jax.random.key(1),
                                     samples=s.samples, noise_scale=s.noise_scale).values
         out.update(
             kind="statistical",
@@ -379,7 +379,7 @@ def settings_of(method, s: Sizes) -> dict:
         "smoothgrad": {"samples": s.samples, "noise_scale": s.noise_scale,
                        "saliency": f"GradientSaliency.GetSmoothedMask(nsamples={s.samples}, "
                                    f"stdev_spread={s.noise_scale}, magnitude=False)",
-                       "jaxplain": f"smoothgrad(jaxplain.saliency, samples={s.samples}, "
+                       "jaxplain": f"smoothgrad(method=jaxplain.saliency, samples={s.samples}, "
                                    f"noise_scale={s.noise_scale})"},
         "blur_ig": {"steps": s.blur_steps, "max_sigma": s.max_sigma,
                     "saliency": f"max_sigma={s.max_sigma}, steps={s.blur_steps}, grad_step=0.01, "
