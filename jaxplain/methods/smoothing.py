@@ -27,7 +27,6 @@ from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxplain import _checks, _random, engine
 from jaxplain.attribution import Attribution
