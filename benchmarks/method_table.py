@@ -51,6 +51,7 @@ def settings(data, image: bool, quick: bool):
         "shapley_sampling": {"feature_mask": groups, "samples": samples},
         "kernel_shap": {"feature_mask": groups, "samples": 16 * samples},
         "lime": {"feature_mask": groups, "samples": 16 * samples},
+        "banzhaf": {"feature_mask": groups, "samples": 16 * samples},
         "fullgrad": {"post_process": image},
     }
     if image:
