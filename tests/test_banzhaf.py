@@ -1,8 +1,8 @@
 """banzhaf: the worked example of docs/architecture.md ("Adding a method").
 
-Checked against an independent float64 enumeration of all coalitions, and for the
-properties every sampled method must have (chunk invariance, same key same answer,
-several targets in one pass).
+Checked against an independent float64 enumeration of all coalitions; the properties
+every method must have (chunk invariance, same key same answer, several targets in one
+pass, no retrace) are checked for it with every method in test_registry.py.
 """
 
 import itertools
@@ -68,26 +68,6 @@ def test_equals_shapley_on_an_additive_model_in_expectation():
                          samples=65536, key=jax.random.key(1))
     scale = np.abs(np.asarray(shapley.values)).max()
     np.testing.assert_allclose(a.values, shapley.values, atol=0.03 * scale)
-
-
-def test_chunk_size_and_key():
-    def run(chunk_size, key=0):
-        return jaxplain.banzhaf(MODEL, X, target=jaxplain.top_k(2), feature_mask=MASK, samples=40,
-                                key=jax.random.key(key), chunk_size=chunk_size).values
-
-    reference = run(None)
-    for chunk_size in (1, 7, 40):
-        np.testing.assert_allclose(run(chunk_size), reference, rtol=1e-5, atol=1e-6)
-    assert not np.allclose(run(None, key=1), reference)
-
-
-def test_several_targets_in_one_pass_equal_separate_calls():
-    both = jaxplain.banzhaf(MODEL, X, target=np.array([[0, 2]] * 3), feature_mask=MASK, samples=32,
-                            key=jax.random.key(3))
-    for column, target in enumerate((0, 2)):
-        alone = jaxplain.banzhaf(MODEL, X, target=target, feature_mask=MASK, samples=32,
-                                 key=jax.random.key(3))
-        np.testing.assert_allclose(both.values[:, column], alone.values, rtol=1e-5, atol=1e-6)
 
 
 def test_a_group_never_or_always_present_is_nan():

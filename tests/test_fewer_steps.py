@@ -1,5 +1,6 @@
 """Pilot schedules and steps="auto": exact rules, reductions to uniform rules, convergence,
-the tolerance and the cap, and the engine's guarantees (targets, chunks, no retrace)."""
+the tolerance and the cap. The engine's guarantees (several targets, chunks, no retrace)
+are checked for these schedules with every method in test_registry.py (its VARIANTS)."""
 
 import jax
 import jax.numpy as jnp
@@ -179,48 +180,6 @@ def test_auto_examples_stop_separately(rng):
     a = jaxplain.integrated_gradients(model, x, target=0, steps="auto", tolerance=1e-3)
     steps = np.asarray(a.extras["steps"])
     assert steps[0] == auto_steps.INITIAL_INTERVALS < steps[1]
-
-
-@pytest.mark.parametrize("options", [{"schedule": "nonuniform", "steps": 12},
-                                     {"schedule": "pilot_gauss", "steps": 12},
-                                     {"steps": "auto", "tolerance": 1e-3}])
-def test_several_targets_equal_separate_calls(options, rng):
-    model = mlp_model(features=5, num_classes=4)
-    x = rng.normal(size=(3, 5)).astype(np.float32)
-    both = jaxplain.integrated_gradients(model, x, target=[[0, 3]], **options)
-    for j, t in enumerate((0, 3)):
-        one = jaxplain.integrated_gradients(model, x, target=t, **options)
-        np.testing.assert_allclose(both.values[:, j], one.values, rtol=1e-5, atol=1e-6)
-        for name, value in one.extras.items():
-            np.testing.assert_allclose(both.extras[name][:, j], value, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("name", PILOTS)
-def test_pilot_schedules_do_not_depend_on_the_chunk_size(name, rng):
-    model = mlp_model(features=5)
-    x = rng.normal(size=(3, 5)).astype(np.float32)
-    results = [jaxplain.integrated_gradients(model, x, target=2, steps=20, schedule=name, chunk_size=c).values
-               for c in (1, 7, 20)]
-    for values in results[:-1]:
-        np.testing.assert_allclose(values, results[-1], rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("options", [{"schedule": "nonuniform", "steps": 12}, {"steps": "auto"}])
-def test_new_params_do_not_retrace(options, rng):
-    base = mlp_model(features=5)
-    calls = []
-
-    def apply_fn(params, x):
-        calls.append(1)
-        return base.apply_fn(params, x)
-
-    model = jaxplain.Model(apply_fn, base.params)
-    x = rng.normal(size=(3, 5)).astype(np.float32)
-    jaxplain.integrated_gradients(model, x, target=0, **options)
-    traced = len(calls)
-    moved = jax.tree_util.tree_map(lambda p: p * 1.1, model.params)
-    jaxplain.integrated_gradients(model.replace(params=moved), x + 1, target=0, **options)
-    assert len(calls) == traced
 
 
 @pytest.mark.parametrize(

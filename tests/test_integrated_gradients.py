@@ -1,4 +1,7 @@
-"""Integrated Gradients: closed forms, convergence, completeness, and a float64 reference."""
+"""Integrated Gradients: closed forms, convergence, completeness, and a float64 reference.
+
+Chunk-size invariance, several targets in one pass and no retrace are checked for every
+method in test_registry.py."""
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +11,7 @@ import pytest
 import jaxplain
 from jaxplain import schedules
 
-from conftest import TinyCNN, linear_model, mlp_model
+from conftest import linear_model, mlp_model
 
 SCHEDULES = sorted(schedules.SCHEDULES)
 
@@ -119,55 +122,6 @@ def test_agrees_with_slow_float64_loop(schedule, rng):
     assert float(relative) <= 1e-6
 
 
-@pytest.mark.parametrize(
-    "make_model, shape",
-    [(lambda: mlp_model(features=6), (5, 6)), (lambda: _cnn(), (3, 6, 6, 2))],
-)
-def test_chunk_size_does_not_change_the_answer(make_model, shape, rng):
-    model = make_model()
-    x = rng.normal(size=shape).astype(np.float32)
-    steps = 20
-    results = [
-        jaxplain.integrated_gradients(model, x, target=1, steps=steps, chunk_size=c).values
-        for c in (1, 7, steps)
-    ]
-    scale = float(jnp.max(jnp.abs(results[-1])))
-    for values in results[:-1]:
-        assert float(jnp.max(jnp.abs(values - results[-1]))) <= 1e-5 * scale
-
-
-def _cnn():
-    module = TinyCNN()
-    variables = module.init(jax.random.PRNGKey(1), jnp.zeros((1, 6, 6, 2)))
-    return jaxplain.Model.from_linen(module, variables)
-
-
-def _counted(model):
-    """The same model, counting how often its apply function is traced or run."""
-    calls = []
-
-    def apply_fn(params, x):
-        calls.append(1)
-        return model.apply_fn(params, x)
-
-    return jaxplain.Model(apply_fn, model.params), calls
-
-
-def test_several_targets_in_one_pass_equal_separate_calls(rng):
-    model, calls = _counted(mlp_model(features=5, num_classes=4))
-    x = rng.normal(size=(3, 5)).astype(np.float32)
-    jaxplain.integrated_gradients(model, x, target=0, steps=16, chunk_size=5)
-    single_target_calls = len(calls)
-    del calls[:]
-    both = jaxplain.integrated_gradients(model, x, target=[[0, 3]], steps=16, chunk_size=5)
-    assert len(calls) <= single_target_calls  # one forward pass over the path, not two
-    assert both.values.shape == (3, 2, 5) and both.delta.shape == (3, 2)
-    for j, t in enumerate((0, 3)):
-        one = jaxplain.integrated_gradients(model, x, target=t, steps=16, chunk_size=5)
-        np.testing.assert_allclose(both.values[:, j], one.values, rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(both.delta[:, j], one.delta, rtol=1e-5, atol=1e-6)
-
-
 def test_predicted_and_top_k_targets(rng):
     model = mlp_model(features=5, num_classes=4)
     x = rng.normal(size=(6, 5)).astype(np.float32)
@@ -179,32 +133,6 @@ def test_predicted_and_top_k_targets(rng):
     top = jaxplain.integrated_gradients(model, x, target=jaxplain.top_k(2), steps=8)
     np.testing.assert_array_equal(top.target, np.argsort(-logits, axis=1)[:, :2])
     np.testing.assert_allclose(top.values[:, 0], predicted.values, rtol=1e-5, atol=1e-6)
-
-
-def test_new_params_and_inputs_do_not_retrace(rng):
-    model, calls = _counted(mlp_model(features=5))
-    x = rng.normal(size=(4, 5)).astype(np.float32)
-    jaxplain.integrated_gradients(model, x, target="predicted", steps=10)
-    traced = len(calls)
-    assert traced > 0
-    new_params = jax.tree_util.tree_map(lambda p: p + 1.0, model.params)
-    again = jaxplain.integrated_gradients(
-        model.replace(params=new_params), x + 1.0, target="predicted", steps=10
-    )
-    assert len(calls) == traced
-    jaxplain.integrated_gradients(model, x, target=np.array([0, 1, 2, 0]), steps=10)
-    jaxplain.integrated_gradients(model, x, target=np.array([2, 2, 1, 0]), steps=10)
-    assert np.all(np.isfinite(again.values))
-
-
-def test_rebuilding_a_linen_model_reuses_the_compiled_program(rng):
-    first = mlp_model(features=5, seed=0)
-    x = rng.normal(size=(2, 5)).astype(np.float32)
-    jaxplain.integrated_gradients(first, x, target=0, steps=10)
-    before = jaxplain.methods.integrated._integrated_gradients.traces
-    second = mlp_model(features=5, seed=1)  # a new Model, new params, equal module
-    jaxplain.integrated_gradients(second, x, target=0, steps=10)
-    assert jaxplain.methods.integrated._integrated_gradients.traces == before
 
 
 @pytest.mark.parametrize("output", ["probs", "log_probs"])

@@ -1,5 +1,6 @@
 """Layer and neuron attributions: closed forms, completeness, Captum's layer-IG semantics,
-FullGrad's exact decomposition, and the engine's guarantees (targets, chunks, no retrace)."""
+FullGrad's exact decomposition, several neurons in one pass. The engine's guarantees
+(several targets, chunks, no retrace) are checked for every method in test_registry.py."""
 
 import flax.linen as nn
 import jax
@@ -12,10 +13,6 @@ from jaxplain import models
 from jaxplain.methods import layers
 
 from conftest import TinyMLP, linear_model
-
-# Every trace of GapCNN's forward pass appends here (see test_new_params_do_not_retrace).
-TRACES = []
-
 
 class ConvReLU(nn.Module):
     features: int
@@ -32,7 +29,6 @@ class GapCNN(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        TRACES.append(1)
         x = ConvReLU(5, name="block")(x)
         x = ConvReLU(6, name="features")(x)
         return nn.Dense(self.num_classes, name="head")(x.mean(axis=(1, 2)))
@@ -359,80 +355,14 @@ def test_fullgrad_post_processed_maps_have_the_input_size_and_are_non_negative(r
     assert 1.0 <= float(a.values.max()) <= 5.0
 
 
-def _several_target_calls():
-    return {
-        "grad_cam": lambda m, x, t: layers.grad_cam(m, x, target=t, layer="features"),
-        "layer_gradient_x_activation": lambda m, x, t: layers.layer_gradient_x_activation(
-            m, x, target=t, layer="block"
-        ),
-        "layer_integrated_gradients": lambda m, x, t: layers.layer_integrated_gradients(
-            m, x, target=t, layer="block", steps=6
-        ),
-        "fullgrad": lambda m, x, t: layers.fullgrad(m, x, target=t),
-        "fullgrad_raw": lambda m, x, t: layers.fullgrad(m, x, target=t, post_process=False),
-        # a list of neurons is explained in one pass, like several targets
-        "neuron_gradient": lambda m, x, t: layers.neuron_gradient(
-            m, x, layer="block", neuron=[(1, 2, c) for c in t[0]] if isinstance(t, list) else (1, 2, t)
-        ),
-    }
-
-
-@pytest.mark.parametrize("name", sorted(_several_target_calls()))
-def test_several_targets_in_one_pass_equal_separate_calls(name, rng):
-    call = _several_target_calls()[name]
+def test_several_neurons_in_one_pass_equal_separate_calls(rng):
+    """A list of neurons is explained in one pass, like several targets (which
+    test_registry.py checks for every method)."""
     model, x = gap_cnn(), images(rng)
-    both = call(model, x, [[0, 2]])
-    for j, t in enumerate((0, 2)):
-        one = call(model, x, t)
+    both = layers.neuron_gradient(model, x, layer="block", neuron=[(1, 2, 0), (1, 2, 2)])
+    for j, channel in enumerate((0, 2)):
+        one = layers.neuron_gradient(model, x, layer="block", neuron=(1, 2, channel))
         np.testing.assert_allclose(both.values[:, j], one.values, rtol=1e-5, atol=1e-6)
-        if one.delta is not None:
-            np.testing.assert_allclose(both.delta[:, j], one.delta, rtol=1e-5, atol=1e-5)
-        for key in set(one.extras) & {"layer_map", "bias_gradients"}:
-            jax.tree_util.tree_map(
-                lambda p, q: np.testing.assert_allclose(p[:, j], q, rtol=1e-5, atol=1e-6),
-                both.extras[key], one.extras[key],
-            )
-
-
-def test_layer_integrated_gradients_does_not_depend_on_the_chunk_size(rng):
-    model, x = gap_cnn(), images(rng)
-    steps = 20
-    results = [
-        layers.layer_integrated_gradients(
-            model, x, target=1, layer="block", baseline=0.5, steps=steps, chunk_size=c
-        )
-        for c in (1, 7, steps)  # 20 chunks of 1 run as a scan, 3 chunks of 7 unrolled
-    ]
-    scale = float(jnp.abs(results[-1].values).max())
-    for result in results[:-1]:
-        assert float(jnp.abs(result.values - results[-1].values).max()) <= 1e-5 * scale
-        np.testing.assert_allclose(result.delta, results[-1].delta, atol=1e-5 * scale)
-
-
-METHOD_CALLS = {
-    "grad_cam": lambda m, x: layers.grad_cam(m, x, target="predicted", layer="features"),
-    "layer_gradient_x_activation": lambda m, x: layers.layer_gradient_x_activation(
-        m, x, target=1, layer="block/Conv_0"
-    ),
-    "layer_integrated_gradients": lambda m, x: layers.layer_integrated_gradients(
-        m, x, target=1, layer="features", steps=4
-    ),
-    "neuron_integrated_gradients": lambda m, x: layers.neuron_integrated_gradients(
-        m, x, layer="features", neuron=5, steps=4
-    ),
-    "fullgrad": lambda m, x: layers.fullgrad(m, x, target=0),
-}
-
-
-@pytest.mark.parametrize("name", sorted(METHOD_CALLS))
-def test_new_params_and_inputs_do_not_retrace(name, rng):
-    call = METHOD_CALLS[name]
-    x, first, second = images(rng), gap_cnn(seed=0), gap_cnn(seed=1)
-    call(first, x)
-    traced = len(TRACES)
-    again = call(second, x + 1.0)  # a new Model: new params, equal module
-    assert len(TRACES) == traced
-    assert np.all(np.isfinite(again.values))
 
 
 def test_unknown_layer_lists_the_available_ones(rng):

@@ -1,9 +1,12 @@
 """What every registered method promises, whatever its family.
 
 Every method in `jaxplain.METHODS` must: return a finite `Attribution`; reuse its compiled
-program for new params, inputs and keys; give the same answer for every `chunk_size`;
-give the same answer for the same key; and run inside a caller's own `jax.jit`. A method
-added to the registry without an entry in `CALLS` fails `test_every_method_is_covered`.
+program for new params, inputs, keys and targets; give the same answer for every
+`chunk_size`; give the same answer for the same key; explain several targets in one pass
+as separate calls would; and run inside a caller's own `jax.jit`. These contracts are
+checked here once, for every method and for the settings that take a program path of
+their own (`VARIANTS`), rather than in each family's tests. A method added to the registry
+without an entry in `CALLS` fails `test_every_method_is_covered`.
 """
 
 import flax.linen as nn
@@ -84,76 +87,147 @@ CALLS = {
     "lime": (IMAGES, {"feature_mask": GROUPS, "samples": 8}),
     "banzhaf": (IMAGES, {"feature_mask": GROUPS, "samples": 8}),
 }
-NAMES = sorted(CALLS)
+# Settings that take a program path of their own: case -> (method, settings).
+VARIANTS = {
+    "integrated_gradients[nonuniform]": ("integrated_gradients", {"steps": 8, "schedule": "nonuniform"}),
+    "integrated_gradients[pilot_gauss]": ("integrated_gradients", {"steps": 8, "schedule": "pilot_gauss"}),
+    "integrated_gradients[auto]": ("integrated_gradients", {"steps": "auto", "tolerance": 0.01, "max_steps": 64}),
+    "lrp[epsilon]": ("lrp", {}),
+    "lrp[gamma]": ("lrp", {"rule": "gamma"}),
+    "lrp[alpha1beta0]": ("lrp", {"rule": "alpha1beta0"}),
+    "fullgrad[raw]": ("fullgrad", {"post_process": False}),
+    # a randomized method runs once per noisy copy, with a key of its own
+    "smoothgrad[kernel_shap]": ("smoothgrad", {"method": jaxplain.kernel_shap, "samples": 3,
+                                               "method_options": {"samples": 8}}),
+}
+# case -> (method, input, settings)
+CASES = {**{name: (name, x, settings) for name, (x, settings) in CALLS.items()},
+         **{case: (name, CALLS[name][0], settings) for case, (name, settings) in VARIANTS.items()}}
+CASE_NAMES = sorted(CASES)
 
 
-def _explains_a_class(name):
-    return not name.startswith("neuron_")
+def _info(case):
+    return jaxplain.METHODS[CASES[case][0]]
 
 
-def explain(name, model, x, *, key=jax.random.key(0), **overrides):
-    x_in, settings = CALLS[name]
+def _explains_a_class(case):
+    return not CASES[case][0].startswith("neuron_")
+
+
+def explain(case, model, x, *, key=jax.random.key(0), **overrides):
+    name, _, settings = CASES[case]
     info = jaxplain.METHODS[name]
     settings = {**settings, **overrides}
     if info.randomized:
         settings["key"] = key
-    if _explains_a_class(name):
-        settings["target"] = 1
+    if _explains_a_class(case):
+        settings.setdefault("target", 1)
     return info.function(model, x, **settings)
 
 
-def models(name, seed=0):
-    x = CALLS[name][0]
+def models(case, seed=0):
+    x = CASES[case][1]
     return _model(Tokens() if x is TOKENS else ConvNet(), x, seed), x
+
+
+def traces(case, model, x, **settings):
+    """How often a first call traces the model: the call is traced, not compiled
+    (`jax.eval_shape`), with the model's module as an instance of a new subclass, so that
+    nothing traced before is reused."""
+    module = model.apply_fn.module
+    fresh = jaxplain.Model.from_linen(type(type(module).__name__, (type(module),), {})(), model.params)
+    before = len(TRACES)
+    jax.eval_shape(lambda: explain(case, fresh, x, **settings).values)
+    return len(TRACES) - before
+
+
+def assert_same(got, expected, scale):
+    """Equal to float rounding, relative to `scale` (the size of the values compared)."""
+    got, expected = np.asarray(got, np.float64), np.asarray(expected, np.float64)
+    assert got.shape == expected.shape, (got.shape, expected.shape)
+    assert float(np.abs(got - expected).max(initial=0.0)) <= 1e-5 * scale
 
 
 def test_every_method_is_covered():
     assert set(CALLS) == set(jaxplain.METHODS)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_new_params_inputs_and_keys_reuse_the_program(name):
-    model, x = models(name)
-    first = explain(name, model, x)
+@pytest.mark.parametrize("case", CASE_NAMES)
+def test_new_params_inputs_keys_and_targets_reuse_the_program(case):
+    """A new Model of an equal module (new params), new inputs, a new key and a new
+    target: the model is not traced again."""
+    model, x = models(case)
+    first = explain(case, model, x)
     assert isinstance(first, jaxplain.Attribution)
     assert np.all(np.isfinite(first.values)) and float(jnp.abs(first.values).max()) > 0
-    other, _ = models(name, seed=1)
+    other, _ = models(case, seed=1)
     traced = len(TRACES)
     moved = x if x is TOKENS else 0.5 * x + 0.25  # still in [0, 1], the z-box bounds
-    again = explain(name, other, moved, key=jax.random.key(1))
-    assert len(TRACES) == traced, f"{name} recompiled for new params or inputs"
+    target = {"target": 0} if _explains_a_class(case) else {}
+    again = explain(case, other, moved, key=jax.random.key(1), **target)
+    assert len(TRACES) == traced, f"{case} recompiled for new params, inputs, keys or targets"
     assert np.all(np.isfinite(again.values)) and not np.allclose(again.values, first.values)
 
 
-CHUNKED = [name for name in NAMES if {"chunk_size", "noise_chunk_size"} & jaxplain.METHODS[name].parameters]
+# case -> (option, sizes): one point at a time runs as a loop, 3 (2 for the copies) leave a
+# partial last chunk. steps="auto" sizes its own chunks (test_scale checks it without room).
+CHUNKED = {case: ("noise_chunk_size", (1, 2)) if _info(case).wraps else ("chunk_size", (1, 3))
+           for case in CASE_NAMES if {"chunk_size", "noise_chunk_size"} & _info(case).parameters
+           and CASES[case][2].get("steps") != "auto"}
 
 
-@pytest.mark.parametrize("name", CHUNKED)
-def test_chunk_size_does_not_change_the_answer(name):
-    model, x = models(name)
-    option = "noise_chunk_size" if jaxplain.METHODS[name].wraps else "chunk_size"
-    whole = explain(name, model, x).values
-    one = explain(name, model, x, **{option: 1}).values
-    scale = float(jnp.abs(whole).max())
-    assert float(jnp.abs(one - whole).max()) <= 1e-5 * scale
+@pytest.mark.parametrize("case", sorted(CHUNKED))
+def test_chunk_size_does_not_change_the_answer(case):
+    model, x = models(case)
+    option, sizes = CHUNKED[case]
+    whole = explain(case, model, x)
+    scale = float(jnp.abs(whole.values).max())
+    for size in sizes:
+        chunked = explain(case, model, x, **{option: size})
+        assert_same(chunked.values, whole.values, scale)
+        if whole.delta is not None:
+            assert_same(chunked.delta, whole.delta, scale)
 
 
-@pytest.mark.parametrize("name", [name for name in NAMES if jaxplain.METHODS[name].randomized])
-def test_same_key_same_result_other_key_other_result(name):
-    model, x = models(name)
-    first = explain(name, model, x, key=jax.random.key(3)).values
-    np.testing.assert_array_equal(first, explain(name, model, x, key=jax.random.key(3)).values)
-    assert not np.allclose(first, explain(name, model, x, key=jax.random.key(4)).values)
+@pytest.mark.parametrize("case", [case for case in CASE_NAMES if _info(case).randomized])
+def test_same_key_same_result_other_key_other_result(case):
+    model, x = models(case)
+    first = explain(case, model, x, key=jax.random.key(3)).values
+    np.testing.assert_array_equal(first, explain(case, model, x, key=jax.random.key(3)).values)
+    assert not np.allclose(first, explain(case, model, x, key=jax.random.key(4)).values)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_runs_inside_a_callers_jit(name):
-    model, x = models(name)
-    eager = explain(name, model, x).values
+@pytest.mark.parametrize("case", [case for case in CASE_NAMES if _explains_a_class(case)])
+def test_several_targets_in_one_pass_equal_separate_calls(case):
+    """target (batch, k) explains k classes per example with one trace of the model, and
+    column j equals a call with column j: values, delta and extras."""
+    model, x = models(case)
+    targets = np.array([[0, 1], [1, 0]])
+    assert traces(case, model, x, target=targets) <= traces(case, model, x, target=targets[:, 0]), \
+        f"{case} traced the model once per target"
+    separate = [explain(case, model, x, target=column) for column in targets.T]
+    both = explain(case, model, x, target=targets)
+    assert both.values.shape == (x.shape[0], 2) + separate[0].values.shape[1:]
+    np.testing.assert_array_equal(both.target, targets)
+    scale = max(float(jnp.abs(one.values).max()) for one in separate)
+    for j, one in enumerate(separate):
+        assert_same(both.values[:, j], one.values, scale)
+        assert (both.delta is None) == (one.delta is None)
+        if one.delta is not None:
+            assert_same(both.delta[:, j], one.delta, scale)
+        assert set(both.extras) == set(one.extras)
+        jax.tree_util.tree_map(lambda b, o: assert_same(b[:, j], o, max(float(np.abs(o).max()), scale)),
+                               both.extras, one.extras)
+
+
+@pytest.mark.parametrize("case", CASE_NAMES)
+def test_runs_inside_a_callers_jit(case):
+    model, x = models(case)
+    eager = explain(case, model, x).values
 
     @jax.jit
     def explained(params, x):
-        return explain(name, model.replace(params=params), x).values
+        return explain(case, model.replace(params=params), x).values
 
     np.testing.assert_allclose(explained(model.params, x), eager, rtol=1e-5, atol=1e-6 * float(jnp.abs(eager).max()))
 
