@@ -115,6 +115,7 @@ def test_patch_groups_features_for_shapley_methods(tmp_path):
     np.testing.assert_array_equal(blocks, np.broadcast_to(blocks[:, :, :1, :, :1], blocks.shape))
 
 
+@pytest.mark.slow  # end to end: a shipped checkpoint explained by the command; test_layers finds the triggers in-process
 def test_explain_a_text_model_on_its_embeddings(tmp_path):
     arrays = _explain(tmp_path, "--model", str(ROOT / "checkpoints/synthetic_text"), "--data", "synthetic_text", "--n", "8")
     assert arrays.values.shape == (8, 16)  # one score per token
@@ -186,6 +187,7 @@ def test_help_has_examples(capsys):
     assert result.returncode == 0 and "train-explainer" in result.stdout
 
 
+@pytest.mark.slow  # end to end: explain, then show's pictures; test_viz draws them in-process
 def test_show_draws_examples_of_an_explain_folder(tmp_path, capsys):
     _explain(tmp_path / "digits", "--model", str(ROOT / "checkpoints/digits_cnn"), "--data", "digits", "--n", "10",
              "--steps", "16")
@@ -201,6 +203,7 @@ def test_show_draws_examples_of_an_explain_folder(tmp_path, capsys):
     assert page.count("<span") >= 16 and "#1 y=" in page
 
 
+@pytest.mark.slow  # end to end: the evaluate command; test_evaluate checks the table in-process
 def test_evaluate_writes_the_table_and_the_grid(tmp_path, capsys):
     out = tmp_path / "wine"
     assert cli.main(["evaluate", "--model", str(ROOT / "checkpoints/wine_mlp"), "--data", "wine", "--n", "6",
@@ -234,6 +237,7 @@ def test_train_explainer_saves_an_explainer_with_its_fidelity(tmp_path, recipe):
     assert explainer(model, x, target="predicted").values.shape == (4, 13)
 
 
+@pytest.mark.slow  # end to end: labels, training and the fidelity check; test_errors checks make_labels with a noise method
 def test_train_explainer_with_a_noise_teacher_passes_what_it_wraps(tmp_path):
     """--teacher smoothgrad --wrap saliency: the labels and the fidelity check both ran the
     bare noise method (missing the method it wraps) before."""

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+import pytest
 from flax import nnx
 
 import jaxplain
@@ -28,6 +29,7 @@ def _digits():
     return jnp.asarray(data.x_train[:256]), jnp.asarray(data.y_train[:256]), jnp.asarray(data.x_test[:8])
 
 
+@pytest.mark.slow  # end to end: docs/porting.md's steps; test_model explains Linen BatchNorm and Dropout, test_io round-trips checkpoints
 def test_linen_classifier_trained_saved_with_orbax_restored_and_explained(tmp_path):
     x, y, x_test = _digits()
     module = UserClassifier()
