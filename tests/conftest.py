@@ -9,6 +9,22 @@ import pytest
 import jaxplain
 
 
+def pytest_configure(config):
+    """Keeps compiled programs between runs, in pytest's cache folder (.pytest_cache).
+
+    Most of a run is XLA compiling small programs; a later run compiles only the programs
+    that changed. JAX keys each program by its HLO, compile options and jax version, so
+    a cached program is the one a fresh compile would give. `--cache-clear` starts cold;
+    `-p no:cacheprovider` turns the cache off.
+    """
+    cache = getattr(config, "cache", None)
+    if cache is None:
+        return
+    jax.config.update("jax_compilation_cache_dir", str(cache.mkdir("jax-compilation-cache")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_compilation_cache_max_size", 2 << 30)  # least recently used go beyond 2 GiB
+
+
 class TinyMLP(nn.Module):
     """A smooth MLP: tanh and softplus keep the path integrand smooth."""
 
