@@ -8,7 +8,7 @@ import os
 import platform
 import statistics
 import time
-from typing import Callable, Dict, List, Optional
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -24,9 +24,14 @@ def block(value):
 
 
 def interleaved_medians(
-    contenders: Dict[str, Callable[[], object]], *, repeats: int, warmup: int = 2, pause: float = 0.0,
-    prime: bool = False, counter: Optional[Callable[[], float]] = None,
-) -> Dict[str, dict]:
+    contenders: dict[str, Callable[[], object]],
+    *,
+    repeats: int,
+    warmup: int = 2,
+    pause: float = 0.0,
+    prime: bool = False,
+    counter: Callable[[], float] | None = None,
+) -> dict[str, dict]:
     """Runs the contenders in turn, `repeats` rounds after `warmup` rounds; seconds per call.
 
     Interleaving puts every contender under the same machine conditions, so their ratio
@@ -42,8 +47,8 @@ def interleaved_medians(
     for _ in range(warmup):
         for run in contenders.values():
             block(run())
-    times: Dict[str, List[float]] = {name: [] for name in contenders}
-    counts: Dict[str, List[float]] = {name: [] for name in contenders}
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    counts: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(repeats):
         for name, run in contenders.items():
             if pause:

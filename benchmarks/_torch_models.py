@@ -23,7 +23,7 @@ attributions from Captum and jaxplain compare element for element:
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -178,8 +178,14 @@ def small_cnn_from_flax(
     if np.shape(dense[0]["kernel"])[0] != flat:
         raise ValueError(f"the first dense layer takes {np.shape(dense[0]['kernel'])[0]} inputs, not {flat}")
     twin = TorchSmallCNN(
-        in_channels, channels, pooled, flat, hidden, classes,
-        _activation_class(module.activation), pooling=pooling,
+        in_channels,
+        channels,
+        pooled,
+        flat,
+        hidden,
+        classes,
+        _activation_class(module.activation),
+        pooling=pooling,
     ).to(dtype)
     for conv, layer in zip(twin.convs, convs):
         _copy_conv(conv, layer)
@@ -214,7 +220,9 @@ def _conv_bn(conv_params, bn_params, bn_stats, *, stride, padding, activation, e
     Flax conv kernel, BatchNorm scale/bias and running mean/var (copied after the cast, so
     float64 weights never pass through float32)."""
     height, width, in_channels, out_channels = np.shape(conv_params["kernel"])
-    layer = TorchConvBN(in_channels, out_channels, (height, width), stride, padding, activation, eps).to(dtype)
+    layer = TorchConvBN(in_channels, out_channels, (height, width), stride, padding, activation, eps).to(
+        dtype
+    )
     _copy_conv(layer.conv, conv_params)
     _copy_batch_norm(layer.bn, bn_params, bn_stats)
     return layer
@@ -295,8 +303,14 @@ def resnet_from_flax(module, variables, *, dtype=torch.float32, channels_last: b
         # Flax pads k // 2 on both sides (never "SAME"): torch's symmetric padding
         padding = np.shape(conv_params["kernel"])[0] // 2
         return _conv_bn(
-            conv_params, bn_params, bn_stats,
-            stride=stride, padding=padding, activation=act, eps=1e-5, dtype=dtype,
+            conv_params,
+            bn_params,
+            bn_stats,
+            stride=stride,
+            padding=padding,
+            activation=act,
+            eps=1e-5,
+            dtype=dtype,
         )
 
     imagenet = module.stem == "imagenet"
@@ -321,8 +335,11 @@ def resnet_from_flax(module, variables, *, dtype=torch.float32, channels_last: b
             shortcut = None
             if "shortcut_conv" in block_params:
                 shortcut = conv_bn(
-                    block_params["shortcut_conv"], block_params["shortcut_bn"], block_stats["shortcut_bn"],
-                    strides, None,
+                    block_params["shortcut_conv"],
+                    block_params["shortcut_bn"],
+                    block_stats["shortcut_bn"],
+                    strides,
+                    None,
                 )
             blocks.append(TorchResNetBlock(layers, shortcut, activation))
         stages.append(nn.Sequential(*blocks))
@@ -349,8 +366,14 @@ def _inception_conv_bn(params, stats, name, stride, padding, activation, dtype) 
     """`jaxplain.models.inception.ConvBN` named `name`: BatchNorm epsilon 1e-3, and the
     torch-style symmetric `padding` the Flax code passes explicitly."""
     return _conv_bn(
-        params[name]["Conv_0"], params[name]["BatchNorm_0"], stats[name]["BatchNorm_0"],
-        stride=stride, padding=padding, activation=activation, eps=1e-3, dtype=dtype,
+        params[name]["Conv_0"],
+        params[name]["BatchNorm_0"],
+        stats[name]["BatchNorm_0"],
+        stride=stride,
+        padding=padding,
+        activation=activation,
+        eps=1e-3,
+        dtype=dtype,
     )
 
 
@@ -413,7 +436,13 @@ class TorchInceptionC(_InceptionBlock):
     def forward(self, x):
         branch7x7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
         branch7x7dbl = x
-        for name in ("branch7x7dbl_1", "branch7x7dbl_2", "branch7x7dbl_3", "branch7x7dbl_4", "branch7x7dbl_5"):
+        for name in (
+            "branch7x7dbl_1",
+            "branch7x7dbl_2",
+            "branch7x7dbl_3",
+            "branch7x7dbl_4",
+            "branch7x7dbl_5",
+        ):
             branch7x7dbl = getattr(self, name)(branch7x7dbl)
         branch_pool = self.branch_pool(self.avg_pool(x))
         return torch.cat([self.branch1x1(x), branch7x7, branch7x7dbl, branch_pool], dim=1)
@@ -458,7 +487,9 @@ class TorchInceptionE(_InceptionBlock):
         branch3x3 = self.branch3x3_1(x)
         branch3x3 = torch.cat([self.branch3x3_2a(branch3x3), self.branch3x3_2b(branch3x3)], dim=1)
         branch3x3dbl = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
-        branch3x3dbl = torch.cat([self.branch3x3dbl_3a(branch3x3dbl), self.branch3x3dbl_3b(branch3x3dbl)], dim=1)
+        branch3x3dbl = torch.cat(
+            [self.branch3x3dbl_3a(branch3x3dbl), self.branch3x3dbl_3b(branch3x3dbl)], dim=1
+        )
         branch_pool = self.branch_pool(self.avg_pool(x))
         return torch.cat([self.branch1x1(x), branch3x3, branch3x3dbl, branch_pool], dim=1)
 
@@ -466,15 +497,26 @@ class TorchInceptionE(_InceptionBlock):
 # The stem: (name, stride, padding) of each ConvBN, and its two 3x3 stride-2 "VALID"
 # max-pools; then (name, block class) of the Inception blocks, in Flax's order.
 _INCEPTION_STEM = (
-    ("Conv2d_1a_3x3", 2, 0), ("Conv2d_2a_3x3", 1, 0), ("Conv2d_2b_3x3", 1, 1), "pool",
-    ("Conv2d_3b_1x1", 1, 0), ("Conv2d_4a_3x3", 1, 0), "pool",
+    ("Conv2d_1a_3x3", 2, 0),
+    ("Conv2d_2a_3x3", 1, 0),
+    ("Conv2d_2b_3x3", 1, 1),
+    "pool",
+    ("Conv2d_3b_1x1", 1, 0),
+    ("Conv2d_4a_3x3", 1, 0),
+    "pool",
 )
 _INCEPTION_BLOCKS = (
-    ("Mixed_5b", TorchInceptionA), ("Mixed_5c", TorchInceptionA), ("Mixed_5d", TorchInceptionA),
+    ("Mixed_5b", TorchInceptionA),
+    ("Mixed_5c", TorchInceptionA),
+    ("Mixed_5d", TorchInceptionA),
     ("Mixed_6a", TorchInceptionB),
-    ("Mixed_6b", TorchInceptionC), ("Mixed_6c", TorchInceptionC), ("Mixed_6d", TorchInceptionC),
+    ("Mixed_6b", TorchInceptionC),
+    ("Mixed_6c", TorchInceptionC),
+    ("Mixed_6d", TorchInceptionC),
     ("Mixed_6e", TorchInceptionC),
-    ("Mixed_7a", TorchInceptionD), ("Mixed_7b", TorchInceptionE), ("Mixed_7c", TorchInceptionE),
+    ("Mixed_7a", TorchInceptionD),
+    ("Mixed_7b", TorchInceptionE),
+    ("Mixed_7c", TorchInceptionE),
 )
 
 
@@ -484,7 +526,9 @@ class TorchInceptionV3(_ChannelsFirst):
     `Mixed_5b.branch1x1`, ...); the stem's max-pools are `pool1`, `pool2`; dropout is
     the identity in eval mode."""
 
-    def __init__(self, params, stats, activation: type, dropout_rate: float, dtype, channels_last: bool = False):
+    def __init__(
+        self, params, stats, activation: type, dropout_rate: float, dtype, channels_last: bool = False
+    ):
         super().__init__()
         pools = 0
         for entry in _INCEPTION_STEM:
@@ -528,8 +572,12 @@ def inception_from_flax(
     75x75, and returns the logits of `module.apply(variables, x_nhwc, train=False)`.
     """
     twin = TorchInceptionV3(
-        variables["params"], variables["batch_stats"], _activation_class(module.activation),
-        module.dropout_rate, dtype, channels_last=channels_last,
+        variables["params"],
+        variables["batch_stats"],
+        _activation_class(module.activation),
+        module.dropout_rate,
+        dtype,
+        channels_last=channels_last,
     )
     return twin.eval()
 

@@ -41,15 +41,27 @@ GRID = (4, 8, 16, 32, 64, 128, 256)
 def _models(tiny: bool):
     if tiny:
         # a two-stage ResNet (one basic block per stage): the smoke run's compile time is most of it
-        return [("resnet6_16px", jaxplain.models.ResNet(num_classes=10, stage_sizes=(1, 1), block="basic",
-                                                        stem="small", num_filters=8), 16, 2)]
-    return [("inception_v3_299px", jaxplain.models.InceptionV3(num_classes=1000), 299, 16),
-            ("resnet50_224px", jaxplain.models.ResNet50(num_classes=1000), 224, 32)]
+        return [
+            (
+                "resnet6_16px",
+                jaxplain.models.ResNet(
+                    num_classes=10, stage_sizes=(1, 1), block="basic", stem="small", num_filters=8
+                ),
+                16,
+                2,
+            )
+        ]
+    return [
+        ("inception_v3_299px", jaxplain.models.InceptionV3(num_classes=1000), 299, 16),
+        ("resnet50_224px", jaxplain.models.ResNet50(num_classes=1000), 224, 32),
+    ]
 
 
 def _relative_l2(values, reference):
     flat = lambda a: np.asarray(a, np.float64).reshape(len(a), -1)  # noqa: E731
-    return np.linalg.norm(flat(values) - flat(reference), axis=1) / np.maximum(np.linalg.norm(flat(reference), axis=1), 1e-30)
+    return np.linalg.norm(flat(values) - flat(reference), axis=1) / np.maximum(
+        np.linalg.norm(flat(reference), axis=1), 1e-30
+    )
 
 
 def iso_steps(model, x, target, grid, reference_steps, tolerance=0.01):
@@ -59,12 +71,18 @@ def iso_steps(model, x, target, grid, reference_steps, tolerance=0.01):
     for schedule in ("riemann_middle", "gauss_legendre"):
         errors = {}
         for steps in grid:
-            values = jaxplain.integrated_gradients(model, x, target=target, steps=steps, schedule=schedule).values
+            values = jaxplain.integrated_gradients(
+                model, x, target=target, steps=steps, schedule=schedule
+            ).values
             errors[steps] = float(np.median(_relative_l2(values, reference)))
             if errors[steps] <= tolerance:
                 break
         reached = [s for s, e in errors.items() if e <= tolerance]
-        found[schedule] = {"steps": reached[0] if reached else max(errors), "errors": errors, "reached": bool(reached)}
+        found[schedule] = {
+            "steps": reached[0] if reached else max(errors),
+            "errors": errors,
+            "reached": bool(reached),
+        }
     return found
 
 
@@ -79,6 +97,7 @@ def floor_call(model, x, target, steps):
         def total(p):
             scores = model.apply_fn(params, p)
             return jnp.take_along_axis(scores, rows[:, None], axis=1).sum()
+
         return jax.grad(total)(points)
 
     points = jax.block_until_ready(points)
@@ -87,10 +106,9 @@ def floor_call(model, x, target, steps):
 
 def captum_calls(name, module, variables, x, target, steps_by_schedule):
     try:
+        import _torch_models
         import torch
         from captum.attr import IntegratedGradients
-
-        import _torch_models
     except ImportError as error:
         return {}, f"no torch/captum: {error}"
     if not torch.cuda.is_available() and jax.default_backend() != "cpu":
@@ -104,11 +122,18 @@ def captum_calls(name, module, variables, x, target, steps_by_schedule):
 
     def call(schedule, steps):
         def run():
-            out = IntegratedGradients(twin).attribute(xt, baselines=0.0, target=tt, n_steps=steps, method=rules[schedule],
-                                                      internal_batch_size=len(xt) * steps)
+            out = IntegratedGradients(twin).attribute(
+                xt,
+                baselines=0.0,
+                target=tt,
+                n_steps=steps,
+                method=rules[schedule],
+                internal_batch_size=len(xt) * steps,
+            )
             if device == "cuda":
                 torch.cuda.synchronize()
             return out
+
         return run
 
     return {f"captum {s}": call(s, cell["steps"]) for s, cell in steps_by_schedule.items()}, device
@@ -122,19 +147,28 @@ def run_case(name, module, size, batch, args, log):
     grid = GRID[:1] if args.tiny else GRID
     started = time.perf_counter()
     iso = iso_steps(model32, x, target, grid, 8 if args.tiny else 512)
-    log(f"{name}: iso-convergence steps {({k: v['steps'] for k, v in iso.items()})} ({time.perf_counter() - started:.0f} s)")
+    log(
+        f"{name}: iso-convergence steps { ({k: v['steps'] for k, v in iso.items()}) } ({time.perf_counter() - started:.0f} s)"
+    )
     rows = []
     for dtype in ("float32", "bfloat16"):
         cast = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
-        model = model32 if dtype == "float32" else model32.replace(
-            params=jax.tree_util.tree_map(lambda p: p.astype(cast) if jnp.issubdtype(p.dtype, jnp.floating) else p,
-                                          model32.params))
+        model = (
+            model32
+            if dtype == "float32"
+            else model32.replace(
+                params=jax.tree_util.tree_map(
+                    lambda p: p.astype(cast) if jnp.issubdtype(p.dtype, jnp.floating) else p, model32.params
+                )
+            )
+        )
         xd = x.astype(cast)
         contenders, floors = {}, {}
         for schedule, cell in iso.items():
             steps = cell["steps"]
-            contenders[f"jaxplain {schedule}"] = (lambda s=schedule, n=steps: jaxplain.integrated_gradients(
-                model, xd, target=target, steps=n, schedule=s).values)
+            contenders[f"jaxplain {schedule}"] = lambda s=schedule, n=steps: (
+                jaxplain.integrated_gradients(model, xd, target=target, steps=n, schedule=s).values
+            )
             if steps not in floors:  # the floor depends on the number of points only: one program per count
                 floors[steps] = floor_call(model, xd, target, steps)
             contenders[f"floor {schedule}"] = floors[steps]
@@ -145,36 +179,62 @@ def run_case(name, module, size, batch, args, log):
         times = interleaved_medians(contenders, repeats=args.repeats, warmup=1, pause=0.1)
         for label, cell in times.items():
             schedule = label.split()[-1]
-            rows.append({"model": name, "dtype": dtype, "contender": label.split()[0], "schedule": schedule,
-                         "steps": iso[schedule]["steps"], "batch": batch, "median_s": cell["median_s"],
-                         "explanations_per_s": batch / cell["median_s"]})
+            rows.append(
+                {
+                    "model": name,
+                    "dtype": dtype,
+                    "contender": label.split()[0],
+                    "schedule": schedule,
+                    "steps": iso[schedule]["steps"],
+                    "batch": batch,
+                    "median_s": cell["median_s"],
+                    "explanations_per_s": batch / cell["median_s"],
+                }
+            )
         for schedule in iso:
             ours = times[f"jaxplain {schedule}"]["median_s"]
             floor = times[f"floor {schedule}"]["median_s"]
             captum = times.get(f"captum {schedule}", {}).get("median_s")
-            log(f"  {dtype} {schedule} ({iso[schedule]['steps']} steps): {batch / ours:.1f} expl/s, "
-                f"IG / floor {ours / floor:.2f}" + (f", Captum / jaxplain {captum / ours:.2f}" if captum else "")
-                + (f" [{note}]" if note and dtype == "float32" and captum is None else ""))
+            log(
+                f"  {dtype} {schedule} ({iso[schedule]['steps']} steps): {batch / ours:.1f} expl/s, "
+                f"IG / floor {ours / floor:.2f}"
+                + (f", Captum / jaxplain {captum / ours:.2f}" if captum else "")
+                + (f" [{note}]" if note and dtype == "float32" and captum is None else "")
+            )
     return {"iso": iso, "rows": rows}
 
 
 def table(results) -> str:
-    lines = ["| model | dtype | schedule | steps | jaxplain expl/s | floor expl/s | IG / floor | Captum expl/s | Captum / jaxplain |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | dtype | schedule | steps | jaxplain expl/s | floor expl/s | IG / floor | Captum expl/s | Captum / jaxplain |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, case in results.items():
         rows = case["rows"]
         for dtype in ("float32", "bfloat16"):
             for schedule in ("riemann_middle", "gauss_legendre"):
-                get = lambda who: next((r for r in rows if r["dtype"] == dtype and r["schedule"] == schedule  # noqa: E731
-                                        and r["contender"] == who), None)
+                get = lambda who: next(
+                    (
+                        r
+                        for r in rows
+                        if r["dtype"] == dtype
+                        and r["schedule"] == schedule  # noqa: E731
+                        and r["contender"] == who
+                    ),
+                    None,
+                )
                 ours, floor, captum = get("jaxplain"), get("floor"), get("captum")
                 if ours is None:
                     continue
                 lines.append(
                     f"| {name} | {dtype} | {schedule} | {ours['steps']} | {ours['explanations_per_s']:.1f} | "
                     f"{floor['explanations_per_s']:.1f} | {ours['median_s'] / floor['median_s']:.2f} | "
-                    + (f"{captum['explanations_per_s']:.1f} | {captum['median_s'] / ours['median_s']:.2f} |"
-                       if captum else "- | - |"))
+                    + (
+                        f"{captum['explanations_per_s']:.1f} | {captum['median_s'] / ours['median_s']:.2f} |"
+                        if captum
+                        else "- | - |"
+                    )
+                )
     return "\n".join(lines)
 
 
@@ -190,12 +250,21 @@ def main(argv=None) -> int:
         print(message, flush=True)
 
     log(f"devices: {jax.devices()}")
-    results = {name: run_case(name, module, size, batch, args, log) for name, module, size, batch in _models(args.tiny)}
-    payload = {"machine": machine(), "tiny": args.tiny, "repeats": args.repeats,
-               "notes": {"weights": "random (no pretrained weights are shipped); iso-convergence on the timed batch",
-                         "floor": "one jitted forward + backward over the same B x steps points on the device",
-                         "captum": "same weights in PyTorch on the same device, internal_batch_size = all points"},
-               "results": results}
+    results = {
+        name: run_case(name, module, size, batch, args, log)
+        for name, module, size, batch in _models(args.tiny)
+    }
+    payload = {
+        "machine": machine(),
+        "tiny": args.tiny,
+        "repeats": args.repeats,
+        "notes": {
+            "weights": "random (no pretrained weights are shipped); iso-convergence on the timed batch",
+            "floor": "one jitted forward + backward over the same B x steps points on the device",
+            "captum": "same weights in PyTorch on the same device, internal_batch_size = all points",
+        },
+        "results": results,
+    }
     path = write("accelerator.json", json.loads(json.dumps(payload, default=float)), args.out)
     log("\n" + table(results))
     log(f"\nwrote {path}")

@@ -36,7 +36,7 @@ import os
 import sys
 import tempfile
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -51,7 +51,15 @@ from _common import RESULTS, block, machine, write  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BATCH = 256
-RECIPES = ("supervised", "cortx_5", "cortx_10", "cortx_25", "cortx_10_no_pretraining", "fastshap", "fastshap_model")
+RECIPES = (
+    "supervised",
+    "cortx_5",
+    "cortx_10",
+    "cortx_25",
+    "cortx_10_no_pretraining",
+    "fastshap",
+    "fastshap_model",
+)
 QUICK_RECIPES = ("supervised", "cortx_10", "fastshap")
 
 
@@ -67,15 +75,16 @@ class Case:
     curve: tuple  # (method, knob, budgets, fixed settings)
     top_k: int
     epochs: dict
-    fastshap_teacher: Optional[tuple] = None  # (method, settings, test rows) if not the teacher
-    fastshap_network: Optional[Callable] = None
+    fastshap_teacher: tuple | None = None  # (method, settings, test rows) if not the teacher
+    fastshap_network: Callable | None = None
     batch_size: int = 32
 
 
 def _mlp(module, classes, shape):
     del module
-    return amortized.MLPExplainer(classes, shape, features=(64, 64), head_features=(64,),
-                                  activation=nn.relu, multiplier=True)
+    return amortized.MLPExplainer(
+        classes, shape, features=(64, 64), head_features=(64,), activation=nn.relu, multiplier=True
+    )
 
 
 def _tabular_surrogate(module, classes):
@@ -87,31 +96,53 @@ SUPERPIXELS = jaxplain.patch_mask((8, 8, 1), (2, 2, 1))  # 16 groups of 2x2 pixe
 TABULAR_EPOCHS = dict(supervised=300, pretrain=100, head=300, fastshap=300, surrogate=200, samples=32)
 CASES = {
     "wine_mlp": Case(
-        "wine", "exact_shapley", {}, _mlp, _tabular_surrogate,
-        ("kernel_shap", "samples", (16, 32, 64, 128, 256, 512, 1024, 2048), {}), 3, TABULAR_EPOCHS,
+        "wine",
+        "exact_shapley",
+        {},
+        _mlp,
+        _tabular_surrogate,
+        ("kernel_shap", "samples", (16, 32, 64, 128, 256, 512, 1024, 2048), {}),
+        3,
+        TABULAR_EPOCHS,
     ),
     "breast_cancer_mlp": Case(
-        "breast_cancer", "kernel_shap", {"samples": 8192, "key": jax.random.key(0)}, _mlp, _tabular_surrogate,
-        ("kernel_shap", "samples", (16, 32, 64, 128, 256, 512, 1024, 2048), {}), 5, TABULAR_EPOCHS,
+        "breast_cancer",
+        "kernel_shap",
+        {"samples": 8192, "key": jax.random.key(0)},
+        _mlp,
+        _tabular_surrogate,
+        ("kernel_shap", "samples", (16, 32, 64, 128, 256, 512, 1024, 2048), {}),
+        5,
+        TABULAR_EPOCHS,
     ),
     "digits_cnn": Case(
-        "digits", "integrated_gradients", {"steps": 32},
-        lambda module, classes, shape: amortized.ConvExplainer(classes, shape, channels=(16, 32), multiplier=True),
+        "digits",
+        "integrated_gradients",
+        {"steps": 32},
+        lambda module, classes, shape: amortized.ConvExplainer(
+            classes, shape, channels=(16, 32), multiplier=True
+        ),
         lambda module, classes: jaxplain.models.SmallCNN(classes),
-        ("integrated_gradients", "steps", (1, 2, 4, 8, 16), {}), 10,
+        ("integrated_gradients", "steps", (1, 2, 4, 8, 16), {}),
+        10,
         dict(supervised=100, pretrain=30, head=100, fastshap=60, surrogate=30, samples=16),
         fastshap_teacher=(
-            "kernel_shap", {"feature_mask": SUPERPIXELS, "samples": 1024, "key": jax.random.key(0)}, 128
+            "kernel_shap",
+            {"feature_mask": SUPERPIXELS, "samples": 1024, "key": jax.random.key(0)},
+            128,
         ),
         fastshap_network=lambda module, classes, shape: amortized.ConvExplainer(
             classes, shape, channels=(16, 32), patch=2, multiplier=True
         ),
     ),
     "synthetic_text": Case(
-        "synthetic_text", "token_attributions", {"steps": 50},
+        "synthetic_text",
+        "token_attributions",
+        {"steps": 50},
         lambda module, classes, shape: networks.token_explainer_for(module, classes, shape[0]),
         lambda module, classes: module,
-        ("token_attributions", "steps", (1, 2, 4, 8, 16), {}), 3,
+        ("token_attributions", "steps", (1, 2, 4, 8, 16), {}),
+        3,
         dict(supervised=60, pretrain=20, head=60, fastshap=40, surrogate=10, samples=16),
     ),
 }
@@ -151,7 +182,9 @@ def train_recipe(name: str, case: Case, recipe: str, model, data, labels, encode
     network = case.network(module, classes, shape)
     epochs, common = case.epochs, dict(batch_size=case.batch_size, progress=progress)
     if recipe == "supervised":
-        return amortized.train_supervised(network, model, data.x_train, labels["train"], epochs=epochs["supervised"], **common)
+        return amortized.train_supervised(
+            network, model, data.x_train, labels["train"], epochs=epochs["supervised"], **common
+        )
     if recipe.startswith("cortx"):
         fraction = int(recipe.split("_")[1]) / 100
         if recipe.endswith("no_pretraining"):
@@ -160,13 +193,24 @@ def train_recipe(name: str, case: Case, recipe: str, model, data, labels, encode
             if "cortx" not in encoders:
                 facts = amortized.supervised.teacher_facts(labels["train"])
                 encoders["cortx"] = amortized.pretrain_encoder(
-                    network, model, data.x_train, reference=facts["reference"],
-                    feature_mask=facts["feature_mask"], epochs=epochs["pretrain"], progress=progress,
+                    network,
+                    model,
+                    data.x_train,
+                    reference=facts["reference"],
+                    feature_mask=facts["feature_mask"],
+                    epochs=epochs["pretrain"],
+                    progress=progress,
                 )
             encoder = encoders["cortx"]
         explainer = amortized.train_cortx(
-            network, model, data.x_train, labels["train"], label_fraction=fraction,
-            encoder_variables=encoder, head_epochs=epochs["head"], **common,
+            network,
+            model,
+            data.x_train,
+            labels["train"],
+            label_fraction=fraction,
+            encoder_variables=encoder,
+            head_epochs=epochs["head"],
+            **common,
         )
         return explainer.replace(recipe=recipe if recipe.endswith("no_pretraining") else "cortx")
     # FastSHAP: the groups and reference of its teacher's game.
@@ -180,12 +224,23 @@ def train_recipe(name: str, case: Case, recipe: str, model, data, labels, encode
         if isinstance(classifier, jaxplain.models.TextClassifier):  # start from the model itself
             start = {"params": {"classifier": model.params["params"]}}
         surrogate = amortized.train_surrogate(
-            classifier, model, data.x_train, feature_mask=mask, variables=start,
-            epochs=epochs["surrogate"], **common,
+            classifier,
+            model,
+            data.x_train,
+            feature_mask=mask,
+            variables=start,
+            epochs=epochs["surrogate"],
+            **common,
         )
     return amortized.train_fastshap(
-        network, model, data.x_train, feature_mask=mask, surrogate=surrogate,
-        samples=epochs["samples"], epochs=epochs["fastshap"], **common,
+        network,
+        model,
+        data.x_train,
+        feature_mask=mask,
+        surrogate=surrogate,
+        samples=epochs["samples"],
+        epochs=epochs["fastshap"],
+        **common,
     ).replace(recipe=recipe)
 
 
@@ -282,7 +337,8 @@ def run_case(name: str, args) -> dict:
         x_test, test_labels, teacher = test_inputs(name, case, recipe, data, labels)
         rows[recipe] = {
             **evaluate(explainer, model, x_test, test_labels, case.top_k),
-            "teacher": teacher, "train_seconds": seconds,
+            "teacher": teacher,
+            "train_seconds": seconds,
             "epochs": explainer.metadata["history"]["epochs"],
             "labelled_examples": explainer.metadata.get("labelled_examples", 0),
         }
@@ -290,7 +346,10 @@ def run_case(name: str, args) -> dict:
             values = explainer(model, data.x_test, target="predicted").values
             rows[recipe]["planted_recovery"] = planted_recovery(values, data.extras["planted_test"])
         explainers[recipe] = explainer
-        print(f"{name} {recipe}: " + ", ".join(f"{k} {v:.4g}" for k, v in rows[recipe].items() if isinstance(v, float)))
+        print(
+            f"{name} {recipe}: "
+            + ", ".join(f"{k} {v:.4g}" for k, v in rows[recipe].items() if isinstance(v, float))
+        )
     payload = {
         "teacher": {"method": case.teacher, "settings": amortized.labels.teacher_settings(case.settings)},
         "label_seconds": label_seconds,
@@ -304,7 +363,9 @@ def run_case(name: str, args) -> dict:
     payload["speed"] = speed(case, model, data, explainers, args)
     for recipe, row in rows.items():
         row.update(payload["speed"]["recipes"][recipe])
-    payload["teacher_curve"], payload["equal_fidelity"] = teacher_curve(case, model, data, labels, rows, explainers, args)
+    payload["teacher_curve"], payload["equal_fidelity"] = teacher_curve(
+        case, model, data, labels, rows, explainers, args
+    )
     payload["targets"] = targets(name, rows)
     if args.save_explainers:
         save(name, explainers["supervised"], rows["supervised"])
@@ -327,7 +388,10 @@ def speed(case: Case, model, data, explainers: dict, args) -> dict:
         result["fastshap_teacher_ms_per_example"] = 1e3 * fast["teacher"] / BATCH
         ratios.update({recipe: (fast, recipe) for recipe in others})
     result["recipes"] = {
-        recipe: {"ms_per_example": 1e3 * measured[key] / BATCH, "speedup": measured["teacher"] / measured[key]}
+        recipe: {
+            "ms_per_example": 1e3 * measured[key] / BATCH,
+            "speedup": measured["teacher"] / measured[key],
+        }
         for recipe, (measured, key) in ratios.items()
     }
     return result
@@ -348,8 +412,13 @@ def teacher_curve(case: Case, model, data, labels, rows: dict, explainers: dict,
         start = time.perf_counter()
         values = getattr(jaxplain, method)(model, x, target="predicted", **extra).values
         values.block_until_ready()
-        curve.append({knob: budget, "seconds_first_call": time.perf_counter() - start,
-                      **agreement(values, reference, case.top_k)})
+        curve.append(
+            {
+                knob: budget,
+                "seconds_first_call": time.perf_counter() - start,
+                **agreement(values, reference, case.top_k),
+            }
+        )
     goal = rows["supervised"]["relative_l2"]
     reached = [point for point in curve if point["relative_l2"] <= goal]
     equal = {"goal_relative_l2": goal, "method": method, "knob": knob}
@@ -362,8 +431,13 @@ def teacher_curve(case: Case, model, data, labels, rows: dict, explainers: dict,
             {"supervised": lambda: explainers["supervised"](model, xb, target="predicted").values},
             rounds=2 if args.quick else 3,
         )
-        equal.update({"budget": budget, "teacher_ms_per_example": 1e3 * times["teacher"] / BATCH,
-                      "speedup": times["teacher"] / times["supervised"]})
+        equal.update(
+            {
+                "budget": budget,
+                "teacher_ms_per_example": 1e3 * times["teacher"] / BATCH,
+                "speedup": times["teacher"] / times["supervised"],
+            }
+        )
     else:
         equal.update({"budget": None, "note": f"not reached by {knob} <= {budgets[-1]}"})
     return curve, equal
@@ -385,11 +459,15 @@ def targets(name: str, rows: dict) -> dict:
 
 def save(name: str, explainer, row: dict) -> str:
     path = os.path.join(ROOT, "checkpoints", f"{name}_explainer_supervised")
-    fidelity = {key: row[key] for key in ("relative_l2", "relative_l2_mean", "spearman", "top_k_overlap", "k")}
+    fidelity = {
+        key: row[key] for key in ("relative_l2", "relative_l2_mean", "spearman", "top_k_overlap", "k")
+    }
     if "planted_recovery" in row:
         fidelity["planted_recovery"] = row["planted_recovery"]
     explainer.replace(
-        model=f"checkpoints/{name}", dataset=CASES[name].data, fidelity=fidelity,
+        model=f"checkpoints/{name}",
+        dataset=CASES[name].data,
+        fidelity=fidelity,
         fidelity_on="test split, each example's predicted class",
         command=f"python benchmarks/amortized.py --train-and-save {name} --recipe supervised",
     ).save(path)
@@ -411,8 +489,10 @@ def train_and_save(name: str, args) -> None:
 
 
 def table(cases: dict) -> str:
-    lines = ["| model | recipe | teacher | rel. l2 (median) | Spearman | top-k | ms / example | speed-up |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | recipe | teacher | rel. l2 (median) | Spearman | top-k | ms / example | speed-up |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, case in cases.items():
         for recipe, row in case["recipes"].items():
             lines.append(
@@ -433,8 +513,12 @@ def plot(cases: dict, path: str) -> None:
         ax = axes[0, column]
         knob = case["equal_fidelity"]["knob"]
         budgets = [point[knob] for point in case["teacher_curve"]]
-        ax.plot(budgets, [point["relative_l2"] for point in case["teacher_curve"]], "o-k",
-                label=f"{case['equal_fidelity']['method']} by {knob}")
+        ax.plot(
+            budgets,
+            [point["relative_l2"] for point in case["teacher_curve"]],
+            "o-k",
+            label=f"{case['equal_fidelity']['method']} by {knob}",
+        )
         for index, (recipe, row) in enumerate(case["recipes"].items()):
             if row["teacher"] == case["teacher"]["method"]:
                 ax.axhline(row["relative_l2"], color=f"C{index}", ls="--", lw=1, label=recipe)
@@ -446,8 +530,11 @@ def plot(cases: dict, path: str) -> None:
         ax.legend(fontsize=6)
         ax = axes[1, column]
         recipes = list(case["recipes"])
-        ax.bar(range(len(recipes)), [case["recipes"][r]["spearman"] for r in recipes],
-               color=[f"C{i}" for i in range(len(recipes))])
+        ax.bar(
+            range(len(recipes)),
+            [case["recipes"][r]["spearman"] for r in recipes],
+            color=[f"C{i}" for i in range(len(recipes))],
+        )
         ax.set_xticks(range(len(recipes)), recipes, rotation=60, ha="right", fontsize=7)
         ax.set_ylim(0, 1)
         ax.axhline(0.9, color="k", lw=0.8, ls=":")
@@ -458,13 +545,18 @@ def plot(cases: dict, path: str) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="wine only, tiny budgets (for the tests)")
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated models")
     parser.add_argument("--out", default=RESULTS, help="folder for amortized.json and amortized.png")
     parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "jaxplain-amortized-labels"))
-    parser.add_argument("--save-explainers", action="store_true",
-                        help="also write each model's supervised explainer to checkpoints/")
+    parser.add_argument(
+        "--save-explainers",
+        action="store_true",
+        help="also write each model's supervised explainer to checkpoints/",
+    )
     parser.add_argument("--train-and-save", metavar="MODEL", help="train and ship one explainer, no study")
     parser.add_argument("--recipe", default="supervised", choices=["supervised"])
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -486,7 +578,11 @@ def main(argv=None) -> None:
         start = time.perf_counter()
         cases[name] = {**run_case(name, args), "seconds": time.perf_counter() - start}
         # Each finished model is written at once: a later failure loses only its own case.
-        write("amortized.json", {"machine": machine(), "quick": args.quick, "batch": BATCH, "cases": cases}, args.out)
+        write(
+            "amortized.json",
+            {"machine": machine(), "quick": args.quick, "batch": BATCH, "cases": cases},
+            args.out,
+        )
     print(path)
     plot(cases, os.path.join(args.out, "amortized.png"))
     print(table(cases))

@@ -36,7 +36,11 @@ def cases():
     yield "digits_cnn", model, jnp.asarray(digits[:128])
     module = ResNet18(num_classes=10, stem="small")
     x = jnp.asarray(np.random.default_rng(0).normal(size=(16, 32, 32, 3)), jnp.float32)
-    yield "resnet18_small_32px", jaxplain.Model.from_linen(module, module.init(jax.random.PRNGKey(0), x[:1])), x
+    yield (
+        "resnet18_small_32px",
+        jaxplain.Model.from_linen(module, module.init(jax.random.PRNGKey(0), x[:1])),
+        x,
+    )
 
 
 def main(argv=None):
@@ -51,21 +55,36 @@ def main(argv=None):
         timings = interleaved_medians(
             {
                 "default": lambda: jaxplain.integrated_gradients(model, x, target=0, steps=args.steps).values,
-                "one_chunk": lambda: jaxplain.integrated_gradients(
-                    model, x, target=0, steps=args.steps, chunk_size=args.steps
-                ).values,
+                "one_chunk": lambda: (
+                    jaxplain.integrated_gradients(
+                        model, x, target=0, steps=args.steps, chunk_size=args.steps
+                    ).values
+                ),
             },
             repeats=args.repeats,
             warmup=1,
         )
         ratio = timings["default"]["median_s"] / timings["one_chunk"]["median_s"]
-        rows.append({"case": name, "batch": int(x.shape[0]), "steps": args.steps,
-                     "default_chunk_size": default, "timings": timings, "ratio_default_over_one_chunk": ratio})
-        print(f"{name:22} B={x.shape[0]:<4} default chunk {default:>3}: "
-              f"{1e3 * timings['default']['median_s']:9.1f} ms vs one chunk "
-              f"{1e3 * timings['one_chunk']['median_s']:9.1f} ms  ratio {ratio:.3f}")
-    path = write("cpu_chunks.json", {"benchmark": "cpu_chunks", "machine": machine(), "cases": rows},
-                 *([args.out] if args.out else []))
+        rows.append(
+            {
+                "case": name,
+                "batch": int(x.shape[0]),
+                "steps": args.steps,
+                "default_chunk_size": default,
+                "timings": timings,
+                "ratio_default_over_one_chunk": ratio,
+            }
+        )
+        print(
+            f"{name:22} B={x.shape[0]:<4} default chunk {default:>3}: "
+            f"{1e3 * timings['default']['median_s']:9.1f} ms vs one chunk "
+            f"{1e3 * timings['one_chunk']['median_s']:9.1f} ms  ratio {ratio:.3f}"
+        )
+    path = write(
+        "cpu_chunks.json",
+        {"benchmark": "cpu_chunks", "machine": machine(), "cases": rows},
+        *([args.out] if args.out else []),
+    )
     print(f"wrote {path}")
 
 

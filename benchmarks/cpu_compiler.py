@@ -37,8 +37,10 @@ def _conv(shape, features):
     x = jnp.asarray(rng.normal(size=shape), jnp.float32)
 
     def f(x):
-        return jax.lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)),
-                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jax.lax.conv_general_dilated(
+            x, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+
     return f, x
 
 
@@ -67,12 +69,15 @@ def cases(quick: bool):
         "conv 3x3 64->64, 256 x 16x16": _conv((32 if quick else 256, 16, 16, 64), 64),
         "matmul 4096x512 @ 512x256 + relu": _matmul(512 if quick else 4096, 512, 256),
         "mlp IG (breast cancer, B=256, 64 steps)": _explainer(
-            "integrated_gradients", mlp, jnp.asarray(cancer.x_test[:256], jnp.float32), steps=64),
+            "integrated_gradients", mlp, jnp.asarray(cancer.x_test[:256], jnp.float32), steps=64
+        ),
         "cnn IG (digits, B=64, 64 steps)": _explainer(
-            "integrated_gradients", cnn, jnp.asarray(digits.x_test[:64], jnp.float32), steps=64),
+            "integrated_gradients", cnn, jnp.asarray(digits.x_test[:64], jnp.float32), steps=64
+        ),
         f"resnet18 saliency ({size}x{size}, B={batch})": _explainer("saliency", resnet, images),
         f"resnet18 IG ({size}x{size}, B={batch}, {steps} steps)": _explainer(
-            "integrated_gradients", resnet, images, steps=steps),
+            "integrated_gradients", resnet, images, steps=steps
+        ),
     }
 
 
@@ -87,19 +92,32 @@ def main(argv=None) -> int:
         default = jax.jit(function)
         tuned = jax.jit(function, compiler_options=options)
         difference = float(jnp.max(jnp.abs(default(x) - tuned(x))) / (jnp.max(jnp.abs(default(x))) + 1e-30))
-        timing = interleaved_medians({"default": lambda: default(x), "jaxplain": lambda: tuned(x)},
-                                     repeats=repeats, prime=True)
-        row = {"case": name, "xla_default_ms": timing["default"]["median_s"] * 1e3,
-               "jaxplain_options_ms": timing["jaxplain"]["median_s"] * 1e3, "runs": repeats,
-               "max_rel_diff": difference}
+        timing = interleaved_medians(
+            {"default": lambda: default(x), "jaxplain": lambda: tuned(x)}, repeats=repeats, prime=True
+        )
+        row = {
+            "case": name,
+            "xla_default_ms": timing["default"]["median_s"] * 1e3,
+            "jaxplain_options_ms": timing["jaxplain"]["median_s"] * 1e3,
+            "runs": repeats,
+            "max_rel_diff": difference,
+        }
         row["speedup"] = row["xla_default_ms"] / row["jaxplain_options_ms"]
         rows.append(row)
-        print(f"{name}: XLA defaults {row['xla_default_ms']:.2f} ms, jaxplain's options "
-              f"{row['jaxplain_options_ms']:.2f} ms, {row['speedup']:.2f}x, max rel. diff {difference:.1e}", flush=True)
+        print(
+            f"{name}: XLA defaults {row['xla_default_ms']:.2f} ms, jaxplain's options "
+            f"{row['jaxplain_options_ms']:.2f} ms, {row['speedup']:.2f}x, max rel. diff {difference:.1e}",
+            flush=True,
+        )
     pinned = _one_core(options, args.quick)
-    payload = {"machine": machine(), "options": options, "rows": rows, "one_core": pinned,
-               "note": "same function jitted with XLA's CPU defaults and with jaxplain.backends.cpu.COMPILER_OPTIONS; "
-                       "interleaved, primed, medians after warm-up"}
+    payload = {
+        "machine": machine(),
+        "options": options,
+        "rows": rows,
+        "one_core": pinned,
+        "note": "same function jitted with XLA's CPU defaults and with jaxplain.backends.cpu.COMPILER_OPTIONS; "
+        "interleaved, primed, medians after warm-up",
+    }
     write("cpu_compiler.json", payload, args.out)
     return 0
 
@@ -124,13 +142,17 @@ def _one_core(options, quick):
     for label, affinity in (("all cores", cores), ("first core", {min(cores)})):
         _pin(affinity)
         try:
-            timing = interleaved_medians({k: (lambda f=f: f(x)) for k, f in compiled.items()},
-                                         repeats=2 if quick else 7, prime=True)
+            timing = interleaved_medians(
+                {k: (lambda f=f: f(x)) for k, f in compiled.items()}, repeats=2 if quick else 7, prime=True
+            )
         finally:
             _pin(cores)
         found[label] = {k: v["median_s"] * 1e3 for k, v in timing.items()}
-        print(f"conv, {label} ({len(affinity)}): XLA defaults {found[label]['default']:.1f} ms, "
-              f"jaxplain's options {found[label]['jaxplain']:.1f} ms", flush=True)
+        print(
+            f"conv, {label} ({len(affinity)}): XLA defaults {found[label]['default']:.1f} ms, "
+            f"jaxplain's options {found[label]['jaxplain']:.1f} ms",
+            flush=True,
+        )
     return found
 
 

@@ -59,7 +59,6 @@ def child(arm: str, quick: bool, repeats: int, warmup: int) -> dict:
     """One process: every contender timed with the arm's malloc setting; a JSON-able dict."""
     import jax.numpy as jnp
     import numpy as np
-
     import vs_captum
     from _common import interleaved_medians
 
@@ -72,10 +71,13 @@ def child(arm: str, quick: bool, repeats: int, warmup: int) -> dict:
             contenders[f"{name} {label} jaxplain"], contenders[f"{name} {label} captum"] = ours, theirs
     # several warm-up rounds: malloc's free lists settle only after a few calls
     times = interleaved_medians(contenders, repeats=repeats, warmup=warmup, prime=True, counter=_faults)
-    return {"arm": arm, "tunables": os.environ.get("GLIBC_TUNABLES", ""),
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "median_ms": {n: 1e3 * cell["median_s"] for n, cell in times.items()},
-            "faults_per_call": {n: cell["counted_median"] for n, cell in times.items()}}
+    return {
+        "arm": arm,
+        "tunables": os.environ.get("GLIBC_TUNABLES", ""),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "median_ms": {n: 1e3 * cell["median_s"] for n, cell in times.items()},
+        "faults_per_call": {n: cell["counted_median"] for n, cell in times.items()},
+    }
 
 
 def main(argv=None) -> int:
@@ -103,8 +105,16 @@ def main(argv=None) -> int:
     runs = {arm: [] for arm in ARMS}
     for round_ in range(args.rounds):
         for arm in ARMS:
-            command = [sys.executable, os.path.abspath(__file__), "--child", arm, "--repeats", str(args.repeats),
-                       "--warmup", str(args.warmup)] + (["--quick"] if args.quick else [])
+            command = [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--child",
+                arm,
+                "--repeats",
+                str(args.repeats),
+                "--warmup",
+                str(args.warmup),
+            ] + (["--quick"] if args.quick else [])
             started = time.perf_counter()
             env = {**os.environ, "JAXPLAIN_PROGRESS": "0", "GLIBC_TUNABLES": ARMS[arm]}
             if not ARMS[arm]:
@@ -131,26 +141,55 @@ def main(argv=None) -> int:
         if name.endswith(" jaxplain"):
             theirs = by_name[name[: -len("jaxplain")] + "captum"]
             ours = by_name[name]
-            ratios.append({"case": name[: -len(" jaxplain")],
-                           **{f"captum_over_jaxplain_{arm}": theirs[f"{arm}_ms"] / ours[f"{arm}_ms"] for arm in ARMS}})
+            ratios.append(
+                {
+                    "case": name[: -len(" jaxplain")],
+                    **{
+                        f"captum_over_jaxplain_{arm}": theirs[f"{arm}_ms"] / ours[f"{arm}_ms"] for arm in ARMS
+                    },
+                }
+            )
     peak = {arm: statistics.median(r["peak_rss_mib"] for r in runs[arm]) for arm in ARMS}
-    payload = {"machine": machine(), "tunables": ARMS, "quick": args.quick, "rounds": args.rounds, "repeats": args.repeats,
-               "warmup": args.warmup, "rows": rows, "captum_over_jaxplain": ratios, "peak_rss_mib": peak,
-               "note": "each arm in its own processes, alternated; medians over rounds of per-process medians; "
-                       "faults = minor page faults per timed call"}
+    payload = {
+        "machine": machine(),
+        "tunables": ARMS,
+        "quick": args.quick,
+        "rounds": args.rounds,
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "rows": rows,
+        "captum_over_jaxplain": ratios,
+        "peak_rss_mib": peak,
+        "note": "each arm in its own processes, alternated; medians over rounds of per-process medians; "
+        "faults = minor page faults per timed call",
+    }
     path = write("cpu_memory.json", payload, args.out)
     print(path)
     others = [arm for arm in ARMS if arm != "default"]
-    print("| contender | " + " | ".join(f"{arm} ms (faults)" for arm in ARMS) + " | "
-          + " | ".join(f"{arm} speed-up" for arm in others) + " |")
+    print(
+        "| contender | "
+        + " | ".join(f"{arm} ms (faults)" for arm in ARMS)
+        + " | "
+        + " | ".join(f"{arm} speed-up" for arm in others)
+        + " |"
+    )
     print("|---" * (len(ARMS) + len(others) + 1) + "|")
     for row in rows:
-        print(f"| {row['contender']} | " + " | ".join(f"{row[f'{arm}_ms']:.1f} ({row[f'{arm}_faults']:.0f})" for arm in ARMS)
-              + " | " + " | ".join(f"{row[f'speedup_{arm}']:.2f}x" for arm in others) + " |")
+        print(
+            f"| {row['contender']} | "
+            + " | ".join(f"{row[f'{arm}_ms']:.1f} ({row[f'{arm}_faults']:.0f})" for arm in ARMS)
+            + " | "
+            + " | ".join(f"{row[f'speedup_{arm}']:.2f}x" for arm in others)
+            + " |"
+        )
     print("| case | " + " | ".join(f"Captum / jaxplain, {arm}" for arm in ARMS) + " |")
     print("|---" * (len(ARMS) + 1) + "|")
     for ratio in ratios:
-        print(f"| {ratio['case']} | " + " | ".join(f"{ratio[f'captum_over_jaxplain_{arm}']:.2f}x" for arm in ARMS) + " |")
+        print(
+            f"| {ratio['case']} | "
+            + " | ".join(f"{ratio[f'captum_over_jaxplain_{arm}']:.2f}x" for arm in ARMS)
+            + " |"
+        )
     print("peak RSS MiB: " + ", ".join(f"{arm} {peak[arm]:.0f}" for arm in ARMS))
     return 0
 

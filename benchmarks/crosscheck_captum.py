@@ -36,7 +36,7 @@ import sys
 import time
 import traceback
 import warnings
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import jax
 
@@ -50,9 +50,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from captum.attr import (  # noqa: E402
     LRP,
+    Deconvolution,
     DeepLift,
     DeepLiftShap,
-    Deconvolution,
     FeatureAblation,
     GradientShap,
     GuidedBackprop,
@@ -154,10 +154,19 @@ class Sizes:
 
 
 QUICK = Sizes(
-    n=4, steps=8, references=3, shapley_groups=4, sampling_budgets=(4, 64),
-    kernel_budgets=(16, 256), gradient_budgets=(8, 128), noise_budgets=(8, 128),
-    reference_steps=32, reference_samples=1024, statistical_models=("mlp",),
-    plain_orders=False, metric_samples=4,
+    n=4,
+    steps=8,
+    references=3,
+    shapley_groups=4,
+    sampling_budgets=(4, 64),
+    kernel_budgets=(16, 256),
+    gradient_budgets=(8, 128),
+    noise_budgets=(8, 128),
+    reference_steps=32,
+    reference_samples=1024,
+    statistical_models=("mlp",),
+    plain_orders=False,
+    metric_samples=4,
 )
 
 
@@ -167,11 +176,11 @@ class Row:
     model: str
     setting: str
     kind: str  # "deterministic" or "statistical"
-    max_rel_diff: Optional[float]
-    tolerance: Optional[float]
+    max_rel_diff: float | None
+    tolerance: float | None
     passed: bool  # within tolerance (deterministic) or errors falling (statistical)
     status: str  # "pass", "FAIL", "FAIL: <error>" or "differs: <reason>"
-    documented_difference: Optional[str] = None
+    documented_difference: str | None = None
     notes: str = ""
     details: dict = dataclasses.field(default_factory=dict)
 
@@ -277,7 +286,12 @@ def load_cases(sizes: Sizes):
             ]
         cases.append(
             Case(
-                name, checkpoint, variables, model, x, target,
+                name,
+                checkpoint,
+                variables,
+                model,
+                x,
+                target,
                 baseline=x_train[0],
                 references=x_train[1 : 1 + sizes.references],
                 ablation_mask=ablation_mask,
@@ -303,7 +317,9 @@ def check_logits(case: Case) -> dict:
             theirs = as_numpy(case.torch_model(variables, **options)(as_torch(case.x)))
         gap, scale = float(np.abs(ours - theirs).max()), float(np.abs(ours).max())
         if not gap <= 1e-9 * max(1.0, scale):
-            raise AssertionError(f"{case.name} ({label}): the torch twin's logits differ from jaxplain's by {gap:.3e}")
+            raise AssertionError(
+                f"{case.name} ({label}): the torch twin's logits differ from jaxplain's by {gap:.3e}"
+            )
         gaps[label] = gap
     print(f"{case.name}: logits max abs diff " + ", ".join(f"{k} {v:.1e}" for k, v in gaps.items()))
     return gaps
@@ -321,8 +337,10 @@ class Checks:
         self.rows.append(row)
         shown = f"{row.max_rel_diff:.2e}" if row.max_rel_diff is not None else "-"
         seconds = row.details.get("seconds", float("nan"))
-        print(f"  {row.method:20} {row.model:4} {row.setting:40} {shown:>9} {seconds:6.1f}s  {row.status[:50]}",
-              flush=True)
+        print(
+            f"  {row.method:20} {row.model:4} {row.setting:40} {shown:>9} {seconds:6.1f}s  {row.status[:50]}",
+            flush=True,
+        )
 
     def compare(
         self,
@@ -331,7 +349,7 @@ class Checks:
         setting: str,
         run: Callable[[], tuple],
         *,
-        documented: Optional[tuple] = None,
+        documented: tuple | None = None,
         notes: str = "",
     ) -> None:
         """Records one deterministic row.
@@ -347,8 +365,20 @@ class Checks:
             diff = max_rel_diff(ours, theirs)
         except Exception as error:  # one broken method must not hide the others' results
             traceback.print_exc()
-            self.record(Row(method, case.name, setting, "deterministic", None, TOLERANCE, False,
-                            f"FAIL: {type(error).__name__}: {error}", reason, notes))
+            self.record(
+                Row(
+                    method,
+                    case.name,
+                    setting,
+                    "deterministic",
+                    None,
+                    TOLERANCE,
+                    False,
+                    f"FAIL: {type(error).__name__}: {error}",
+                    reason,
+                    notes,
+                )
+            )
             return
         within = diff <= TOLERANCE
         if within:
@@ -358,8 +388,21 @@ class Checks:
         else:
             status = f"differs: {short}" if documented else "FAIL"
         details = {**(evidence[0] if evidence else {}), "seconds": time.perf_counter() - began}
-        self.record(Row(method, case.name, setting, "deterministic", diff, TOLERANCE, within,
-                        status, reason, notes, details))
+        self.record(
+            Row(
+                method,
+                case.name,
+                setting,
+                "deterministic",
+                diff,
+                TOLERANCE,
+                within,
+                status,
+                reason,
+                notes,
+                details,
+            )
+        )
 
     def statistical(
         self,
@@ -390,34 +433,75 @@ class Checks:
                     extra_errors.setdefault(name, []).append(max_rel_diff(values, reference))
         except Exception as error:
             traceback.print_exc()
-            self.record(Row(method, case.name, setting, "statistical", None, None, False,
-                            f"FAIL: {type(error).__name__}: {error}", notes=notes))
+            self.record(
+                Row(
+                    method,
+                    case.name,
+                    setting,
+                    "statistical",
+                    None,
+                    None,
+                    False,
+                    f"FAIL: {type(error).__name__}: {error}",
+                    notes=notes,
+                )
+            )
             return
         falling = all(errors[side][-1] < errors[side][0] for side in ("jaxplain", "captum"))
-        details = {"budgets": list(budgets), "reference": reference_name,
-                   "error_jaxplain": errors["jaxplain"], "error_captum": errors["captum"],
-                   "jaxplain_vs_captum": errors["mutual"], "seconds": time.perf_counter() - began}
+        details = {
+            "budgets": list(budgets),
+            "reference": reference_name,
+            "error_jaxplain": errors["jaxplain"],
+            "error_captum": errors["captum"],
+            "jaxplain_vs_captum": errors["mutual"],
+            "seconds": time.perf_counter() - began,
+        }
         for name, values in extra_errors.items():
             details[f"error_{name}"] = values
         status = "pass" if falling else "FAIL (error does not fall)"
-        self.record(Row(method, case.name, setting, "statistical", errors["mutual"][-1], None,
-                        falling, status, notes=notes, details=details))
+        self.record(
+            Row(
+                method,
+                case.name,
+                setting,
+                "statistical",
+                errors["mutual"][-1],
+                None,
+                falling,
+                status,
+                notes=notes,
+                details=details,
+            )
+        )
 
 
 def gradient_methods(checks: Checks, case: Case) -> None:
     x, t = case.x, case.target
     xj, tt = jnp.asarray(x), torch.as_tensor(t, dtype=torch.long)
 
-    checks.compare("saliency", case, "abs=False", lambda: (
-        jaxplain.saliency(case.model, xj, target=t).values,
-        Saliency(case.torch_model()).attribute(as_torch(x), target=tt, abs=False),
-    ))
-    checks.compare("input_x_gradient", case, "", lambda: (
-        jaxplain.input_x_gradient(case.model, xj, target=t).values,
-        InputXGradient(case.torch_model()).attribute(as_torch(x), target=tt),
-    ))
+    checks.compare(
+        "saliency",
+        case,
+        "abs=False",
+        lambda: (
+            jaxplain.saliency(case.model, xj, target=t).values,
+            Saliency(case.torch_model()).attribute(as_torch(x), target=tt, abs=False),
+        ),
+    )
+    checks.compare(
+        "input_x_gradient",
+        case,
+        "",
+        lambda: (
+            jaxplain.input_x_gradient(case.model, xj, target=t).values,
+            InputXGradient(case.torch_model()).attribute(as_torch(x), target=tt),
+        ),
+    )
 
-    baselines = {"zero baseline": np.zeros_like(x), "x_train[0] baseline": np.broadcast_to(case.baseline, x.shape)}
+    baselines = {
+        "zero baseline": np.zeros_like(x),
+        "x_train[0] baseline": np.broadcast_to(case.baseline, x.shape),
+    }
     steps = checks.sizes.steps
     for schedule, captum_method in SCHEDULES.items():
         for label, baseline in baselines.items():
@@ -436,7 +520,9 @@ def gradient_methods(checks: Checks, case: Case) -> None:
             notes = CAPTUM_IG_FLOAT32
             if schedule == "trapezoid":
                 notes = f"Captum's result times n/(n-1) = {scale:.4f}; " + notes
-            checks.compare("integrated_gradients", case, f"{schedule}, {label}, {steps} steps", run, notes=notes)
+            checks.compare(
+                "integrated_gradients", case, f"{schedule}, {label}, {steps} steps", run, notes=notes
+            )
 
 
 def rule_methods(checks: Checks, case: Case) -> None:
@@ -449,7 +535,10 @@ def rule_methods(checks: Checks, case: Case) -> None:
     # on a tensor of its own, where the rule acts. The evidence for the cause: Captum's
     # result on the plain twin equals its result with unhooked (functional) pooling, i.e.
     # the plain max-pool gradient, and misses summation-to-delta.
-    baselines = {"zero baseline": np.zeros_like(x), "x_train[0] baseline": np.broadcast_to(case.baseline, x.shape)}
+    baselines = {
+        "zero baseline": np.zeros_like(x),
+        "x_train[0] baseline": np.broadcast_to(case.baseline, x.shape),
+    }
     references = case.references
     poolings = [("", "module", DEEPLIFT_MAXPOOL if cnn else None)]
     if cnn:
@@ -457,15 +546,20 @@ def rule_methods(checks: Checks, case: Case) -> None:
     for prefix, pooling, documented in poolings:
         options = {"pooling": pooling} if cnn else {}
         for label, baseline in baselines.items():
+
             def run(baseline=baseline, options=options):
                 ours = jaxplain.deeplift(case.model, xj, target=t, baseline=jnp.asarray(baseline))
                 theirs, gap = DeepLift(case.torch_model(**options)).attribute(
-                    as_torch(x), baselines=as_torch(baseline), target=tt, return_convergence_delta=True)
-                evidence = {"jaxplain_max_summation_gap": float(np.abs(np.asarray(ours.delta)).max()),
-                            "captum_max_summation_gap": float(gap.abs().max())}
+                    as_torch(x), baselines=as_torch(baseline), target=tt, return_convergence_delta=True
+                )
+                evidence = {
+                    "jaxplain_max_summation_gap": float(np.abs(np.asarray(ours.delta)).max()),
+                    "captum_max_summation_gap": float(gap.abs().max()),
+                }
                 if documented:
                     unhooked = DeepLift(case.torch_model(pooling="functional")).attribute(
-                        as_torch(x), baselines=as_torch(baseline), target=tt)
+                        as_torch(x), baselines=as_torch(baseline), target=tt
+                    )
                     evidence["captum_vs_captum_with_unhooked_pooling"] = max_rel_diff(theirs, unhooked)
                 return ours.values, theirs, evidence
 
@@ -474,25 +568,42 @@ def rule_methods(checks: Checks, case: Case) -> None:
         def run_shap(options=options):
             ours = jaxplain.deeplift_shap(case.model, xj, target=t, background=jnp.asarray(references)).values
             theirs = DeepLiftShap(case.torch_model(**options)).attribute(
-                as_torch(x), baselines=as_torch(references), target=tt)
+                as_torch(x), baselines=as_torch(references), target=tt
+            )
             evidence = {}
             if documented:
                 unhooked = DeepLiftShap(case.torch_model(pooling="functional")).attribute(
-                    as_torch(x), baselines=as_torch(references), target=tt)
+                    as_torch(x), baselines=as_torch(references), target=tt
+                )
                 evidence["captum_vs_captum_with_unhooked_pooling"] = max_rel_diff(theirs, unhooked)
             return ours, theirs, evidence
 
-        checks.compare("deeplift_shap", case, f"{prefix}{len(references)} x_train references", run_shap,
-                       documented=documented)
+        checks.compare(
+            "deeplift_shap",
+            case,
+            f"{prefix}{len(references)} x_train references",
+            run_shap,
+            documented=documented,
+        )
 
-    checks.compare("guided_backprop", case, "", lambda: (
-        jaxplain.guided_backprop(case.model, xj, target=t).values,
-        GuidedBackprop(case.torch_model()).attribute(as_torch(x), target=tt),
-    ))
-    checks.compare("deconvnet", case, "", lambda: (
-        jaxplain.deconvnet(case.model, xj, target=t).values,
-        Deconvolution(case.torch_model()).attribute(as_torch(x), target=tt),
-    ))
+    checks.compare(
+        "guided_backprop",
+        case,
+        "",
+        lambda: (
+            jaxplain.guided_backprop(case.model, xj, target=t).values,
+            GuidedBackprop(case.torch_model()).attribute(as_torch(x), target=tt),
+        ),
+    )
+    checks.compare(
+        "deconvnet",
+        case,
+        "",
+        lambda: (
+            jaxplain.deconvnet(case.model, xj, target=t).values,
+            Deconvolution(case.torch_model()).attribute(as_torch(x), target=tt),
+        ),
+    )
 
     def captum_lrp(variables, inputs, captum_rule=None, pool_epsilon=None):
         twin = case.torch_model(variables)
@@ -516,32 +627,67 @@ def rule_methods(checks: Checks, case: Case) -> None:
     bias_free = without_biases(case.variables)
     pool_note = CAPTUM_LRP_POOL_EPSILON if cnn else ""
     checks.compare("lrp", case, "epsilon (Captum's default rules)", lambda: lrp("epsilon"), notes=pool_note)
-    checks.compare("lrp", case, "gamma=0.25", lambda: lrp("gamma", captum_rule=GammaRule),
-                   documented=LRP_GAMMA_BIAS)
-    checks.compare("lrp", case, "gamma=0.25, bias-free model", lambda: lrp("gamma", bias_free, captum_rule=GammaRule),
-                   notes=pool_note)
-    checks.compare("lrp", case, "alpha1beta0", lambda: lrp("alpha1beta0", captum_rule=Alpha1_Beta0_Rule),
-                   documented=LRP_ALPHA_BIAS)
+    checks.compare(
+        "lrp", case, "gamma=0.25", lambda: lrp("gamma", captum_rule=GammaRule), documented=LRP_GAMMA_BIAS
+    )
+    checks.compare(
+        "lrp",
+        case,
+        "gamma=0.25, bias-free model",
+        lambda: lrp("gamma", bias_free, captum_rule=GammaRule),
+        notes=pool_note,
+    )
+    checks.compare(
+        "lrp",
+        case,
+        "alpha1beta0",
+        lambda: lrp("alpha1beta0", captum_rule=Alpha1_Beta0_Rule),
+        documented=LRP_ALPHA_BIAS,
+    )
     if cnn:  # the digits are >= 0 already
-        checks.compare("lrp", case, "alpha1beta0, bias-free model",
-                       lambda: lrp("alpha1beta0", bias_free, captum_rule=Alpha1_Beta0_Rule), notes=pool_note)
+        checks.compare(
+            "lrp",
+            case,
+            "alpha1beta0, bias-free model",
+            lambda: lrp("alpha1beta0", bias_free, captum_rule=Alpha1_Beta0_Rule),
+            notes=pool_note,
+        )
     else:  # standardised wine features are negative in places
-        checks.compare("lrp", case, "alpha1beta0, bias-free model",
-                       lambda: lrp("alpha1beta0", bias_free, captum_rule=Alpha1_Beta0_Rule),
-                       documented=LRP_ALPHA_NEGATIVE)
-        checks.compare("lrp", case, "alpha1beta0, bias-free, |x| inputs",
-                       lambda: lrp("alpha1beta0", bias_free, np.abs(x), captum_rule=Alpha1_Beta0_Rule),
-                       notes="inputs |x| >= 0, targets kept")
+        checks.compare(
+            "lrp",
+            case,
+            "alpha1beta0, bias-free model",
+            lambda: lrp("alpha1beta0", bias_free, captum_rule=Alpha1_Beta0_Rule),
+            documented=LRP_ALPHA_NEGATIVE,
+        )
+        checks.compare(
+            "lrp",
+            case,
+            "alpha1beta0, bias-free, |x| inputs",
+            lambda: lrp("alpha1beta0", bias_free, np.abs(x), captum_rule=Alpha1_Beta0_Rule),
+            notes="inputs |x| >= 0, targets kept",
+        )
 
     if cnn:
         layer = list(jaxplain.layer_names(case.model, xj[:1]))
         layer = [name for name in layer if name.startswith("Conv_")][-1]  # the last convolution
         for relu in (True, False):
-            checks.compare("grad_cam", case, f"layer {layer}, relu={relu}", lambda relu=relu: (
-                jaxplain.grad_cam(case.model, xj, target=t, layer=layer, relu=relu, upsample=False).values,
-                as_numpy(LayerGradCam(twin := case.torch_model(), twin.convs[-1]).attribute(
-                    as_torch(x), target=tt, relu_attributions=relu))[:, 0],
-            ), notes="Captum LayerGradCam on the torch twin's last Conv2d, channel axis dropped")
+            checks.compare(
+                "grad_cam",
+                case,
+                f"layer {layer}, relu={relu}",
+                lambda relu=relu: (
+                    jaxplain.grad_cam(
+                        case.model, xj, target=t, layer=layer, relu=relu, upsample=False
+                    ).values,
+                    as_numpy(
+                        LayerGradCam(twin := case.torch_model(), twin.convs[-1]).attribute(
+                            as_torch(x), target=tt, relu_attributions=relu
+                        )
+                    )[:, 0],
+                ),
+                notes="Captum LayerGradCam on the torch twin's last Conv2d, channel axis dropped",
+            )
 
 
 def subset_shapley(case: Case, mask: np.ndarray) -> np.ndarray:
@@ -566,48 +712,104 @@ def perturbation_methods(checks: Checks, case: Case) -> None:
     xj, tt = jnp.asarray(x), torch.as_tensor(t, dtype=torch.long)
 
     for window, stride, documented in case.occlusions:
-        checks.compare("occlusion", case, f"window {window}, stride {stride}", lambda window=window, stride=stride: (
-            jaxplain.occlusion(case.model, xj, target=t, window=window, stride=stride).values,
-            Occlusion(case.torch_model()).attribute(
-                as_torch(x), sliding_window_shapes=window, strides=stride, baselines=0.0, target=tt,
-                perturbations_per_eval=16),
-        ), documented=documented, notes=CAPTUM_ACCUMULATES_FLOAT32)
+        checks.compare(
+            "occlusion",
+            case,
+            f"window {window}, stride {stride}",
+            lambda window=window, stride=stride: (
+                jaxplain.occlusion(case.model, xj, target=t, window=window, stride=stride).values,
+                Occlusion(case.torch_model()).attribute(
+                    as_torch(x),
+                    sliding_window_shapes=window,
+                    strides=stride,
+                    baselines=0.0,
+                    target=tt,
+                    perturbations_per_eval=16,
+                ),
+            ),
+            documented=documented,
+            notes=CAPTUM_ACCUMULATES_FLOAT32,
+        )
 
     def mask_tensor(mask):
         return torch.as_tensor(np.asarray(mask, np.int64))[None]
 
     groups = int(case.ablation_mask.max()) + 1
-    checks.compare("feature_ablation", case, f"{groups} groups, zero baseline", lambda: (
-        jaxplain.feature_ablation(case.model, xj, target=t, feature_mask=case.ablation_mask).values,
-        FeatureAblation(case.torch_model()).attribute(
-            as_torch(x), baselines=0.0, target=tt, feature_mask=mask_tensor(case.ablation_mask),
-            perturbations_per_eval=groups),
-    ))
+    checks.compare(
+        "feature_ablation",
+        case,
+        f"{groups} groups, zero baseline",
+        lambda: (
+            jaxplain.feature_ablation(case.model, xj, target=t, feature_mask=case.ablation_mask).values,
+            FeatureAblation(case.torch_model()).attribute(
+                as_torch(x),
+                baselines=0.0,
+                target=tt,
+                feature_mask=mask_tensor(case.ablation_mask),
+                perturbations_per_eval=groups,
+            ),
+        ),
+    )
 
     groups = int(case.shapley_mask.max()) + 1
+
     def shapley():
         ours = jaxplain.exact_shapley(case.model, xj, target=t, feature_mask=case.shapley_mask).values
         theirs = ShapleyValues(case.torch_model()).attribute(
-            as_torch(x), baselines=0.0, target=tt, feature_mask=mask_tensor(case.shapley_mask),
-            perturbations_per_eval=groups)
+            as_torch(x),
+            baselines=0.0,
+            target=tt,
+            feature_mask=mask_tensor(case.shapley_mask),
+            perturbations_per_eval=groups,
+        )
         truth = subset_shapley(case, case.shapley_mask)
-        return ours, theirs, {"jaxplain_vs_float64_subset_sum": max_rel_diff(ours, truth),
-                              "captum_vs_float64_subset_sum": max_rel_diff(theirs, truth)}
+        return (
+            ours,
+            theirs,
+            {
+                "jaxplain_vs_float64_subset_sum": max_rel_diff(ours, truth),
+                "captum_vs_float64_subset_sum": max_rel_diff(theirs, truth),
+            },
+        )
 
-    checks.compare("exact_shapley", case, f"{groups} groups, vs ShapleyValues", shapley,
-                   notes=f"Captum enumerates all {groups}! orders; " + CAPTUM_ACCUMULATES_FLOAT32)
+    checks.compare(
+        "exact_shapley",
+        case,
+        f"{groups} groups, vs ShapleyValues",
+        shapley,
+        notes=f"Captum enumerates all {groups}! orders; " + CAPTUM_ACCUMULATES_FLOAT32,
+    )
 
     def noiseless():
-        ours = jaxplain.smoothgrad(case.model, xj, method=jaxplain.saliency, target=t, key=jax.random.key(0),
-                                   samples=4, noise_scale=0.0).values
+        ours = jaxplain.smoothgrad(
+            case.model,
+            xj,
+            method=jaxplain.saliency,
+            target=t,
+            key=jax.random.key(0),
+            samples=4,
+            noise_scale=0.0,
+        ).values
         theirs = NoiseTunnel(Saliency(case.torch_model())).attribute(
-            as_torch(x), nt_type="smoothgrad", nt_samples=4, stdevs=0.0, target=tt, abs=False)
+            as_torch(x), nt_type="smoothgrad", nt_samples=4, stdevs=0.0, target=tt, abs=False
+        )
         gradient = Saliency(case.torch_model()).attribute(as_torch(x), target=tt, abs=False)
-        return ours, theirs, {"jaxplain_vs_captum_saliency": max_rel_diff(ours, gradient),
-                              "captum_vs_captum_saliency": max_rel_diff(theirs, gradient)}
+        return (
+            ours,
+            theirs,
+            {
+                "jaxplain_vs_captum_saliency": max_rel_diff(ours, gradient),
+                "captum_vs_captum_saliency": max_rel_diff(theirs, gradient),
+            },
+        )
 
-    checks.compare("smoothgrad", case, "noise 0, 4 samples, vs NoiseTunnel", noiseless,
-                   notes="both must equal saliency (details)")
+    checks.compare(
+        "smoothgrad",
+        case,
+        "noise 0, 4 samples, vs NoiseTunnel",
+        noiseless,
+        notes="both must equal saliency (details)",
+    )
 
 
 # --- metrics ----------------------------------------------------------------------------
@@ -628,10 +830,13 @@ def metric_methods(checks: Checks, case: Case) -> None:
     shifts = rng.uniform(-0.02, 0.02, size=(samples,) + x.shape)
 
     def rows(perturbations):  # (samples, B, ...) -> Captum's (B * samples, ...), row b * samples + s
-        return torch.as_tensor(np.ascontiguousarray(np.swapaxes(perturbations, 0, 1)).reshape((-1,) + x.shape[1:]))
+        return torch.as_tensor(
+            np.ascontiguousarray(np.swapaxes(perturbations, 0, 1)).reshape((-1,) + x.shape[1:])
+        )
 
-    ig = jaxplain.integrated_gradients(case.model, xj, target=t, baseline=jnp.asarray(baseline),
-                                       steps=checks.sizes.steps).values
+    ig = jaxplain.integrated_gradients(
+        case.model, xj, target=t, baseline=jnp.asarray(baseline), steps=checks.sizes.steps
+    ).values
     gradient = jaxplain.saliency(case.model, xj, target=t).values
 
     @infidelity_perturb_func_decorator(True)  # Captum computes I / (x - b) itself
@@ -647,14 +852,35 @@ def metric_methods(checks: Checks, case: Case) -> None:
     }
     for label, (perturbations, attribution, multiply, perturb_func) in settings.items():
         for normalize in (False, True):
-            checks.compare("infidelity", case, f"{label}, normalize={normalize}, {samples} draws",
-                           lambda p=perturbations, a=attribution, m=multiply, fn=perturb_func, n=normalize: (
-                jaxplain.metrics.infidelity(case.model, xj, a, target=t, key=None, perturbations=p,
-                                            baseline=baseline, multiply_by_inputs=m, normalize=n),
-                infidelity(case.torch_model(), fn, as_torch(x), as_torch(a),
-                           baselines=as_torch(baseline) if m else None, target=tt,
-                           n_perturb_samples=samples, normalize=n),
-            ), notes="the same perturbations on both sides")
+            checks.compare(
+                "infidelity",
+                case,
+                f"{label}, normalize={normalize}, {samples} draws",
+                lambda p=perturbations, a=attribution, m=multiply, fn=perturb_func, n=normalize: (
+                    jaxplain.metrics.infidelity(
+                        case.model,
+                        xj,
+                        a,
+                        target=t,
+                        key=None,
+                        perturbations=p,
+                        baseline=baseline,
+                        multiply_by_inputs=m,
+                        normalize=n,
+                    ),
+                    infidelity(
+                        case.torch_model(),
+                        fn,
+                        as_torch(x),
+                        as_torch(a),
+                        baselines=as_torch(baseline) if m else None,
+                        target=tt,
+                        n_perturb_samples=samples,
+                        normalize=n,
+                    ),
+                ),
+                notes="the same perturbations on both sides",
+            )
 
     def shifted(inputs, radius):
         return inputs + rows(shifts)
@@ -663,18 +889,33 @@ def metric_methods(checks: Checks, case: Case) -> None:
     explainers = {
         "saliency": (jaxplain.saliency, {}, lambda: Saliency(case.torch_model()), {"abs": False}),
         f"integrated_gradients, {steps} steps": (
-            jaxplain.integrated_gradients, {"steps": steps}, lambda: IntegratedGradients(case.torch_model()),
-            {"n_steps": steps}),
+            jaxplain.integrated_gradients,
+            {"steps": steps},
+            lambda: IntegratedGradients(case.torch_model()),
+            {"n_steps": steps},
+        ),
     }
     for label, (method, options, captum_method, captum_options) in explainers.items():
-        checks.compare("sensitivity_max", case, f"{label}, uniform radius 0.02, {samples} draws",
-                       lambda method=method, options=options, make=captum_method, extra=captum_options: (
-            jaxplain.metrics.sensitivity_max(method, case.model, xj, target=t, key=None, perturbations=shifts,
-                                             **options),
-            sensitivity_max(make().attribute, as_torch(x), perturb_func=shifted, n_perturb_samples=samples,
-                            target=tt, **extra),
-        ), notes="the same perturbations on both sides; targets fixed to the clean predictions"
-                 + ("; " + CAPTUM_IG_FLOAT32 if options else ""))
+        checks.compare(
+            "sensitivity_max",
+            case,
+            f"{label}, uniform radius 0.02, {samples} draws",
+            lambda method=method, options=options, make=captum_method, extra=captum_options: (
+                jaxplain.metrics.sensitivity_max(
+                    method, case.model, xj, target=t, key=None, perturbations=shifts, **options
+                ),
+                sensitivity_max(
+                    make().attribute,
+                    as_torch(x),
+                    perturb_func=shifted,
+                    n_perturb_samples=samples,
+                    target=tt,
+                    **extra,
+                ),
+            ),
+            notes="the same perturbations on both sides; targets fixed to the clean predictions"
+            + ("; " + CAPTUM_IG_FLOAT32 if options else ""),
+        )
 
 
 # --- statistical comparisons ------------------------------------------------------------
@@ -692,80 +933,162 @@ def statistical_methods(checks: Checks, case: Case) -> None:
     def shapley(budget):
         seed_captum(budget)
         key = jax.random.key(budget)
-        ours = jaxplain.shapley_sampling(case.model, xj, target=t, feature_mask=mask, samples=budget, key=key).values
+        ours = jaxplain.shapley_sampling(
+            case.model, xj, target=t, feature_mask=mask, samples=budget, key=key
+        ).values
         theirs = ShapleyValueSampling(case.torch_model()).attribute(
-            as_torch(x), baselines=0.0, target=tt, feature_mask=mask_t, n_samples=budget,
-            perturbations_per_eval=groups)
+            as_torch(x),
+            baselines=0.0,
+            target=tt,
+            feature_mask=mask_t,
+            n_samples=budget,
+            perturbations_per_eval=groups,
+        )
         if not sizes.plain_orders:
             return ours, theirs
-        plain = jaxplain.shapley_sampling(case.model, xj, target=t, feature_mask=mask, samples=budget,
-                                          antithetic=False, key=key).values
+        plain = jaxplain.shapley_sampling(
+            case.model, xj, target=t, feature_mask=mask, samples=budget, antithetic=False, key=key
+        ).values
         return ours, theirs, {"jaxplain_plain_orders": plain}
 
-    checks.statistical("shapley_sampling", case, f"{groups} groups, vs ShapleyValueSampling",
-                       sizes.sampling_budgets, shapley, exact, reference_name="exact_shapley",
-                       notes="budget = orders; jaxplain antithetic (default); plain orders in details (full run)")
+    checks.statistical(
+        "shapley_sampling",
+        case,
+        f"{groups} groups, vs ShapleyValueSampling",
+        sizes.sampling_budgets,
+        shapley,
+        exact,
+        reference_name="exact_shapley",
+        notes="budget = orders; jaxplain antithetic (default); plain orders in details (full run)",
+    )
 
     def kernel(budget):
         seed_captum(budget)
-        ours = jaxplain.kernel_shap(case.model, xj, target=t, feature_mask=mask, samples=budget,
-                                    key=jax.random.key(budget)).values
+        ours = jaxplain.kernel_shap(
+            case.model, xj, target=t, feature_mask=mask, samples=budget, key=jax.random.key(budget)
+        ).values
         theirs = KernelShap(case.torch_model()).attribute(
-            as_torch(x), baselines=0.0, target=tt, feature_mask=mask_t, n_samples=budget,
-            perturbations_per_eval=min(budget, 64))
+            as_torch(x),
+            baselines=0.0,
+            target=tt,
+            feature_mask=mask_t,
+            n_samples=budget,
+            perturbations_per_eval=min(budget, 64),
+        )
         return ours, theirs
 
-    checks.statistical("kernel_shap", case, f"{groups} groups, vs KernelShap", sizes.kernel_budgets,
-                       kernel, exact, reference_name="exact_shapley",
-                       notes="budget = coalitions per example; jaxplain paired (default)")
+    checks.statistical(
+        "kernel_shap",
+        case,
+        f"{groups} groups, vs KernelShap",
+        sizes.kernel_budgets,
+        kernel,
+        exact,
+        reference_name="exact_shapley",
+        notes="budget = coalitions per example; jaxplain paired (default)",
+    )
 
     # Expected gradients = IG averaged over uniformly drawn references: the reference is
     # that average over the same references, with many IG steps.
     references = case.references
-    averaged = np.mean([
-        np.asarray(jaxplain.integrated_gradients(
-            case.model, xj, target=t, baseline=jnp.broadcast_to(jnp.asarray(b), xj.shape),
-            steps=sizes.reference_steps).values)
-        for b in references
-    ], axis=0)
+    averaged = np.mean(
+        [
+            np.asarray(
+                jaxplain.integrated_gradients(
+                    case.model,
+                    xj,
+                    target=t,
+                    baseline=jnp.broadcast_to(jnp.asarray(b), xj.shape),
+                    steps=sizes.reference_steps,
+                ).values
+            )
+            for b in references
+        ],
+        axis=0,
+    )
 
     def expected(budget):
         seed_captum(budget)
-        ours = jaxplain.expected_gradients(case.model, xj, target=t, background=jnp.asarray(references),
-                                           key=jax.random.key(budget), samples=budget).values
+        ours = jaxplain.expected_gradients(
+            case.model,
+            xj,
+            target=t,
+            background=jnp.asarray(references),
+            key=jax.random.key(budget),
+            samples=budget,
+        ).values
         theirs = GradientShap(case.torch_model()).attribute(
-            as_torch(x), baselines=as_torch(references), n_samples=budget, stdevs=0.0, target=tt)
+            as_torch(x), baselines=as_torch(references), n_samples=budget, stdevs=0.0, target=tt
+        )
         return ours, theirs
 
-    checks.statistical("expected_gradients", case, f"{len(references)} refs, vs GradientShap",
-                       sizes.gradient_budgets, expected, averaged,
-                       reference_name=f"mean over the references of IG ({sizes.reference_steps} Gauss-Legendre steps)",
-                       notes="budget = draws per example; GradientShap with stdevs=0")
+    checks.statistical(
+        "expected_gradients",
+        case,
+        f"{len(references)} refs, vs GradientShap",
+        sizes.gradient_budgets,
+        expected,
+        averaged,
+        reference_name=f"mean over the references of IG ({sizes.reference_steps} Gauss-Legendre steps)",
+        notes="budget = draws per example; GradientShap with stdevs=0",
+    )
 
     # SmoothGrad: jaxplain's noise is noise_scale * (max(x) - min(x)) per example; Captum
     # takes one absolute stdev per call, so it runs example by example.
     noise_scale = 0.15
     spread = noise_scale * (x.reshape(len(x), -1).max(axis=1) - x.reshape(len(x), -1).min(axis=1))
-    reference = np.asarray(jaxplain.smoothgrad(
-        case.model, xj, method=jaxplain.saliency, target=t, key=jax.random.key(12345),
-        samples=sizes.reference_samples, noise_scale=noise_scale, noise_chunk_size=256).values)
+    reference = np.asarray(
+        jaxplain.smoothgrad(
+            case.model,
+            xj,
+            method=jaxplain.saliency,
+            target=t,
+            key=jax.random.key(12345),
+            samples=sizes.reference_samples,
+            noise_scale=noise_scale,
+            noise_chunk_size=256,
+        ).values
+    )
 
     def smooth(budget):
         seed_captum(budget)
-        ours = jaxplain.smoothgrad(case.model, xj, method=jaxplain.saliency, target=t, key=jax.random.key(budget),
-                                   samples=budget, noise_scale=noise_scale).values
+        ours = jaxplain.smoothgrad(
+            case.model,
+            xj,
+            method=jaxplain.saliency,
+            target=t,
+            key=jax.random.key(budget),
+            samples=budget,
+            noise_scale=noise_scale,
+        ).values
         twin = NoiseTunnel(Saliency(case.torch_model()))
-        theirs = np.concatenate([
-            as_numpy(twin.attribute(as_torch(x[i : i + 1]), nt_type="smoothgrad", nt_samples=budget,
-                                    stdevs=float(spread[i]), target=int(t[i]), abs=False))
-            for i in range(len(x))
-        ])
+        theirs = np.concatenate(
+            [
+                as_numpy(
+                    twin.attribute(
+                        as_torch(x[i : i + 1]),
+                        nt_type="smoothgrad",
+                        nt_samples=budget,
+                        stdevs=float(spread[i]),
+                        target=int(t[i]),
+                        abs=False,
+                    )
+                )
+                for i in range(len(x))
+            ]
+        )
         return ours, theirs
 
-    checks.statistical("smoothgrad", case, f"noise {noise_scale} of range, vs NoiseTunnel", sizes.noise_budgets,
-                       smooth, reference,
-                       reference_name=f"jaxplain smoothgrad, {sizes.reference_samples} samples, another key",
-                       notes="budget = noisy copies; Captum per example with stdev 0.15 (max - min)")
+    checks.statistical(
+        "smoothgrad",
+        case,
+        f"noise {noise_scale} of range, vs NoiseTunnel",
+        sizes.noise_budgets,
+        smooth,
+        reference,
+        reference_name=f"jaxplain smoothgrad, {sizes.reference_samples} samples, another key",
+        notes="budget = noisy copies; Captum per example with stdev 0.15 (max - min)",
+    )
 
 
 # --- output -------------------------------------------------------------------------------
@@ -780,8 +1103,10 @@ def table(rows) -> str:
             d = row.details
             # the mutual difference at the largest budget, then each library's error to the reference
             tol = "stat"
-            result = (f"{row.status}: error to {d['reference'].split(' ')[0]} at {_series(d['budgets'], 'd')} "
-                      f"samples: jaxplain {_series(d['error_jaxplain'])}, captum {_series(d['error_captum'])}")
+            result = (
+                f"{row.status}: error to {d['reference'].split(' ')[0]} at {_series(d['budgets'], 'd')} "
+                f"samples: jaxplain {_series(d['error_jaxplain'])}, captum {_series(d['error_captum'])}"
+            )
         else:
             tol = f"{row.tolerance:.0e}" if row.tolerance else "-"
             result = row.status
@@ -860,8 +1185,10 @@ def main(argv=None) -> int:
     print(f"wrote {path} ({seconds:.0f} s)")
     print(table(checks.rows))
     if failures:
-        print(f"{len(failures)} deterministic check(s) failed: " + ", ".join(
-            f"{r.method}/{r.model}/{r.setting}" for r in failures))
+        print(
+            f"{len(failures)} deterministic check(s) failed: "
+            + ", ".join(f"{r.method}/{r.model}/{r.setting}" for r in failures)
+        )
     return 1 if failures else 0
 
 

@@ -70,16 +70,16 @@ def case(name, module, shape, steps, repeats):
     targets = jnp.asarray(rng.integers(0, model(x[:1]).shape[1], size=shape[0]), jnp.int32)
 
     alphas, _ = jaxplain.schedules.gauss_legendre(steps)
-    points = (jnp.asarray(alphas, jnp.float32)[None, :, None] * x.reshape(shape[0], 1, -1))
+    points = jnp.asarray(alphas, jnp.float32)[None, :, None] * x.reshape(shape[0], 1, -1)
     points = points.reshape((shape[0] * steps,) + shape[1:])
     point_targets = jnp.repeat(targets, steps)
     floor = floor_gradients(model)
 
     timings = interleaved_medians(
         {
-            "integrated_gradients": lambda: jaxplain.integrated_gradients(
-                model, x, target=targets, steps=steps
-            ).values,
+            "integrated_gradients": lambda: (
+                jaxplain.integrated_gradients(model, x, target=targets, steps=steps).values
+            ),
             "floor": lambda: floor(model.params, points, point_targets),
         },
         repeats=repeats,
@@ -109,7 +109,7 @@ def main(argv=None):
         case("cnn", SmallCNN(), (16, 32, 32, 3), args.steps, args.repeats),
     ]
     payload = {"benchmark": "engine_overhead", "machine": machine(), "target_ratio": 1.10, "cases": rows}
-    path = write("engine_overhead.json", payload, *( [args.out] if args.out else []))
+    path = write("engine_overhead.json", payload, *([args.out] if args.out else []))
     print(f"{'case':6} {'B':>4} {'steps':>5} {'chunk':>5} {'IG ms':>9} {'floor ms':>9} {'ratio':>6}")
     for row in rows:
         t = row["timings"]

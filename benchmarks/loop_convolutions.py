@@ -57,7 +57,12 @@ def cases(quick: bool):
     resnet = jaxplain.Model.from_linen(module, module.init(jax.random.PRNGKey(0), images[:1]))
     cnn_steps, resnet_steps = (64, 16) if quick else (1024, 128)
     return [
-        (f"digits CNN IG (B=64, {cnn_steps} steps)", cnn, jnp.asarray(digits.x_test[:64], jnp.float32), cnn_steps),
+        (
+            f"digits CNN IG (B=64, {cnn_steps} steps)",
+            cnn,
+            jnp.asarray(digits.x_test[:64], jnp.float32),
+            cnn_steps,
+        ),
         (f"ResNet-18 IG ({size}x{size}, B={batch}, {resnet_steps} steps)", resnet, images, resnet_steps),
     ]
 
@@ -88,21 +93,33 @@ def main(argv=None) -> int:
             plain = jax.jit(explain, compiler_options=options).lower(x).compile()
         jax.clear_caches()
         chunk = engine.default_chunk_size(model, x, steps)
-        timing = interleaved_medians({"hwio": lambda: shipped(x), "lax": lambda: plain(x)}, repeats=repeats,
-                                     prime=True)
-        row = {"case": name, "chunk_size": chunk, "chunks": -(-steps // chunk),
-               "jaxplain_ms": timing["hwio"]["median_s"] * 1e3, "lax_ms": timing["lax"]["median_s"] * 1e3,
-               "runs": repeats, "max_rel_diff": max_rel_diff(shipped(x), plain(x)),
-               "hwoi_convolutions": {"jaxplain": _hwoi(shipped), "lax": _hwoi(plain)}}
+        timing = interleaved_medians(
+            {"hwio": lambda: shipped(x), "lax": lambda: plain(x)}, repeats=repeats, prime=True
+        )
+        row = {
+            "case": name,
+            "chunk_size": chunk,
+            "chunks": -(-steps // chunk),
+            "jaxplain_ms": timing["hwio"]["median_s"] * 1e3,
+            "lax_ms": timing["lax"]["median_s"] * 1e3,
+            "runs": repeats,
+            "max_rel_diff": max_rel_diff(shipped(x), plain(x)),
+            "hwoi_convolutions": {"jaxplain": _hwoi(shipped), "lax": _hwoi(plain)},
+        }
         row["speedup"] = row["lax_ms"] / row["jaxplain_ms"]
         rows.append(row)
-        print(f"{name}: {row['chunks']} chunks of {chunk} points; shipped {row['jaxplain_ms']:.1f} ms, "
-              f"lax convolutions {row['lax_ms']:.1f} ms, {row['speedup']:.2f}x, max rel. diff "
-              f"{row['max_rel_diff']:.1e}; convolutions reading an HWOI kernel: {row['hwoi_convolutions']}",
-              flush=True)
-    payload = {"machine": machine(), "rows": rows,
-               "note": "the same IG call compiled with Conv's convolutions as shipped (HWIO input gradients) "
-                       "and through jax.lax.conv_general_dilated; interleaved, primed, medians after warm-up"}
+        print(
+            f"{name}: {row['chunks']} chunks of {chunk} points; shipped {row['jaxplain_ms']:.1f} ms, "
+            f"lax convolutions {row['lax_ms']:.1f} ms, {row['speedup']:.2f}x, max rel. diff "
+            f"{row['max_rel_diff']:.1e}; convolutions reading an HWOI kernel: {row['hwoi_convolutions']}",
+            flush=True,
+        )
+    payload = {
+        "machine": machine(),
+        "rows": rows,
+        "note": "the same IG call compiled with Conv's convolutions as shipped (HWIO input gradients) "
+        "and through jax.lax.conv_general_dilated; interleaved, primed, medians after warm-up",
+    }
     write("loop_convolutions.json", payload, args.out)
     return 0
 

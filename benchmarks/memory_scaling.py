@@ -44,11 +44,18 @@ import time
 # The parent stays a small process that never imports JAX: only the children measure.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HERE = os.path.dirname(os.path.abspath(__file__))
-LIMIT = 1.5                      # the acceptance line: peak(largest) <= 1.5 peak(smallest)
+LIMIT = 1.5  # the acceptance line: peak(largest) <= 1.5 peak(smallest)
 EXAMPLES = 4
-BACKGROUND = 64                  # training examples expected_gradients draws references from
-SCHEDULES = ("gauss_legendre", "riemann_middle", "riemann_left", "riemann_right", "trapezoid", "nonuniform",
-             "pilot_gauss")
+BACKGROUND = 64  # training examples expected_gradients draws references from
+SCHEDULES = (
+    "gauss_legendre",
+    "riemann_middle",
+    "riemann_left",
+    "riemann_right",
+    "trapezoid",
+    "nonuniform",
+    "pilot_gauss",
+)
 STEPS = (32, 1024, 32768, 10**6)
 PAIRED = (64, 2048, 65536, 10**6)  # kernel_shap pairs every coalition with its complement: even counts
 
@@ -77,15 +84,32 @@ def _call(row: str, count: int):
     key = jax.random.key(0)
     if row.startswith("integrated_gradients "):
         schedule = row.split(" ", 1)[1]
-        run = lambda: jaxplain.integrated_gradients(model, x, target="predicted", steps=count,  # noqa: E731
-                                                    schedule=schedule)
+        run = lambda: jaxplain.integrated_gradients(
+            model,
+            x,
+            target="predicted",
+            steps=count,  # noqa: E731
+            schedule=schedule,
+        )
     elif row == "smoothgrad (saliency)":
-        run = lambda: jaxplain.smoothgrad(model, x, method=jaxplain.saliency, target="predicted", key=key,  # noqa: E731
-                                          samples=count)
+        run = lambda: jaxplain.smoothgrad(
+            model,
+            x,
+            method=jaxplain.saliency,
+            target="predicted",
+            key=key,  # noqa: E731
+            samples=count,
+        )
     elif row == "expected_gradients":
         background = np.asarray(data.x_train[:BACKGROUND], np.float32)
-        run = lambda: jaxplain.expected_gradients(model, x, target="predicted", background=background,  # noqa: E731
-                                                  key=key, samples=count)
+        run = lambda: jaxplain.expected_gradients(
+            model,
+            x,
+            target="predicted",
+            background=background,  # noqa: E731
+            key=key,
+            samples=count,
+        )
     elif row in ("kernel_shap", "lime", "shapley_sampling"):
         method = getattr(jaxplain, row)
         run = lambda: method(model, x, target="predicted", key=key, samples=count)  # noqa: E731
@@ -114,16 +138,16 @@ def child(row: str, count: int) -> dict:
     import resource
 
     started = time.perf_counter()
-    run = _call(row, count)             # imports jaxplain, loads the model and the data
+    run = _call(row, count)  # imports jaxplain, loads the model and the data
     setup_s = time.perf_counter() - started
     setup = _status_kib("VmRSS")
     start = time.perf_counter()
-    run()                               # traces, compiles and runs
+    run()  # traces, compiles and runs
     first_s = time.perf_counter() - start
-    first_peak = _status_kib("VmHWM")   # everything so far: import, loading, compile, first call
+    first_peak = _status_kib("VmHWM")  # everything so far: import, loading, compile, first call
     after_first = _status_kib("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")                    # VmHWM := VmRSS (Linux >= 4.0)
+        f.write("5")  # VmHWM := VmRSS (Linux >= 4.0)
     start = time.perf_counter()
     run()
     second_s = time.perf_counter() - start
@@ -133,20 +157,36 @@ def child(row: str, count: int) -> dict:
 
     mib = 1 / 1024
     peak = max(first_peak, second_peak)
-    return {"machine": machine(), "row": row, "count": count, "setup_mib": setup * mib, "peak_mib": peak * mib,
-            "increase_mib": (peak - setup) * mib, "after_first_call_mib": after_first * mib,
-            "first_call_peak_mib": first_peak * mib, "second_call_peak_mib": second_peak * mib,
-            "second_call_increase_mib": (second_peak - after_first) * mib,
-            "ru_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "setup_s": setup_s, "first_call_s": first_s, "second_call_s": second_s}
+    return {
+        "machine": machine(),
+        "row": row,
+        "count": count,
+        "setup_mib": setup * mib,
+        "peak_mib": peak * mib,
+        "increase_mib": (peak - setup) * mib,
+        "after_first_call_mib": after_first * mib,
+        "first_call_peak_mib": first_peak * mib,
+        "second_call_peak_mib": second_peak * mib,
+        "second_call_increase_mib": (second_peak - after_first) * mib,
+        "ru_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "setup_s": setup_s,
+        "first_call_s": first_s,
+        "second_call_s": second_s,
+    }
 
 
 def measure(row: str, count: int, timeout: float) -> dict:
     command = [sys.executable, os.path.abspath(__file__), "--child", row, "--count", str(count)]
     started = time.perf_counter()
     try:
-        result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=timeout,
-                                env={**os.environ, "JAXPLAIN_PROGRESS": "0"})
+        result = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=timeout,
+            env={**os.environ, "JAXPLAIN_PROGRESS": "0"},
+        )
     except subprocess.TimeoutExpired:
         return {"row": row, "count": count, "error": f"timed out after {timeout:.0f} s"}
     if result.returncode != 0:
@@ -164,26 +204,35 @@ def _checkout() -> dict:
     package = os.path.dirname(importlib.util.find_spec("jaxplain").origin)  # found, not imported
 
     def git(*command):
-        found = subprocess.run(["git", "-C", os.path.dirname(package), *command], capture_output=True, text=True)
+        found = subprocess.run(
+            ["git", "-C", os.path.dirname(package), *command], capture_output=True, text=True
+        )
         return found.stdout.rstrip("\n") if found.returncode == 0 else None
 
     commit, changed = git("rev-parse", "HEAD"), git("status", "--porcelain", "--", package)
-    return {"jaxplain": package, "commit": commit.strip() if commit else None,
-            "jaxplain_uncommitted": [line[3:] for line in changed.splitlines()] if changed else []}
+    return {
+        "jaxplain": package,
+        "commit": commit.strip() if commit else None,
+        "jaxplain_uncommitted": [line[3:] for line in changed.splitlines()] if changed else [],
+    }
 
 
 def summarise(row: str, cells: list) -> dict:
     """One table row: peaks per count, largest / smallest, time at the largest, the 1.5x line."""
     summary = {"row": row, "counts": [c["count"] for c in cells], "cells": cells}
     if any("error" in c for c in cells):
-        summary.update(passed=False, error="; ".join(f"{c['count']}: {c['error']}" for c in cells if "error" in c))
+        summary.update(
+            passed=False, error="; ".join(f"{c['count']}: {c['error']}" for c in cells if "error" in c)
+        )
         return summary
     small, large = cells[0], cells[-1]
     summary.update(
-        peak_mib=[c["peak_mib"] for c in cells], increase_mib=[c["increase_mib"] for c in cells],
+        peak_mib=[c["peak_mib"] for c in cells],
+        increase_mib=[c["increase_mib"] for c in cells],
         ratio=large["peak_mib"] / small["peak_mib"],
         second_call_ratio=large["second_call_peak_mib"] / small["second_call_peak_mib"],
-        largest_first_call_s=large["first_call_s"], largest_second_call_s=large["second_call_s"],
+        largest_first_call_s=large["first_call_s"],
+        largest_second_call_s=large["second_call_s"],
     )
     summary["passed"] = summary["ratio"] <= LIMIT
     return summary
@@ -201,20 +250,27 @@ def _seconds(s: float) -> str:
 
 
 def table(rows: list) -> str:
-    lines = ["| method | counts | setup MiB | peak RSS MiB at each count | over setup, smallest -> largest | "
-             "largest / smallest | largest count: first call (second) | within 1.5x |", "|---" * 8 + "|"]
+    lines = [
+        "| method | counts | setup MiB | peak RSS MiB at each count | over setup, smallest -> largest | "
+        "largest / smallest | largest count: first call (second) | within 1.5x |",
+        "|---" * 8 + "|",
+    ]
     for s in rows:
         counts = ", ".join(_count(n) for n in s["counts"])
         if "error" in s:
             peaks = ", ".join("-" if "error" in c else f"{c['peak_mib']:.0f}" for c in s["cells"])
-            lines.append(f"| {s['row']} | {counts} | - | {peaks} | - | - | - | **FAIL** ({s['error'][:80]}) |")
+            lines.append(
+                f"| {s['row']} | {counts} | - | {peaks} | - | - | - | **FAIL** ({s['error'][:80]}) |"
+            )
             continue
         peaks = ", ".join(f"{p:.0f}" for p in s["peak_mib"])
         verdict = "pass" if s["passed"] else "**FAIL**"
         growth = f"+{s['increase_mib'][0]:.0f} -> +{s['increase_mib'][-1]:.0f} MiB"
-        lines.append(f"| {s['row']} | {counts} | {s['cells'][0]['setup_mib']:.0f} | {peaks} | {growth} | "
-                     f"{s['ratio']:.2f}x | {_seconds(s['largest_first_call_s'])} "
-                     f"({_seconds(s['largest_second_call_s'])}) | {verdict} |")
+        lines.append(
+            f"| {s['row']} | {counts} | {s['cells'][0]['setup_mib']:.0f} | {peaks} | {growth} | "
+            f"{s['ratio']:.2f}x | {_seconds(s['largest_first_call_s'])} "
+            f"({_seconds(s['largest_second_call_s'])}) | {verdict} |"
+        )
     return "\n".join(lines)
 
 
@@ -222,8 +278,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 processes at small counts (the smoke test)")
     parser.add_argument("--rows", help="comma-separated rows to run (default: all); see ROWS")
-    parser.add_argument("--update", action="store_true",
-                        help="replace only the rows run in an existing memory_scaling.json, keep the others")
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="replace only the rows run in an existing memory_scaling.json, keep the others",
+    )
     parser.add_argument("--timeout", type=float, default=600, help="seconds per process")
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -251,9 +310,16 @@ def main(argv=None) -> int:
         for count in counts:
             cells.append(measure(row, count, args.timeout))
             cell = cells[-1]
-            print(f"{row} {_count(count)}: " + (f"FAILED {cell['error']}" if "error" in cell else
-                  f"peak {cell['peak_mib']:.0f} MiB (setup {cell['setup_mib']:.0f}), first call "
-                  f"{cell['first_call_s']:.2f} s, second {cell['second_call_s']:.2f} s"), flush=True)
+            print(
+                f"{row} {_count(count)}: "
+                + (
+                    f"FAILED {cell['error']}"
+                    if "error" in cell
+                    else f"peak {cell['peak_mib']:.0f} MiB (setup {cell['setup_mib']:.0f}), first call "
+                    f"{cell['first_call_s']:.2f} s, second {cell['second_call_s']:.2f} s"
+                ),
+                flush=True,
+            )
         summaries.append(summarise(row, cells))
     elapsed = time.perf_counter() - started
 
@@ -267,12 +333,17 @@ def main(argv=None) -> int:
         kept = [ran.pop(s["row"], s) for s in previous["rows"]]
         summaries = kept + list(ran.values())
     payload = {
-        "machine": described[0] if described else None, **checkout, "quick": args.quick,
+        "machine": described[0] if described else None,
+        **checkout,
+        "quick": args.quick,
         "model": "checkpoints/wine_mlp (13 features, 3 classes)",
-        "examples": EXAMPLES, "target": "predicted", "limit": LIMIT, "seconds": elapsed,
+        "examples": EXAMPLES,
+        "target": "predicted",
+        "limit": LIMIT,
+        "seconds": elapsed,
         "note": "each (row, count) in a fresh process; peak = the process's VmHWM: max(after the first call, "
-                "the second call alone after clear_refs); ratio = peak at the largest count / at the smallest; "
-                "first call includes tracing and compiling",
+        "the second call alone after clear_refs); ratio = peak at the largest count / at the smallest; "
+        "first call includes tracing and compiling",
         "rows": summaries,
     }
     os.makedirs(args.out, exist_ok=True)
@@ -282,8 +353,11 @@ def main(argv=None) -> int:
     print(path)
     print(table(summaries))
     failed = [s["row"] for s in summaries if not s["passed"]]
-    print(f"{len(summaries) - len(failed)} of {len(summaries)} rows within {LIMIT}x"
-          + (f"; over: {', '.join(failed)}" if failed else "") + f" ({elapsed:.0f} s)")
+    print(
+        f"{len(summaries) - len(failed)} of {len(summaries)} rows within {LIMIT}x"
+        + (f"; over: {', '.join(failed)}" if failed else "")
+        + f" ({elapsed:.0f} s)"
+    )
     return 0
 
 

@@ -27,8 +27,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import RESULTS, machine, write  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LEFT_OUT = ("layer_gradient_x_activation", "layer_integrated_gradients", "token_attributions",
-            "neuron_gradient", "neuron_integrated_gradients")
+LEFT_OUT = (
+    "layer_gradient_x_activation",
+    "layer_integrated_gradients",
+    "token_attributions",
+    "neuron_gradient",
+    "neuron_integrated_gradients",
+)
 
 
 def settings(data, image: bool, quick: bool):
@@ -38,11 +43,15 @@ def settings(data, image: bool, quick: bool):
     groups = jaxplain.patch_mask(data.x_train.shape[1:], (2, 2, 1) if image else (1,))
     few_groups = jaxplain.patch_mask(data.x_train.shape[1:], (4, 4, 1)) if image else None
     table = {
-        "saliency": {}, "input_x_gradient": {},
+        "saliency": {},
+        "input_x_gradient": {},
         "integrated_gradients": {"steps": steps},
         "expected_gradients": {"background": background, "samples": samples},
-        "guided_ig": {"steps": steps}, "idgi": {"steps": steps},
-        "guided_backprop": {}, "deconvnet": {}, "deeplift": {},
+        "guided_ig": {"steps": steps},
+        "idgi": {"steps": steps},
+        "guided_backprop": {},
+        "deconvnet": {},
+        "deeplift": {},
         "deeplift_shap": {"background": background[:16]},
         "lrp": {"rule": "epsilon"},
         "occlusion": {"window": (2, 2, 1) if image else (1,)},
@@ -55,9 +64,16 @@ def settings(data, image: bool, quick: bool):
         "fullgrad": {"post_process": image},
     }
     if image:
-        table.update({"blur_ig": {"steps": steps, "max_sigma": 4.0}, "grad_cam": {"layer": "Conv_1"},
-                      "lrp composite": ("lrp", {"rule": "composite", "low": 0.0, "high": 1.0})})
-    table.update({name: {"samples": samples} for name in ("smoothgrad", "smoothgrad_sq", "vargrad")})  # around saliency
+        table.update(
+            {
+                "blur_ig": {"steps": steps, "max_sigma": 4.0},
+                "grad_cam": {"layer": "Conv_1"},
+                "lrp composite": ("lrp", {"rule": "composite", "low": 0.0, "high": 1.0}),
+            }
+        )
+    table.update(
+        {name: {"samples": samples} for name in ("smoothgrad", "smoothgrad_sq", "vargrad")}
+    )  # around saliency
     methods = {}
     for label, spec in table.items():
         methods[label] = spec if isinstance(spec, tuple) else (label, spec)
@@ -78,12 +94,21 @@ def main(argv=None) -> int:
         data = jaxplain.data.load(dataset)
         image = data.x_train.ndim == 4
         methods = settings(data, image, args.quick)
-        missing = covered - {spec[0] if isinstance(spec[0], str) else spec[0].func.__name__ for spec in methods.values()}
+        missing = covered - {
+            spec[0] if isinstance(spec[0], str) else spec[0].func.__name__ for spec in methods.values()
+        }
         missing -= set() if image else {"blur_ig", "grad_cam"}
         assert not missing, f"method_table.py lacks settings for {sorted(missing)}"
         model = jaxplain.load_model(os.path.join(ROOT, "checkpoints", checkpoint))
-        table = jaxplain.evaluate(methods, model, data.x_test[:n], target="predicted", key=jax.random.key(0),
-                                  samples=8 if args.quick else 64, repeats=1 if args.quick else 5)
+        table = jaxplain.evaluate(
+            methods,
+            model,
+            data.x_test[:n],
+            target="predicted",
+            key=jax.random.key(0),
+            samples=8 if args.quick else 64,
+            repeats=1 if args.quick else 5,
+        )
         payload["tables"][checkpoint] = table.as_dict()
         markdown += [f"### {checkpoint} ({n} test examples of {dataset})", "", table.markdown(), ""]
         if table.notes:

@@ -106,8 +106,8 @@ DIFFERENCES = {
             "averages the squared gradients instead: that is jaxplain.smoothgrad_sq"
         ),
         "noise": "saliency draws with numpy's global np.random.normal (float64), jaxplain with a "
-                 "jax.random key inside the compiled program; the noise differs, so the "
-                 "attributions agree only up to Monte Carlo error",
+        "jax.random key inside the compiled program; the noise differs, so the "
+        "attributions agree only up to Monte Carlo error",
         "statistic": (
             "mean_rel_diff = mean|a_jaxplain - a_saliency| / mean|a_saliency|, next to "
             "jaxplain_self_mean_rel_diff, the same statistic between two jaxplain runs with "
@@ -218,8 +218,10 @@ def gradient_callback(model, dtype=jnp.float32):
 
 def loop_over(explain):
     """saliency explains one example per call: a Python loop over the batch."""
+
     def run(x, targets):
         return np.stack([explain(x[i], {"target": int(targets[i])}) for i in range(x.shape[0])])
+
     return run
 
 
@@ -227,16 +229,19 @@ def _saliency_ig(xi, callback, args, steps, batch_size):
     import saliency.core as saliency
 
     return saliency.IntegratedGradients().GetMask(
-        xi, callback, args, x_baseline=np.zeros_like(xi), x_steps=steps, batch_size=batch_size)
+        xi, callback, args, x_baseline=np.zeros_like(xi), x_steps=steps, batch_size=batch_size
+    )
 
 
 def _gradient_floors(model, x, targets, steps):
     """The IG path gradients with no method around them: N calls of `steps` points, or one call."""
+
     @jaxplain.engine.jit
     def gradients(params, points, point_targets):
         def total(p):
             outputs = model.replace(params=params)(p)
             return jnp.take_along_axis(outputs, point_targets[:, None], axis=1).sum()
+
         return jax.grad(total)(points)
 
     alphas = np.linspace(0.0, 1.0, steps).astype(np.float32).reshape((1, steps) + (1,) * (x.ndim - 1))
@@ -256,31 +261,67 @@ def contenders(method, model, callback, s: Sizes):
 
     if method == "integrated_gradients":
         sal = loop_over(lambda xi, args: _saliency_ig(xi, callback, args, s.ig_steps, s.ig_steps))
-        jxp = lambda x, t: jaxplain.integrated_gradients(  # noqa: E731
-            model, x, target=t, steps=s.ig_steps, schedule="trapezoid", baseline=0.0).values
+        jxp = lambda x, t: (
+            jaxplain.integrated_gradients(  # noqa: E731
+                model, x, target=t, steps=s.ig_steps, schedule="trapezoid", baseline=0.0
+            ).values
+        )
     elif method == "smoothgrad":
         grad = saliency.GradientSaliency()
-        sal = loop_over(lambda xi, args: grad.GetSmoothedMask(
-            xi, callback, args, stdev_spread=s.noise_scale, nsamples=s.samples, magnitude=False))
+        sal = loop_over(
+            lambda xi, args: grad.GetSmoothedMask(
+                xi, callback, args, stdev_spread=s.noise_scale, nsamples=s.samples, magnitude=False
+            )
+        )
         key = jax.random.key(0)
-        jxp = lambda x, t: jaxplain.smoothgrad(  # noqa: E731
-            model, x, method=jaxplain.saliency, target=t, key=key, samples=s.samples,
-            noise_scale=s.noise_scale).values
+        jxp = lambda x, t: (
+            jaxplain.smoothgrad(  # noqa: E731
+                model,
+                x,
+                method=jaxplain.saliency,
+                target=t,
+                key=key,
+                samples=s.samples,
+                noise_scale=s.noise_scale,
+            ).values
+        )
     elif method == "blur_ig":
         blur = saliency.BlurIG()
-        sal = loop_over(lambda xi, args: blur.GetMask(
-            xi, callback, args, max_sigma=s.max_sigma, steps=s.blur_steps, batch_size=s.blur_steps))
-        jxp = lambda x, t: jaxplain.blur_ig(  # noqa: E731
-            model, x, target=t, max_sigma=s.max_sigma, steps=s.blur_steps).values
+        sal = loop_over(
+            lambda xi, args: blur.GetMask(
+                xi, callback, args, max_sigma=s.max_sigma, steps=s.blur_steps, batch_size=s.blur_steps
+            )
+        )
+        jxp = lambda x, t: (
+            jaxplain.blur_ig(  # noqa: E731
+                model, x, target=t, max_sigma=s.max_sigma, steps=s.blur_steps
+            ).values
+        )
     elif method == "guided_ig":
         _patch_saliency_quantile()
         guided = saliency.GuidedIG()
-        sal = loop_over(lambda xi, args: guided.GetMask(
-            xi, callback, args, x_baseline=np.zeros_like(xi), x_steps=s.guided_steps,
-            fraction=s.fraction, max_dist=s.max_dist))
-        jxp = lambda x, t: jaxplain.guided_ig(  # noqa: E731
-            model, x, target=t, baseline=0.0, steps=s.guided_steps, fraction=s.fraction,
-            max_dist=s.max_dist).values
+        sal = loop_over(
+            lambda xi, args: guided.GetMask(
+                xi,
+                callback,
+                args,
+                x_baseline=np.zeros_like(xi),
+                x_steps=s.guided_steps,
+                fraction=s.fraction,
+                max_dist=s.max_dist,
+            )
+        )
+        jxp = lambda x, t: (
+            jaxplain.guided_ig(  # noqa: E731
+                model,
+                x,
+                target=t,
+                baseline=0.0,
+                steps=s.guided_steps,
+                fraction=s.fraction,
+                max_dist=s.max_dist,
+            ).values
+        )
     else:
         raise ValueError(method)
     return sal, jxp
@@ -306,8 +347,12 @@ def _saliency_rule(callback, x, targets, trapezoid, m):
     from saliency.core import INPUT_OUTPUT_GRADIENTS
 
     def gradient(points):  # the endpoint gradients, one example at a time
-        return np.stack([callback(p[None], {"target": int(t)})[INPUT_OUTPUT_GRADIENTS][0]
-                         for p, t in zip(points, targets)])
+        return np.stack(
+            [
+                callback(p[None], {"target": int(t)})[INPUT_OUTPUT_GRADIENTS][0]
+                for p, t in zip(points, targets)
+            ]
+        )
 
     return (m - 1) / m * trapezoid + x * (gradient(np.zeros_like(x)) + gradient(x)) / (2 * m)
 
@@ -321,9 +366,12 @@ def float64_check(method, model, x, targets, s: Sizes) -> float:
     In float64 the points agree to 1e-16 and what is left is the algorithms' difference.
     """
     with jax.enable_x64(True):
-        model64 = model.replace(params=jax.tree_util.tree_map(
-            lambda p: jnp.asarray(p, jnp.float64) if jnp.issubdtype(p.dtype, jnp.floating) else p,
-            model.params))
+        model64 = model.replace(
+            params=jax.tree_util.tree_map(
+                lambda p: jnp.asarray(p, jnp.float64) if jnp.issubdtype(p.dtype, jnp.floating) else p,
+                model.params,
+            )
+        )
         callback = gradient_callback(model64, jnp.float64)
         x64 = np.asarray(x, np.float64)
         sal, jxp = contenders(method, model64, callback, s)
@@ -347,15 +395,23 @@ def compare(method, model, callback, x, targets, sal_values, jxp_values, s: Size
             out["max_rel_diff_float32"] = max_rel(rule, sal_values)
             out["max_rel_diff_trapezoid"] = max_rel(jxp_values, sal_values)
             if not quick:
-                gauss = jaxplain.integrated_gradients(model, x, target=targets, steps=s.ig_steps,
-                                                      baseline=0.0).values
+                gauss = jaxplain.integrated_gradients(
+                    model, x, target=targets, steps=s.ig_steps, baseline=0.0
+                ).values
                 out["max_rel_diff_gauss_legendre"] = max_rel(gauss, sal_values)
         else:
             out["max_rel_diff_float32"] = max_rel(jxp_values, sal_values)
             out["mean_rel_diff_float32"] = mean_rel(jxp_values, sal_values)
     elif method == "smoothgrad":
-        other = jaxplain.smoothgrad(model, x, method=jaxplain.saliency, target=targets, key=jax.random.key(1),
-                                    samples=s.samples, noise_scale=s.noise_scale).values
+        other = jaxplain.smoothgrad(
+            model,
+            x,
+            method=jaxplain.saliency,
+            target=targets,
+            key=jax.random.key(1),
+            samples=s.samples,
+            noise_scale=s.noise_scale,
+        ).values
         out.update(
             kind="statistical",
             mean_rel_diff=mean_rel(jxp_values, sal_values),
@@ -363,8 +419,11 @@ def compare(method, model, callback, x, targets, sal_values, jxp_values, s: Size
             max_rel_diff_statistical=max_rel(jxp_values, sal_values),
         )
     else:  # blur_ig
-        out.update(kind="differs", max_rel_diff=max_rel(jxp_values, sal_values),
-                   mean_rel_diff=mean_rel(jxp_values, sal_values))
+        out.update(
+            kind="differs",
+            max_rel_diff=max_rel(jxp_values, sal_values),
+            mean_rel_diff=mean_rel(jxp_values, sal_values),
+        )
     out["tolerance"] = TOLERANCE if out["kind"] == "deterministic" else None
     if out["tolerance"] is not None:
         out["pass"] = out["max_rel_diff"] <= TOLERANCE
@@ -373,24 +432,36 @@ def compare(method, model, callback, x, targets, sal_values, jxp_values, s: Size
 
 def settings_of(method, s: Sizes) -> dict:
     return {
-        "integrated_gradients": {"steps": s.ig_steps, "baseline": 0.0,
-                                 "saliency": f"x_steps={s.ig_steps}, x_baseline=zeros, batch_size={s.ig_steps}",
-                                 "jaxplain": f"steps={s.ig_steps}, schedule='trapezoid', baseline=0.0"},
-        "smoothgrad": {"samples": s.samples, "noise_scale": s.noise_scale,
-                       "saliency": f"GradientSaliency.GetSmoothedMask(nsamples={s.samples}, "
-                                   f"stdev_spread={s.noise_scale}, magnitude=False)",
-                       "jaxplain": f"smoothgrad(method=jaxplain.saliency, samples={s.samples}, "
-                                   f"noise_scale={s.noise_scale})"},
-        "blur_ig": {"steps": s.blur_steps, "max_sigma": s.max_sigma,
-                    "saliency": f"max_sigma={s.max_sigma}, steps={s.blur_steps}, grad_step=0.01, "
-                                f"sqrt=False, batch_size={s.blur_steps}",
-                    "jaxplain": f"max_sigma={s.max_sigma}, steps={s.blur_steps}"},
-        "guided_ig": {"steps": s.guided_steps, "fraction": s.fraction, "max_dist": s.max_dist,
-                      "baseline": 0.0,
-                      "saliency": f"x_steps={s.guided_steps}, fraction={s.fraction}, "
-                                  f"max_dist={s.max_dist}, x_baseline=zeros",
-                      "jaxplain": f"steps={s.guided_steps}, fraction={s.fraction}, "
-                                  f"max_dist={s.max_dist}, baseline=0.0"},
+        "integrated_gradients": {
+            "steps": s.ig_steps,
+            "baseline": 0.0,
+            "saliency": f"x_steps={s.ig_steps}, x_baseline=zeros, batch_size={s.ig_steps}",
+            "jaxplain": f"steps={s.ig_steps}, schedule='trapezoid', baseline=0.0",
+        },
+        "smoothgrad": {
+            "samples": s.samples,
+            "noise_scale": s.noise_scale,
+            "saliency": f"GradientSaliency.GetSmoothedMask(nsamples={s.samples}, "
+            f"stdev_spread={s.noise_scale}, magnitude=False)",
+            "jaxplain": f"smoothgrad(method=jaxplain.saliency, samples={s.samples}, "
+            f"noise_scale={s.noise_scale})",
+        },
+        "blur_ig": {
+            "steps": s.blur_steps,
+            "max_sigma": s.max_sigma,
+            "saliency": f"max_sigma={s.max_sigma}, steps={s.blur_steps}, grad_step=0.01, "
+            f"sqrt=False, batch_size={s.blur_steps}",
+            "jaxplain": f"max_sigma={s.max_sigma}, steps={s.blur_steps}",
+        },
+        "guided_ig": {
+            "steps": s.guided_steps,
+            "fraction": s.fraction,
+            "max_dist": s.max_dist,
+            "baseline": 0.0,
+            "saliency": f"x_steps={s.guided_steps}, fraction={s.fraction}, "
+            f"max_dist={s.max_dist}, x_baseline=zeros",
+            "jaxplain": f"steps={s.guided_steps}, fraction={s.fraction}, max_dist={s.max_dist}, baseline=0.0",
+        },
     }[method]
 
 
@@ -420,10 +491,20 @@ def run_model(name, x_all, n, quick, repeats, warmup):
                 # size of saliency's calls, next to its memory-sized default chunk
                 chunk = max(1, 128 // s.n)
                 row["small_chunk_size"] = chunk
-                row["default_chunk_size"] = jaxplain.engine.default_chunk_size(model, jnp.asarray(x), s.ig_steps)
-                runs["jaxplain_small_chunk"] = lambda: jaxplain.integrated_gradients(
-                    model, x, target=targets, steps=s.ig_steps, schedule="trapezoid", baseline=0.0,
-                    chunk_size=chunk).values
+                row["default_chunk_size"] = jaxplain.engine.default_chunk_size(
+                    model, jnp.asarray(x), s.ig_steps
+                )
+                runs["jaxplain_small_chunk"] = lambda: (
+                    jaxplain.integrated_gradients(
+                        model,
+                        x,
+                        target=targets,
+                        steps=s.ig_steps,
+                        schedule="trapezoid",
+                        baseline=0.0,
+                        chunk_size=chunk,
+                    ).values
+                )
                 runs.update(_gradient_floors(model, x, targets, s.ig_steps))
         timings = interleaved_medians(runs, repeats=repeats, warmup=warmup)
         row["timings"] = timings
@@ -440,9 +521,12 @@ def run_model(name, x_all, n, quick, repeats, warmup):
             row["ratio_saliency_batch_size_1"] = median["saliency_batch_size_1"] / median["jaxplain"]
             row["ratio_jaxplain_small_chunk"] = median["saliency"] / median["jaxplain_small_chunk"]
         rows.append(row)
-        print(f"  {name} {method}: ratio {row['ratio']:.2f} (N={s.n})"
-              + (f", {row['ratio_1']:.2f} (N=1)" if row["ratio_1"] else "")
-              + f", max_rel_diff {row['max_rel_diff']}", flush=True)
+        print(
+            f"  {name} {method}: ratio {row['ratio']:.2f} (N={s.n})"
+            + (f", {row['ratio_1']:.2f} (N=1)" if row["ratio_1"] else "")
+            + f", max_rel_diff {row['max_rel_diff']}",
+            flush=True,
+        )
     return rows
 
 
@@ -482,7 +566,8 @@ def table(rows) -> str:
                 f"{r['default_chunk_size']}: {r['default_chunk_size'] * r['n']}); gradients alone: "
                 f"{1e3 * r['timings']['floor_separate_calls']['median_s']:.1f} ms as {r['n']} calls of "
                 f"{r['settings']['steps']} points, {1e3 * r['timings']['floor_one_call']['median_s']:.1f} ms "
-                f"as one call")
+                f"as one call"
+            )
     return "\n".join(lines)
 
 
@@ -490,8 +575,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=32, help="test digits explained per call")
     parser.add_argument("--repeats", type=int, default=5, help="timed interleaved rounds")
-    parser.add_argument("--quick", action="store_true",
-                        help="digits CNN only, N=2, 8 steps, 1 round, no N=1 timing: checks the script works")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="digits CNN only, N=2, 8 steps, 1 round, no N=1 timing: checks the script works",
+    )
     parser.add_argument("--out", default=RESULTS, help="folder for vs_saliency.json")
     parser.add_argument("--no-resnet", action="store_true", help="skip the digits ResNet-18")
     args = parser.parse_args(argv)
@@ -502,7 +590,11 @@ def main(argv=None) -> int:
     repeats, warmup = (1, 1) if args.quick else (args.repeats, 2)
     x_test = jaxplain.data.load("digits").x_test
     names = ["digits_cnn"]
-    if not args.quick and not args.no_resnet and os.path.isdir(os.path.join(ROOT, "checkpoints", "digits_resnet18")):
+    if (
+        not args.quick
+        and not args.no_resnet
+        and os.path.isdir(os.path.join(ROOT, "checkpoints", "digits_resnet18"))
+    ):
         names.append("digits_resnet18")
     start = time.perf_counter()
     rows = []
@@ -511,17 +603,16 @@ def main(argv=None) -> int:
     payload = {
         "benchmark": "vs_saliency",
         "machine": machine(),
-        "versions": {"saliency": saliency_version, "jaxplain": jaxplain.__version__,
-                     "numpy": np.__version__},
+        "versions": {"saliency": saliency_version, "jaxplain": jaxplain.__version__, "numpy": np.__version__},
         "quick": bool(args.quick),
         "repeats": repeats,
         "warmup": warmup,
         "metric": METRIC,
         "timing": TIMING,
         "callback": "jaxplain.engine.jit (jax.jit with jaxplain's XLA options) of the grad of the sum of "
-                    "the target logit over the points, one compile per "
-                    "batch shape, np.asarray of the result; inputs cast to float32 (float64 in the "
-                    "float64 check)",
+        "the target logit over the points, one compile per "
+        "batch shape, np.asarray of the result; inputs cast to float32 (float64 in the "
+        "float64 check)",
         "differences": DIFFERENCES,
         "rows": rows,
         "wall_s": time.perf_counter() - start,

@@ -3,7 +3,6 @@
 from jaxplain import amortized, data, engine, io, metrics, models, runs, schedules, training
 from jaxplain.attribution import Attribution
 from jaxplain.io import load_model
-from jaxplain.metrics import evaluate
 from jaxplain.methods.gradients import input_x_gradient, saliency
 from jaxplain.methods.integrated import blur_ig, expected_gradients, guided_ig, idgi, integrated_gradients
 from jaxplain.methods.layers import (
@@ -30,6 +29,7 @@ from jaxplain.methods.perturbation import (
 from jaxplain.methods.registry import METHODS
 from jaxplain.methods.rules import deconvnet, deeplift, deeplift_shap, guided_backprop, lrp
 from jaxplain.methods.smoothing import smoothgrad, smoothgrad_sq, vargrad
+from jaxplain.metrics import evaluate
 from jaxplain.model import Model, top_k
 from jaxplain.models.train import train
 from jaxplain.runs import explain_dataset, load_attributions

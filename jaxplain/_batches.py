@@ -14,7 +14,8 @@ cache folder (or the arrays in memory, without a cache).
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, List, Mapping, NamedTuple, Optional, Protocol, Set
+from collections.abc import Callable, Iterable, Mapping
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -27,13 +28,13 @@ class Batch(NamedTuple):
     number: int
     start: int
     x: np.ndarray
-    y: Optional[np.ndarray] = None
+    y: np.ndarray | None = None
 
 
 class Index(Protocol):
     """The record of a job's finished batches."""
 
-    def finished(self) -> Set[int]:
+    def finished(self) -> set[int]:
         """The numbers of the batches finished before this call (not computed again)."""
 
     def write(self, batch: Batch, arrays: Mapping[str, np.ndarray]) -> None:
@@ -45,11 +46,11 @@ def run(
     compute: Callable[[Batch], Mapping[str, np.ndarray]],
     index: Index,
     *,
-    total: Optional[int],
+    total: int | None,
     done: int = 0,
     description: str = "",
     progress: bool = True,
-) -> List[int]:
+) -> list[int]:
     """Computes every batch its index has not finished, writing each as soon as it exists.
 
     Args:
@@ -66,7 +67,7 @@ def run(
       The numbers of the batches computed, in order.
     """
     finished = index.finished()
-    computed: List[int] = []
+    computed: list[int] = []
     with Progress(total, description=description, unit="examples", enabled=progress, initial=done) as bar:
         for batch in batches:
             if batch.number in finished:

@@ -8,7 +8,6 @@ inputs are tracers, and only their shapes can be checked.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +29,7 @@ def as_float_array(name: str, value):
         except Exception as error:
             raise TypeError(f"{name} must be an array, got {type(value).__name__}") from error
     dtype = value.dtype
-    if np.issubdtype(dtype, np.integer) or dtype == bool:
+    if np.issubdtype(dtype, np.integer) or dtype == np.bool_:
         value = value.astype(jnp.result_type(float))
     elif not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"{name} must hold real numbers, got dtype {dtype}")
@@ -161,8 +160,9 @@ def positive_int(name: str, value) -> int:
     return int(value)
 
 
-def number(name: str, value, *, low: float = 0.0, above: bool = False, high: float = math.inf,
-           traced: bool = False) -> float:
+def number(
+    name: str, value, *, low: float = 0.0, above: bool = False, high: float = math.inf, traced: bool = False
+) -> float:
     """A finite real number >= low (> low with `above`) and <= high; bools and strings
     refused. With `traced`, a traced value passes unchecked (an option that is an array
     in the program)."""
@@ -235,7 +235,7 @@ def schedule(name, *, pilot: bool = False) -> str:
     return name
 
 
-def chunk_size(value) -> Optional[int]:
+def chunk_size(value) -> int | None:
     """A caller's `chunk_size`: a positive int, or None for the engine's default (sized in
     the program from its point count, see `engine.points_per_chunk`)."""
     return None if value is None else positive_int("chunk_size", value)
@@ -249,7 +249,6 @@ def noise_chunk_size(value, model: Model, x, samples: int, *, mapped: bool) -> i
     if value is None:
         return 1 if mapped else engine.default_chunk_size(model, x, samples)
     return min(positive_int("noise_chunk_size", value), samples)
-
 
 
 def key(value):
@@ -298,8 +297,7 @@ def feature_mask(value, x):
     if ids.size == 0 or ids[0] != 0 or ids[-1] != ids.size - 1:
         shown = ", ".join(map(str, ids[:8])) + (", ..." if ids.size > 8 else "")
         raise ValueError(
-            f"feature_mask must number its groups 0..G-1, each id used at least once; "
-            f"got the ids {shown}"
+            f"feature_mask must number its groups 0..G-1, each id used at least once; got the ids {shown}"
         )
     return np.ascontiguousarray(np.broadcast_to(mask, feature_shape), dtype=np.int32), int(ids.size)
 
@@ -328,14 +326,10 @@ def window(value, stride, x):
     """`(window, stride)` of a window sliding over one example of x; the stride is an int
     (every axis), a tuple, or None (the window: no overlap)."""
     if x.ndim < 2:
-        raise ValueError(
-            f"occlusion needs x with a non-batch axis to slide over, got shape {tuple(x.shape)}"
-        )
+        raise ValueError(f"occlusion needs x with a non-batch axis to slide over, got shape {tuple(x.shape)}")
     value = axis_sizes("window", value, x)
     if any(w > n for w, n in zip(value, x.shape[1:])):
-        raise ValueError(
-            f"window {value} is larger than one example of x, shape {tuple(x.shape[1:])}"
-        )
+        raise ValueError(f"window {value} is larger than one example of x, shape {tuple(x.shape[1:])}")
     if isinstance(stride, (int, np.integer)) and not isinstance(stride, bool):
         stride = (stride,) * len(value)
     stride = value if stride is None else axis_sizes("stride", stride, x)

@@ -67,8 +67,8 @@ from __future__ import annotations
 import functools
 import math
 import operator
+from collections.abc import Callable
 from fractions import Fraction
-from typing import Callable, Tuple
 
 import numpy as np
 
@@ -91,16 +91,25 @@ FINAL_STEP = 1e-6
 MAX_ITERATIONS = 10
 
 # The first zeros of J_0 (Abramowitz & Stegun table 9.5); McMahon's expansion beyond.
-_BESSEL_J0_ZEROS = np.array([
-    2.404825557695773, 5.520078110286311, 8.653727912911013, 11.79153443901428,
-    14.93091770848779, 18.07106396791092, 21.21163662987926, 24.35247153074930,
-    27.49347913204025, 30.63460646843198,
-])
+_BESSEL_J0_ZEROS = np.array(
+    [
+        2.404825557695773,
+        5.520078110286311,
+        8.653727912911013,
+        11.79153443901428,
+        14.93091770848779,
+        18.07106396791092,
+        21.21163662987926,
+        24.35247153074930,
+        27.49347913204025,
+        30.63460646843198,
+    ]
+)
 
-Evaluator = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray, np.ndarray]]
+Evaluator = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
-def gauss_legendre_unit(n: int) -> Tuple[np.ndarray, np.ndarray]:
+def gauss_legendre_unit(n: int) -> tuple[np.ndarray, np.ndarray]:
     """The n-point Gauss-Legendre rule on [0, 1]: (alphas increasing, weights summing to 1)."""
     n = operator.index(n)
     if n < 1:
@@ -117,7 +126,7 @@ def gauss_legendre_unit(n: int) -> Tuple[np.ndarray, np.ndarray]:
     return alphas, weights
 
 
-def _half_rule(n: int) -> Tuple[np.ndarray, np.ndarray]:
+def _half_rule(n: int) -> tuple[np.ndarray, np.ndarray]:
     """theta_k, k = 1..ceil(n/2), increasing in (0, pi/2] (pi/2 exactly for odd n), and
     dP_n/dtheta there."""
     count = (n + 1) // 2
@@ -181,7 +190,7 @@ def _tricomi_guess(n: int, k: np.ndarray) -> np.ndarray:
 
 def _halley(
     n: int, theta: np.ndarray, evaluate: Evaluator, fix_last: bool = False
-) -> Tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray]:
     """Refine increasing guesses `theta` of zeros of P_n(cos theta); return them with
     dP_n/dtheta there. `evaluate(theta) -> (P, dP/dtheta, cot theta)`.
 
@@ -312,7 +321,7 @@ def _c_n(n: int) -> float:
 
 
 @functools.lru_cache(maxsize=1)
-def _gamma_ratio_coefficients() -> Tuple[float, ...]:
+def _gamma_ratio_coefficients() -> tuple[float, ...]:
     """-2 B_k(1/4) / (k (k-1)) for odd k = 3.._C_N_SERIES_ORDER, the coefficients of
     z^-(k-1) in log Gamma(z + 1/4) - log Gamma(z + 3/4) + (1/2) log z (DLMF 5.11.8, with
     B_k(3/4) = -B_k(1/4) for odd k and = B_k(1/4) for even k)."""

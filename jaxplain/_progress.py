@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Optional, TextIO
+from typing import TextIO
 
 
 def _duration(seconds: float) -> str:
@@ -31,12 +31,12 @@ class Progress:
 
     def __init__(
         self,
-        total: Optional[int],
+        total: int | None,
         *,
         description: str = "",
         unit: str = "it",
-        enabled: Optional[bool] = None,
-        stream: Optional[TextIO] = None,
+        enabled: bool | None = None,
+        stream: TextIO | None = None,
         log_every: float = 10.0,
         initial: int = 0,
     ):
@@ -52,7 +52,7 @@ class Progress:
         self.metrics: dict = {}
         self._start = self._last_draw = time.perf_counter()
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -71,7 +71,7 @@ class Progress:
         if self.enabled:
             self._draw(time.perf_counter(), final=True)
 
-    def line(self, now: Optional[float] = None) -> str:
+    def line(self, now: float | None = None) -> str:
         """The text of the bar as it would be drawn now."""
         elapsed = (now or time.perf_counter()) - self._start
         rate = (self.count - self.initial) / elapsed if elapsed > 0 else 0.0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Optional
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -29,12 +29,12 @@ class Attribution:
 
     values: Array
     target: Array
-    delta: Optional[Array] = None
-    extras: Dict[str, Any] = dataclasses.field(default_factory=dict)
-    output_difference: Optional[Array] = None
+    delta: Array | None = None
+    extras: dict[str, Any] = dataclasses.field(default_factory=dict)
+    output_difference: Array | None = None
 
     @property
-    def relative_delta(self) -> Optional[Array]:
+    def relative_delta(self) -> Array | None:
         """|delta| / |F(x) - F(baseline)| per example: how converged a path method is.
 
         Zero for an exact integral; the IG paper calls an answer within 5% (0.05) good.

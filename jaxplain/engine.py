@@ -33,14 +33,15 @@ from __future__ import annotations
 import functools
 import os
 import weakref
-from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxplain.backends import cpu
 from jaxplain.attribution import Attribution
+from jaxplain.backends import cpu
 from jaxplain.model import Model, Targets
 
 Array = jax.Array
@@ -63,7 +64,7 @@ def convolutional(model) -> bool:
 # Per model object: its tree structure, its leaves' shapes and dtypes, and whether it is
 # `convolutional`, found once (a `Model` is immutable; walking a large model's parameters
 # each call would cost more than the call's other host work).
-_MODEL_FACTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_MODEL_FACTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _model_facts(model) -> tuple:
@@ -73,7 +74,9 @@ def _model_facts(model) -> tuple:
         found = None
     if found is None:
         leaves, treedef = jax.tree_util.tree_flatten(model)
-        avals = tuple((np.shape(leaf), getattr(leaf, "dtype", None) or np.result_type(leaf)) for leaf in leaves)
+        avals = tuple(
+            (np.shape(leaf), getattr(leaf, "dtype", None) or np.result_type(leaf)) for leaf in leaves
+        )
         found = (treedef, avals, cpu.has_convolutions(getattr(model, "params", None)))
         if not any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
             try:
@@ -104,7 +107,7 @@ class _Program:
     can check that a call reused a compiled program.
     """
 
-    def __init__(self, fun: Callable, static_argnames: Tuple[str, ...]):
+    def __init__(self, fun: Callable, static_argnames: tuple[str, ...]):
         self.traces = 0
 
         @functools.wraps(fun)
@@ -124,8 +127,7 @@ class _Program:
 
     def __call__(self, *args, **kwargs):
         models = [a for a in (*args, *kwargs.values()) if isinstance(a, Model)]
-        if (cpu.compiler_options(any(convolutional(m) for m in models))
-                and cpu.top_level((args, kwargs))):
+        if cpu.compiler_options(any(convolutional(m) for m in models)) and cpu.top_level((args, kwargs)):
             return self._top_level()(*args, **kwargs)
         return self._plain(*args, **kwargs)
 
@@ -133,7 +135,7 @@ class _Program:
         return self._top_level().lower(*args, **kwargs)
 
 
-def program(fun: Optional[Callable] = None, *, static_argnames: Sequence[str] = ()):
+def program(fun: Callable | None = None, *, static_argnames: Sequence[str] = ()):
     """Decorator: compile an explainer's traced body as one XLA program.
 
     Every method wraps its body with it, so that all of jaxplain's programs are
@@ -169,7 +171,7 @@ def forward(model: Model, x: Array) -> Array:
     return model(x)
 
 
-def forward_rows(model: Model, rows: Array, *, chunk_size: Optional[int] = None) -> Array:
+def forward_rows(model: Model, rows: Array, *, chunk_size: int | None = None) -> Array:
     """The model's outputs (M, classes) for M rows, `chunk_size` rows at a time.
 
     For row sets whose size is the user's (a background set of references), so that
@@ -182,8 +184,16 @@ def forward_rows(model: Model, rows: Array, *, chunk_size: Optional[int] = None)
         outputs = model(jax.lax.dynamic_slice_in_dim(rows, start, size))
         return carry, outputs[None]
 
-    _, outputs = fold_chunks(chunk, rows.shape[0], chunk_size, rows[:1], jnp.zeros(()),
-                             dependency=lambda carry: carry, unroll=False, collect=True)
+    _, outputs = fold_chunks(
+        chunk,
+        rows.shape[0],
+        chunk_size,
+        rows[:1],
+        jnp.zeros(()),
+        dependency=lambda carry: carry,
+        unroll=False,
+        collect=True,
+    )
     return outputs[0]
 
 
@@ -250,9 +260,7 @@ def chunk_params(point_params, start, size: int):
     """The parameters of the points start .. start + size - 1 (`start` may be traced)."""
     if isinstance(point_params, Indexed):
         return point_params.at(start + jnp.arange(size, dtype=jnp.int32))
-    return jax.tree_util.tree_map(
-        lambda leaf: jax.lax.dynamic_slice_in_dim(leaf, start, size), point_params
-    )
+    return jax.tree_util.tree_map(lambda leaf: jax.lax.dynamic_slice_in_dim(leaf, start, size), point_params)
 
 
 def compensated_add(total, value):
@@ -285,8 +293,7 @@ def merge_moments(state, samples):
     chunk_squares = ((samples - chunk_mean[:, None]) ** 2).sum(axis=1)
     total = count + new
     shift = chunk_mean - mean
-    return (total, mean + shift * (new / total),
-            squares + chunk_squares + shift**2 * (count * new / total))
+    return (total, mean + shift * (new / total), squares + chunk_squares + shift**2 * (count * new / total))
 
 
 def merge_comoments(state, samples, weights=None):
@@ -304,18 +311,23 @@ def merge_comoments(state, samples, weights=None):
     total_b = weights.sum(axis=-1)
     mean_b = (weights[..., None] * samples).sum(axis=-2) / jnp.where(total_b > 0, total_b, 1.0)[..., None]
     centred = samples - mean_b[..., None, :]
-    co_b = jnp.einsum("...n,...np,...nq->...pq", weights, centred, centred,
-                      precision=jax.lax.Precision.HIGHEST)
+    co_b = jnp.einsum(
+        "...n,...np,...nq->...pq", weights, centred, centred, precision=jax.lax.Precision.HIGHEST
+    )
     total = total_a + total_b
     share = jnp.where(total > 0, total_b / jnp.where(total > 0, total, 1.0), 0.0)
     shift = mean_b - mean_a
     cross = (total_a * share)[..., None, None]
-    return (total, mean_a + shift * share[..., None],
-            co_a + co_b + cross * shift[..., :, None] * shift[..., None, :])
+    return (
+        total,
+        mean_a + shift * share[..., None],
+        co_a + co_b + cross * shift[..., :, None] * shift[..., None, :],
+    )
 
 
-def fold_chunks(chunk, count: int, chunk_size: int, x, init, dependency, *, unroll: bool,
-                collect: bool = False):
+def fold_chunks(
+    chunk, count: int, chunk_size: int, x, init, dependency, *, unroll: bool, collect: bool = False
+):
     """Runs `chunk` over K = `count` points in chunks of `chunk_size`, one after another.
 
     `chunk(carry, start, size, x) -> (carry, values)` evaluates the points start ..
@@ -380,17 +392,19 @@ def explain_copies(explain, copies, targets, arrays: dict, keys=None):
     """
     size, batch = copies.shape[:2]
     if keys is not None:
-        values = jax.vmap(lambda copy, key: explain(copy, targets, arrays, key),
-                          in_axes=(0, 0 if keys.ndim else None))(copies, keys)
+        values = jax.vmap(
+            lambda copy, key: explain(copy, targets, arrays, key), in_axes=(0, 0 if keys.ndim else None)
+        )(copies, keys)
         return values.swapaxes(0, 1)
     rows = copies.swapaxes(0, 1).reshape((batch * size,) + copies.shape[2:])
-    repeated = {k: jnp.repeat(v, size, axis=0) if v.shape == copies.shape[1:] else v
-                for k, v in arrays.items()}
+    repeated = {
+        k: jnp.repeat(v, size, axis=0) if v.shape == copies.shape[1:] else v for k, v in arrays.items()
+    }
     values = explain(rows, jnp.repeat(targets, size, axis=0), repeated, None)
     return values.reshape((batch, size) + values.shape[1:])
 
 
-def points_per_chunk(chunk_size: Optional[int], model: Model, x, count: int, *, context=None) -> int:
+def points_per_chunk(chunk_size: int | None, model: Model, x, count: int, *, context=None) -> int:
     """The chunk a program evaluates `count` points in: the caller's `chunk_size` (at most
     `count`), or `default_chunk_size` when it is None. Called while tracing, where the
     point count is static, so no method restates its count to size its chunk."""
@@ -427,11 +441,11 @@ class Endpoints(NamedTuple):
 
     targets: Array
     at_x: Array
-    at_reference: Optional[Array]
+    at_reference: Array | None
     x: Array
 
 
-def endpoints(model: Model, x: Array, targets: Targets, reference: Optional[Array] = None) -> Endpoints:
+def endpoints(model: Model, x: Array, targets: Targets, reference: Array | None = None) -> Endpoints:
     """One forward pass over x (and a reference per example, (B, ...)), before any point.
 
     Resolves `targets` at x and returns x tied to the pass
@@ -456,8 +470,15 @@ def completeness_gap(values: Array, difference: Array) -> Array:
     return values.reshape(values.shape[:2] + (-1,)).sum(axis=-1) - difference
 
 
-def attribution(targets: Targets, values: Array, chosen: Array, *, difference: Optional[Array] = None,
-                delta: Any = None, extras: Optional[dict] = None) -> Attribution:
+def attribution(
+    targets: Targets,
+    values: Array,
+    chosen: Array,
+    *,
+    difference: Array | None = None,
+    delta: Any = None,
+    extras: dict | None = None,
+) -> Attribution:
     """The `Attribution` of per-target values (B, k, ...) for the classes `chosen` (B, k).
 
     `difference` is F_t(x) - F_t(reference) (B, k), for methods with a reference;
@@ -498,10 +519,10 @@ def path_gradients(
     weights: Any,
     *,
     chunk_size: int,
-    contribution_fn: Optional[Callable] = None,
+    contribution_fn: Callable | None = None,
     context: Any = None,
     keep_outputs: bool = True,
-) -> Tuple[Array, Optional[Array]]:
+) -> tuple[Array, Array | None]:
     """Weighted sum of target gradients over K points per example, chunked.
 
     Computes sum_k w[k, b] * c_k(grad F_t(p_k[b])) with p_k = point_fn(param_k, x) and
@@ -579,7 +600,7 @@ def fold_outputs(
     fold: Callable,
     init: Any,
     *,
-    chunk_size: Optional[int] = None,
+    chunk_size: int | None = None,
 ) -> Any:
     """Folds the target outputs at K points per example into `init`, chunk by chunk.
 
@@ -607,8 +628,9 @@ def fold_outputs(
         first = sum(leaf.reshape(-1)[0].astype(acc_dtype) for leaf in jax.tree_util.tree_leaves(carry))
         return first.reshape((1,) * x.ndim)
 
-    carry, _ = fold_chunks(chunk, points, chunk_size, x, init, dependency,
-                           unroll=fits_at_once(model, x, batch * points))
+    carry, _ = fold_chunks(
+        chunk, points, chunk_size, x, init, dependency, unroll=fits_at_once(model, x, batch * points)
+    )
     return carry
 
 
@@ -619,7 +641,7 @@ def path_outputs(
     point_fn: Callable[[Any, Array], Array],
     point_params: Any,
     *,
-    chunk_size: Optional[int] = None,
+    chunk_size: int | None = None,
 ) -> Array:
     """The target outputs at K points per example, F_t(point_fn(param_k, x)), chunked.
 
@@ -697,9 +719,7 @@ def _cached(cache: dict, key, compute):
 def output_struct(model: Model, x) -> jax.ShapeDtypeStruct:
     """Shape and dtype of `model(x)`, found by abstract evaluation and cached."""
     key = _cache_key(model, x)
-    return _cached(
-        _OUTPUT_STRUCTS, key, lambda: jax.eval_shape(model, jax.ShapeDtypeStruct(key[2], key[3]))
-    )
+    return _cached(_OUTPUT_STRUCTS, key, lambda: jax.eval_shape(model, jax.ShapeDtypeStruct(key[2], key[3])))
 
 
 def _bytes_per_row(model: Model, feature_shape: tuple, dtype, context_rows=None) -> int:
@@ -718,7 +738,9 @@ def _bytes_per_row(model: Model, feature_shape: tuple, dtype, context_rows=None)
             return jax.vjp(function, points)[1]
 
         context = jax.tree_util.tree_map(lambda s: rows_of(rows, s), context_rows)
-        structure = jax.eval_shape(pullback, rows_of(rows, jax.ShapeDtypeStruct(feature_shape, dtype)), context)
+        structure = jax.eval_shape(
+            pullback, rows_of(rows, jax.ShapeDtypeStruct(feature_shape, dtype)), context
+        )
         return sum(
             int(np.prod(leaf.shape)) * jnp.dtype(leaf.dtype).itemsize
             for leaf in jax.tree_util.tree_leaves(structure)
@@ -735,9 +757,12 @@ def _row_bytes(model: Model, x, context=None) -> int:
     context_rows = jax.tree_util.tree_map(
         lambda leaf: jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype), context
     )
-    key = _cache_key(model, x)[:2] + (tuple(x.shape[1:]), np.dtype(x.dtype),
-                                      jax.tree_util.tree_structure(context_rows),
-                                      tuple((s.shape, s.dtype) for s in jax.tree_util.tree_leaves(context_rows)))
+    key = _cache_key(model, x)[:2] + (
+        tuple(x.shape[1:]),
+        np.dtype(x.dtype),
+        jax.tree_util.tree_structure(context_rows),
+        tuple((s.shape, s.dtype) for s in jax.tree_util.tree_leaves(context_rows)),
+    )
     return _cached(_BYTES_PER_ROW, key, lambda: _bytes_per_row(model, key[2], key[3], context_rows))
 
 
@@ -746,8 +771,8 @@ def fits_at_once(model: Model, x, rows: int, *, context=None) -> bool:
     return rows * _row_bytes(model, x, context) <= chunk_budget_bytes()
 
 
-@functools.lru_cache(maxsize=None)
-def _device_memory_bytes() -> Optional[int]:
+@functools.cache
+def _device_memory_bytes() -> int | None:
     return (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
 
 

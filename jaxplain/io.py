@@ -22,7 +22,7 @@ import os
 import re
 import shutil
 import tempfile
-from typing import Any, Dict, Optional
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -48,8 +48,8 @@ class Checkpoint:
     """A loaded checkpoint: the Linen module, its variables and the metadata."""
 
     module: nn.Module
-    variables: Dict[str, Any]
-    metadata: Dict[str, Any]
+    variables: dict[str, Any]
+    metadata: dict[str, Any]
 
     def model(self, *, output: str = "logits", method=None) -> Model:
         """The checkpoint as a `jaxplain.Model` (evaluation mode)."""
@@ -99,7 +99,7 @@ def _function(name: str):
     return function
 
 
-def _leaves(tree) -> Dict[str, Any]:
+def _leaves(tree) -> dict[str, Any]:
     flat = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         flat["/".join(str(getattr(k, "key", k)) for k in path)] = leaf
@@ -110,7 +110,7 @@ def save_checkpoint(
     path: str,
     *,
     architecture: str,
-    config: Dict[str, Any],
+    config: dict[str, Any],
     variables,
     input_shape,
     input_dtype: str = "float32",
@@ -138,8 +138,10 @@ def save_checkpoint(
     except TypeError:
         shape = None
     if shape is None or not all(_is_int(d) and d >= 1 for d in shape):
-        raise ValueError(f"input_shape must be a tuple of positive integers (one example, no batch axis), "
-                         f"got {input_shape!r}")
+        raise ValueError(
+            f"input_shape must be a tuple of positive integers (one example, no batch axis), "
+            f"got {input_shape!r}"
+        )
     state = jax.tree_util.tree_map(np.asarray, serialization.to_state_dict(variables))
     record = {
         "format": FORMAT,
@@ -148,7 +150,9 @@ def save_checkpoint(
         "config": _encode(config),
         "input_shape": [int(d) for d in shape],
         "input_dtype": str(np.dtype(input_dtype)),
-        "parameter_count": int(sum(np.size(x) for x in jax.tree_util.tree_leaves(state.get("params", state)))),
+        "parameter_count": int(
+            sum(np.size(x) for x in jax.tree_util.tree_leaves(state.get("params", state)))
+        ),
     }
     return write_folder(path, state, record, _encode(metadata))
 
@@ -208,15 +212,21 @@ def check_destination(path, *, name: str = "path") -> str:
     path = output_path(name, path)
     if os.path.isdir(path) and os.listdir(path):
         if not os.path.isfile(os.path.join(path, METADATA_FILE)):
-            raise FileExistsError(f"{name}: {path} exists and is not a jaxplain checkpoint; not overwriting it")
+            raise FileExistsError(
+                f"{name}: {path} exists and is not a jaxplain checkpoint; not overwriting it"
+            )
         foreign = sorted(set(os.listdir(path)) - {METADATA_FILE, VARIABLES_FILE})
         if foreign:
-            raise FileExistsError(f"{name}: {path} also holds files jaxplain did not write "
-                                  f"({', '.join(foreign[:3])}); not replacing it")
+            raise FileExistsError(
+                f"{name}: {path} also holds files jaxplain did not write "
+                f"({', '.join(foreign[:3])}); not replacing it"
+            )
     if os.path.isdir(path):  # replaced by a rename in its parent folder
         parent = os.path.dirname(os.path.abspath(path))
         if not os.access(parent, os.W_OK | os.X_OK):
-            raise ValueError(f"{name}: cannot replace {path}: {parent} is not writable (read-only or no permission)")
+            raise ValueError(
+                f"{name}: cannot replace {path}: {parent} is not writable (read-only or no permission)"
+            )
     return path
 
 
@@ -244,18 +254,24 @@ _FIELDS = {
     "format_version": (False, "an integer", _is_int),
     "architecture": (True, "a non-empty string", lambda v: isinstance(v, str) and bool(v)),
     "config": (True, "a JSON object", lambda v: isinstance(v, dict)),
-    "input_shape": (True, "a list of positive integers (one example, no batch axis)",
-                    lambda v: isinstance(v, list) and all(_is_int(d) and d >= 1 for d in v)),
+    "input_shape": (
+        True,
+        "a list of positive integers (one example, no batch axis)",
+        lambda v: isinstance(v, list) and all(_is_int(d) and d >= 1 for d in v),
+    ),
     "input_dtype": (False, "a dtype name such as 'float32'", _dtype_name),
-    "sha256": (True, "a SHA-256 digest (64 hex digits)",
-               lambda v: isinstance(v, str) and re.fullmatch("[0-9a-f]{64}", v) is not None),
+    "sha256": (
+        True,
+        "a SHA-256 digest (64 hex digits)",
+        lambda v: isinstance(v, str) and re.fullmatch("[0-9a-f]{64}", v) is not None,
+    ),
     "num_classes": (False, "a positive integer", lambda v: _is_int(v) and v >= 1),
     "parameter_count": (False, "a non-negative integer", lambda v: _is_int(v) and v >= 0),
     "kind": (False, "a string", lambda v: isinstance(v, str)),
 }
 
 
-def read_metadata(path: str) -> Dict[str, Any]:
+def read_metadata(path: str) -> dict[str, Any]:
     """The metadata of the checkpoint at `path`, checked for format and version."""
     if not os.path.isdir(path):
         raise FileNotFoundError(f"no checkpoint folder at {path}")
@@ -328,7 +344,9 @@ def _expected_variables(path: str, metadata: dict, module: nn.Module):
     the architecture cannot take such examples (a wrong rank, say), not the raw error."""
     example = jax.ShapeDtypeStruct((1, *metadata["input_shape"]), metadata.get("input_dtype", "float32"))
     try:
-        return jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), jnp.zeros(example.shape, example.dtype)))
+        return jax.eval_shape(
+            lambda: module.init(jax.random.PRNGKey(0), jnp.zeros(example.shape, example.dtype))
+        )
     except Exception as error:
         raise CheckpointError(
             f"{os.path.join(path, METADATA_FILE)}: field 'input_shape' {metadata['input_shape']} ({example.dtype}) "
@@ -353,7 +371,7 @@ def _check_match(file: str, architecture: str, expected: dict, stored: dict) -> 
         )
 
 
-def load_model(path: str, *, output: str = "logits", method: Optional[str] = None) -> Model:
+def load_model(path: str, *, output: str = "logits", method: str | None = None) -> Model:
     """Loads the checkpoint at `path` as a ready `jaxplain.Model`.
 
     Args:

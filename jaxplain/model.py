@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Any, Callable, Optional, Union
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -112,16 +113,16 @@ class Model:
             return jax.nn.log_softmax(scores, axis=-1)
         return scores
 
-    def replace(self, **changes) -> "Model":
+    def replace(self, **changes) -> Model:
         """Returns a copy with some fields replaced, e.g. `model.replace(params=p)`."""
         return dataclasses.replace(self, **changes)
 
-    def with_output(self, output: str) -> "Model":
+    def with_output(self, output: str) -> Model:
         """Returns the same model explaining `output` ("logits", "probs", "log_probs")."""
         return self.replace(output=output)
 
     @classmethod
-    def from_callable(cls, function: Callable, *, output: str = "logits") -> "Model":
+    def from_callable(cls, function: Callable, *, output: str = "logits") -> Model:
         """Wraps a parameter-free function `function(x) -> (batch, classes)`."""
         if not callable(function):
             raise TypeError(f"function must be callable, got {type(function).__name__}")
@@ -132,11 +133,11 @@ class Model:
         cls,
         module,
         variables,
-        method: Optional[Union[str, Callable]] = None,
+        method: str | Callable | None = None,
         *,
         output: str = "logits",
         **apply_kwargs,
-    ) -> "Model":
+    ) -> Model:
         """Wraps a Flax Linen module and its variables, in evaluation mode.
 
         Nothing is mutable: BatchNorm must use its running statistics and Dropout must
@@ -178,7 +179,7 @@ class Model:
         return cls(LinenApply(module, method, tuple(sorted(kwargs.items()))), variables, output)
 
     @classmethod
-    def from_nnx(cls, module, *, output: str = "logits") -> "Model":
+    def from_nnx(cls, module, *, output: str = "logits") -> Model:
         """Wraps a Flax NNX module, in evaluation mode.
 
         The module is not modified: jaxplain explains a view of it with
@@ -189,9 +190,7 @@ class Model:
 
         if not isinstance(module, nnx.Module):
             raise TypeError(f"module must be a flax.nnx.Module, got {type(module).__name__}")
-        evaluating = nnx.view(
-            module, deterministic=True, use_running_average=True, raise_if_not_found=False
-        )
+        evaluating = nnx.view(module, deterministic=True, use_running_average=True, raise_if_not_found=False)
         graphdef, state = nnx.split(evaluating)
         return cls(_NnxApply(graphdef), state, output)
 
@@ -271,8 +270,8 @@ class Targets:
     for one target per example, so attributions drop the target axis.
     """
 
-    indices: Optional[Array]
-    top: Optional[int]
+    indices: Array | None
+    top: int | None
     single: bool
 
     @property

@@ -41,13 +41,14 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import functools
-import json
 import itertools
+import json
 import os
 import re
 import time
 import warnings
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -87,7 +88,7 @@ class RunSummary:
     out: str
     examples: int
     batches: int
-    computed: Tuple[int, ...]
+    computed: tuple[int, ...]
     skipped: int
     seconds: float
 
@@ -112,14 +113,14 @@ class DatasetAttributions:
 
     values: np.ndarray
     target: np.ndarray
-    delta: Optional[np.ndarray]
-    relative_delta: Optional[np.ndarray]
-    labels: Optional[np.ndarray]
+    delta: np.ndarray | None
+    relative_delta: np.ndarray | None
+    labels: np.ndarray | None
     index: np.ndarray
     complete: bool
-    num_examples: Optional[int]
-    missing: Tuple[int, ...]
-    run: Dict[str, Any]
+    num_examples: int | None
+    missing: tuple[int, ...]
+    run: dict[str, Any]
 
     def __len__(self) -> int:
         return len(self.index)
@@ -128,11 +129,15 @@ class DatasetAttributions:
 # --------------------------------------------------------------------------- data
 
 
-def _split_record(record, input_key: Optional[str], label_key: str):
+def _split_record(record, input_key: str | None, label_key: str):
     """(inputs, labels or None) of a batch given as an array, an (x, y) pair or a dict."""
     if isinstance(record, Mapping):
         keys = [k for k in record if k != label_key]
-        name = input_key if input_key is not None else ("image" if "image" in record else (keys[0] if len(keys) == 1 else None))
+        name = (
+            input_key
+            if input_key is not None
+            else ("image" if "image" in record else (keys[0] if len(keys) == 1 else None))
+        )
         if name is None or name not in record:
             raise ValueError(
                 f"data: batches are dicts with keys {sorted(record)}; pass input_key= to say which holds the inputs"
@@ -143,7 +148,7 @@ def _split_record(record, input_key: Optional[str], label_key: str):
     return np.asarray(record), None
 
 
-def _stream(data, input_key, label_key) -> Tuple[Iterator, Optional[int]]:
+def _stream(data, input_key, label_key) -> tuple[Iterator, int | None]:
     """An iterator over (inputs, labels) chunks of any size, and the length if known."""
     if isinstance(data, (str, bytes)):
         # A string is iterable: its letters were taken as examples, and check_x named x.
@@ -153,7 +158,11 @@ def _stream(data, input_key, label_key) -> Tuple[Iterator, Optional[int]]:
         )
     if isinstance(data, (np.ndarray, jax.Array)):
         return iter([(np.asarray(data), None)]), len(data)
-    if isinstance(data, tuple) and len(data) == 2 and all(isinstance(p, (np.ndarray, jax.Array)) for p in data):
+    if (
+        isinstance(data, tuple)
+        and len(data) == 2
+        and all(isinstance(p, (np.ndarray, jax.Array)) for p in data)
+    ):
         x, y = np.asarray(data[0]), np.asarray(data[1])
         if len(x) != len(y):
             raise ValueError(f"data: (inputs, labels) of different lengths {len(x)} and {len(y)}")
@@ -180,7 +189,9 @@ def _records(source, input_key, label_key, chunk: int = 256):
     """Examples of a random-access source (e.g. TFDS `as_data_source`), a chunk at a time."""
     for start in range(0, len(source), chunk):
         indices = list(range(start, min(start + chunk, len(source))))
-        items = source.__getitems__(indices) if hasattr(source, "__getitems__") else [source[i] for i in indices]
+        items = (
+            source.__getitems__(indices) if hasattr(source, "__getitems__") else [source[i] for i in indices]
+        )
         if isinstance(items[0], Mapping):
             stacked = {k: np.stack([np.asarray(item[k]) for item in items]) for k in items[0]}
         elif isinstance(items[0], (tuple, list)):
@@ -197,15 +208,19 @@ def _rebatch(chunks: Iterator, batch_size: int):
     yielded: an array given whole is checked whole before anything is written; a stream's
     later chunk can only be checked when it comes (see `explain_dataset`).
     """
-    xs: List[np.ndarray] = []
-    ys: List[Optional[np.ndarray]] = []
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray | None] = []
     held, start, seen, shape = 0, 0, 0, None
     for x, y in chunks:
         if x.ndim == 0 or (y is not None and len(y) != len(x)):
-            raise ValueError(f"data: a batch of inputs {x.shape} with labels {None if y is None else y.shape}")
+            raise ValueError(
+                f"data: a batch of inputs {x.shape} with labels {None if y is None else y.shape}"
+            )
         shape = x.shape[1:] if shape is None else shape
         if x.shape[1:] != shape:
-            raise ValueError(f"data: examples from {seen} on have shape {x.shape[1:]}, the first ones {shape}")
+            raise ValueError(
+                f"data: examples from {seen} on have shape {x.shape[1:]}, the first ones {shape}"
+            )
         if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
             bad = int(np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(axis=1))[0])
             raise ValueError(f"data: example {seen + bad} holds NaN or infinity")
@@ -255,8 +270,11 @@ def _describe(value):
 
 def _callable_name(function) -> str:
     if isinstance(function, functools.partial):
-        inner = ", ".join([_callable_name(function.func)] + [json.dumps(_describe(a)) for a in function.args]
-                          + [f"{k}={json.dumps(_describe(v))}" for k, v in sorted(function.keywords.items())])
+        inner = ", ".join(
+            [_callable_name(function.func)]
+            + [json.dumps(_describe(a)) for a in function.args]
+            + [f"{k}={json.dumps(_describe(v))}" for k, v in sorted(function.keywords.items())]
+        )
         return f"partial({inner})"
     name = getattr(function, "__name__", None)
     if name in METHODS and METHODS[name].function is function:
@@ -264,21 +282,25 @@ def _callable_name(function) -> str:
     return f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', repr(function))}"
 
 
-def _method(method, options: dict) -> Tuple[Callable, str]:
+def _method(method, options: dict) -> tuple[Callable, str]:
     """(function(model, x, *, target, **options), its name), resolving names; a noise
     method's name shows the method it wraps, its `method` option."""
     if isinstance(method, str):
         inner = options.get("method") if METHODS.get(method) and METHODS[method].wraps else None
         return resolve(method), (method if inner is None else f"{method}({_describe(inner)})")
     if not callable(method):
-        raise TypeError(f"method must be a jaxplain method, its name, or a callable; got {type(method).__name__}")
+        raise TypeError(
+            f"method must be a jaxplain method, its name, or a callable; got {type(method).__name__}"
+        )
     return method, _callable_name(method)
 
 
 def _target(target, labels_known: bool):
     if isinstance(target, str) and target in ("predicted", "label"):
         if target == "label" and not labels_known:
-            raise ValueError("target='label' needs labels: pass data as (inputs, labels), batches with labels, or labels=")
+            raise ValueError(
+                "target='label' needs labels: pass data as (inputs, labels), batches with labels, or labels="
+            )
         return target
     if isinstance(target, TopK):
         return target
@@ -302,15 +324,21 @@ def _shard_name(batch: int, process: int) -> str:
 
 
 def _ours(name: str) -> bool:
-    return name in (RUN_FILE, SHARDS, VIEWS) or (name.startswith("index.p") and name.endswith(".jsonl")) or name.startswith(".tmp-")
+    return (
+        name in (RUN_FILE, SHARDS, VIEWS)
+        or (name.startswith("index.p") and name.endswith(".jsonl"))
+        or name.startswith(".tmp-")
+    )
 
 
 # The names jaxplain writes inside shards/ and views/ (jaxplain explain and show draw there).
-_OWN_INSIDE = {SHARDS: re.compile(r"b\d{6}\.p\d+\.npz|\.tmp-.*"),
-               VIEWS: re.compile(r"(attributions|example-[-\w]+)\.(png|html)")}
+_OWN_INSIDE = {
+    SHARDS: re.compile(r"b\d{6}\.p\d+\.npz|\.tmp-.*"),
+    VIEWS: re.compile(r"(attributions|example-[-\w]+)\.(png|html)"),
+}
 
 
-def _foreign(out: str, entries: List[str]) -> List[str]:
+def _foreign(out: str, entries: list[str]) -> list[str]:
     """The entries of a run folder that jaxplain did not write (what `overwrite` must keep)."""
     found = []
     for entry in entries:
@@ -319,8 +347,11 @@ def _foreign(out: str, entries: List[str]) -> List[str]:
         if not _ours(entry) or os.path.isdir(path) != folder:
             found.append(entry)
         elif folder:  # a folder of ours may still hold a file (or a folder) of the user's
-            found += [os.path.join(entry, name) for name in os.listdir(path)
-                      if not _OWN_INSIDE[entry].fullmatch(name) or not os.path.isfile(os.path.join(path, name))]
+            found += [
+                os.path.join(entry, name)
+                for name in os.listdir(path)
+                if not _OWN_INSIDE[entry].fullmatch(name) or not os.path.isfile(os.path.join(path, name))
+            ]
     return found
 
 
@@ -330,15 +361,19 @@ def _read_run(out: str) -> dict:
         with open(path) as f:
             run = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise OutputFolderError(f"out: {path} is corrupt ({error}); it is not overwritten: move it away or choose another folder") from None
+        raise OutputFolderError(
+            f"out: {path} is corrupt ({error}); it is not overwritten: move it away or choose another folder"
+        ) from None
     if not isinstance(run, dict) or run.get("format") != FORMAT or "fingerprint" not in run:
         raise OutputFolderError(f"out: {path} does not describe jaxplain attributions; choose another folder")
     if run.get("format_version", 0) > FORMAT_VERSION:
-        raise OutputFolderError(f"out: {path} has format version {run['format_version']}; upgrade jaxplain to read it")
+        raise OutputFolderError(
+            f"out: {path} has format version {run['format_version']}; upgrade jaxplain to read it"
+        )
     return run
 
 
-def _read_index(out: str, process: int, *, verify: bool = True) -> Tuple[Dict[int, dict], Optional[dict], bool]:
+def _read_index(out: str, process: int, *, verify: bool = True) -> tuple[dict[int, dict], dict | None, bool]:
     """(finished batches, the end record or None, whether the last line was torn)."""
     path = _index_path(out, process)
     if not os.path.exists(path):
@@ -357,17 +392,23 @@ def _read_index(out: str, process: int, *, verify: bool = True) -> Tuple[Dict[in
             batch = int(record["batch"])
             file, sha = record["file"], record["sha256"]
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
-            raise OutputFolderError(f"out: {path} line {number} is corrupt; the folder is not overwritten") from None
+            raise OutputFolderError(
+                f"out: {path} line {number} is corrupt; the folder is not overwritten"
+            ) from None
         shard = os.path.join(out, file)
         if not os.path.isfile(shard):
-            raise OutputFolderError(f"out: {shard} is listed in {path} but missing; the folder is incomplete and is not overwritten")
+            raise OutputFolderError(
+                f"out: {shard} is listed in {path} but missing; the folder is incomplete and is not overwritten"
+            )
         if verify and file_sha256(shard) != sha:
-            raise OutputFolderError(f"out: {shard} does not match its checksum in {path}: the file is corrupt")
+            raise OutputFolderError(
+                f"out: {shard} does not match its checksum in {path}: the file is corrupt"
+            )
         batches[batch] = record
     return batches, end, torn
 
 
-def _check_folder(out: str, run: dict, *, overwrite: bool) -> Optional[dict]:
+def _check_folder(out: str, run: dict, *, overwrite: bool) -> dict | None:
     """Checks that `out` is absent, empty, or holds this run (writes nothing); its run.json or None."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise OutputFolderError(f"out: {out} exists and is not a folder")
@@ -388,11 +429,13 @@ def _check_folder(out: str, run: dict, *, overwrite: bool) -> Optional[dict]:
     if stored is not None and overwrite and stored["fingerprint"] != run["fingerprint"]:
         foreign = _foreign(out, entries)
         if foreign:
-            raise OutputFolderError(f"out: {out} also holds files jaxplain did not write ({', '.join(sorted(foreign)[:3])}); not overwriting it")
+            raise OutputFolderError(
+                f"out: {out} also holds files jaxplain did not write ({', '.join(sorted(foreign)[:3])}); not overwriting it"
+            )
     return stored
 
 
-def _create_folder(out: str, run: dict, stored: Optional[dict]) -> Optional[dict]:
+def _create_folder(out: str, run: dict, stored: dict | None) -> dict | None:
     """Makes `out` hold this run: replaces another run's files (checked by `_check_folder`).
 
     A folder that holds this run already is left as it is: the data are checked against
@@ -449,7 +492,7 @@ def _prepare_shared_folder(out: str, run: dict, *, overwrite: bool, check: Calla
         check()
         _create_folder(out, run, stored)
         return
-    error: Optional[BaseException] = None
+    error: BaseException | None = None
     if jax.process_index() == 0:
         try:
             stored = _check_folder(out, run, overwrite=overwrite)
@@ -458,7 +501,11 @@ def _prepare_shared_folder(out: str, run: dict, *, overwrite: bool, check: Calla
         except Exception as caught:  # noqa: BLE001 - raised below, after the other processes know
             error = caught
     if not _all_processes(error is None):
-        raise error if error is not None else OutputFolderError(f"out: process 0 could not prepare {out}; see its error")
+        raise (
+            error
+            if error is not None
+            else OutputFolderError(f"out: process 0 could not prepare {out}; see its error")
+        )
     if jax.process_index() != 0:
         try:
             stored = _read_run(out) if os.path.isfile(os.path.join(out, RUN_FILE)) else None
@@ -471,11 +518,16 @@ def _prepare_shared_folder(out: str, run: dict, *, overwrite: bool, check: Calla
         except Exception as caught:  # noqa: BLE001
             error = caught
     if not _all_processes(error is None):
-        raise error if error is not None else OutputFolderError(
-            f"out: another process found that {out} does not hold its run; see its error")
+        raise (
+            error
+            if error is not None
+            else OutputFolderError(
+                f"out: another process found that {out} does not hold its run; see its error"
+            )
+        )
 
 
-def _differences(stored, now, prefix: str = "") -> List[str]:
+def _differences(stored, now, prefix: str = "") -> list[str]:
     """'name: old -> new' for every setting that differs (nested dicts by dotted name)."""
     if isinstance(stored, dict) and isinstance(now, dict):
         found = []
@@ -484,7 +536,7 @@ def _differences(stored, now, prefix: str = "") -> List[str]:
         return found
     if stored == now:
         return []
-    short = lambda v: (json.dumps(v) if len(json.dumps(v)) < 40 else json.dumps(v)[:37] + "...")  # noqa: E731
+    short = lambda v: json.dumps(v) if len(json.dumps(v)) < 40 else json.dumps(v)[:37] + "..."  # noqa: E731
     return [f"{prefix[:-1]}: {short(stored)} -> {short(now)}"]
 
 
@@ -532,24 +584,33 @@ class _ShardIndex:
     def _facts(self, batch: Batch) -> dict:
         """What a line records of the data of this process's block of `batch`."""
         block = lambda rows: _pad(np.asarray(rows), self.batch_size)[self.mine]  # noqa: E731
-        return {"start": batch.start, "rows": len(range(batch.start, batch.start + len(batch.x))[self.mine]),
-                "inputs_sha256": digest(block(batch.x)),
-                "labels_sha256": None if batch.y is None else digest(block(batch.y))}
+        return {
+            "start": batch.start,
+            "rows": len(range(batch.start, batch.start + len(batch.x))[self.mine]),
+            "inputs_sha256": digest(block(batch.x)),
+            "labels_sha256": None if batch.y is None else digest(block(batch.y)),
+        }
 
     def check(self, batch: Batch) -> None:
         """Refuses data that differ from those the finished `batch` was computed from."""
         record, now = self.batches[batch.number], self._facts(batch)
         if (record["start"], record["rows"]) != (now["start"], now["rows"]):
-            differs = (f"holds {record['rows']} examples from example {record['start']} on, the data given now "
-                       f"{now['rows']} from {now['start']}")
+            differs = (
+                f"holds {record['rows']} examples from example {record['start']} on, the data given now "
+                f"{now['rows']} from {now['start']}"
+            )
         elif record["inputs_sha256"] != now["inputs_sha256"]:
             differs = "was computed from other inputs than the data given now"
-        elif "labels_sha256" in record and record["labels_sha256"] != now["labels_sha256"]:  # older lines lack it
+        elif (
+            "labels_sha256" in record and record["labels_sha256"] != now["labels_sha256"]
+        ):  # older lines lack it
             differs = "was computed with other labels than the data given now have"
         else:
             return
-        raise OutputFolderError(f"out: batch {batch.number} of {self.out} {differs}: the data changed since the run; "
-                                "choose another folder (nothing was written)")
+        raise OutputFolderError(
+            f"out: batch {batch.number} of {self.out} {differs}: the data changed since the run; "
+            "choose another folder (nothing was written)"
+        )
 
     def repair(self) -> None:
         if self.torn:
@@ -559,8 +620,15 @@ class _ShardIndex:
     def write(self, batch: Batch, arrays) -> None:
         file = _shard_name(batch.number, self.process)
         write_atomic(os.path.join(self.out, file), **arrays)
-        _append(self.path, {"batch": batch.number, "file": file, "sha256": file_sha256(os.path.join(self.out, file)),
-                            **self._facts(batch)})
+        _append(
+            self.path,
+            {
+                "batch": batch.number,
+                "file": file,
+                "sha256": file_sha256(os.path.join(self.out, file)),
+                **self._facts(batch),
+            },
+        )
 
     def close(self, num_examples: int, num_batches: int) -> None:
         _append(self.path, {"end": True, "num_examples": num_examples, "num_batches": num_batches})
@@ -592,16 +660,16 @@ def explain_dataset(
     *,
     out: str,
     target="predicted",
-    batch_size: Optional[int] = None,
-    mesh: Optional[jax.sharding.Mesh] = None,
+    batch_size: int | None = None,
+    mesh: jax.sharding.Mesh | None = None,
     labels=None,
-    num_examples: Optional[int] = None,
-    input_key: Optional[str] = None,
+    num_examples: int | None = None,
+    input_key: str | None = None,
     label_key: str = "label",
     overwrite: bool = False,
     progress: bool = True,
-    metadata: Optional[dict] = None,
-    label: Optional[str] = None,
+    metadata: dict | None = None,
+    label: str | None = None,
     **options,
 ) -> RunSummary:
     """Explains a whole dataset, batch by batch, sharded over a mesh; resumable.
@@ -642,11 +710,32 @@ def explain_dataset(
       A `RunSummary`; read the attributions with `load_attributions(out)`.
     """
     started = time.perf_counter()
-    plan = _plan(method, model, data, out=out, target=target, batch_size=batch_size, mesh=mesh, labels=labels,
-                 num_examples=num_examples, input_key=input_key, label_key=label_key, overwrite=overwrite,
-                 metadata=metadata, label=label, options=options)
-    computed = _batches.run(plan.remaining, plan.compute, plan.index, total=plan.data.length,
-                            done=plan.index.examples(), description=plan.label, progress=progress)
+    plan = _plan(
+        method,
+        model,
+        data,
+        out=out,
+        target=target,
+        batch_size=batch_size,
+        mesh=mesh,
+        labels=labels,
+        num_examples=num_examples,
+        input_key=input_key,
+        label_key=label_key,
+        overwrite=overwrite,
+        metadata=metadata,
+        label=label,
+        options=options,
+    )
+    computed = _batches.run(
+        plan.remaining,
+        plan.compute,
+        plan.index,
+        total=plan.data.length,
+        done=plan.index.examples(),
+        description=plan.label,
+        progress=progress,
+    )
     return _finish(plan, computed, time.perf_counter() - started)
 
 
@@ -666,14 +755,30 @@ class _Plan:
 
     out: str
     label: str
-    data: "_Data"
-    index: "_ShardIndex"
+    data: _Data
+    index: _ShardIndex
     remaining: Iterator[Batch]
-    compute: Callable[[Batch], Dict[str, np.ndarray]]
+    compute: Callable[[Batch], dict[str, np.ndarray]]
 
 
-def _plan(method, model, data, *, out, target, batch_size, mesh, labels, num_examples, input_key, label_key,
-          overwrite, metadata, label, options) -> _Plan:
+def _plan(
+    method,
+    model,
+    data,
+    *,
+    out,
+    target,
+    batch_size,
+    mesh,
+    labels,
+    num_examples,
+    input_key,
+    label_key,
+    overwrite,
+    metadata,
+    label,
+    options,
+) -> _Plan:
     """Checks every argument and the data given against the folder, before the first write.
 
     In order: the arguments; the data's first batch (shape, NaN, labels, the target);
@@ -710,8 +815,11 @@ def _plan(method, model, data, *, out, target, batch_size, mesh, labels, num_exa
     step = _step(function, model, mesh, target, options, batch_size)
 
     def check():  # trace the method on the first batch's shapes
-        step.check(_pad(first.x, batch_size), None if first.y is None else _pad(np.asarray(first.y), batch_size),
-                   None if key is None else jax.random.fold_in(key, 0))
+        step.check(
+            _pad(first.x, batch_size),
+            None if first.y is None else _pad(np.asarray(first.y), batch_size),
+            None if key is None else jax.random.fold_in(key, 0),
+        )
 
     _prepare_shared_folder(out, run, overwrite=overwrite, check=check)
     processes, process = jax.process_count(), jax.process_index()
@@ -719,9 +827,12 @@ def _plan(method, model, data, *, out, target, batch_size, mesh, labels, num_exa
     remaining = _resume(out, index, data)
     mine = index.mine
 
-    def compute(batch: Batch) -> Dict[str, np.ndarray]:
-        result = step(_pad(batch.x, batch_size), None if batch.y is None else _pad(batch.y, batch_size),
-                      None if key is None else jax.random.fold_in(key, batch.number))
+    def compute(batch: Batch) -> dict[str, np.ndarray]:
+        result = step(
+            _pad(batch.x, batch_size),
+            None if batch.y is None else _pad(batch.y, batch_size),
+            None if key is None else jax.random.fold_in(key, batch.number),
+        )
         # A process whose block of the last batch is all padding writes an empty shard,
         # so that the batch reads as finished for it too.
         arrays = {k: v[: len(range(len(batch.x))[mine])] for k, v in result.items()}
@@ -762,7 +873,9 @@ def _run_record(name, label, options, key, model, target, batch_size, x, metadat
     try:  # run.json is written after the folder is made: what it cannot hold must fail before
         json.dumps(run)
     except (TypeError, ValueError) as error:
-        raise TypeError(f"metadata must be a dict of JSON values (str, numbers, lists, dicts): {error}") from None
+        raise TypeError(
+            f"metadata must be a dict of JSON values (str, numbers, lists, dicts): {error}"
+        ) from None
     return run
 
 
@@ -802,7 +915,9 @@ class _Data:
             if len(y) < len(batch.x):
                 raise ValueError(f"labels has {len(self.labels)} entries but data has more examples")
         if self.target == "label" and y is None:
-            raise ValueError(f"data: the batch from example {batch.start} on has no labels, and target='label'")
+            raise ValueError(
+                f"data: the batch from example {batch.start} on has no labels, and target='label'"
+            )
         return batch._replace(y=y)
 
     def __iter__(self) -> Iterator[Batch]:
@@ -813,7 +928,7 @@ class _Data:
             yield batch
 
 
-def _resume(out: str, index: "_ShardIndex", data: _Data) -> Iterator[Batch]:
+def _resume(out: str, index: _ShardIndex, data: _Data) -> Iterator[Batch]:
     """The batches still to compute, once the data given now match the finished ones.
 
     Every check of the data against the folder runs before the first write, so that a
@@ -826,8 +941,8 @@ def _resume(out: str, index: "_ShardIndex", data: _Data) -> Iterator[Batch]:
     index.keep(_agree(index.finished()))  # collective in a multi-process run: every process calls it once
     end, finished = index.end, index.batches
     batches = iter(data)
-    error: Optional[BaseException] = None
-    pending: List[Batch] = []
+    error: BaseException | None = None
+    pending: list[Batch] = []
     try:
         if end is not None and data.known is not None and data.known != end["num_examples"]:
             raise _other_length(out, end, str(data.known))
@@ -856,19 +971,26 @@ def _resume(out: str, index: "_ShardIndex", data: _Data) -> Iterator[Batch]:
     if error is None and jax.process_index() == 0:
         _remove_temporary(out)  # before the collective: no process writes before it
     if not _all_processes(error is None):
-        raise error if error is not None else OutputFolderError(
-            f"out: another process found that the data given now do not match {out}; see its error")
+        raise (
+            error
+            if error is not None
+            else OutputFolderError(
+                f"out: another process found that the data given now do not match {out}; see its error"
+            )
+        )
     index.repair()
     return itertools.chain(pending, batches)
 
 
-def _finish(plan: _Plan, computed: List[int], seconds: float) -> RunSummary:
+def _finish(plan: _Plan, computed: list[int], seconds: float) -> RunSummary:
     """Closes the index with an end line once the data ran out (the first time), and sums up."""
     number, count = plan.data.seen
     total_batches = number + 1
     if plan.index.end is None:
         labels = plan.data.labels
-        if labels is not None and count != len(labels):  # a stream shorter than labels=: nothing claims an end
+        if labels is not None and count != len(
+            labels
+        ):  # a stream shorter than labels=: nothing claims an end
             raise ValueError(f"labels has {len(labels)} entries but data has {count} examples")
         plan.index.close(count, total_batches)
     return RunSummary(plan.out, count, total_batches, tuple(computed), total_batches - len(computed), seconds)
@@ -895,8 +1017,12 @@ def _step(function, model: Model, mesh, target, options: dict, batch_size: int):
 
     spec = PartitionSpec(tuple(mesh.axis_names))
     sharding = NamedSharding(mesh, spec)
-    traced = {k: v for k, v in options.items() if isinstance(v, (np.ndarray, jax.Array))
-              and jnp.issubdtype(np.asarray(v).dtype if isinstance(v, np.ndarray) else v.dtype, jnp.floating)}
+    traced = {
+        k: v
+        for k, v in options.items()
+        if isinstance(v, (np.ndarray, jax.Array))
+        and jnp.issubdtype(np.asarray(v).dtype if isinstance(v, np.ndarray) else v.dtype, jnp.floating)
+    }
     fixed = {k: v for k, v in options.items() if k not in traced}
     several = jax.process_count() > 1
 
@@ -929,12 +1055,16 @@ def _step(function, model: Model, mesh, target, options: dict, batch_size: int):
     constants = jax.device_put(traced, replicated)
 
     def run(x, y, key):
-        fields = compiled(model, to_global(x), None if y is None else to_global(y.astype(np.int32)), key, constants)
+        fields = compiled(
+            model, to_global(x), None if y is None else to_global(y.astype(np.int32)), key, constants
+        )
         return {k: to_host(v) for k, v in fields.items()}
 
     def check(x, y, key):
         shape = lambda a: None if a is None else jax.ShapeDtypeStruct(a.shape, a.dtype)  # noqa: E731
-        jax.eval_shape(body, model, shape(x), shape(None if y is None else y.astype(np.int32)), key, constants)
+        jax.eval_shape(
+            body, model, shape(x), shape(None if y is None else y.astype(np.int32)), key, constants
+        )
 
     run.check = check
     return run
@@ -949,7 +1079,9 @@ def _version() -> str:
 # --------------------------------------------------------------------------- reading
 
 
-def load_attributions(out: str, *, verify: bool = True, require_complete: bool = False) -> DatasetAttributions:
+def load_attributions(
+    out: str, *, verify: bool = True, require_complete: bool = False
+) -> DatasetAttributions:
     """Reads an output folder of `explain_dataset` back, in dataset order.
 
     Args:
@@ -976,7 +1108,7 @@ def load_attributions(out: str, *, verify: bool = True, require_complete: bool =
         batches, end, _ = _read_index(out, process, verify=verify)
         ends.append(end)
         finished.append(set(batches))
-        for batch, record in sorted(batches.items()):
+        for _, record in sorted(batches.items()):
             with np.load(os.path.join(out, record["file"])) as stored:
                 parts.append({k: stored[k] for k in stored.files})
     last = max(set().union(*finished), default=-1)
@@ -986,16 +1118,28 @@ def load_attributions(out: str, *, verify: bool = True, require_complete: bool =
     missing = tuple(b for b in expected if b not in finished_batches)
     complete = total is not None and not missing
     if not complete:
-        message = (f"{out} is incomplete: {len(finished_batches)} batches finished"
-                   + (f" of {total}" if total is not None else " (the run has not reached the end of the data)")
-                   + "; run explain_dataset again with the same arguments to finish it")
+        message = (
+            f"{out} is incomplete: {len(finished_batches)} batches finished"
+            + (f" of {total}" if total is not None else " (the run has not reached the end of the data)")
+            + "; run explain_dataset again with the same arguments to finish it"
+        )
         if require_complete:
             raise OutputFolderError(message)
         warnings.warn(message, stacklevel=2)
     if not parts:
         empty = np.zeros((0,), np.float32)
-        return DatasetAttributions(empty, np.zeros((0,), np.int32), None, None, None, np.zeros((0,), np.int64),
-                                   complete, None if total is None else int(ends[0]["num_examples"]), missing, run)
+        return DatasetAttributions(
+            empty,
+            np.zeros((0,), np.int32),
+            None,
+            None,
+            None,
+            np.zeros((0,), np.int64),
+            complete,
+            None if total is None else int(ends[0]["num_examples"]),
+            missing,
+            run,
+        )
     index = np.concatenate([p["index"] for p in parts])
     order = np.argsort(index, kind="stable")
 
@@ -1005,7 +1149,14 @@ def load_attributions(out: str, *, verify: bool = True, require_complete: bool =
         return np.concatenate([p[name] for p in parts])[order]
 
     return DatasetAttributions(
-        values=join("values"), target=join("target"), delta=join("delta"), relative_delta=join("relative_delta"),
-        labels=join("labels"), index=index[order], complete=complete,
-        num_examples=None if total is None else int(ends[0]["num_examples"]), missing=missing, run=run,
+        values=join("values"),
+        target=join("target"),
+        delta=join("delta"),
+        relative_delta=join("relative_delta"),
+        labels=join("labels"),
+        index=index[order],
+        complete=complete,
+        num_examples=None if total is None else int(ends[0]["num_examples"]),
+        missing=missing,
+        run=run,
     )

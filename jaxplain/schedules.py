@@ -43,7 +43,7 @@ N and n are static, so the shapes are too.
 from __future__ import annotations
 
 import functools
-from typing import Callable, Dict, Tuple
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -51,12 +51,12 @@ import numpy as np
 
 from jaxplain import _legendre
 
-Schedule = Tuple[np.ndarray, np.ndarray]
+Schedule = tuple[np.ndarray, np.ndarray]
 
 
 # The uniform rules as formulas of the point index i (numpy or JAX arrays alike), so the
 # engine can make a chunk's points without a table of all of them.
-_FORMULAS: Dict[str, Callable] = {
+_FORMULAS: dict[str, Callable] = {
     "riemann_left": lambda i, n: (i / n, 0.0 * i + 1.0 / n),
     "riemann_right": lambda i, n: ((i + 1) / n, 0.0 * i + 1.0 / n),
     "riemann_middle": lambda i, n: ((i + 0.5) / n, 0.0 * i + 1.0 / n),
@@ -87,7 +87,7 @@ def gauss_legendre(n: int) -> Schedule:
     return _legendre.gauss_legendre_unit(n)
 
 
-SCHEDULES: Dict[str, Callable[[int], Schedule]] = {
+SCHEDULES: dict[str, Callable[[int], Schedule]] = {
     "riemann_left": riemann_left,
     "riemann_right": riemann_right,
     "riemann_middle": riemann_middle,
@@ -233,12 +233,14 @@ def _pilot_gauss(pilot, points: int):
     def at(indices):
         panel, nodes, weights = layout(indices)
         start, width = edges[:, panel], edges[:, panel + 1] - edges[:, panel]
-        return start + width * (1.0 + nodes.astype(pilot.dtype)) / 2.0, width * weights.astype(pilot.dtype) / 2.0
+        return start + width * (1.0 + nodes.astype(pilot.dtype)) / 2.0, width * weights.astype(
+            pilot.dtype
+        ) / 2.0
 
     return at
 
 
-PILOT_SCHEDULES: Dict[str, Callable] = {"nonuniform": _nonuniform, "pilot_gauss": _pilot_gauss}
+PILOT_SCHEDULES: dict[str, Callable] = {"nonuniform": _nonuniform, "pilot_gauss": _pilot_gauss}
 
 
 def default_pilot_steps(steps: int) -> int:

@@ -16,7 +16,8 @@ a `TrainConfig` is made.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -85,16 +86,16 @@ class TrainConfig:
       arXiv:1608.03983, 2016 (the cosine schedule).
     """
 
-    epochs: Optional[int] = None
-    batch_size: Optional[int] = None
-    learning_rate: Optional[float] = None
-    weight_decay: Optional[float] = None
-    warmup_fraction: Optional[float] = None
-    clip_norm: Optional[float] = None
-    patience: Optional[int] = None
-    validation_fraction: Optional[float] = None
-    seed: Optional[int] = None
-    progress: Optional[bool] = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    weight_decay: float | None = None
+    warmup_fraction: float | None = None
+    clip_norm: float | None = None
+    patience: int | None = None
+    validation_fraction: float | None = None
+    seed: int | None = None
+    progress: bool | None = None
 
     def __post_init__(self):
         for name, check in _CHECKS.items():
@@ -102,15 +103,15 @@ class TrainConfig:
             if value is not None:  # stored as plain Python numbers (np.int64(3) -> 3)
                 object.__setattr__(self, name, check(name, value))
 
-    def replace(self, **changes) -> "TrainConfig":
+    def replace(self, **changes) -> TrainConfig:
         """A copy with some fields changed (checked like the original)."""
         return dataclasses.replace(self, **changes)
 
-    def given(self) -> Dict[str, Any]:
+    def given(self) -> dict[str, Any]:
         """The fields that are set."""
         return {name: getattr(self, name) for name in FIELDS if getattr(self, name) is not None}
 
-    def over(self, defaults: "TrainConfig") -> "TrainConfig":
+    def over(self, defaults: TrainConfig) -> TrainConfig:
         """These settings, with the fields left None taken from `defaults`."""
         return defaults.replace(**self.given())
 
@@ -122,8 +123,8 @@ EARLY_STOPPING = ("patience", "validation_fraction")
 def resolve(
     caller: str,
     defaults: TrainConfig,
-    config: Optional[TrainConfig] = None,
-    keywords: Optional[Mapping[str, Any]] = None,
+    config: TrainConfig | None = None,
+    keywords: Mapping[str, Any] | None = None,
     *,
     stops_early: bool = True,
 ) -> TrainConfig:
@@ -153,7 +154,9 @@ def resolve(
     if not stops_early:
         for name in EARLY_STOPPING:
             if getattr(chosen, name) is not None:
-                raise ValueError(f"{name} does not apply to {caller}, which has no validation loss to stop early on")
+                raise ValueError(
+                    f"{name} does not apply to {caller}, which has no validation loss to stop early on"
+                )
     return chosen.over(defaults)
 
 
@@ -172,7 +175,7 @@ class Trained:
 
     params: Any
     state: Any
-    history: List[Dict[str, float]]
+    history: list[dict[str, float]]
     best_epoch: int
 
 
@@ -186,7 +189,9 @@ def optimizer(config: TrainConfig, steps_per_epoch: int, trainable=None) -> opta
         warmup = max(1, int(config.warmup_fraction * total))
         # Optax needs decay steps beyond the warm-up: one step in all (e.g. 1 epoch of one
         # batch) raised from inside it.
-        schedule = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup, max(warmup + 1, total))
+        schedule = optax.warmup_cosine_decay_schedule(
+            0.0, config.learning_rate, warmup, max(warmup + 1, total)
+        )
     else:
         schedule = optax.cosine_decay_schedule(config.learning_rate, max(1, total))
     transform = optax.adamw(schedule, weight_decay=config.weight_decay)
@@ -207,8 +212,8 @@ def run(
     key,
     state=None,
     trainable=None,
-    validation: Optional[Callable] = None,
-    evaluate: Optional[Callable] = None,
+    validation: Callable | None = None,
+    evaluate: Callable | None = None,
     scan: bool = True,
     description: str = "training",
 ) -> Trained:
@@ -271,8 +276,10 @@ def run(
 
     carry = (params, state, transform.init(params))
     best, chosen, best_epoch, waited = np.inf, carry, 0, 0
-    history: List[Dict[str, float]] = []
-    with Progress(config.epochs * steps, description=description, unit="step", enabled=config.progress) as bar:
+    history: list[dict[str, float]] = []
+    with Progress(
+        config.epochs * steps, description=description, unit="step", enabled=config.progress
+    ) as bar:
         for epoch in range(1, config.epochs + 1):
             bar.description = f"{description} epoch {epoch}/{config.epochs}"
             order = np.random.default_rng([config.seed, epoch]).permutation(n)[: steps * batch_size]
@@ -298,7 +305,9 @@ def run(
             if evaluate is not None:
                 record.update({name: float(value) for name, value in evaluate(carry[0], carry[1]).items()})
             history.append(record)
-            bar.metrics.update({k: v for k, v in record.items() if k != "epoch" and not k.startswith("train_")})
+            bar.metrics.update(
+                {k: v for k, v in record.items() if k != "epoch" and not k.startswith("train_")}
+            )
             score = record.get("validation_loss", -epoch)
             if not np.isfinite(best) or score < best - 1e-4 * abs(best):
                 best, chosen, best_epoch, waited = score, carry, epoch, 0

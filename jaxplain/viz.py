@@ -11,7 +11,7 @@ highlighting as a standalone HTML page, `curves` draws deletion / insertion curv
 from __future__ import annotations
 
 import html
-from typing import Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -95,8 +95,11 @@ def spatial_map(values: np.ndarray, size) -> np.ndarray:
     import jax
 
     values = _array("values", values, (3, 4), _MAPS)
-    if not (isinstance(size, (tuple, list)) and len(size) == 2
-            and all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in size)):
+    if not (
+        isinstance(size, (tuple, list))
+        and len(size) == 2
+        and all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in size)
+    ):
         raise TypeError(f"size must be (H, W), two ints, got {size!r}")
     if min(size) < 1:
         raise ValueError(f"size must be (H, W) with H, W >= 1, got {tuple(size)}")
@@ -136,8 +139,15 @@ def _draw_input(ax, image: np.ndarray) -> None:
     ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
 
 
-def _draw_heat(ax, image: Optional[np.ndarray], heat: np.ndarray, mode: str = "signed",
-               percentile: float = 99.0, overlay: bool = False, alpha: float = 0.6):
+def _draw_heat(
+    ax,
+    image: np.ndarray | None,
+    heat: np.ndarray,
+    mode: str = "signed",
+    percentile: float = 99.0,
+    overlay: bool = False,
+    alpha: float = 0.6,
+):
     """One heat-map panel on `ax`: an (H, W) attribution map, alone or over its input.
 
     Args:
@@ -171,7 +181,7 @@ def image_attributions(
     values: np.ndarray,
     path: str,
     *,
-    titles: Optional[Sequence[str]] = None,
+    titles: Sequence[str] | None = None,
     percentile: float = 99.0,
     columns: int = 4,
     mode: str = "signed",
@@ -232,7 +242,7 @@ def method_grid(
     attributions: Mapping[str, np.ndarray],
     path: str,
     *,
-    titles: Optional[Sequence[str]] = None,
+    titles: Sequence[str] | None = None,
     mode: str = "signed",
     percentile: float = 99.0,
     overlay: bool = False,
@@ -298,14 +308,19 @@ def tabular_attributions(
     values: np.ndarray,
     path: str,
     *,
-    feature_names: Optional[Sequence[str]] = None,
-    row_labels: Optional[Sequence[str]] = None,
+    feature_names: Sequence[str] | None = None,
+    row_labels: Sequence[str] | None = None,
     percentile: float = 99.0,
 ) -> str:
     """A heat-map of (examples x features) signed attributions; writes a PNG to `path`."""
     _output(path)
-    values = _array("values", values, (2,), "(examples, features); for one example pass values[None], "
-                    "for images or sequences values.reshape(n, -1)")
+    values = _array(
+        "values",
+        values,
+        (2,),
+        "(examples, features); for one example pass values[None], "
+        "for images or sequences values.reshape(n, -1)",
+    )
     n, d = values.shape
     _labels("feature_names", feature_names, d, "features")
     _labels("row_labels", row_labels, n, "examples")
@@ -329,7 +344,7 @@ def token_attributions(
     values: np.ndarray,
     path: str,
     *,
-    row_labels: Optional[Sequence[str]] = None,
+    row_labels: Sequence[str] | None = None,
     percentile: float = 99.0,
 ) -> str:
     """Tokens written in cells coloured by their signed attribution; writes a PNG.
@@ -351,8 +366,15 @@ def token_attributions(
     for i, row in enumerate(rows):
         for j, value in enumerate(row):
             dark = abs(value) > 0.6 * limit  # light text on saturated cells
-            ax.text(j, i, str(tokens[i][j]), ha="center", va="center", fontsize=6,
-                    color="white" if dark else "black")
+            ax.text(
+                j,
+                i,
+                str(tokens[i][j]),
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="white" if dark else "black",
+            )
     ax.set_xticks([])
     ax.set_yticks(range(n))
     ax.set_yticklabels(row_labels if row_labels is not None else range(n), fontsize=7)
@@ -383,7 +405,9 @@ def _token_rows(tokens: Sequence[Sequence[str]], values) -> list:
 
     values = values.values if isinstance(values, Attribution) else values
     if isinstance(tokens, str) or any(isinstance(words, str) for words in tokens):
-        raise TypeError("tokens must hold one sequence of strings per row, e.g. [['the', 'film']], not strings")
+        raise TypeError(
+            "tokens must hold one sequence of strings per row, e.g. [['the', 'film']], not strings"
+        )
     if len(values) != len(tokens):
         raise ValueError(f"values has {len(values)} rows for {len(tokens)} rows of tokens")
     rows = []
@@ -408,11 +432,11 @@ def _token_rows(tokens: Sequence[Sequence[str]], values) -> list:
 def text_html(
     tokens: Sequence[Sequence[str]],
     values,
-    path: Optional[str] = None,
+    path: str | None = None,
     *,
-    row_labels: Optional[Sequence[str]] = None,
+    row_labels: Sequence[str] | None = None,
     percentile: float = 99.0,
-    title: Optional[str] = None,
+    title: str | None = None,
 ) -> str:
     """Text highlighting as a standalone HTML page: tokens on their attribution's colour.
 
@@ -465,14 +489,21 @@ def text_html(
         lines.append(f"<h1>{heading}</h1>")
     lines.append(
         '<div class="legend">colour scale: '
-        + span("negative", -limit, f"{-limit:.4g}") + " "
-        + span("0", 0.0, "0") + " "
+        + span("negative", -limit, f"{-limit:.4g}")
+        + " "
+        + span("0", 0.0, "0")
+        + " "
         + span("positive", limit, f"{limit:.4g}")
         + f" (clipped at &plusmn;{limit:.4g}, the {percentile:g}th percentile of |value|)</div>"
     )
     for i, (words, row) in enumerate(zip(tokens, rows)):
-        cells = [span(html.escape(str(word)), float(value), f"{float(value):.4g}") for word, value in zip(words, row)]
-        label = f'<span class="label">{html.escape(str(row_labels[i]))}</span>' if row_labels is not None else ""
+        cells = [
+            span(html.escape(str(word)), float(value), f"{float(value):.4g}")
+            for word, value in zip(words, row)
+        ]
+        label = (
+            f'<span class="label">{html.escape(str(row_labels[i]))}</span>' if row_labels is not None else ""
+        )
         lines.append(f'<div class="row">{label}{" ".join(cells)}</div>')
     lines += ["</body>", "</html>", ""]
     document = "\n".join(lines)
@@ -500,11 +531,15 @@ def _curve_points(label: str, curve) -> tuple:
     if scores.ndim == 2:  # a batch of curves: their mean
         scores = scores.mean(axis=0)
     if scores.ndim != 1 or len(scores) < 2:
-        raise ValueError(f"curve {label!r}: expected at least 2 scores in a 1-D array, got shape {scores.shape}")
+        raise ValueError(
+            f"curve {label!r}: expected at least 2 scores in a 1-D array, got shape {scores.shape}"
+        )
     fractions = np.linspace(0.0, 1.0, len(scores)) if fractions is None else np.asarray(fractions, np.float64)
     if fractions.shape != scores.shape:
-        raise ValueError(f"curve {label!r}: {fractions.shape[0] if fractions.ndim else 0} fractions "
-                         f"for {len(scores)} scores")
+        raise ValueError(
+            f"curve {label!r}: {fractions.shape[0] if fractions.ndim else 0} fractions "
+            f"for {len(scores)} scores"
+        )
     return fractions, scores
 
 
@@ -524,7 +559,7 @@ def curves(
     curves: Mapping[str, object],
     path: str,
     *,
-    title: Optional[str] = None,
+    title: str | None = None,
     xlabel: str = "fraction of features removed",
     ylabel: str = "score",
     area: bool = True,
@@ -571,8 +606,12 @@ def curves(
     return path
 
 
-def convergence(curves_by_case: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]], path: str, *,
-                tolerance: float = 0.01) -> str:
+def convergence(
+    curves_by_case: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]],
+    path: str,
+    *,
+    tolerance: float = 0.01,
+) -> str:
     """The iso-convergence study: median L2 error against gradient evaluations; a PNG.
 
     One log-log subplot per case (4 to a row), one line per integration schedule, and a
@@ -590,14 +629,18 @@ def convergence(curves_by_case: Mapping[str, Mapping[str, Mapping[str, Sequence[
     """
     _output(path)
     if not isinstance(curves_by_case, Mapping):
-        raise TypeError(f"curves_by_case must be a dict {{case: {{schedule: curve}}}}, got {type(curves_by_case).__name__}")
+        raise TypeError(
+            f"curves_by_case must be a dict {{case: {{schedule: curve}}}}, got {type(curves_by_case).__name__}"
+        )
     cases = list(curves_by_case)
     if not cases:
         raise ValueError("curves_by_case is empty")
     for case, schedules in curves_by_case.items():  # before drawing, naming the case at fault
         if not isinstance(schedules, Mapping) or not schedules:
-            raise TypeError(f"curves_by_case[{case!r}] must be a non-empty dict {{schedule: {{'cost': [...], "
-                            f"'median_l2': [...]}}}}, got {schedules!r}")
+            raise TypeError(
+                f"curves_by_case[{case!r}] must be a non-empty dict {{schedule: {{'cost': [...], "
+                f"'median_l2': [...]}}}}, got {schedules!r}"
+            )
         for name, curve in schedules.items():
             where = f"curves_by_case[{case!r}][{name!r}]"
             if not isinstance(curve, Mapping) or not {"cost", "median_l2"} <= set(curve):
@@ -613,13 +656,18 @@ def convergence(curves_by_case: Mapping[str, Mapping[str, Mapping[str, Sequence[
     figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.2 * rows), squeeze=False)
     for axis, case in zip(axes.flat, cases):
         for name, curve in curves_by_case[case].items():
-            axis.loglog(curve["cost"], curve["median_l2"], marker="." if name != "auto" else "o",
-                        label=name, linewidth=2 if name in ("auto", "pilot_gauss", "gauss_legendre") else 1)
+            axis.loglog(
+                curve["cost"],
+                curve["median_l2"],
+                marker="." if name != "auto" else "o",
+                label=name,
+                linewidth=2 if name in ("auto", "pilot_gauss", "gauss_legendre") else 1,
+            )
         axis.axhline(tolerance, color="gray", linestyle=":", linewidth=1)
         axis.set_title(case, fontsize=9)
         axis.set_xlabel("gradient evaluations per input")
         axis.set_ylabel("median relative L2 error")
-    for axis in list(axes.flat)[len(cases):]:
+    for axis in list(axes.flat)[len(cases) :]:
         axis.axis("off")
     axes.flat[0].legend(fontsize=7)
     figure.tight_layout()

@@ -18,7 +18,7 @@ evenly over the groups.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -47,8 +47,9 @@ def labelled_rows(n: int, fraction: float, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(n)[:count])
 
 
-def positives(model: Model, x, key, *, reference, mask, groups: int, candidates: int = 30,
-              drop_probability: float = 0.5):
+def positives(
+    model: Model, x, key, *, reference, mask, groups: int, candidates: int = 30, drop_probability: float = 0.5
+):
     """CoRTX's synthetic positives: of `candidates` randomly masked copies, the closest in output.
 
     Args:
@@ -108,7 +109,7 @@ def pretrain_encoder(
     candidates: int = 30,
     drop_probability: float = 0.5,
     temperature: float = 0.02,
-    config: Optional[TrainConfig] = None,
+    config: TrainConfig | None = None,
     **settings,
 ):
     """Stage 1: trains `network`'s encoder contrastively; returns the network's variables.
@@ -142,7 +143,9 @@ def pretrain_encoder(
     width = network.apply(variables, x[:1], method="embedding").shape[-1]
     params = {
         "network": variables["params"],
-        "projection": jax.jit(projection.init)(networks.random_key(config.seed + 1), jnp.zeros((1, width)))["params"],
+        "projection": jax.jit(projection.init)(networks.random_key(config.seed + 1), jnp.zeros((1, width)))[
+            "params"
+        ],
     }
 
     def embed(params, inputs):
@@ -151,17 +154,29 @@ def pretrain_encoder(
 
     def loss(params, batch, key):
         positive, _ = positives(
-            model, batch["x"], key, reference=reference, mask=mask, groups=groups,
-            candidates=candidates, drop_probability=drop_probability,
+            model,
+            batch["x"],
+            key,
+            reference=reference,
+            mask=mask,
+            groups=groups,
+            candidates=candidates,
+            drop_probability=drop_probability,
         )
-        return info_nce(embed(params, batch["x"]), embed(params, jax.lax.stop_gradient(positive)), temperature)
+        return info_nce(
+            embed(params, batch["x"]), embed(params, jax.lax.stop_gradient(positive)), temperature
+        )
 
     trainable = {
-        "network": {name: jax.tree_util.tree_map(lambda _: name != "head", tree)
-                    for name, tree in params["network"].items()},
+        "network": {
+            name: jax.tree_util.tree_map(lambda _: name != "head", tree)
+            for name, tree in params["network"].items()
+        },
         "projection": jax.tree_util.tree_map(lambda _: True, params["projection"]),
     }
-    result = training.fit(loss, params, {"x": x}, trainable=trainable, description="cortx encoder", config=config)
+    result = training.fit(
+        loss, params, {"x": x}, trainable=trainable, description="cortx encoder", config=config
+    )
     return {"params": result.params["network"]}
 
 
@@ -173,10 +188,10 @@ def train_cortx(
     *,
     label_fraction: float,
     encoder_variables=None,
-    head_epochs: Optional[int] = None,
-    head_config: Optional[TrainConfig] = None,
-    seed: Optional[int] = None,
-    progress: Optional[bool] = None,
+    head_epochs: int | None = None,
+    head_config: TrainConfig | None = None,
+    seed: int | None = None,
+    progress: bool | None = None,
     **pretrain_settings,
 ) -> Explainer:
     """CoRTX: contrastive encoder (stage 1) and a head on `label_fraction` of the labels (stage 2).
@@ -209,16 +224,33 @@ def train_cortx(
     x = check_labelled(x, labels)
     if head_epochs is not None:
         _checks.positive_int("head_epochs", head_epochs)
-    head = resolve("train_cortx", supervised.DEFAULTS, head_config,
-                   {"epochs": head_epochs, "seed": seed, "progress": progress})
+    head = resolve(
+        "train_cortx",
+        supervised.DEFAULTS,
+        head_config,
+        {"epochs": head_epochs, "seed": seed, "progress": progress},
+    )
     rows = labelled_rows(len(x), label_fraction, head.seed)
     facts = teacher_facts(labels)
     if encoder_variables is None:
         encoder_variables = pretrain_encoder(
-            network, model, x, reference=facts["reference"], feature_mask=facts["feature_mask"],
-            seed=head.seed, progress=head.progress, **pretrain_settings,
+            network,
+            model,
+            x,
+            reference=facts["reference"],
+            feature_mask=facts["feature_mask"],
+            seed=head.seed,
+            progress=head.progress,
+            **pretrain_settings,
         )
     return train_supervised(
-        network, model, x[rows], labels.rows(rows), variables=encoder_variables,
-        train_only_head=True, recipe="cortx", label_fraction=label_fraction, config=head,
+        network,
+        model,
+        x[rows],
+        labels.rows(rows),
+        variables=encoder_variables,
+        train_only_head=True,
+        recipe="cortx",
+        label_fraction=label_fraction,
+        config=head,
     )

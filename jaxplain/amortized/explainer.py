@@ -15,7 +15,7 @@ import dataclasses
 import functools
 import json
 import os
-from typing import Any, Dict, Optional
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -32,8 +32,17 @@ from jaxplain.model import Model, Targets, normalize_targets
 KIND = "explainer"
 # Set by the recipes; everything else in `metadata` is free-form (fidelity, command, ...).
 REQUIRED = (
-    "recipe", "num_classes", "input_shape", "input_dtype", "reference", "feature_mask",
-    "efficiency", "completeness", "output_scale", "teacher", "label_fraction",
+    "recipe",
+    "num_classes",
+    "input_shape",
+    "input_dtype",
+    "reference",
+    "feature_mask",
+    "efficiency",
+    "completeness",
+    "output_scale",
+    "teacher",
+    "label_fraction",
 )
 
 
@@ -61,14 +70,14 @@ class Explainer:
 
     network: nn.Module
     variables: Any
-    metadata: Dict[str, Any]
+    metadata: dict[str, Any]
 
     def __post_init__(self):
         missing = [key for key in REQUIRED if key not in self.metadata]
         if missing:
             raise ValueError(f"metadata lacks {', '.join(missing)}")
 
-    def __call__(self, model: Model, x, *, target, efficiency: Optional[bool] = None) -> Attribution:
+    def __call__(self, model: Model, x, *, target, efficiency: bool | None = None) -> Attribution:
         """Explains `x` in one forward pass of the network.
 
         With efficiency, the additive correction of FastSHAP and CoRTX spreads the
@@ -121,9 +130,18 @@ class Explainer:
         mask, groups = self.groups()
         evaluate = efficiency or meta["completeness"] or targets.indices is None
         return _explain(
-            self.network, self.variables, model, x, self.reference(x.dtype), mask, targets,
-            scale=float(meta["output_scale"]), groups=groups, efficiency=efficiency,
-            evaluate=evaluate, completeness=bool(meta["completeness"]),
+            self.network,
+            self.variables,
+            model,
+            x,
+            self.reference(x.dtype),
+            mask,
+            targets,
+            scale=float(meta["output_scale"]),
+            groups=groups,
+            efficiency=efficiency,
+            evaluate=evaluate,
+            completeness=bool(meta["completeness"]),
         )
 
     def groups(self):
@@ -140,7 +158,7 @@ class Explainer:
         dtype = dtype or self.metadata["input_dtype"]
         return np.broadcast_to(np.asarray(self.metadata["reference"]), shape).astype(dtype)
 
-    def replace(self, **metadata) -> "Explainer":
+    def replace(self, **metadata) -> Explainer:
         """A copy with some metadata fields added or replaced."""
         return dataclasses.replace(self, metadata={**self.metadata, **io._encode(metadata)})
 
@@ -164,8 +182,19 @@ jax.tree_util.register_pytree_node(Explainer, _flatten, _unflatten)
     jax.jit, static_argnames=("network", "scale", "groups", "efficiency", "evaluate", "completeness")
 )
 def _explain(
-    network, variables, model, x, reference, mask, targets: Targets, *,
-    scale, groups, efficiency, evaluate, completeness,
+    network,
+    variables,
+    model,
+    x,
+    reference,
+    mask,
+    targets: Targets,
+    *,
+    scale,
+    groups,
+    efficiency,
+    evaluate,
+    completeness,
 ):
     batch = x.shape[0]
     raw = network.apply(variables, x).astype(jnp.float32) * scale  # (B, C, *features)

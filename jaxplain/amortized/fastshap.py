@@ -22,7 +22,7 @@ explainer learns the Shapley values of the game.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -137,7 +137,7 @@ def masked_inputs(x, reference, mask, coalitions):
     return jnp.where(present, x[:, None], reference), present
 
 
-def _game(model: Model, surrogate: Optional[Surrogate], x, reference, mask, coalitions):
+def _game(model: Model, surrogate: Surrogate | None, x, reference, mask, coalitions):
     """v(S) `(B, n, C)` in the model's output space, by the model or the surrogate."""
     masked, present = masked_inputs(x, reference, mask, coalitions)
     rows = masked.reshape(-1, *x.shape[1:])
@@ -158,7 +158,7 @@ def train_surrogate(
     feature_mask=None,
     samples: int = 4,
     variables=None,
-    config: Optional[TrainConfig] = None,
+    config: TrainConfig | None = None,
     **settings,
 ) -> Surrogate:
     """Trains a surrogate by KL to the model on inputs with random groups removed.
@@ -193,7 +193,9 @@ def train_surrogate(
     config = resolve("train_surrogate", SURROGATE_DEFAULTS, config, settings)
     samples = _checks.positive_int("samples", samples)
     if not isinstance(classifier, nn.Module):
-        raise TypeError(f"classifier must be a flax.linen.Module (e.g. jaxplain.models.MLP), got {type(classifier).__name__}")
+        raise TypeError(
+            f"classifier must be a flax.linen.Module (e.g. jaxplain.models.MLP), got {type(classifier).__name__}"
+        )
     if variables is not None and not (hasattr(variables, "keys") and "params" in variables):
         raise TypeError("variables must be the dict of MaskedInput(classifier).init, {'params': ...}")
     x, reference, mask, groups, num_classes = checked_inputs(model, x, reference, feature_mask)
@@ -229,9 +231,9 @@ def train_fastshap(
     *,
     reference=0.0,
     feature_mask=None,
-    surrogate: Optional[Surrogate] = None,
+    surrogate: Surrogate | None = None,
     samples: int = 32,
-    config: Optional[TrainConfig] = None,
+    config: TrainConfig | None = None,
     **settings,
 ) -> Explainer:
     """Trains `network` on the FastSHAP objective (see the module docstring).
@@ -263,9 +265,13 @@ def train_fastshap(
     config = resolve("train_fastshap", DEFAULTS, config, settings)
     samples = _checks.positive_int("samples", samples)
     if samples % 2:
-        raise ValueError(f"samples must be even (each coalition is paired with its complement), got {samples}")
+        raise ValueError(
+            f"samples must be even (each coalition is paired with its complement), got {samples}"
+        )
     if surrogate is not None and not isinstance(surrogate, Surrogate):
-        raise TypeError(f"surrogate must be a Surrogate from train_surrogate or None, got {type(surrogate).__name__}")
+        raise TypeError(
+            f"surrogate must be a Surrogate from train_surrogate or None, got {type(surrogate).__name__}"
+        )
     x, reference, mask, groups, num_classes = checked_inputs(model, x, reference, feature_mask)
     if groups < 2:
         raise ValueError("train_fastshap needs at least 2 groups of features")
@@ -288,11 +294,20 @@ def train_fastshap(
 
     result = training.fit_held_out(loss, variables["params"], {"x": x}, config, description="fastshap")
     return make(
-        network, {"params": result.params},
-        recipe="fastshap", teacher=None, label_fraction=0.0, num_classes=num_classes,
-        input_shape=list(x.shape[1:]), input_dtype=str(x.dtype), output_scale=scale,
-        reference=reference, feature_mask=None if feature_mask is None else mask,
-        efficiency=True, completeness=True, samples=samples,
+        network,
+        {"params": result.params},
+        recipe="fastshap",
+        teacher=None,
+        label_fraction=0.0,
+        num_classes=num_classes,
+        input_shape=list(x.shape[1:]),
+        input_dtype=str(x.dtype),
+        output_scale=scale,
+        reference=reference,
+        feature_mask=None if feature_mask is None else mask,
+        efficiency=True,
+        completeness=True,
+        samples=samples,
         value_function="surrogate" if surrogate is not None else "model at reference",
         history=training.summary(result),
     )

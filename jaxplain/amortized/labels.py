@@ -15,14 +15,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Dict, Optional
+from typing import Any
 
 import jax
 import numpy as np
 
 from jaxplain import _batches, _checks
 from jaxplain._batches import Batch
-from jaxplain._store import digest as _digest, model_digest, output_path, settings_json as teacher_settings, write_atomic
+from jaxplain._store import digest as _digest
+from jaxplain._store import model_digest, output_path, write_atomic
+from jaxplain._store import settings_json as teacher_settings
 from jaxplain.methods.registry import METHODS, options_of, resolve
 from jaxplain.model import Model
 
@@ -45,12 +47,12 @@ class Labels:
     values: np.ndarray
     output_difference: np.ndarray
     delta: np.ndarray
-    teacher: Dict[str, Any]
+    teacher: dict[str, Any]
 
     def __len__(self) -> int:
         return len(self.values)
 
-    def rows(self, indices) -> "Labels":
+    def rows(self, indices) -> Labels:
         """The labels of some examples only."""
         rows = np.asarray(indices)
         return Labels(self.values[rows], self.output_difference[rows], self.delta[rows], self.teacher)
@@ -89,7 +91,7 @@ def make_labels(
     x,
     *,
     batch_size: int = 64,
-    cache_dir: Optional[str] = None,
+    cache_dir: str | None = None,
     progress: bool = True,
     **settings,
 ) -> Labels:
@@ -148,8 +150,10 @@ def make_labels(
         if os.path.isfile(final):
             with np.load(final) as stored:
                 return Labels(stored["values"], stored["output_difference"], stored["delta"], teacher)
-    batches = [Batch(number, start, x[start : start + batch_size])
-               for number, start in enumerate(range(0, len(x), batch_size))]
+    batches = [
+        Batch(number, start, x[start : start + batch_size])
+        for number, start in enumerate(range(0, len(x), batch_size))
+    ]
     parts = _Parts(folder, len(batches))
     every_class = np.arange(num_classes)[None, :]
 
@@ -164,9 +168,13 @@ def make_labels(
         }
 
     done = sum(len(batch.x) for batch in batches if batch.number in parts.finished())
-    _batches.run(batches, compute, parts, total=len(x), done=done, description=f"labels {name}", progress=progress)
+    _batches.run(
+        batches, compute, parts, total=len(x), done=done, description=f"labels {name}", progress=progress
+    )
     loaded = [parts.load(batch.number) for batch in batches]
-    joined = {k: np.concatenate([part[k] for part in loaded]) for k in ("values", "output_difference", "delta")}
+    joined = {
+        k: np.concatenate([part[k] for part in loaded]) for k in ("values", "output_difference", "delta")
+    }
     if folder is not None:
         os.makedirs(folder, exist_ok=True)
         write_atomic(os.path.join(folder, LABELS_FILE), **joined)
@@ -179,7 +187,7 @@ class _Parts:
     """make_labels' index (`jaxplain._batches.Index`): a part file per finished batch in
     the cache folder, `part-<i>.npz`, written atomically; without a folder, the arrays."""
 
-    def __init__(self, folder: Optional[str], count: int):
+    def __init__(self, folder: str | None, count: int):
         self.folder, self.count, self.held = folder, count, {}
 
     def _path(self, number: int) -> str:

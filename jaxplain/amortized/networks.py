@@ -18,7 +18,7 @@ train both or freeze the encoder and fit only the head.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -201,7 +201,9 @@ class TokenExplainer(nn.Module):
         # parameters have the classifier's names, so its weights copy in; its head is
         # never called and has no parameters here.
         self.encoder = TextClassifier(
-            num_classes=1, max_length=self.feature_shape[0], dropout_rate=0.0,
+            num_classes=1,
+            max_length=self.feature_shape[0],
+            dropout_rate=0.0,
             **{field: getattr(self, field) for field in ENCODER_FIELDS},
         )
         self.head = _TokenHead(self.num_classes)

@@ -10,7 +10,6 @@ call; the others keep the explainer's values.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
 import jax.numpy as jnp
 import numpy as np
@@ -77,12 +76,15 @@ def selective(
         values[rows] = np.asarray(exact.values)[: rows.size]
         if exact.delta is not None:
             delta[rows] = np.asarray(exact.delta)[: rows.size]
-    extras = {**fast.extras, "recomputed": jnp.asarray(flagged),
-              "recomputed_fraction": jnp.asarray(flagged.mean())}
+    extras = {
+        **fast.extras,
+        "recomputed": jnp.asarray(flagged),
+        "recomputed_fraction": jnp.asarray(flagged.mean()),
+    }
     return dataclasses.replace(fast, values=jnp.asarray(values), delta=jnp.asarray(delta), extras=extras)
 
 
-def _exact_method(explainer: Explainer, method: Optional[object]):
+def _exact_method(explainer: Explainer, method: object | None):
     if method is not None:
         return METHODS[method_name(method)].function, {}
     teacher = explainer.metadata["teacher"]

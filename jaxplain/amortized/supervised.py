@@ -13,8 +13,6 @@ Optax loop with early stopping on a held-out part of the training rows.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -55,7 +53,9 @@ def teacher_facts(labels: Labels) -> dict:
 def check_labelled(x, labels) -> np.ndarray:
     """x as training inputs, checked against its `Labels` (type, count, example shape)."""
     if not isinstance(labels, Labels):
-        raise TypeError(f"labels must be jaxplain.amortized.Labels (from make_labels), got {type(labels).__name__}")
+        raise TypeError(
+            f"labels must be jaxplain.amortized.Labels (from make_labels), got {type(labels).__name__}"
+        )
     x = training.inputs(x)
     if len(labels) != len(x):
         raise ValueError(f"labels hold {len(labels)} examples but x holds {len(x)}")
@@ -74,12 +74,12 @@ def train_supervised(
     labels: Labels,
     *,
     rank_weight: float = 0.0,
-    efficiency: Optional[bool] = None,
+    efficiency: bool | None = None,
     variables=None,
     train_only_head: bool = False,
     recipe: str = "supervised",
     label_fraction: float = 1.0,
-    config: Optional[TrainConfig] = None,
+    config: TrainConfig | None = None,
     **settings,
 ) -> Explainer:
     """Fits `network` to a teacher's labels by mean squared error (and a rank loss).
@@ -138,14 +138,27 @@ def train_supervised(
             name: jax.tree_util.tree_map(lambda _: name == "head", tree)
             for name, tree in variables["params"].items()
         }
-    result = training.fit_held_out(loss, variables["params"], {"x": x, "target": targets}, config,
-                                   trainable=trainable, description=recipe)
+    result = training.fit_held_out(
+        loss,
+        variables["params"],
+        {"x": x, "target": targets},
+        config,
+        trainable=trainable,
+        description=recipe,
+    )
     return make(
-        network, {"params": result.params},
-        recipe=recipe, teacher=labels.teacher, label_fraction=label_fraction,
-        num_classes=int(labels.values.shape[1]), input_shape=list(x.shape[1:]),
-        input_dtype=str(x.dtype), output_scale=scale,
+        network,
+        {"params": result.params},
+        recipe=recipe,
+        teacher=labels.teacher,
+        label_fraction=label_fraction,
+        num_classes=int(labels.values.shape[1]),
+        input_shape=list(x.shape[1:]),
+        input_dtype=str(x.dtype),
+        output_scale=scale,
         efficiency=facts["completeness"] if efficiency is None else bool(efficiency),
-        rank_weight=rank_weight, labelled_examples=len(x),
-        history=training.summary(result), **facts,
+        rank_weight=rank_weight,
+        labelled_examples=len(x),
+        history=training.summary(result),
+        **facts,
     )

@@ -10,7 +10,7 @@ out and stops early on the loss there. The recipes' settings are a
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -22,11 +22,22 @@ from jaxplain.training import TrainConfig, Trained
 
 FitResult = Trained  # what `fit` returns (its `state` is None)
 
-DEFAULTS = TrainConfig(epochs=100, batch_size=64, learning_rate=1e-3, weight_decay=1e-4, warmup_fraction=0.0,
-                       clip_norm=1.0, patience=10, validation_fraction=0.0, seed=0, progress=True)
+DEFAULTS = TrainConfig(
+    epochs=100,
+    batch_size=64,
+    learning_rate=1e-3,
+    weight_decay=1e-4,
+    warmup_fraction=0.0,
+    clip_norm=1.0,
+    patience=10,
+    validation_fraction=0.0,
+    seed=0,
+    progress=True,
+)
 # The recipes' (train_supervised, train_fastshap): longer, with early stopping on 15% held out.
-RECIPE_DEFAULTS = DEFAULTS.replace(epochs=300, batch_size=32, learning_rate=2e-3, patience=30,
-                                   validation_fraction=0.15)
+RECIPE_DEFAULTS = DEFAULTS.replace(
+    epochs=300, batch_size=32, learning_rate=2e-3, patience=30, validation_fraction=0.15
+)
 
 
 def inputs(x, name: str = "x") -> np.ndarray:
@@ -62,11 +73,11 @@ def fit(
     params,
     data,
     *,
-    validation: Optional[Callable] = None,
+    validation: Callable | None = None,
     validation_data=None,
     trainable=None,
     description: str = "training",
-    config: Optional[TrainConfig] = None,
+    config: TrainConfig | None = None,
     **settings,
 ) -> FitResult:
     """Minimises `loss_fn(params, batch, key)` with `jaxplain.training.run`.
@@ -101,13 +112,20 @@ def fit(
         return loss_fn(params, batch, key), (state, {})
 
     return training.run(
-        loss, params, data, config, key=networks.random_key(config.seed), trainable=trainable,
-        validation=validate, description=description,
+        loss,
+        params,
+        data,
+        config,
+        key=networks.random_key(config.seed),
+        trainable=trainable,
+        validation=validate,
+        description=description,
     )
 
 
-def fit_held_out(loss_fn: Callable, params, data, config: TrainConfig, *, trainable=None,
-                 description: str = "training") -> FitResult:
+def fit_held_out(
+    loss_fn: Callable, params, data, config: TrainConfig, *, trainable=None, description: str = "training"
+) -> FitResult:
     """`fit` on the rows of `data` not held out, stopping early on the loss of those held out.
 
     `config.validation_fraction` of the rows are held out (`split_rows`); the validation
@@ -121,9 +139,14 @@ def fit_held_out(loss_fn: Callable, params, data, config: TrainConfig, *, traina
         return loss_fn(params, held, networks.random_key(config.seed + 1))
 
     return fit(
-        loss_fn, params, jax.tree_util.tree_map(lambda leaf: leaf[train_rows], data),
-        validation=validation if len(validation_rows) else None, validation_data=held, trainable=trainable,
-        description=description, config=config,
+        loss_fn,
+        params,
+        jax.tree_util.tree_map(lambda leaf: leaf[train_rows], data),
+        validation=validation if len(validation_rows) else None,
+        validation_data=held,
+        trainable=trainable,
+        description=description,
+        config=config,
     )
 
 

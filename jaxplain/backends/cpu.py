@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -78,18 +77,20 @@ def compiler_options(convolutional: bool = True) -> dict:
     return dict(_accepted(tuple(sorted(COMPILER_OPTIONS.items()))))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _accepted(options: tuple) -> tuple:
     """`options` if this jaxlib compiles with them, else () (an older or newer jaxlib)."""
     try:
         with jax.core.eval_context():
-            jax.jit(lambda v: v + 1, compiler_options=dict(options)).lower(jnp.zeros((), jnp.float32)).compile()
+            jax.jit(lambda v: v + 1, compiler_options=dict(options)).lower(
+                jnp.zeros((), jnp.float32)
+            ).compile()
     except Exception:
         return ()
     return options
 
 
-def chunk_points(row_bytes: int, batch: int) -> Optional[int]:
+def chunk_points(row_bytes: int, batch: int) -> int | None:
     """The most points a default chunk of `batch` examples takes on the CPU, for rows that
     keep `row_bytes` for their backward pass; None where not `tuned()` (no cap)."""
     if not tuned():
@@ -117,8 +118,8 @@ def polyphase_max_pool() -> bool:
     return tuned()
 
 
-@functools.lru_cache(maxsize=None)
-def memory_bytes() -> Optional[int]:
+@functools.cache
+def memory_bytes() -> int | None:
     """The machine's memory, where the OS tells (the CPU backend reports no memory stats)."""
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

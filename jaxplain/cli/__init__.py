@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import errno
 import sys
-from typing import List, Optional
 
 from jaxplain.cli import evaluate, explain, train
 from jaxplain.cli._common import Parser, UsageError
@@ -31,8 +30,11 @@ __all__ = ["UsageError", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="jaxplain", description="Attributions for JAX and Flax classifiers.",
-                    epilog="Run jaxplain COMMAND --help for a command's options and examples.")
+    parser = Parser(
+        prog="jaxplain",
+        description="Attributions for JAX and Flax classifiers.",
+        epilog="Run jaxplain COMMAND --help for a command's options and examples.",
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     explain.add_parsers(commands)
     evaluate.add_parser(commands)
@@ -60,7 +62,7 @@ def list_methods() -> int:
     return 0
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
@@ -82,4 +84,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 # OSErrors that say the path given cannot be written: the user's to fix, like a bad argument.
-PATH_ERRORS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOENT)
+PATH_ERRORS = (
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.EEXIST,
+    errno.ENOENT,
+)

@@ -6,7 +6,6 @@ import argparse
 import dataclasses
 import functools
 import os
-from typing import Optional
 
 import numpy as np
 
@@ -38,8 +37,13 @@ def output(option: str, path: str, *, folder: bool = True) -> str:
 def add_command(commands, name: str, *, help: str, description: str, examples: str, model: str, data: str):
     """A command's parser, with its examples after the options as they are written, and
     its --model and --data (both required; `model` and `data` are their help texts)."""
-    parser = commands.add_parser(name, help=help, description=description, epilog=examples,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = commands.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog=examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--model", required=True, help=model)
     parser.add_argument("--data", required=True, help=data)
     return parser
@@ -49,7 +53,9 @@ def sizes(text: str):
     try:
         values = tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated sizes such as 2,2,1, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated sizes such as 2,2,1, got {text!r}"
+        ) from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
     return values
@@ -59,7 +65,7 @@ def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
@@ -83,7 +89,7 @@ def check_method(name: str) -> None:
         raise UsageError(f"unknown method {name!r}; choose one of: {', '.join(sorted(methods()))}")
 
 
-def load_data(name: str, data_dir: Optional[str]):
+def load_data(name: str, data_dir: str | None):
     from jaxplain import data
 
     try:
@@ -121,7 +127,7 @@ def target(choice: str, num_classes: int):
     try:
         value = int(choice)
     except ValueError:
-        raise UsageError(f"--target must be 'predicted', 'label' or a class index, got {choice!r}")
+        raise UsageError(f"--target must be 'predicted', 'label' or a class index, got {choice!r}") from None
     if not 0 <= value < num_classes:
         raise UsageError(f"--target {value} is outside the model's classes 0..{num_classes - 1}")
     return value
@@ -130,32 +136,74 @@ def target(choice: str, num_classes: int):
 def add_method_arguments(parser) -> None:
     """The settings of the methods, shared by explain, evaluate and train-explainer."""
     group = parser.add_argument_group("method settings (each method takes those it knows)")
-    group.add_argument("--output", choices=("logits", "probs", "log_probs"), default="logits", help="which model output to explain")
-    group.add_argument("--steps", type=positive_int, default=64, help="path points of the path methods (default 64)")
-    group.add_argument("--schedule", default="gauss_legendre", help="interpolation schedule of the path methods")
-    group.add_argument("--baseline", type=float, default=0.0, help="constant baseline of path and perturbation methods (default 0; padding for text)")
-    group.add_argument("--samples", type=positive_int, default=None, help="samples of randomized methods (default: the method's)")
+    group.add_argument(
+        "--output",
+        choices=("logits", "probs", "log_probs"),
+        default="logits",
+        help="which model output to explain",
+    )
+    group.add_argument(
+        "--steps", type=positive_int, default=64, help="path points of the path methods (default 64)"
+    )
+    group.add_argument(
+        "--schedule", default="gauss_legendre", help="interpolation schedule of the path methods"
+    )
+    group.add_argument(
+        "--baseline",
+        type=float,
+        default=0.0,
+        help="constant baseline of path and perturbation methods (default 0; padding for text)",
+    )
+    group.add_argument(
+        "--samples",
+        type=positive_int,
+        default=None,
+        help="samples of randomized methods (default: the method's)",
+    )
     group.add_argument("--seed", type=int, default=0, help="seed of the key of randomized methods")
-    group.add_argument("--background", type=positive_int, default=64, help="training examples used as references by expected_gradients and deeplift_shap (default 64)")
-    group.add_argument("--layer", default=None, help="layer path for layer methods, e.g. Conv_1 (see jaxplain.layer_names)")
-    group.add_argument("--neuron", type=int, default=None, help="unit index (flattened) of --layer for neuron methods")
+    group.add_argument(
+        "--background",
+        type=positive_int,
+        default=64,
+        help="training examples used as references by expected_gradients and deeplift_shap (default 64)",
+    )
+    group.add_argument(
+        "--layer", default=None, help="layer path for layer methods, e.g. Conv_1 (see jaxplain.layer_names)"
+    )
+    group.add_argument(
+        "--neuron", type=int, default=None, help="unit index (flattened) of --layer for neuron methods"
+    )
     group.add_argument("--window", type=sizes, default=None, help="occlusion window, e.g. 2,2,1")
-    group.add_argument("--patch", type=sizes, default=None, help="feature groups of the Shapley, ablation and LIME methods: boxes of this size, e.g. 2,2,1 (default: every feature its own group; every token for text)")
+    group.add_argument(
+        "--patch",
+        type=sizes,
+        default=None,
+        help="feature groups of the Shapley, ablation and LIME methods: boxes of this size, e.g. 2,2,1 (default: every feature its own group; every token for text)",
+    )
     group.add_argument("--rule", default=None, help="LRP rule (epsilon, gamma, alpha1beta0, composite)")
-    group.add_argument("--wrap", default="saliency", help="the method that smoothgrad, smoothgrad_sq and vargrad run on noisy copies, their method option (default saliency)")
-    group.add_argument("--noise-scale", type=float, default=None, help="noise of smoothgrad and kin, as a fraction of the input range")
+    group.add_argument(
+        "--wrap",
+        default="saliency",
+        help="the method that smoothgrad, smoothgrad_sq and vargrad run on noisy copies, their method option (default saliency)",
+    )
+    group.add_argument(
+        "--noise-scale",
+        type=float,
+        default=None,
+        help="noise of smoothgrad and kin, as a fraction of the input range",
+    )
 
 
 @dataclasses.dataclass
 class Inputs:
     """What a method is run on: the model, the embedder of a text model, the settings."""
 
-    model: object            # explains inputs (float) or embeddings (text)
-    embedder: object         # None, or a Model from token ids to embeddings
+    model: object  # explains inputs (float) or embeddings (text)
+    embedder: object  # None, or a Model from token ids to embeddings
     pad_id: int
-    candidates: dict         # every setting a method may take; key excluded
+    candidates: dict  # every setting a method may take; key excluded
     text: bool
-    token_model: object      # the model on its own inputs (token ids for text)
+    token_model: object  # the model on its own inputs (token ids for text)
 
     def for_method(self, name: str):
         """(model, embedder) for method `name`: layer methods capture layers inside the
@@ -176,7 +224,12 @@ def inputs(checkpoint, dataset, args, example_shape) -> Inputs:
         pad_id = int(getattr(checkpoint.module, "pad_id", 0))
         embedded_shape = tuple(np.shape(embedder(np.zeros((1, *example_shape), dataset.x_train.dtype)))[1:])
     else:
-        embedder, model, pad_id, embedded_shape = None, checkpoint.model(output=args.output), 0, tuple(example_shape)
+        embedder, model, pad_id, embedded_shape = (
+            None,
+            checkpoint.model(output=args.output),
+            0,
+            tuple(example_shape),
+        )
     if args.patch is not None:
         if len(args.patch) != len(embedded_shape):
             raise UsageError(f"--patch needs one size per axis of an example, shape {embedded_shape}")
@@ -186,9 +239,17 @@ def inputs(checkpoint, dataset, args, example_shape) -> Inputs:
     else:
         feature_mask = None
     candidates = {
-        "feature_mask": feature_mask, "steps": args.steps, "schedule": args.schedule, "baseline": args.baseline,
-        "samples": args.samples, "layer": args.layer, "neuron": args.neuron, "window": args.window, "rule": args.rule,
-        "noise_scale": args.noise_scale, "background": np.asarray(dataset.x_train[: args.background]),
+        "feature_mask": feature_mask,
+        "steps": args.steps,
+        "schedule": args.schedule,
+        "baseline": args.baseline,
+        "samples": args.samples,
+        "layer": args.layer,
+        "neuron": args.neuron,
+        "window": args.window,
+        "rule": args.rule,
+        "noise_scale": args.noise_scale,
+        "background": np.asarray(dataset.x_train[: args.background]),
     }
     if args.rule in ("zbox", "composite"):  # the first layer's input bounds: the data's range
         candidates.update(low=float(np.min(dataset.x_train)), high=float(np.max(dataset.x_train)))
@@ -260,7 +321,12 @@ def token_words(dataset, tokens) -> list:
     rows = []
     for row in np.asarray(tokens):
         if vocabulary is not None and hasattr(vocabulary, "tokens"):
-            rows.append([vocabulary.tokens[int(t)] if 0 <= int(t) < len(vocabulary.tokens) else str(int(t)) for t in row])
+            rows.append(
+                [
+                    vocabulary.tokens[int(t)] if 0 <= int(t) < len(vocabulary.tokens) else str(int(t))
+                    for t in row
+                ]
+            )
         else:
             rows.append([str(int(t)) for t in row])
     return rows

@@ -28,23 +28,42 @@ def add_parser(commands) -> None:
     from jaxplain.metrics.evaluate import METRICS
 
     parser = _common.add_command(
-        commands, "evaluate",
+        commands,
+        "evaluate",
         help="compare methods on a dataset by faithfulness and robustness metrics",
         description="Run several methods on the first N examples of a split, judge each by the "
         "metrics, print the table and draw the methods side by side.",
-        examples=EXAMPLES, model="checkpoint folder", data="dataset name (see jaxplain explain --help)",
+        examples=EXAMPLES,
+        model="checkpoint folder",
+        data="dataset name (see jaxplain explain --help)",
     )
-    parser.add_argument("--methods", type=_common.names, default=DEFAULT_METHODS,
-                        help=f"comma-separated method names (default {','.join(DEFAULT_METHODS)})")
-    parser.add_argument("--metrics", type=_common.names, default=tuple(METRICS),
-                        help=f"comma-separated metrics (default all: {','.join(METRICS)})")
+    parser.add_argument(
+        "--methods",
+        type=_common.names,
+        default=DEFAULT_METHODS,
+        help=f"comma-separated method names (default {','.join(DEFAULT_METHODS)})",
+    )
+    parser.add_argument(
+        "--metrics",
+        type=_common.names,
+        default=tuple(METRICS),
+        help=f"comma-separated metrics (default all: {','.join(METRICS)})",
+    )
     parser.add_argument("--split", choices=("test", "train"), default="test")
     parser.add_argument("--n", type=_common.positive_int, default=16, help="examples (default 16)")
     parser.add_argument("--target", default="predicted", help="'predicted', 'label' or a class index")
-    parser.add_argument("--metric-samples", type=_common.positive_int, default=32, help="random draws of the sampling metrics (default 32)")
+    parser.add_argument(
+        "--metric-samples",
+        type=_common.positive_int,
+        default=32,
+        help="random draws of the sampling metrics (default 32)",
+    )
     parser.add_argument("--data-dir", default=None, help="TFDS data folder")
-    parser.add_argument("--out", default="jaxplain_eval", help="output folder: new, empty, or an earlier evaluate's "
-                        "(default ./jaxplain_eval)")
+    parser.add_argument(
+        "--out",
+        default="jaxplain_eval",
+        help="output folder: new, empty, or an earlier evaluate's (default ./jaxplain_eval)",
+    )
     _common.add_method_arguments(parser)
 
 
@@ -59,7 +78,9 @@ def evaluate(args) -> int:
     for name in (*args.methods, args.wrap):
         _common.check_method(name)
         if name in args.methods and "target" not in _common.methods()[name].parameters:
-            raise UsageError(f"{name} explains a neuron, not a class: the metrics need a class (use jaxplain explain)")
+            raise UsageError(
+                f"{name} explains a neuron, not a class: the metrics need a class (use jaxplain explain)"
+            )
     unknown = [m for m in args.metrics if m not in METRICS]
     if unknown:
         raise UsageError(f"unknown metric {unknown[0]!r}; choose from: {', '.join(METRICS)}")
@@ -81,19 +102,33 @@ def evaluate(args) -> int:
     for name in args.methods:
         info = _common.methods()[name]
         if inputs.text and info.family == "layer":
-            raise UsageError(f"{name} on a text model: evaluate judges methods on the embeddings; "
-                             "use integrated_gradients (which explains the embeddings) instead")
+            raise UsageError(
+                f"{name} on a text model: evaluate judges methods on the embeddings; "
+                "use integrated_gradients (which explains the embeddings) instead"
+            )
         methods[name] = (name, _common.method_options(name, args.wrap, candidates))
     chosen = labels if target == "label" else target
     try:
-        table = jaxplain.evaluate(methods, inputs.model, x, target=chosen, key=jax.random.key(args.seed),
-                                  metrics=args.metrics, samples=args.metric_samples, progress=True)
+        table = jaxplain.evaluate(
+            methods,
+            inputs.model,
+            x,
+            target=chosen,
+            key=jax.random.key(args.seed),
+            metrics=args.metrics,
+            samples=args.metric_samples,
+            progress=True,
+        )
     except (ValueError, TypeError) as error:
         raise _common.usage_from(error) from error
 
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "table.json"), "w") as f:  # first: it marks the folder as evaluate's
-        json.dump({"model": args.model, "data": args.data, "split": args.split, "examples": n, **table.as_dict()}, f, indent=2)
+        json.dump(
+            {"model": args.model, "data": args.data, "split": args.split, "examples": n, **table.as_dict()},
+            f,
+            indent=2,
+        )
         f.write("\n")
     with open(os.path.join(args.out, "table.md"), "w") as f:
         f.write(table.markdown() + "\n")
@@ -120,8 +155,10 @@ def _check_out(out: str) -> str:
             ours = False
         foreign = [] if ours else entries
     if foreign:
-        raise UsageError(f"--out: {out} holds files jaxplain evaluate did not write ({', '.join(foreign[:3])}); "
-                         "choose another folder")
+        raise UsageError(
+            f"--out: {out} holds files jaxplain evaluate did not write ({', '.join(foreign[:3])}); "
+            "choose another folder"
+        )
     return out
 
 

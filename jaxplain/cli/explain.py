@@ -33,22 +33,40 @@ SHOWN = 16  # rows of the table and panels of the picture that explain prints an
 
 def add_parsers(commands) -> None:
     explain = _common.add_command(
-        commands, "explain",
+        commands,
+        "explain",
         help="explain a checkpoint on a dataset split (resumable, sharded over the devices)",
         description="Explain the examples of a dataset split with a checkpoint and any jaxplain method. "
         "Writes the attributions to --out batch by batch, a picture of the first examples to "
         "OUT/views/attributions.png, and prints a table of them.",
-        examples=EXPLAIN_EXAMPLES, model="checkpoint folder (see checkpoints/README.md)",
+        examples=EXPLAIN_EXAMPLES,
+        model="checkpoint folder (see checkpoints/README.md)",
         data="dataset name: digits, breast_cancer, wine, synthetic_additive, synthetic_text, or a TFDS name",
     )
-    explain.add_argument("--method", default="integrated_gradients", help="a method name (list them with: jaxplain methods)")
+    explain.add_argument(
+        "--method", default="integrated_gradients", help="a method name (list them with: jaxplain methods)"
+    )
     explain.add_argument("--split", choices=("test", "train"), default="test")
-    explain.add_argument("--n", type=_common.positive_int, default=None, help="explain only the first N examples (default: all)")
-    explain.add_argument("--target", default="predicted", help="'predicted', 'label' (the true class) or a class index")
-    explain.add_argument("--batch-size", type=_common.positive_int, default=None, help="examples per batch, a multiple of the number of devices (default 16 per device)")
+    explain.add_argument(
+        "--n",
+        type=_common.positive_int,
+        default=None,
+        help="explain only the first N examples (default: all)",
+    )
+    explain.add_argument(
+        "--target", default="predicted", help="'predicted', 'label' (the true class) or a class index"
+    )
+    explain.add_argument(
+        "--batch-size",
+        type=_common.positive_int,
+        default=None,
+        help="examples per batch, a multiple of the number of devices (default 16 per device)",
+    )
     explain.add_argument("--data-dir", default=None, help="TFDS data folder")
     explain.add_argument("--out", default="jaxplain_out", help="output folder (default ./jaxplain_out)")
-    explain.add_argument("--overwrite", action="store_true", help="replace an output folder that holds another jaxplain run")
+    explain.add_argument(
+        "--overwrite", action="store_true", help="replace an output folder that holds another jaxplain run"
+    )
     _common.add_method_arguments(explain)
 
     show = commands.add_parser(
@@ -60,12 +78,31 @@ def add_parsers(commands) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     show.add_argument("folder", help="an output folder of jaxplain explain")
-    show.add_argument("--index", type=int, nargs="+", required=True, help="dataset position(s) of the example(s) to draw")
-    show.add_argument("--format", choices=("png", "html"), default=None, help="png (default for images and tables) or html (default for text)")
-    show.add_argument("--mode", choices=("signed", "absolute"), default="signed", help="signed (red raises the score, blue lowers it) or absolute heat-maps")
+    show.add_argument(
+        "--index", type=int, nargs="+", required=True, help="dataset position(s) of the example(s) to draw"
+    )
+    show.add_argument(
+        "--format",
+        choices=("png", "html"),
+        default=None,
+        help="png (default for images and tables) or html (default for text)",
+    )
+    show.add_argument(
+        "--mode",
+        choices=("signed", "absolute"),
+        default="signed",
+        help="signed (red raises the score, blue lowers it) or absolute heat-maps",
+    )
     show.add_argument("--overlay", action="store_true", help="draw the heat-map over the image")
-    show.add_argument("--percentile", type=float, default=99.0, help="colour clipping percentile of |attribution| (default 99)")
-    show.add_argument("--output", default=None, help="file to write (default FOLDER/views/example-I.png or .html)")
+    show.add_argument(
+        "--percentile",
+        type=float,
+        default=99.0,
+        help="colour clipping percentile of |attribution| (default 99)",
+    )
+    show.add_argument(
+        "--output", default=None, help="file to write (default FOLDER/views/example-I.png or .html)"
+    )
 
 
 def explain(args, argv) -> int:
@@ -89,17 +126,29 @@ def explain(args, argv) -> int:
     if _common.methods()[args.method].randomized:
         options["key"] = jax.random.key(args.seed)
     label = f"{args.method}({args.wrap})" if "wrap" in options else args.method
-    metadata = {"model": args.model, "data": args.data, "split": args.split, "data_dir": args.data_dir,
-                "command": "jaxplain " + " ".join(shlex.quote(a) for a in argv)}
+    metadata = {
+        "model": args.model,
+        "data": args.data,
+        "split": args.split,
+        "data_dir": args.data_dir,
+        "command": "jaxplain " + " ".join(shlex.quote(a) for a in argv),
+    }
     model, method = _common.method_call(args.method, inputs)
     if model is not inputs.model:  # a layer method on token ids: its baseline is the padding token
         options.pop("feature_mask", None)
         options.pop("baseline", None)
     try:
         summary = jaxplain.explain_dataset(
-            method, model, (x_all[:n], y_all[:n]),
-            out=args.out, target=target, batch_size=args.batch_size, overwrite=args.overwrite,
-            metadata=metadata, label=label, **options,
+            method,
+            model,
+            (x_all[:n], y_all[:n]),
+            out=args.out,
+            target=target,
+            batch_size=args.batch_size,
+            overwrite=args.overwrite,
+            metadata=metadata,
+            label=label,
+            **options,
         )
     except OutputFolderError as error:
         raise UsageError(str(error)) from error
@@ -116,16 +165,31 @@ def explain(args, argv) -> int:
     probabilities = np.asarray(jax.nn.softmax(logits, axis=-1))
     # Neuron methods explain a unit, not a class: the probability shown is the predicted one's.
     chosen = probabilities[np.arange(shown), predicted if neuron or explained.ndim != 1 else explained]
-    titles = [f"#{i} y={labels[i]} t={explained[i] if explained.ndim == 1 else '-'} p={chosen[i]:.2f}" for i in range(shown)]
-    picture = draw(x, result.values[:shown], dataset, inputs.text, os.path.join(args.out, "views", "attributions.png"),
-                   titles=titles)
+    titles = [
+        f"#{i} y={labels[i]} t={explained[i] if explained.ndim == 1 else '-'} p={chosen[i]:.2f}"
+        for i in range(shown)
+    ]
+    picture = draw(
+        x,
+        result.values[:shown],
+        dataset,
+        inputs.text,
+        os.path.join(args.out, "views", "attributions.png"),
+        titles=titles,
+    )
 
     print(f"{args.method} on {n} {args.split} examples of {args.data} with {args.model}")
-    columns = [("index", np.arange(shown), "d"), ("label", labels, "d"),
-               ("neuron" if neuron else "target", explained if explained.ndim == 1 else predicted, "d"),
-               ("p(pred)" if neuron else "prob", chosen, ".3f")]
-    columns += [(title, values[:shown], ".2e") for title, values in (("delta", result.delta), ("rel.delta", result.relative_delta))
-                if values is not None and values.ndim == 1]
+    columns = [
+        ("index", np.arange(shown), "d"),
+        ("label", labels, "d"),
+        ("neuron" if neuron else "target", explained if explained.ndim == 1 else predicted, "d"),
+        ("p(pred)" if neuron else "prob", chosen, ".3f"),
+    ]
+    columns += [
+        (title, values[:shown], ".2e")
+        for title, values in (("delta", result.delta), ("rel.delta", result.relative_delta))
+        if values is not None and values.ndim == 1
+    ]
     print(" ".join(f"{title:>9}" for title, _, _ in columns))
     for i in range(shown):
         print(" ".join(f"{format(column[i], spec):>9}" for _, column, spec in columns))
@@ -133,14 +197,29 @@ def explain(args, argv) -> int:
         print(f"... {n - shown} more (jaxplain.load_attributions({args.out!r}))")
     if result.relative_delta is not None and result.relative_delta.ndim == 1:
         rel = result.relative_delta
-        print(f"relative completeness gap over {n} examples: median {np.median(rel):.2e}, max {rel.max():.2e}")
-    print(f"wrote {args.out} ({summary.batches} batches: {len(summary.computed)} computed, {summary.skipped} already there) "
-          f"and {picture}")
+        print(
+            f"relative completeness gap over {n} examples: median {np.median(rel):.2e}, max {rel.max():.2e}"
+        )
+    print(
+        f"wrote {args.out} ({summary.batches} batches: {len(summary.computed)} computed, {summary.skipped} already there) "
+        f"and {picture}"
+    )
     return 0
 
 
-def draw(x, values, dataset, text: bool, path: str, *, titles, mode="signed", overlay=False, percentile=99.0,
-         html=False) -> str:
+def draw(
+    x,
+    values,
+    dataset,
+    text: bool,
+    path: str,
+    *,
+    titles,
+    mode="signed",
+    overlay=False,
+    percentile=99.0,
+    html=False,
+) -> str:
     """The picture of some examples: images and heat-maps, token highlights, or a feature table."""
     from jaxplain import viz
 
@@ -154,12 +233,21 @@ def draw(x, values, dataset, text: bool, path: str, *, titles, mode="signed", ov
         else:
             viz.token_attributions(words, values, path, row_labels=titles, percentile=percentile)
     elif x.ndim == 4 and values.ndim in (3, 4):
-        viz.image_attributions(x, viz.spatial_map(values, x.shape[1:3]), path, titles=titles, mode=mode,
-                               overlay=overlay, percentile=percentile)
+        viz.image_attributions(
+            x,
+            viz.spatial_map(values, x.shape[1:3]),
+            path,
+            titles=titles,
+            mode=mode,
+            overlay=overlay,
+            percentile=percentile,
+        )
     else:
         flat = values.reshape(n, -1)
         feature_names = dataset.feature_names if flat.shape[1] == len(dataset.feature_names or ()) else None
-        viz.tabular_attributions(flat, path, feature_names=feature_names, row_labels=titles, percentile=percentile)
+        viz.tabular_attributions(
+            flat, path, feature_names=feature_names, row_labels=titles, percentile=percentile
+        )
     return path
 
 
@@ -177,15 +265,19 @@ def show(args) -> int:
         raise UsageError(str(error)) from error
     facts = result.run.get("metadata", {})
     if "data" not in facts:
-        raise UsageError(f"{args.folder} was not written by jaxplain explain: it does not say which data it explains")
+        raise UsageError(
+            f"{args.folder} was not written by jaxplain explain: it does not say which data it explains"
+        )
     dataset = _common.load_data(facts["data"], facts.get("data_dir"))
     x_all, y_all = _common.split(dataset, facts.get("split", "test"))
     rows = []
     for index in args.index:
         found = np.flatnonzero(result.index == index)
         if not found.size:
-            raise UsageError(f"--index {index}: {args.folder} holds no example {index} "
-                             f"(it holds {len(result)} examples, positions {result.index.min()}..{result.index.max()})")
+            raise UsageError(
+                f"--index {index}: {args.folder} holds no example {index} "
+                f"(it holds {len(result)} examples, positions {result.index.min()}..{result.index.max()})"
+            )
         rows.append(int(found[0]))
     text = np.issubdtype(x_all.dtype, np.integer)
     html = (args.format or ("html" if text else "png")) == "html"
@@ -196,7 +288,17 @@ def show(args) -> int:
     titles = [f"#{i} y={y_all[i]} t={t if np.ndim(t) == 0 else '-'}" for i, t in zip(args.index, target)]
     name = "-".join(str(i) for i in args.index[:4]) + ("-more" if len(args.index) > 4 else "")
     path = args.output or os.path.join(args.folder, "views", f"example-{name}.{'html' if html else 'png'}")
-    draw(x, result.values[rows], dataset, text, path, titles=titles, mode=args.mode, overlay=args.overlay,
-         percentile=args.percentile, html=html)
+    draw(
+        x,
+        result.values[rows],
+        dataset,
+        text,
+        path,
+        titles=titles,
+        mode=args.mode,
+        overlay=args.overlay,
+        percentile=args.percentile,
+        html=html,
+    )
     print(f"wrote {path}")
     return 0

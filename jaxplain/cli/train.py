@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shlex
-from typing import List
 
 import numpy as np
 
@@ -30,15 +29,21 @@ the test split; load it with jaxplain.amortized.load(OUT) and call it as explain
 
 def add_parsers(commands) -> None:
     train = _common.add_command(
-        commands, "train",
+        commands,
+        "train",
         help="train a zoo model on a dataset and save a checkpoint",
         description="Train an architecture from jaxplain.models on a dataset and write a checkpoint "
         "folder that records the test accuracy and this exact command.",
-        examples=TRAIN_EXAMPLES, model="architecture: mlp, small_cnn, resnet18, ... (jaxplain.models.ARCHITECTURES)",
+        examples=TRAIN_EXAMPLES,
+        model="architecture: mlp, small_cnn, resnet18, ... (jaxplain.models.ARCHITECTURES)",
         data="dataset name (see jaxplain explain --help)",
     )
-    train.add_argument("--out", required=True, help="checkpoint folder to write (new, empty, or a checkpoint to replace)")
-    train.add_argument("--config", default="{}", help="JSON object of architecture settings, e.g. '{\"features\": [32, 32]}'")
+    train.add_argument(
+        "--out", required=True, help="checkpoint folder to write (new, empty, or a checkpoint to replace)"
+    )
+    train.add_argument(
+        "--config", default="{}", help="JSON object of architecture settings, e.g. '{\"features\": [32, 32]}'"
+    )
     train.add_argument("--epochs", type=_common.positive_int, default=20)
     train.add_argument("--batch-size", type=_common.positive_int, default=64)
     train.add_argument("--learning-rate", type=float, default=1e-3)
@@ -47,29 +52,65 @@ def add_parsers(commands) -> None:
     train.add_argument("--data-dir", default=None, help="TFDS data folder")
 
     explainer = _common.add_command(
-        commands, "train-explainer",
+        commands,
+        "train-explainer",
         help="train an amortized explainer (supervised, FastSHAP or CoRTX) for a checkpoint",
         description="Train a network that explains a checkpoint in one forward pass: supervised on a "
         "teacher method's attributions of the training split (labels cached and resumable with "
         "--cache), CoRTX (contrastive, a fraction of the labels) or FastSHAP (no teacher labels).",
-        examples=EXPLAINER_EXAMPLES, model="checkpoint folder of the model to explain", data="dataset name",
+        examples=EXPLAINER_EXAMPLES,
+        model="checkpoint folder of the model to explain",
+        data="dataset name",
     )
-    explainer.add_argument("--out", required=True, help="explainer folder to write (new, empty, or one to replace)")
+    explainer.add_argument(
+        "--out", required=True, help="explainer folder to write (new, empty, or one to replace)"
+    )
     explainer.add_argument("--recipe", choices=("supervised", "cortx", "fastshap"), default="supervised")
-    explainer.add_argument("--teacher", default=None, help="the method to learn (default: exact_shapley for <= 16 features, "
-                           "kernel_shap for other tables, integrated_gradients for images, token_attributions for text)")
-    explainer.add_argument("--label-fraction", type=float, default=0.1, help="CoRTX: share of the training split with teacher labels (default 0.1)")
-    explainer.add_argument("--epochs", type=_common.positive_int, default=100, help="most training epochs (early stopping on a validation split)")
-    explainer.add_argument("--pretrain-epochs", type=_common.positive_int, default=30, help="CoRTX: epochs of contrastive pre-training")
-    explainer.add_argument("--coalitions", type=_common.positive_int, default=32, help="FastSHAP: coalitions per example and step")
+    explainer.add_argument(
+        "--teacher",
+        default=None,
+        help="the method to learn (default: exact_shapley for <= 16 features, "
+        "kernel_shap for other tables, integrated_gradients for images, token_attributions for text)",
+    )
+    explainer.add_argument(
+        "--label-fraction",
+        type=float,
+        default=0.1,
+        help="CoRTX: share of the training split with teacher labels (default 0.1)",
+    )
+    explainer.add_argument(
+        "--epochs",
+        type=_common.positive_int,
+        default=100,
+        help="most training epochs (early stopping on a validation split)",
+    )
+    explainer.add_argument(
+        "--pretrain-epochs",
+        type=_common.positive_int,
+        default=30,
+        help="CoRTX: epochs of contrastive pre-training",
+    )
+    explainer.add_argument(
+        "--coalitions",
+        type=_common.positive_int,
+        default=32,
+        help="FastSHAP: coalitions per example and step",
+    )
     explainer.add_argument("--batch-size", type=_common.positive_int, default=32)
-    explainer.add_argument("--check", type=_common.positive_int, default=128, help="test examples on which the fidelity to the teacher is measured (default 128)")
-    explainer.add_argument("--cache", default=None, help="folder that caches the teacher's labels (resumable)")
+    explainer.add_argument(
+        "--check",
+        type=_common.positive_int,
+        default=128,
+        help="test examples on which the fidelity to the teacher is measured (default 128)",
+    )
+    explainer.add_argument(
+        "--cache", default=None, help="folder that caches the teacher's labels (resumable)"
+    )
     explainer.add_argument("--data-dir", default=None, help="TFDS data folder")
     _common.add_method_arguments(explainer)
 
 
-def train(args, argv: List[str]) -> int:
+def train(args, argv: list[str]) -> int:
     from jaxplain import io, models
     from jaxplain.models.train import train as fit
 
@@ -81,7 +122,7 @@ def train(args, argv: List[str]) -> int:
     try:
         config = json.loads(args.config)
     except json.JSONDecodeError as error:
-        raise UsageError(f"--config is not valid JSON: {error}")
+        raise UsageError(f"--config is not valid JSON: {error}") from None
     if not isinstance(config, dict):
         raise UsageError("--config must be a JSON object")
     dataset = _common.load_data(args.data, args.data_dir)
@@ -90,11 +131,20 @@ def train(args, argv: List[str]) -> int:
         config.setdefault("vocab_size", int(dataset.extras["vocab_size"]))
         config.setdefault("max_length", int(dataset.extras["max_length"]))
     try:
-        module = models.build(args.model, **{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+        module = models.build(
+            args.model, **{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+        )
     except (TypeError, ValueError) as error:
-        raise UsageError(f"cannot build {args.model!r} with config {config}: {error}")
-    result = fit(module, dataset, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                 weight_decay=args.weight_decay, seed=args.seed)
+        raise UsageError(f"cannot build {args.model!r} with config {config}: {error}") from None
+    result = fit(
+        module,
+        dataset,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+    )
     io.save_checkpoint(
         args.out,
         architecture=args.model,
@@ -106,8 +156,13 @@ def train(args, argv: List[str]) -> int:
         dataset=args.data,
         test_accuracy=round(result.test_accuracy, 6),
         command="jaxplain " + " ".join(shlex.quote(arg) for arg in argv),
-        training={"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
-                  "weight_decay": args.weight_decay, "seed": args.seed},
+        training={
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "learning_rate": args.learning_rate,
+            "weight_decay": args.weight_decay,
+            "seed": args.seed,
+        },
     )
     print(f"test accuracy {result.test_accuracy:.4f}; wrote {args.out}")
     return 0
@@ -135,12 +190,21 @@ def _network(kind: str, module, classes: int, shape, reference: float):
     if kind == "image":
         if shape[0] % 2 or shape[1] % 2:
             raise UsageError(f"the image explainer needs even height and width, the data has {tuple(shape)}")
-        return amortized.ConvExplainer(classes, tuple(shape), channels=(16, 32), multiplier=True, reference=reference)
-    return amortized.MLPExplainer(classes, tuple(shape), features=(64, 64), head_features=(64,), activation=nn.relu,
-                                  multiplier=True, reference=reference)
+        return amortized.ConvExplainer(
+            classes, tuple(shape), channels=(16, 32), multiplier=True, reference=reference
+        )
+    return amortized.MLPExplainer(
+        classes,
+        tuple(shape),
+        features=(64, 64),
+        head_features=(64,),
+        activation=nn.relu,
+        multiplier=True,
+        reference=reference,
+    )
 
 
-def train_explainer(args, argv: List[str]) -> int:
+def train_explainer(args, argv: list[str]) -> int:
     import jax
 
     from jaxplain import amortized, metrics
@@ -152,13 +216,20 @@ def train_explainer(args, argv: List[str]) -> int:
     dataset = _common.load_data(args.data, args.data_dir)
     _common.check_shapes(checkpoint, dataset, args.model, args.data)
     shape = dataset.x_train.shape[1:]
-    kind = "text" if np.issubdtype(dataset.x_train.dtype, np.integer) else ("image" if len(shape) == 3 else "table")
+    kind = (
+        "text"
+        if np.issubdtype(dataset.x_train.dtype, np.integer)
+        else ("image" if len(shape) == 3 else "table")
+    )
     features = int(np.prod(shape))
     teacher = args.teacher or {"text": "token_attributions", "image": "integrated_gradients"}.get(
-        kind, "exact_shapley" if features <= 16 else "kernel_shap")
+        kind, "exact_shapley" if features <= 16 else "kernel_shap"
+    )
     _common.check_method(teacher)
     if kind == "text" and teacher != "token_attributions":
-        raise UsageError("--teacher: a text model's explainer learns token_attributions (the methods on token ids)")
+        raise UsageError(
+            "--teacher: a text model's explainer learns token_attributions (the methods on token ids)"
+        )
     if not 0 < args.label_fraction <= 1:
         raise UsageError(f"--label-fraction must be in (0, 1], got {args.label_fraction}")
     model = checkpoint.model(output=args.output)
@@ -174,20 +245,37 @@ def train_explainer(args, argv: List[str]) -> int:
     x_train, x_test = dataset.x_train, dataset.x_test[: args.check]
     try:
         if args.recipe == "fastshap":
-            explainer = amortized.train_fastshap(network, model, x_train, reference=args.baseline,
-                                                 feature_mask=candidates["feature_mask"], samples=args.coalitions,
-                                                 epochs=args.epochs, **common)
+            explainer = amortized.train_fastshap(
+                network,
+                model,
+                x_train,
+                reference=args.baseline,
+                feature_mask=candidates["feature_mask"],
+                samples=args.coalitions,
+                epochs=args.epochs,
+                **common,
+            )
         else:
             rows = np.arange(len(x_train))
             if args.recipe == "cortx":  # only the labelled rows are explained by the teacher
                 rows = amortized.labelled_rows(len(x_train), args.label_fraction, args.seed)
             labels = amortized.make_labels(teacher, model, x_train[rows], cache_dir=args.cache, **settings)
             if args.recipe == "supervised":
-                explainer = amortized.train_supervised(network, model, x_train, labels, epochs=args.epochs, **common)
+                explainer = amortized.train_supervised(
+                    network, model, x_train, labels, epochs=args.epochs, **common
+                )
             else:
                 full = _scatter(labels, rows, len(x_train))
-                explainer = amortized.train_cortx(network, model, x_train, full, label_fraction=args.label_fraction,
-                                                  head_epochs=args.epochs, epochs=args.pretrain_epochs, **common)
+                explainer = amortized.train_cortx(
+                    network,
+                    model,
+                    x_train,
+                    full,
+                    label_fraction=args.label_fraction,
+                    head_epochs=args.epochs,
+                    epochs=args.pretrain_epochs,
+                    **common,
+                )
     except (ValueError, TypeError) as error:
         raise _common.usage_from(error) from error
 
@@ -202,11 +290,17 @@ def train_explainer(args, argv: List[str]) -> int:
         "examples": int(len(x_test)),
         "teacher": teacher,
     }
-    explainer.replace(model=args.model, dataset=args.data, fidelity=fidelity,
-                      fidelity_on=f"the first {len(x_test)} test examples, each one's predicted class",
-                      command="jaxplain " + " ".join(shlex.quote(arg) for arg in argv)).save(args.out)
-    print(f"{args.recipe} explainer of {args.model} (teacher {teacher}): on {len(x_test)} test examples "
-          f"relative L2 {fidelity['relative_l2']:.3f} (median), Spearman {fidelity['spearman']:.3f} (mean)")
+    explainer.replace(
+        model=args.model,
+        dataset=args.data,
+        fidelity=fidelity,
+        fidelity_on=f"the first {len(x_test)} test examples, each one's predicted class",
+        command="jaxplain " + " ".join(shlex.quote(arg) for arg in argv),
+    ).save(args.out)
+    print(
+        f"{args.recipe} explainer of {args.model} (teacher {teacher}): on {len(x_test)} test examples "
+        f"relative L2 {fidelity['relative_l2']:.3f} (median), Spearman {fidelity['spearman']:.3f} (mean)"
+    )
     print(f"wrote {args.out}; load it with jaxplain.amortized.load({args.out!r})")
     return 0
 

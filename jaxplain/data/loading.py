@@ -102,8 +102,7 @@ def load(
     if name in _LOADERS:
         if max_examples is not None:
             raise ValueError(
-                f"max_examples applies to TFDS datasets only; the bundled {name!r} always "
-                "loads whole"
+                f"max_examples applies to TFDS datasets only; the bundled {name!r} always loads whole"
             )
         return _LOADERS[name](rng=rng, test_fraction=test_fraction)
     return tfds_loader.load(

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -160,8 +161,7 @@ def _check_features(name: str, value) -> None:
     shape = np.shape(value)
     if len(shape) < 1 or shape[-1] != len(ADDITIVE_TERMS):
         raise ValueError(
-            f"{name} must have {len(ADDITIVE_TERMS)} features on its last axis, got shape "
-            f"{shape}"
+            f"{name} must have {len(ADDITIVE_TERMS)} features on its last axis, got shape {shape}"
         )
 
 

@@ -33,7 +33,7 @@ class Vocabulary:
     tokens: tuple[str, ...]
 
     @classmethod
-    def build(cls, texts, *, size: int, min_count: int = 1) -> "Vocabulary":
+    def build(cls, texts, *, size: int, min_count: int = 1) -> Vocabulary:
         """The `size - 2` most frequent words of `texts`, after the two reserved ids.
 
         Words are lowercase runs of letters and digits; everything else separates them.
@@ -91,8 +91,7 @@ class Vocabulary:
             return [self.decode(row) for row in ids]
         if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
             raise ValueError(
-                "ids must be integers of shape (length,) or (n, length), got "
-                f"{ids.dtype}{list(ids.shape)}"
+                f"ids must be integers of shape (length,) or (n, length), got {ids.dtype}{list(ids.shape)}"
             )
         if ids.size and (ids.min() < 0 or ids.max() >= len(self)):
             raise ValueError(f"ids must lie in 0..{len(self) - 1}, got {ids.min()}..{ids.max()}")

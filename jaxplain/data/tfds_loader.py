@@ -72,8 +72,7 @@ def _import_tfds(name: str):
         import tensorflow_datasets as tfds
     except ImportError as error:
         raise ImportError(
-            f"loading the TFDS dataset {name!r} needs tensorflow-datasets: "
-            'pip install "jaxplain[data]"'
+            f'loading the TFDS dataset {name!r} needs tensorflow-datasets: pip install "jaxplain[data]"'
         ) from error
     return tfds
 
@@ -123,9 +122,7 @@ def _stack_inputs(values: list, feature, tfds) -> np.ndarray:
     """Images as float32 NHWC in [0, 1], text as an object array of str, others stacked."""
     if isinstance(feature, tfds.features.Text):
         texts = np.empty(len(values), dtype=object)
-        texts[:] = [
-            value.decode("utf-8") if isinstance(value, bytes) else value for value in values
-        ]
+        texts[:] = [value.decode("utf-8") if isinstance(value, bytes) else value for value in values]
         return texts
     stacked = np.stack(values)
     if isinstance(feature, tfds.features.Image) and np.issubdtype(stacked.dtype, np.integer):

@@ -4,7 +4,8 @@ Every public method is registered in `METHODS` (see `registry.py`) by the decora
 `@register(family, randomized=...)`.
 """
 
-from jaxplain.methods import gradients, integrated, layers, perturbation, rules, smoothing
+# Importing the family modules registers their methods.
+from jaxplain.methods import gradients, integrated, layers, perturbation, rules, smoothing  # noqa: F401
 from jaxplain.methods.registry import FAMILIES, METHODS, MethodInfo, register
 
 __all__ = ["FAMILIES", "METHODS", "MethodInfo", "register"]

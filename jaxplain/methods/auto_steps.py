@@ -70,8 +70,18 @@ def keeps_sums(rows: int, features: int, max_steps: int, dtype) -> bool:
     return rows * capacity * features * jnp.dtype(dtype).itemsize <= engine.chunk_budget_bytes()
 
 
-def integrate(model, rows_x, rows_baseline, row_targets, at_baseline, at_x, *, tolerance,
-              max_steps: int, keep_sums: bool):
+def integrate(
+    model,
+    rows_x,
+    rows_baseline,
+    row_targets,
+    at_baseline,
+    at_x,
+    *,
+    tolerance,
+    max_steps: int,
+    keep_sums: bool,
+):
     """Adaptive IG gradient sums for R rows with one target each.
 
     Args:
@@ -100,7 +110,9 @@ def integrate(model, rows_x, rows_baseline, row_targets, at_baseline, at_x, *, t
 
     def points(alphas):  # (R, n) -> (R * n, ...) points on each row's path
         alpha = alphas.reshape(alphas.shape + (1,) * len(feature_shape)).astype(rows_x.dtype)
-        return (rows_baseline[:, None] + alpha * (rows_x - rows_baseline)[:, None]).reshape((-1,) + feature_shape)
+        return (rows_baseline[:, None] + alpha * (rows_x - rows_baseline)[:, None]).reshape(
+            (-1,) + feature_shape
+        )
 
     def repeated_targets(n):
         return jnp.repeat(row_targets, n, axis=0)
@@ -121,7 +133,9 @@ def integrate(model, rows_x, rows_baseline, row_targets, at_baseline, at_x, *, t
 
     total_rounds = rounds(max_steps, per_round)
     capacity = INITIAL_INTERVALS + 2 * SPLITS * total_rounds
-    edges = jnp.broadcast_to(jnp.linspace(0.0, 1.0, INITIAL_INTERVALS + 1, dtype=acc), (count, INITIAL_INTERVALS + 1))
+    edges = jnp.broadcast_to(
+        jnp.linspace(0.0, 1.0, INITIAL_INTERVALS + 1, dtype=acc), (count, INITIAL_INTERVALS + 1)
+    )
     inner = outputs_at(edges[:, 1:-1]) if INITIAL_INTERVALS > 1 else jnp.zeros((count, 0), acc)
     f_edges = jnp.concatenate([at_baseline[:, None], inner, at_x[:, None]], axis=1)
     starts, widths = edges[:, :-1], edges[:, 1:] - edges[:, :-1]
@@ -132,8 +146,11 @@ def integrate(model, rows_x, rows_baseline, row_targets, at_baseline, at_x, *, t
         return jnp.pad(value, pad)
 
     state = {
-        "start": padded(starts), "width": padded(widths), "f_left": padded(f_edges[:, :-1]),
-        "f_right": padded(f_edges[:, 1:]), "along": padded(along(sums)),
+        "start": padded(starts),
+        "width": padded(widths),
+        "f_left": padded(f_edges[:, :-1]),
+        "f_right": padded(f_edges[:, 1:]),
+        "along": padded(along(sums)),
         "total": sums.sum(axis=1),
         "used": jnp.full((count,), INITIAL_INTERVALS, jnp.int32),
         "steps": jnp.full((count,), INITIAL_INTERVALS, jnp.int32),
@@ -155,7 +172,9 @@ def integrate(model, rows_x, rows_baseline, row_targets, at_baseline, at_x, *, t
         active = open_rows(state)
         rows = jnp.arange(count)[:, None]
         in_use = jnp.arange(capacity) < state["used"][:, None]
-        _, chosen = jax.lax.top_k(jnp.where(in_use, state["gap"], -1.0), SPLITS)  # (R, s): the intervals to cut
+        _, chosen = jax.lax.top_k(
+            jnp.where(in_use, state["gap"], -1.0), SPLITS
+        )  # (R, s): the intervals to cut
         start, width = state["start"][rows, chosen], state["width"][rows, chosen]
         f_left, f_right = state["f_left"][rows, chosen], state["f_right"][rows, chosen]
         third = width / 3
@@ -166,17 +185,21 @@ def integrate(model, rows_x, rows_baseline, row_targets, at_baseline, at_x, *, t
         alphas = [start + third / 2, start + 2.5 * third] + ([] if keep else [start + 1.5 * third])
         grads = gradients_at(jnp.concatenate(alphas, 1))
         outer = grads[:, : 2 * SPLITS] * jnp.concatenate([third, third], 1)[..., None]
-        cut = state["sum"][rows, chosen] if keep else grads[:, 2 * SPLITS:] * width[..., None]
+        cut = state["sum"][rows, chosen] if keep else grads[:, 2 * SPLITS :] * width[..., None]
         # The running sum loses two thirds of each cut interval and gains the outer thirds.
         change = outer.sum(axis=1) - (2.0 / 3.0) * cut.sum(axis=1)
         lower = jnp.concatenate([f_one, f_left, f_two], 1)
         upper = jnp.concatenate([f_two, f_one, f_right], 1)
         middle = state["along"][rows, chosen] / 3
         new_along = jnp.concatenate([middle, along(outer)], 1)
-        values = {"start": jnp.concatenate([start + third, start, start + 2 * third], 1),
-                  "width": jnp.concatenate([third, third, third], 1),
-                  "f_left": lower, "f_right": upper, "along": new_along,
-                  "gap": jnp.abs(new_along - (upper - lower))}
+        values = {
+            "start": jnp.concatenate([start + third, start, start + 2 * third], 1),
+            "width": jnp.concatenate([third, third, third], 1),
+            "f_left": lower,
+            "f_right": upper,
+            "along": new_along,
+            "gap": jnp.abs(new_along - (upper - lower)),
+        }
         if keep:
             values["sum"] = jnp.concatenate([cut / 3, outer], 1)
         # The middle thirds take the cut intervals' slots, the outer thirds new ones; only

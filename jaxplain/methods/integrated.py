@@ -17,8 +17,9 @@ from jaxplain.model import Model, Targets
 def _integrated_gradients(model, x, baseline, targets: Targets, *, steps, schedule, chunk_size):
     baseline = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
     ends = engine.endpoints(model, x, targets, baseline)
-    values = straight_path(model, ends.x, baseline, ends.targets, steps=steps, schedule=schedule,
-                           chunk_size=chunk_size)
+    values = straight_path(
+        model, ends.x, baseline, ends.targets, steps=steps, schedule=schedule, chunk_size=chunk_size
+    )
     return _path_attribution(targets, values, ends)
 
 
@@ -41,20 +42,21 @@ def straight_path(model, x, baseline, chosen, *, steps, schedule, chunk_size, co
 
 def _path_attribution(targets: Targets, values, ends: engine.Endpoints, extras=None):
     """A path method's Attribution: delta = sum(values) - (F(x) - F(baseline))."""
-    return engine.attribution(targets, values, ends.targets, difference=ends.at_x - ends.at_reference,
-                              delta="sum", extras=extras)
+    return engine.attribution(
+        targets, values, ends.targets, difference=ends.at_x - ends.at_reference, delta="sum", extras=extras
+    )
 
 
 def _one_target_per_row(x, baseline, chosen):
     """(B * k) rows, one per example and target: each pair can follow its own path."""
     count = chosen.shape[1]
-    return (jnp.repeat(x, count, axis=0), jnp.repeat(baseline, count, axis=0),
-            chosen.reshape(-1, 1))
+    return (jnp.repeat(x, count, axis=0), jnp.repeat(baseline, count, axis=0), chosen.reshape(-1, 1))
 
 
 @engine.program(static_argnames=("steps", "schedule", "pilot_steps", "chunk_size"))
-def _pilot_integrated_gradients(model, x, baseline, targets: Targets, *, steps, schedule,
-                                pilot_steps, chunk_size):
+def _pilot_integrated_gradients(
+    model, x, baseline, targets: Targets, *, steps, schedule, pilot_steps, chunk_size
+):
     batch = x.shape[0]
     baseline = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
     ends = engine.endpoints(model, x, targets, baseline)
@@ -77,23 +79,35 @@ def _pilot_integrated_gradients(model, x, baseline, targets: Targets, *, steps, 
         return jax.tree_util.tree_map(jnp.transpose, at(indices))
 
     gradient_sum, _ = engine.path_gradients(
-        model, engine.tie(rows_x, pilot), row_targets, lambda params, x: point(params[0], x), engine.Indexed(steps, params_at),
-        lambda params: params[1], chunk_size=chunk_size, keep_outputs=False,
+        model,
+        engine.tie(rows_x, pilot),
+        row_targets,
+        lambda params, x: point(params[0], x),
+        engine.Indexed(steps, params_at),
+        lambda params: params[1],
+        chunk_size=chunk_size,
+        keep_outputs=False,
     )
     gradient_sum = gradient_sum.reshape((batch, targets.count) + x.shape[1:])
     return _path_attribution(targets, gradient_sum * (x - baseline)[:, None], ends)
 
 
 @engine.program(static_argnames=("max_steps", "keep_sums"))
-def _auto_integrated_gradients(model, x, baseline, targets: Targets, tolerance, *, max_steps,
-                               keep_sums):
+def _auto_integrated_gradients(model, x, baseline, targets: Targets, tolerance, *, max_steps, keep_sums):
     batch = x.shape[0]
     baseline = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
     ends = engine.endpoints(model, x, targets, baseline)
     rows_x, rows_baseline, row_targets = _one_target_per_row(ends.x, baseline, ends.targets)
     gradient_sum, steps, forward_steps, converged = auto_steps.integrate(
-        model, rows_x, rows_baseline, row_targets, ends.at_reference.reshape(-1),
-        ends.at_x.reshape(-1), tolerance=tolerance, max_steps=max_steps, keep_sums=keep_sums,
+        model,
+        rows_x,
+        rows_baseline,
+        row_targets,
+        ends.at_reference.reshape(-1),
+        ends.at_x.reshape(-1),
+        tolerance=tolerance,
+        max_steps=max_steps,
+        keep_sums=keep_sums,
     )
     shape = (batch, targets.count)
     values = gradient_sum.reshape(shape + x.shape[1:]) * (x - baseline)[:, None]
@@ -211,7 +225,12 @@ def integrated_gradients(
         features = int(np.prod(x.shape[1:], dtype=np.int64))
         keep_sums = auto_steps.keeps_sums(rows, features, max_steps, engine.accumulation_dtype(x))
         return _auto_integrated_gradients(
-            model, x, baseline, targets, jnp.asarray(tolerance, jnp.float32), max_steps=max_steps,
+            model,
+            x,
+            baseline,
+            targets,
+            jnp.asarray(tolerance, jnp.float32),
+            max_steps=max_steps,
             keep_sums=keep_sums,
         )
     if isinstance(steps, str):
@@ -228,11 +247,19 @@ def integrated_gradients(
             )
         chunk_size = _checks.chunk_size(chunk_size)
         return _pilot_integrated_gradients(
-            model, x, baseline, targets, steps=steps, schedule=schedule,
-            pilot_steps=pilot_steps, chunk_size=chunk_size,
+            model,
+            x,
+            baseline,
+            targets,
+            steps=steps,
+            schedule=schedule,
+            pilot_steps=pilot_steps,
+            chunk_size=chunk_size,
         )
     if pilot_steps is not None:
-        raise ValueError(f"pilot_steps is used by the pilot schedules {sorted(schedules.PILOT_SCHEDULES)} only, not by schedule={schedule!r}")
+        raise ValueError(
+            f"pilot_steps is used by the pilot schedules {sorted(schedules.PILOT_SCHEDULES)} only, not by schedule={schedule!r}"
+        )
     schedules.check_steps(schedule, steps)
     chunk_size = _checks.chunk_size(chunk_size)
     return _integrated_gradients(
@@ -252,10 +279,13 @@ def _expected_gradients(model, x, background, targets: Targets, key, *, samples,
     def draws(indices):
         """Draw i of every example (a reference and an alpha) from `fold_in(key, i)`, so
         no draw for all samples is held and the chunk does not change them: (size, B) each."""
+
         def one(point_key):
             index_key, alpha_key = jax.random.split(point_key)
-            return (jax.random.randint(index_key, (batch,), 0, background.shape[0]),
-                    jax.random.uniform(alpha_key, (batch,), x.dtype))
+            return (
+                jax.random.randint(index_key, (batch,), 0, background.shape[0]),
+                jax.random.uniform(alpha_key, (batch,), x.dtype),
+            )
 
         return jax.vmap(one)(_random.point_keys(key, indices))
 
@@ -269,9 +299,15 @@ def _expected_gradients(model, x, background, targets: Targets, key, *, samples,
         return grads * steps[:, :, None]
 
     gradient_sum, _ = engine.path_gradients(
-        model, ends.x, chosen, point, engine.Indexed(samples, draws),
+        model,
+        ends.x,
+        chosen,
+        point,
+        engine.Indexed(samples, draws),
         lambda draws: jnp.full(draws[1].shape[:1], 1.0 / samples),
-        chunk_size=chunk_size, contribution_fn=contribution, keep_outputs=False,
+        chunk_size=chunk_size,
+        contribution_fn=contribution,
+        keep_outputs=False,
     )
 
     # E[F(b)] over the drawn references of each example: the same draws again, folded
@@ -281,9 +317,15 @@ def _expected_gradients(model, x, background, targets: Targets, key, *, samples,
         outputs = jnp.take_along_axis(at_background[index.T], chosen[:, None, :], axis=2)
         return total + outputs.sum(axis=1).astype(total.dtype), None
 
-    total, _ = engine.fold_chunks(drawn, samples, chunk_size, x, jnp.zeros_like(ends.at_x),
-                                  dependency=lambda total: total[:, :1].reshape((batch,) + (1,) * (x.ndim - 1)),
-                                  unroll=False)
+    total, _ = engine.fold_chunks(
+        drawn,
+        samples,
+        chunk_size,
+        x,
+        jnp.zeros_like(ends.at_x),
+        dependency=lambda total: total[:, :1].reshape((batch,) + (1,) * (x.ndim - 1)),
+        unroll=False,
+    )
     return _path_attribution(targets, gradient_sum, ends._replace(at_reference=total / samples))
 
 
@@ -320,7 +362,11 @@ def expected_gradients(
     """
     x, targets = _checks.prepare(model, x, target)
     background = _checks.as_float_array("background", background)
-    if background.ndim != x.ndim or tuple(background.shape[1:]) != tuple(x.shape[1:]) or background.shape[0] < 1:
+    if (
+        background.ndim != x.ndim
+        or tuple(background.shape[1:]) != tuple(x.shape[1:])
+        or background.shape[0] < 1
+    ):
         raise ValueError(
             f"background must hold M >= 1 reference examples of shape {tuple(x.shape[1:])}, "
             f"i.e. ({'M'}, {', '.join(map(str, x.shape[1:]))}); got {tuple(background.shape)}"
@@ -328,8 +374,7 @@ def expected_gradients(
     key = _checks.key(key)
     samples = _checks.positive_int("samples", samples)
     chunk_size = _checks.chunk_size(chunk_size)
-    return _expected_gradients(model, x, background, targets, key, samples=samples,
-                               chunk_size=chunk_size)
+    return _expected_gradients(model, x, background, targets, key, samples=samples, chunk_size=chunk_size)
 
 
 @engine.program(static_argnames=("max_sigma", "steps", "chunk_size"))
@@ -350,8 +395,15 @@ def _blur_ig(model, x, targets: Targets, *, max_sigma, steps, chunk_size):
         return grads * change[:, :, None]
 
     gradient_sum, _ = engine.path_gradients(
-        model, ends.x, ends.targets, point, segments, jnp.ones(steps),
-        chunk_size=chunk_size, contribution_fn=contribution, keep_outputs=False,
+        model,
+        ends.x,
+        ends.targets,
+        point,
+        segments,
+        jnp.ones(steps),
+        chunk_size=chunk_size,
+        contribution_fn=contribution,
+        keep_outputs=False,
     )
     return _path_attribution(targets, gradient_sum, ends)
 
@@ -421,17 +473,21 @@ def _idgi(model, x, baseline, targets: Targets, *, steps, chunk_size):
         return share * change.reshape(change.shape + (1,) * (x.ndim - 1))
 
     gradient_sum, _ = engine.path_gradients(
-        model, engine.tie(x, outputs[:, -1]), ends.targets, lambda params, x: point(params[0], x),
-        (alphas[:-1], changes), jnp.ones(steps),
-        chunk_size=chunk_size, contribution_fn=contribution, keep_outputs=False,
+        model,
+        engine.tie(x, outputs[:, -1]),
+        ends.targets,
+        lambda params, x: point(params[0], x),
+        (alphas[:-1], changes),
+        jnp.ones(steps),
+        chunk_size=chunk_size,
+        contribution_fn=contribution,
+        keep_outputs=False,
     )
     return _path_attribution(targets, gradient_sum, ends)
 
 
 @register("path")
-def idgi(
-    model: Model, x, *, target, baseline=0.0, steps: int = 50, chunk_size=None
-) -> Attribution:
+def idgi(model: Model, x, *, target, baseline=0.0, steps: int = 50, chunk_size=None) -> Attribution:
     """Important Direction Gradient Integration on the straight IG path.
 
     IG credits each step's output change along the path direction, which includes
@@ -500,9 +556,7 @@ def _guided_step(current, gradient, inputs, baseline, step_fraction, *, fraction
         return point, blocked, gained + (point - start) * gradient, done, moves + 1
 
     state = (current, jnp.zeros(current.shape, bool), jnp.zeros_like(current), False, 0)
-    point, _, gained, _, _ = jax.lax.while_loop(
-        lambda s: ~s[3] & (s[4] < max_moves), move, state
-    )
+    point, _, gained, _, _ = jax.lax.while_loop(lambda s: ~s[3] & (s[4] < max_moves), move, state)
     return point, gained
 
 
@@ -538,7 +592,13 @@ def _guided_ig(model, x, baseline, targets: Targets, *, steps, fraction, max_dis
 
 @register("path")
 def guided_ig(
-    model: Model, x, *, target, baseline=0.0, steps: int = 200, fraction: float = 0.25,
+    model: Model,
+    x,
+    *,
+    target,
+    baseline=0.0,
+    steps: int = 200,
+    fraction: float = 0.25,
     max_dist: float = 0.02,
 ) -> Attribution:
     """Guided Integrated Gradients: an adaptive path that moves low-gradient features first.

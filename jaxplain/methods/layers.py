@@ -36,7 +36,7 @@ of x's spatial shape.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Dict, Optional, Tuple, Union
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -48,7 +48,7 @@ from jaxplain.attribution import Attribution
 from jaxplain.methods.gradients import saliency
 from jaxplain.methods.integrated import integrated_gradients, straight_path
 from jaxplain.methods.registry import METHODS, register
-from jaxplain.model import Model, Targets, LinenApply, normalize_targets
+from jaxplain.model import LinenApply, Model, Targets, normalize_targets
 
 Array = jax.Array
 
@@ -69,7 +69,7 @@ def _apply_intercepted(apply: LinenApply, variables, x, on_call: Callable):
     `on_call(call, module, path, occurrence)` returns the call's output; `call()` runs
     the module; `occurrence` counts earlier calls of the same path in this pass.
     """
-    counts: Dict[str, int] = {}
+    counts: dict[str, int] = {}
 
     def interceptor(next_fun, args, kwargs, context):
         if context.method_name != "__call__":
@@ -123,7 +123,7 @@ class _LayerReplaced:
         return _run(self.apply, variables, x, self.layer, replacement=activation)[0]
 
 
-def _bias_of(module, output) -> Optional[Array]:
+def _bias_of(module, output) -> Array | None:
     """The constant an affine layer adds to its output, broadcastable to it; else None.
 
     Dense / Conv layers add their "bias" parameter. Eval-mode BatchNorm computes
@@ -198,7 +198,7 @@ class _Call:
     path: str
     occurrence: int
     module_type: type
-    output: Optional[jax.ShapeDtypeStruct]  # None unless one floating array
+    output: jax.ShapeDtypeStruct | None  # None unless one floating array
     has_bias: bool
 
 
@@ -206,7 +206,7 @@ _TABLES: dict = {}
 _TABLE_LIMIT = 256
 
 
-def _calls(model: Model, x) -> Tuple[_Call, ...]:
+def _calls(model: Model, x) -> tuple[_Call, ...]:
     """Every submodule `__call__` of one forward pass on x, in the order they finish."""
     leaves, treedef = jax.tree_util.tree_flatten(model)
     key = (
@@ -237,10 +237,10 @@ def _calls(model: Model, x) -> Tuple[_Call, ...]:
     return _TABLES[key]
 
 
-def _layers(model: Model, x) -> Dict[str, _Call]:
+def _layers(model: Model, x) -> dict[str, _Call]:
     """The usable layers: named (not the root), run once, one floating batched output."""
     calls = _calls(model, x)
-    runs: Dict[str, int] = {}
+    runs: dict[str, int] = {}
     for call in calls:
         runs[call.path] = runs.get(call.path, 0) + 1
     return {
@@ -254,7 +254,7 @@ def _layers(model: Model, x) -> Dict[str, _Call]:
     }
 
 
-def _describe(layers: Dict[str, _Call]) -> str:
+def _describe(layers: dict[str, _Call]) -> str:
     return ", ".join(f"{path} {tuple(call.output.shape[1:])}" for path, call in layers.items())
 
 
@@ -431,9 +431,7 @@ def layer_gradient_x_activation(model: Model, x, *, target, layer: str) -> Attri
 
 
 @engine.program(static_argnames=("layer", "steps", "schedule", "chunk_size"))
-def _layer_integrated_gradients(
-    model, x, baseline, targets: Targets, *, layer, steps, schedule, chunk_size
-):
+def _layer_integrated_gradients(model, x, baseline, targets: Targets, *, layer, steps, schedule, chunk_size):
     batch = x.shape[0]
     baseline = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
     ends, activations = _run(model.apply_fn, model.params, jnp.concatenate([x, baseline]), layer)
@@ -450,11 +448,23 @@ def _layer_integrated_gradients(
     layer_difference = pick(ends[:batch]) - pick(replaced((at_baseline, x)))
 
     values = straight_path(  # the path waits for the endpoint passes (`engine.tie`)
-        replaced, engine.tie(at_x, layer_difference), at_baseline, chosen, steps=steps,
-        schedule=schedule, chunk_size=chunk_size, context=x,
+        replaced,
+        engine.tie(at_x, layer_difference),
+        at_baseline,
+        chosen,
+        steps=steps,
+        schedule=schedule,
+        chunk_size=chunk_size,
+        context=x,
     )
-    return engine.attribution(targets, values, chosen, difference=difference, delta="sum",
-                              extras={"layer_output_difference": layer_difference})
+    return engine.attribution(
+        targets,
+        values,
+        chosen,
+        difference=difference,
+        delta="sum",
+        extras={"layer_output_difference": layer_difference},
+    )
 
 
 @register("layer")
@@ -577,7 +587,7 @@ def token_attributions(
     x,
     *,
     target,
-    layer: Optional[str] = None,
+    layer: str | None = None,
     baseline=None,
     steps: int = 50,
     schedule: str = "gauss_legendre",
@@ -615,8 +625,14 @@ def token_attributions(
     baseline = getattr(model.apply_fn.module, "pad_id", 0) if baseline is None else baseline
     _check_ids(model, layer, ("x", x), ("baseline", baseline))
     result = layer_integrated_gradients(
-        model, x, target=target, layer=layer, baseline=baseline, steps=steps,
-        schedule=schedule, chunk_size=chunk_size,
+        model,
+        x,
+        target=target,
+        layer=layer,
+        baseline=baseline,
+        steps=steps,
+        schedule=schedule,
+        chunk_size=chunk_size,
     )
     return dataclasses.replace(
         result,
@@ -676,7 +692,7 @@ def _neuron_target(neuron, shape: tuple):
 
 
 def neuron_attribution(
-    method: Union[str, Callable], model: Model, x, *, layer: str, neuron, **method_kwargs
+    method: str | Callable, model: Model, x, *, layer: str, neuron, **method_kwargs
 ) -> Attribution:
     """Explains one unit of a named layer, instead of a class, with any jaxplain method.
 
@@ -776,12 +792,19 @@ def neuron_integrated_gradients(
       arXiv:1703.01365, 2017.
     """
     return neuron_attribution(
-        integrated_gradients, model, x, layer=layer, neuron=neuron, baseline=baseline,
-        steps=steps, schedule=schedule, chunk_size=chunk_size,
+        integrated_gradients,
+        model,
+        x,
+        layer=layer,
+        neuron=neuron,
+        baseline=baseline,
+        steps=steps,
+        schedule=schedule,
+        chunk_size=chunk_size,
     )
 
 
-def layer_names(model: Model, x) -> Dict[str, Tuple[int, ...]]:
+def layer_names(model: Model, x) -> dict[str, tuple[int, ...]]:
     """Every layer the layer methods can name, with its output shape, for inputs like x.
 
     Found by abstract evaluation (no computation). Names are Flax module paths joined

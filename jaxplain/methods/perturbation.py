@@ -90,9 +90,7 @@ def _fold_coalitions(model, x, baseline, mask, chosen, draw, count, fold, init, 
     )
 
 
-def _group_attribution(
-    targets, chosen, group_values, mask, at_x, at_baseline, *, with_delta, extras=None
-):
+def _group_attribution(targets, chosen, group_values, mask, at_x, at_baseline, *, with_delta, extras=None):
     """The Attribution of per-group values (B, G, k), each broadcast onto its features.
 
     With `with_delta`, delta = sum over groups - (F_t(x) - F_t(baseline)).
@@ -141,18 +139,14 @@ def _occlusion(model, x, baseline, targets: Targets, *, window, stride, chunk_si
         )
         return jnp.where(covered, baseline, x)
 
-    outputs = engine.path_outputs(
-        model, tied_x, chosen, occluded, jnp.asarray(grid), chunk_size=chunk_size
-    )
+    outputs = engine.path_outputs(model, tied_x, chosen, occluded, jnp.asarray(grid), chunk_size=chunk_size)
     differences = at_x[:, None] - outputs.astype(at_x.dtype)  # (B, K, k)
     total = jnp.swapaxes(differences, 1, 2).reshape((batch, chosen.shape[1]) + tuple(positions))
     # A window covers a box, so spreading every window's difference onto its features
     # factorises into one small contraction per axis (positions -> features).
     count = np.ones((), np.int64)
     for cover in covers:
-        total = jnp.tensordot(
-            total, jnp.asarray(cover, total.dtype), axes=([2], [0]), precision=_HIGHEST
-        )
+        total = jnp.tensordot(total, jnp.asarray(cover, total.dtype), axes=([2], [0]), precision=_HIGHEST)
         count = np.multiply.outer(count, cover.sum(axis=0))
     values = jnp.where(count > 0, total / jnp.asarray(np.maximum(count, 1), total.dtype), 0.0)
     return engine.attribution(targets, values, chosen, difference=at_x - at_baseline)
@@ -163,7 +157,11 @@ def _feature_ablation(model, x, baseline, mask, targets: Targets, *, groups, chu
     baseline = _broadcast_baseline(baseline, x)
     chosen, at_x, at_baseline, tied_x = engine.endpoints(model, x, targets, baseline)
     ablated = _coalition_values(
-        model, tied_x, baseline, mask, chosen,
+        model,
+        tied_x,
+        baseline,
+        mask,
+        chosen,
         lambda group: jnp.arange(groups) != group,
         jnp.arange(groups),
         chunk_size,
@@ -187,7 +185,11 @@ def _exact_shapley(model, x, baseline, mask, targets: Targets, *, groups, chunk_
     group_bits = jnp.arange(groups)
     coalitions = jnp.arange(2**groups)  # group g is in coalition c when bit g of c is set
     values = _coalition_values(
-        model, tied_x, baseline, mask, chosen,
+        model,
+        tied_x,
+        baseline,
+        mask,
+        chosen,
         lambda c: ((c >> group_bits) & 1).astype(bool),
         coalitions,
         chunk_size,
@@ -249,13 +251,25 @@ def _shapley_sampling(
     zeros = jnp.zeros((batch, groups, chosen.shape[1]), acc)
     point = _coalition_point(mask, baseline, lambda params: params[0])
     _, phi, square = engine.fold_outputs(
-        model, tied_x, chosen, point, engine.Indexed(samples * (groups + 1), draw_params),
-        fold, (jnp.zeros((), acc), zeros, zeros), chunk_size=chunk_size,
+        model,
+        tied_x,
+        chosen,
+        point,
+        engine.Indexed(samples * (groups + 1), draw_params),
+        fold,
+        (jnp.zeros((), acc), zeros, zeros),
+        chunk_size=chunk_size,
     )
     draws = samples // orders
     standard_error = jnp.sqrt(square / (draws - 1)) / math.sqrt(draws)  # NaN for one draw
     return _group_attribution(
-        targets, chosen, phi, mask, at_x, at_baseline, with_delta=True,
+        targets,
+        chosen,
+        phi,
+        mask,
+        at_x,
+        at_baseline,
+        with_delta=True,
         extras={"standard_error": jnp.swapaxes(standard_error, 1, 2)},
     )
 
@@ -288,9 +302,7 @@ def _least_squares(gram, cross):
 
 
 @engine.program(static_argnames=("groups", "samples", "paired", "chunk_size"))
-def _kernel_shap(
-    model, x, baseline, mask, targets: Targets, key, *, groups, samples, paired, chunk_size
-):
+def _kernel_shap(model, x, baseline, mask, targets: Targets, key, *, groups, samples, paired, chunk_size):
     batch = x.shape[0]
     baseline = _broadcast_baseline(baseline, x)
     chosen, at_x, at_baseline, tied_x = engine.endpoints(model, x, targets, baseline)
@@ -340,9 +352,7 @@ def _kernel_shap(
 
 
 @engine.program(static_argnames=("groups", "samples", "chunk_size"))
-def _lime(
-    model, x, baseline, mask, targets: Targets, key, kernel_width, *, groups, samples, chunk_size
-):
+def _lime(model, x, baseline, mask, targets: Targets, key, kernel_width, *, groups, samples, chunk_size):
     batch = x.shape[0]
     baseline = _broadcast_baseline(baseline, x)
     chosen, at_x, at_baseline, tied_x = engine.endpoints(model, x, targets, baseline)
@@ -360,8 +370,11 @@ def _lime(
         return engine.merge_comoments(state, jnp.concatenate([z, values], axis=-1), weight)
 
     unknowns = groups + count  # the co-moments of (z, v(z)) together
-    init = (jnp.zeros((batch,), acc), jnp.zeros((batch, unknowns), acc),
-            jnp.zeros((batch, unknowns, unknowns), acc))
+    init = (
+        jnp.zeros((batch,), acc),
+        jnp.zeros((batch, unknowns), acc),
+        jnp.zeros((batch, unknowns, unknowns), acc),
+    )
     _, mean, co = _fold_coalitions(
         model, tied_x, baseline, mask, chosen, draw, samples, fold, init, chunk_size
     )
@@ -369,7 +382,13 @@ def _lime(
     phi = _least_squares(co[:, :groups, :groups], co[:, :groups, groups:])  # (B, G, k)
     intercept = mean[:, groups:] - jnp.einsum("bg,bgk->bk", mean[:, :groups], phi, precision=_HIGHEST)
     return _group_attribution(
-        targets, chosen, phi, mask, at_x, at_baseline, with_delta=True,
+        targets,
+        chosen,
+        phi,
+        mask,
+        at_x,
+        at_baseline,
+        with_delta=True,
         extras={"intercept": intercept},
     )
 
@@ -389,8 +408,11 @@ def _banzhaf(model, x, baseline, mask, targets: Targets, key, *, groups, samples
         with_g = jnp.einsum("bng,bnk->bgk", z, values, precision=_HIGHEST)
         return engine.compensated_add(sums, (with_g, values.sum(axis=1), z.sum(axis=1)))
 
-    zeros = (jnp.zeros((batch, groups, targets.count), acc), jnp.zeros((batch, targets.count), acc),
-             jnp.zeros((batch, groups), acc))
+    zeros = (
+        jnp.zeros((batch, groups, targets.count), acc),
+        jnp.zeros((batch, targets.count), acc),
+        jnp.zeros((batch, groups), acc),
+    )
     (with_g, total, present), _ = _fold_coalitions(
         model, ends.x, baseline, mask, ends.targets, draw, samples, fold, (zeros, zeros), chunk_size
     )
@@ -398,8 +420,9 @@ def _banzhaf(model, x, baseline, mask, targets: Targets, key, *, groups, samples
     # phi_g = mean v(z | g present) - mean v(z | g absent); NaN where either side is empty.
     phi = (with_g / present[..., None]) - (total[:, None] - with_g) / absent[..., None]
     phi = jnp.where(((present > 0) & (absent > 0))[..., None], phi, jnp.nan)
-    return _group_attribution(targets, ends.targets, phi, mask, ends.at_x, ends.at_reference,
-                              with_delta=False)
+    return _group_attribution(
+        targets, ends.targets, phi, mask, ends.at_x, ends.at_reference, with_delta=False
+    )
 
 
 # --- checks at the public boundary -----------------------------------------------------
@@ -459,9 +482,7 @@ def patch_mask(feature_shape, patch) -> np.ndarray:
 
 
 @register("perturbation")
-def occlusion(
-    model: Model, x, *, target, window, stride=None, baseline=0.0, chunk_size=None
-) -> Attribution:
+def occlusion(model: Model, x, *, target, window, stride=None, baseline=0.0, chunk_size=None) -> Attribution:
     """Occlusion: the output drop when a sliding window of features is set to the baseline.
 
     A box of shape `window` slides over each example with steps `stride`. Along an
@@ -513,11 +534,8 @@ def occlusion(
     x, targets = _checks.prepare(model, x, target)
     baseline = _checks.baseline(baseline, x)
     window, stride = _checks.window(window, stride, x)
-    points = math.prod(len(range(0, n - w + 1, s)) for n, w, s in zip(x.shape[1:], window, stride))
     chunk_size = _checks.chunk_size(chunk_size)
-    return _occlusion(
-        model, x, baseline, targets, window=window, stride=stride, chunk_size=chunk_size
-    )
+    return _occlusion(model, x, baseline, targets, window=window, stride=stride, chunk_size=chunk_size)
 
 
 @register("perturbation")
@@ -558,9 +576,7 @@ def feature_ablation(
     """
     x, targets, baseline, mask, groups = _prepare(model, x, target, baseline, feature_mask)
     chunk_size = _checks.chunk_size(chunk_size)
-    return _feature_ablation(
-        model, x, baseline, mask, targets, groups=groups, chunk_size=chunk_size
-    )
+    return _feature_ablation(model, x, baseline, mask, targets, groups=groups, chunk_size=chunk_size)
 
 
 @register("perturbation")
@@ -613,8 +629,7 @@ def exact_shapley(
     x, targets, baseline, mask, groups = _prepare(model, x, target, baseline, feature_mask)
     if groups > MAX_EXACT_GROUPS:
         given = (
-            f"feature_mask=None makes each of the {groups} features of x (shape "
-            f"{tuple(x.shape)}) a group"
+            f"feature_mask=None makes each of the {groups} features of x (shape {tuple(x.shape)}) a group"
             if feature_mask is None
             else f"feature_mask has {groups} groups"
         )
@@ -695,8 +710,16 @@ def shapley_sampling(
     key = _checks.key(key)
     chunk_size = _checks.chunk_size(chunk_size)
     return _shapley_sampling(
-        model, x, baseline, mask, targets, key,
-        groups=groups, samples=samples, antithetic=antithetic, chunk_size=chunk_size,
+        model,
+        x,
+        baseline,
+        mask,
+        targets,
+        key,
+        groups=groups,
+        samples=samples,
+        antithetic=antithetic,
+        chunk_size=chunk_size,
     )
 
 
@@ -782,8 +805,16 @@ def kernel_shap(
     key = _checks.key(key)
     chunk_size = _checks.chunk_size(chunk_size)
     return _kernel_shap(
-        model, x, baseline, mask, targets, key,
-        groups=groups, samples=samples, paired=paired, chunk_size=chunk_size,
+        model,
+        x,
+        baseline,
+        mask,
+        targets,
+        key,
+        groups=groups,
+        samples=samples,
+        paired=paired,
+        chunk_size=chunk_size,
     )
 
 
@@ -855,8 +886,16 @@ def lime(
     key = _checks.key(key)
     chunk_size = _checks.chunk_size(chunk_size)
     return _lime(
-        model, x, baseline, mask, targets, key, kernel_width,
-        groups=groups, samples=samples, chunk_size=chunk_size,
+        model,
+        x,
+        baseline,
+        mask,
+        targets,
+        key,
+        kernel_width,
+        groups=groups,
+        samples=samples,
+        chunk_size=chunk_size,
     )
 
 
@@ -916,5 +955,6 @@ def banzhaf(
     samples = _checks.samples(samples)
     key = _checks.key(key)
     chunk_size = _checks.chunk_size(chunk_size)
-    return _banzhaf(model, x, baseline, mask, targets, key, groups=groups, samples=samples,
-                    chunk_size=chunk_size)
+    return _banzhaf(
+        model, x, baseline, mask, targets, key, groups=groups, samples=samples, chunk_size=chunk_size
+    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-from typing import Callable, Dict, FrozenSet, Optional, Tuple
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -38,7 +38,7 @@ class MethodInfo:
     family: str
     summary: str
     randomized: bool
-    parameters: FrozenSet[str] = frozenset()
+    parameters: frozenset[str] = frozenset()
 
     @property
     def wraps(self) -> bool:
@@ -46,7 +46,7 @@ class MethodInfo:
         return "method" in self.parameters
 
 
-METHODS: Dict[str, MethodInfo] = {}
+METHODS: dict[str, MethodInfo] = {}
 
 
 def register(family: str, *, randomized: bool = False) -> Callable[[Callable], Callable]:
@@ -58,13 +58,15 @@ def register(family: str, *, randomized: bool = False) -> Callable[[Callable], C
         summary = (function.__doc__ or "").strip().splitlines()[0] if function.__doc__ else ""
         named = inspect.signature(function).parameters.values()
         parameters = frozenset(p.name for p in named if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
-        METHODS[function.__name__] = MethodInfo(function.__name__, function, family, summary, randomized, parameters)
+        METHODS[function.__name__] = MethodInfo(
+            function.__name__, function, family, summary, randomized, parameters
+        )
         return function
 
     return add
 
 
-def info(method) -> Optional[MethodInfo]:
+def info(method) -> MethodInfo | None:
     """What the registry knows of `method` (a registered function, its name, or a
     `functools.partial` of one); None for any other callable."""
     if isinstance(method, str):
@@ -80,10 +82,14 @@ def resolve(method) -> Callable:
     callable `function(model, x, *, target, ...)`, returned as it is."""
     if isinstance(method, str):
         if method not in METHODS:
-            raise ValueError(f"method: {method!r} is not a jaxplain method; known: {', '.join(sorted(METHODS))}")
+            raise ValueError(
+                f"method: {method!r} is not a jaxplain method; known: {', '.join(sorted(METHODS))}"
+            )
         return METHODS[method].function
     if not callable(method):
-        raise TypeError(f"method must be a jaxplain method such as jaxplain.saliency, or its name, got {method!r}")
+        raise TypeError(
+            f"method must be a jaxplain method such as jaxplain.saliency, or its name, got {method!r}"
+        )
     return method
 
 
@@ -110,7 +116,7 @@ def options_of(method, options: dict) -> dict:
     return options
 
 
-def bind(method, options: dict, *, caller: str) -> Tuple[Callable, dict, tuple, bool]:
+def bind(method, options: dict, *, caller: str) -> tuple[Callable, dict, tuple, bool]:
     """`method` with its options, for a caller that runs it inside its own program (the
     noise methods, the robustness and randomisation metrics).
 

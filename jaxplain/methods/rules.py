@@ -92,7 +92,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.extend.core as jex
@@ -110,20 +111,86 @@ LRP_RULES = ("epsilon", "gamma", "alpha1beta0", "zbox", "composite")
 _STABILIZER = 1e-9
 
 # Primitives that call a nested jaxpr once, with the same inputs: the interpreter recurses.
-_CALLS = frozenset({
-    "jit", "pjit", "closed_call", "core_call", "remat", "remat2", "checkpoint",
-    "custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr",
-})
+_CALLS = frozenset(
+    {
+        "jit",
+        "pjit",
+        "closed_call",
+        "core_call",
+        "remat",
+        "remat2",
+        "checkpoint",
+        "custom_jvp_call",
+        "custom_vjp_call",
+        "custom_vjp_call_jaxpr",
+    }
+)
 
 # Primitives that act element by element (with size-1 broadcasting of their operands).
-_ELEMENTWISE = frozenset({
-    "abs", "acos", "acosh", "add", "and", "asin", "asinh", "atan", "atan2", "atanh", "cbrt",
-    "ceil", "clamp", "convert_element_type", "copy", "copy_p", "cos", "cosh", "div", "eq",
-    "erf", "erf_inv", "erfc", "exp", "exp2", "expm1", "floor", "ge", "gt", "integer_pow",
-    "is_finite", "le", "log", "log1p", "logistic", "lt", "max", "min", "mul", "ne", "neg",
-    "nextafter", "not", "or", "pow", "reduce_precision", "rem", "round", "rsqrt", "select_n",
-    "sign", "sin", "sinh", "sqrt", "square", "stop_gradient", "sub", "tan", "tanh", "xor",
-})
+_ELEMENTWISE = frozenset(
+    {
+        "abs",
+        "acos",
+        "acosh",
+        "add",
+        "and",
+        "asin",
+        "asinh",
+        "atan",
+        "atan2",
+        "atanh",
+        "cbrt",
+        "ceil",
+        "clamp",
+        "convert_element_type",
+        "copy",
+        "copy_p",
+        "cos",
+        "cosh",
+        "div",
+        "eq",
+        "erf",
+        "erf_inv",
+        "erfc",
+        "exp",
+        "exp2",
+        "expm1",
+        "floor",
+        "ge",
+        "gt",
+        "integer_pow",
+        "is_finite",
+        "le",
+        "log",
+        "log1p",
+        "logistic",
+        "lt",
+        "max",
+        "min",
+        "mul",
+        "ne",
+        "neg",
+        "nextafter",
+        "not",
+        "or",
+        "pow",
+        "reduce_precision",
+        "rem",
+        "round",
+        "rsqrt",
+        "select_n",
+        "sign",
+        "sin",
+        "sinh",
+        "sqrt",
+        "square",
+        "stop_gradient",
+        "sub",
+        "tan",
+        "tanh",
+        "xor",
+    }
+)
 
 # Elementwise primitives that DeepLIFT and LRP treat as activation functions when called on
 # one x-dependent operand (with clamp, the middle one).
@@ -133,25 +200,69 @@ _ACTIVATIONS = frozenset({"max", "min", "tanh", "logistic", "clamp"})
 # depend on x (None: any). mul and dot_general are bilinear: at most one operand may.
 _ANY = None
 _LINEAR = {
-    "add": _ANY, "add_any": _ANY, "sub": _ANY, "neg": _ANY, "mul": _ANY, "dot_general": _ANY,
-    "div": (0,), "conv_general_dilated": (0,),
-    "reshape": _ANY, "broadcast_in_dim": (0,), "transpose": _ANY, "squeeze": _ANY,
-    "expand_dims": _ANY, "slice": _ANY, "dynamic_slice": (0,), "gather": (0,),
-    "dynamic_update_slice": (0, 1), "scatter-add": (0, 2), "scatter_add": (0, 2),
-    "concatenate": _ANY, "pad": _ANY, "rev": _ANY, "split": _ANY, "select_n": "not_first",
-    "convert_element_type": _ANY, "copy": _ANY, "copy_p": _ANY, "reduce_precision": _ANY,
-    "sharding_constraint": _ANY, "reduce_sum": _ANY, "reduce_window_sum": _ANY,
-    "cumsum": _ANY, "stop_gradient": _ANY,
+    "add": _ANY,
+    "add_any": _ANY,
+    "sub": _ANY,
+    "neg": _ANY,
+    "mul": _ANY,
+    "dot_general": _ANY,
+    "div": (0,),
+    "conv_general_dilated": (0,),
+    "reshape": _ANY,
+    "broadcast_in_dim": (0,),
+    "transpose": _ANY,
+    "squeeze": _ANY,
+    "expand_dims": _ANY,
+    "slice": _ANY,
+    "dynamic_slice": (0,),
+    "gather": (0,),
+    "dynamic_update_slice": (0, 1),
+    "scatter-add": (0, 2),
+    "scatter_add": (0, 2),
+    "concatenate": _ANY,
+    "pad": _ANY,
+    "rev": _ANY,
+    "split": _ANY,
+    "select_n": "not_first",
+    "convert_element_type": _ANY,
+    "copy": _ANY,
+    "copy_p": _ANY,
+    "reduce_precision": _ANY,
+    "sharding_constraint": _ANY,
+    "reduce_sum": _ANY,
+    "reduce_window_sum": _ANY,
+    "cumsum": _ANY,
+    "stop_gradient": _ANY,
 }
 _BILINEAR = frozenset({"mul", "dot_general"})
 
 # Operations through which z-box bounds are carried (one x-dependent operand): data
 # movement, and elementwise affine maps whose sign flips the layer undoes with min / max.
-_CARRY_BOUNDS = frozenset({
-    "reshape", "broadcast_in_dim", "transpose", "squeeze", "expand_dims", "slice",
-    "dynamic_slice", "gather", "concatenate", "pad", "rev", "convert_element_type", "copy",
-    "copy_p", "reduce_precision", "sharding_constraint", "add", "sub", "mul", "div", "neg",
-})
+_CARRY_BOUNDS = frozenset(
+    {
+        "reshape",
+        "broadcast_in_dim",
+        "transpose",
+        "squeeze",
+        "expand_dims",
+        "slice",
+        "dynamic_slice",
+        "gather",
+        "concatenate",
+        "pad",
+        "rev",
+        "convert_element_type",
+        "copy",
+        "copy_p",
+        "reduce_precision",
+        "sharding_constraint",
+        "add",
+        "sub",
+        "mul",
+        "div",
+        "neg",
+    }
+)
 
 # Elementwise affine maps with an x-independent operand, folded into the preceding layer.
 _FOLDABLE = frozenset({"add", "sub", "mul", "div", "neg"})
@@ -196,7 +307,7 @@ class _Layer:
     scale: Any
     shift: Any
 
-    def fold(self, name: str, position: int, other) -> "_Layer":
+    def fold(self, name: str, position: int, other) -> _Layer:
         scale, shift = self.scale, self.shift
         if name == "add":
             shift = shift + other
@@ -271,8 +382,9 @@ def _depends_on_x(value) -> bool:
     return isinstance(value, (_Dependent, _Layer))
 
 
-def _values(args, index: Optional[int] = None) -> list:
+def _values(args, index: int | None = None) -> list:
     """The arguments with x-dependent ones replaced by their value (or companion `index`)."""
+
     def pick(arg):
         if not isinstance(arg, _Dependent):
             return arg
@@ -283,9 +395,7 @@ def _values(args, index: Optional[int] = None) -> list:
 
 def _run(jaxpr, consts, args, state: _State) -> list:
     """Evaluates `jaxpr` on `args` (some of them `_Dependent`), applying the method's rules."""
-    uses = collections.Counter(
-        v for eqn in jaxpr.eqns for v in eqn.invars if isinstance(v, jex.Var)
-    )
+    uses = collections.Counter(v for eqn in jaxpr.eqns for v in eqn.invars if isinstance(v, jex.Var))
     uses.update(v for v in jaxpr.outvars if isinstance(v, jex.Var))
     env = dict(zip(jaxpr.constvars, consts))
     env.update(zip(jaxpr.invars, args))
@@ -314,7 +424,7 @@ def _run(jaxpr, consts, args, state: _State) -> list:
     return [read(v) for v in jaxpr.outvars]
 
 
-def _fold(eqn, env, uses, state: _State) -> Optional[_Layer]:
+def _fold(eqn, env, uses, state: _State) -> _Layer | None:
     """Folds an affine map with an x-independent operand into an open LRP layer."""
     if state.rules.method != "lrp" or eqn.primitive.name not in _FOLDABLE:
         return None
@@ -363,9 +473,11 @@ def _apply(eqn, args, state: _State) -> list:
         raise _unsupported(state, eqn, "of two x-dependent values")
     if name in _ELEMENTWISE:
         raise _unsupported(
-            state, eqn, "of an x-dependent value outside an activation function (an "
+            state,
+            eqn,
+            "of an x-dependent value outside an activation function (an "
             "activation is recognised when it is a jitted, custom_jvp or custom_vjp "
-            "function, e.g. from jax.nn, or one of max, min, tanh, logistic)"
+            "function, e.g. from jax.nn, or one of max, min, tanh, logistic)",
         )
     raise _unsupported(state, eqn, "of an x-dependent value")
 
@@ -642,13 +754,15 @@ def _close_layer(layer: _Layer, state: _State) -> _Dependent:
         grad_high = -transpose(negative, c)
         ordered = first <= second
         return (
-            transpose(lambda v: scale * linear(v, w), c), None, None, None,
-            jnp.where(ordered, grad_low, grad_high), jnp.where(ordered, grad_high, grad_low),
+            transpose(lambda v: scale * linear(v, w), c),
+            None,
+            None,
+            None,
+            jnp.where(ordered, grad_low, grad_high),
+            jnp.where(ordered, grad_high, grad_low),
         )
 
-    value = _custom(forward, backward)(
-        layer.source.value, layer.weight, layer.scale, layer.shift, *bounds
-    )
+    value = _custom(forward, backward)(layer.source.value, layer.weight, layer.scale, layer.shift, *bounds)
     return _Dependent(value)
 
 
@@ -908,7 +1022,11 @@ def deeplift_shap(model: Model, x, *, target, background, chunk_size=None) -> At
     x, targets = _checks.prepare(model, x, target)
     _logits_only("deeplift_shap", model)
     background = _checks.as_float_array("background", background)
-    if background.ndim != x.ndim or tuple(background.shape[1:]) != tuple(x.shape[1:]) or not background.shape[0]:
+    if (
+        background.ndim != x.ndim
+        or tuple(background.shape[1:]) != tuple(x.shape[1:])
+        or not background.shape[0]
+    ):
         raise ValueError(
             f"background must have shape (M, {', '.join(map(str, x.shape[1:]))}) with M >= 1 "
             f"references, got {tuple(background.shape)}"

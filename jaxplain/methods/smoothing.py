@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import inspect
 import warnings
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -43,10 +43,24 @@ def _copy_keys(key, indices):
     return keys[:, 0], keys[:, 1]
 
 
-@engine.program(static_argnames=("method", "reduction", "samples", "noise_chunk_size",
-                                 "static_kwargs", "randomized"))
-def _noisy(model, x, targets: Targets, key, noise_scale, array_kwargs, *, method, reduction,
-           samples, noise_chunk_size, static_kwargs, randomized):
+@engine.program(
+    static_argnames=("method", "reduction", "samples", "noise_chunk_size", "static_kwargs", "randomized")
+)
+def _noisy(
+    model,
+    x,
+    targets: Targets,
+    key,
+    noise_scale,
+    array_kwargs,
+    *,
+    method,
+    reduction,
+    samples,
+    noise_chunk_size,
+    static_kwargs,
+    randomized,
+):
     batch = x.shape[0]
     chosen = targets.resolve(engine.forward(model, x))  # targets of the clean input
     axes = tuple(range(1, x.ndim))
@@ -60,14 +74,19 @@ def _noisy(model, x, targets: Targets, key, noise_scale, array_kwargs, *, method
     def chunk(moments, start, size, x):
         noise_keys, method_keys = _copy_keys(key, start + jnp.arange(size, dtype=jnp.int32))
         noise = jax.vmap(lambda k: jax.random.normal(k, x.shape, x.dtype))(noise_keys)  # (size, B, ...)
-        values = engine.explain_copies(explain, x[None] + spread[None] * noise, chosen, array_kwargs,
-                                       method_keys if randomized else None).astype(acc)
+        values = engine.explain_copies(
+            explain, x[None] + spread[None] * noise, chosen, array_kwargs, method_keys if randomized else None
+        ).astype(acc)
         return engine.merge_moments(moments, values), None
 
     shape = (batch, chosen.shape[1]) + x.shape[1:]
     zeros = jnp.zeros(shape, acc)
     (_, mean, squares), _ = engine.fold_chunks(
-        chunk, samples, noise_chunk_size, x, (jnp.zeros((), acc), zeros, zeros),
+        chunk,
+        samples,
+        noise_chunk_size,
+        x,
+        (jnp.zeros((), acc), zeros, zeros),
         dependency=lambda moments: moments[1][:, 0],
         # the wrapped method's memory is its own: a loop keeps one noise chunk alive
         unroll=False,
@@ -77,28 +96,53 @@ def _noisy(model, x, targets: Targets, key, noise_scale, array_kwargs, *, method
     return engine.attribution(targets, values, chosen)
 
 
-def _smooth(reduction, model, x, target, key, method, samples, noise_scale, noise_chunk_size, method_options,
-            method_kwargs):
+def _smooth(
+    reduction,
+    model,
+    x,
+    target,
+    key,
+    method,
+    samples,
+    noise_scale,
+    noise_chunk_size,
+    method_options,
+    method_kwargs,
+):
     if method_options is None:
         method_options = {}
     if not isinstance(method_options, dict):
-        raise TypeError(f"method_options must be a dict of the wrapped method's options, got "
-                        f"{type(method_options).__name__}")
+        raise TypeError(
+            f"method_options must be a dict of the wrapped method's options, got "
+            f"{type(method_options).__name__}"
+        )
     both = sorted(set(method_options) & set(method_kwargs))
     if both:
-        raise TypeError(f"{', '.join(both)} given both in method_options and as a keyword; pass "
-                        "each option of the wrapped method once")
+        raise TypeError(
+            f"{', '.join(both)} given both in method_options and as a keyword; pass "
+            "each option of the wrapped method once"
+        )
     # A randomized method gets its own key for every noisy copy, split from `key`.
-    method, arrays, static, randomized = registry.bind(method, {**method_kwargs, **method_options},
-                                                       caller="noise method")
+    method, arrays, static, randomized = registry.bind(
+        method, {**method_kwargs, **method_options}, caller="noise method"
+    )
     x, targets = _checks.prepare(model, x, target)
     key = _checks.key(key)
     samples = _checks.positive_int("samples", samples)
     noise_scale = _checks.number("noise_scale", noise_scale)
     noise_chunk_size = _checks.noise_chunk_size(noise_chunk_size, model, x, samples, mapped=randomized)
     return _noisy(
-        model, x, targets, key, noise_scale, arrays, method=method, reduction=reduction,
-        samples=samples, noise_chunk_size=noise_chunk_size, static_kwargs=static,
+        model,
+        x,
+        targets,
+        key,
+        noise_scale,
+        arrays,
+        method=method,
+        reduction=reduction,
+        samples=samples,
+        noise_chunk_size=noise_chunk_size,
+        static_kwargs=static,
         randomized=randomized,
     )
 
@@ -107,8 +151,11 @@ def _new_form(name, args, kwargs):
     """The positional arguments of a call in the new form: a method given first, before
     the model (`smoothgrad(jaxplain.saliency, model, x, ...)`, the form before the method
     became the `method` option), moves to `method` with a DeprecationWarning."""
-    model_second = len(args) == 3 or (len(args) == 2 and isinstance(args[1], Model)) or (
-        len(args) == 1 and "model" in kwargs)
+    model_second = (
+        len(args) == 3
+        or (len(args) == 2 and isinstance(args[1], Model))
+        or (len(args) == 1 and "model" in kwargs)
+    )
     if not args or isinstance(args[0], Model) or not model_second:
         return args
     if "method" in kwargs:
@@ -116,8 +163,9 @@ def _new_form(name, args, kwargs):
     warnings.warn(
         f"{name}(method, model, x, ...) is deprecated and will be removed in the next release: "
         f"pass the method as an option, {name}(model, x, method=jaxplain.saliency, ...) "
-        f"(or method=\"saliency\")",
-        DeprecationWarning, stacklevel=3,
+        f'(or method="saliency")',
+        DeprecationWarning,
+        stacklevel=3,
     )
     kwargs["method"] = args[0]
     return args[1:]
@@ -137,8 +185,9 @@ def _noise_method(reduction: str):
             bound.apply_defaults()
             return _smooth(reduction, **bound.arguments)
 
-        method.__doc__ = (declared.__doc__.replace("{args}", _ARGS.replace("{name}", declared.__name__))
-                          .replace("      {model}\n", _EXAMPLE_MODEL))
+        method.__doc__ = declared.__doc__.replace(
+            "{args}", _ARGS.replace("{name}", declared.__name__)
+        ).replace("      {model}\n", _EXAMPLE_MODEL)
         return register("noise", randomized=True)(method)
 
     return make
@@ -186,9 +235,19 @@ _ARGS = """
 
 
 @_noise_method("mean")
-def smoothgrad(model: Model, x, *, target, key, method="saliency", samples: int = 50,
-               noise_scale: float = 0.15, noise_chunk_size=None,
-               method_options: Optional[dict] = None, **method_kwargs) -> Attribution:
+def smoothgrad(
+    model: Model,
+    x,
+    *,
+    target,
+    key,
+    method="saliency",
+    samples: int = 50,
+    noise_scale: float = 0.15,
+    noise_chunk_size=None,
+    method_options: dict | None = None,
+    **method_kwargs,
+) -> Attribution:
     """SmoothGrad: the mean attribution over noisy copies of the input.
     {args}
     Example:
@@ -206,9 +265,19 @@ def smoothgrad(model: Model, x, *, target, key, method="saliency", samples: int 
 
 
 @_noise_method("mean_square")
-def smoothgrad_sq(model: Model, x, *, target, key, method="saliency", samples: int = 50,
-                  noise_scale: float = 0.15, noise_chunk_size=None,
-                  method_options: Optional[dict] = None, **method_kwargs) -> Attribution:
+def smoothgrad_sq(
+    model: Model,
+    x,
+    *,
+    target,
+    key,
+    method="saliency",
+    samples: int = 50,
+    noise_scale: float = 0.15,
+    noise_chunk_size=None,
+    method_options: dict | None = None,
+    **method_kwargs,
+) -> Attribution:
     """SmoothGrad-squared: the mean of the squared attributions over noisy copies.
     {args}
     Example:
@@ -223,9 +292,19 @@ def smoothgrad_sq(model: Model, x, *, target, key, method="saliency", samples: i
 
 
 @_noise_method("variance")
-def vargrad(model: Model, x, *, target, key, method="saliency", samples: int = 50,
-            noise_scale: float = 0.15, noise_chunk_size=None,
-            method_options: Optional[dict] = None, **method_kwargs) -> Attribution:
+def vargrad(
+    model: Model,
+    x,
+    *,
+    target,
+    key,
+    method="saliency",
+    samples: int = 50,
+    noise_scale: float = 0.15,
+    noise_chunk_size=None,
+    method_options: dict | None = None,
+    **method_kwargs,
+) -> Attribution:
     """VarGrad: the variance of the attributions over noisy copies of the input.
     {args}
     Example:

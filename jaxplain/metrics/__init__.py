@@ -10,8 +10,8 @@ examples and compile to one XLA program per call; model evaluations go through
 
 from jaxplain.metrics._common import Curve
 from jaxplain.metrics.agreement import l2_error, relative_l2_error, spearman, top_k_overlap
-from jaxplain.metrics.evaluate import METRICS, Table, evaluate
 from jaxplain.metrics.curves import deletion, insertion, pixel_flipping, road
+from jaxplain.metrics.evaluate import METRICS, Table, evaluate
 from jaxplain.metrics.faithfulness import completeness, faithfulness_correlation, infidelity, sensitivity_n
 from jaxplain.metrics.randomisation import randomisation_check
 from jaxplain.metrics.robustness import sensitivity_max

@@ -14,9 +14,8 @@ import numpy as np
 
 from jaxplain import _checks, engine
 from jaxplain.attribution import Attribution
-from jaxplain.methods.perturbation import patch_mask
 from jaxplain.methods import registry
-from jaxplain.methods.registry import METHODS
+from jaxplain.methods.perturbation import patch_mask
 from jaxplain.model import Model, Targets
 
 
@@ -129,7 +128,9 @@ def explain(method, model: Model, x, chosen, key, arrays: dict, static: tuple, t
     # Checked while tracing (types and shapes only): a user's own method could
     # otherwise fail deep inside the metric's program.
     if not isinstance(result, Attribution):
-        got = f"an array of shape {tuple(result.shape)}" if hasattr(result, "shape") else type(result).__name__
+        got = (
+            f"an array of shape {tuple(result.shape)}" if hasattr(result, "shape") else type(result).__name__
+        )
         raise TypeError(f"method must return a jaxplain.Attribution, got {got}")
     if result.values.ndim < 1 or result.values.shape[0] != x.shape[0]:
         raise ValueError(

@@ -16,7 +16,7 @@ through `engine.path_outputs`, chunked, in one compiled program.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -61,8 +61,21 @@ def _curve(model, x, values, mask, targets: Targets, counts, groups: int, chunk_
 
 
 @engine.program(static_argnames=("kind", "insert", "blur_sigma", "counts", "groups", "chunk_size"))
-def _replacement_curve(model, x, values, baseline, mask, targets: Targets, *, kind, insert, blur_sigma,
-                       counts, groups, chunk_size):
+def _replacement_curve(
+    model,
+    x,
+    values,
+    baseline,
+    mask,
+    targets: Targets,
+    *,
+    kind,
+    insert,
+    blur_sigma,
+    counts,
+    groups,
+    chunk_size,
+):
     fill = _fill(x, baseline, kind, blur_sigma)
     if insert:  # reveal the top groups of x on the baseline
         moved = lambda k, changed, x: jnp.where(changed, x, fill)
@@ -71,8 +84,9 @@ def _replacement_curve(model, x, values, baseline, mask, targets: Targets, *, ki
     return _curve(model, x, values, mask, targets, counts, groups, chunk_size, moved)
 
 
-def _replacement(model, x, attribution, target, baseline, steps, feature_mask, per_pixel, blur_sigma,
-                 chunk_size, *, insert):
+def _replacement(
+    model, x, attribution, target, baseline, steps, feature_mask, per_pixel, blur_sigma, chunk_size, *, insert
+):
     x, targets = _common.prepare(model, x, target)
     values = _common.attribution_values(attribution, x)
     mask, groups = _common.groups(feature_mask, x, per_pixel)
@@ -86,14 +100,26 @@ def _replacement(model, x, attribution, target, baseline, steps, feature_mask, p
     else:
         kind, baseline = "given", _checks.baseline(baseline, x)
     blur_sigma = _checks.number("blur_sigma", blur_sigma, low=1e-6)
-    steps = min(groups, 100) if steps is None else _checks.count(
-        "steps", steps, high=groups, what="the number of feature groups"
+    steps = (
+        min(groups, 100)
+        if steps is None
+        else _checks.count("steps", steps, high=groups, what="the number of feature groups")
     )
     counts = tuple(int(c) for c in np.arange(steps + 1) * groups // steps)
     chunk_size = _checks.chunk_size(chunk_size)
     return _replacement_curve(
-        model, x, values, baseline, mask, targets, kind=kind, insert=insert, blur_sigma=blur_sigma,
-        counts=counts, groups=groups, chunk_size=chunk_size,
+        model,
+        x,
+        values,
+        baseline,
+        mask,
+        targets,
+        kind=kind,
+        insert=insert,
+        blur_sigma=blur_sigma,
+        counts=counts,
+        groups=groups,
+        chunk_size=chunk_size,
     )
 
 
@@ -124,8 +150,19 @@ _CURVE_ARGS = """
 """
 
 
-def deletion(model: Model, x, attribution, *, target, baseline="zeros", steps=None, feature_mask=None,
-             per_pixel: bool = False, blur_sigma: float = 5.0, chunk_size=None) -> Curve:
+def deletion(
+    model: Model,
+    x,
+    attribution,
+    *,
+    target,
+    baseline="zeros",
+    steps=None,
+    feature_mask=None,
+    per_pixel: bool = False,
+    blur_sigma: float = 5.0,
+    chunk_size=None,
+) -> Curve:
     """Deletion: the target output as the top-ranked features are replaced by a baseline.
 
     With the groups ranked by attribution and c_s = floor(s G / steps),
@@ -141,12 +178,34 @@ def deletion(model: Model, x, attribution, *, target, baseline="zeros", steps=No
       Petsiuk, Das, Saenko. RISE: Randomized Input Sampling for Explanation of
       Black-box Models. BMVC 2018, arXiv:1806.07421.
     """
-    return _replacement(model, x, attribution, target, baseline, steps, feature_mask, per_pixel,
-                        blur_sigma, chunk_size, insert=False)
+    return _replacement(
+        model,
+        x,
+        attribution,
+        target,
+        baseline,
+        steps,
+        feature_mask,
+        per_pixel,
+        blur_sigma,
+        chunk_size,
+        insert=False,
+    )
 
 
-def insertion(model: Model, x, attribution, *, target, baseline="blur", steps=None, feature_mask=None,
-              per_pixel: bool = False, blur_sigma: float = 5.0, chunk_size=None) -> Curve:
+def insertion(
+    model: Model,
+    x,
+    attribution,
+    *,
+    target,
+    baseline="blur",
+    steps=None,
+    feature_mask=None,
+    per_pixel: bool = False,
+    blur_sigma: float = 5.0,
+    chunk_size=None,
+) -> Curve:
     """Insertion: the target output as the top-ranked features of x are revealed on a baseline.
 
         score_s = F_t(baseline with its top c_s groups taken from x),   s = 0..steps,
@@ -159,12 +218,33 @@ def insertion(model: Model, x, attribution, *, target, baseline="blur", steps=No
       Petsiuk, Das, Saenko. RISE: Randomized Input Sampling for Explanation of
       Black-box Models. BMVC 2018, arXiv:1806.07421.
     """
-    return _replacement(model, x, attribution, target, baseline, steps, feature_mask, per_pixel,
-                        blur_sigma, chunk_size, insert=True)
+    return _replacement(
+        model,
+        x,
+        attribution,
+        target,
+        baseline,
+        steps,
+        feature_mask,
+        per_pixel,
+        blur_sigma,
+        chunk_size,
+        insert=True,
+    )
 
 
-def pixel_flipping(model: Model, x, attribution, *, target, baseline="zeros", feature_mask=None,
-                   per_pixel: bool = False, blur_sigma: float = 5.0, chunk_size=None) -> Curve:
+def pixel_flipping(
+    model: Model,
+    x,
+    attribution,
+    *,
+    target,
+    baseline="zeros",
+    feature_mask=None,
+    per_pixel: bool = False,
+    blur_sigma: float = 5.0,
+    chunk_size=None,
+) -> Curve:
     """Pixel flipping: `deletion` one feature group at a time, in the attribution's order.
 
         score_s = F_t(x with its s top-ranked groups at the baseline),   s = 0..G.
@@ -186,9 +266,18 @@ def pixel_flipping(model: Model, x, attribution, *, target, baseline="zeros", fe
     """
     x, _ = _checks.check_x(model, x)
     _, groups = _common.groups(feature_mask, x, per_pixel)
-    return deletion(model, x, attribution, target=target, baseline=baseline, steps=groups,
-                    feature_mask=feature_mask, per_pixel=per_pixel, blur_sigma=blur_sigma,
-                    chunk_size=chunk_size)
+    return deletion(
+        model,
+        x,
+        attribution,
+        target=target,
+        baseline=baseline,
+        steps=groups,
+        feature_mask=feature_mask,
+        per_pixel=per_pixel,
+        blur_sigma=blur_sigma,
+        chunk_size=chunk_size,
+    )
 
 
 for _function in (deletion, insertion):
@@ -203,8 +292,12 @@ def _neighbour_offsets(spatial: int):
     neighbours of a pixel; 1/2 for the 2 neighbours in index order of a 1-D input."""
     if spatial == 1:
         return [((-1,), 0.5), ((1,), 0.5)]
-    return [((dy, dx), 1 / 6 if dy == 0 or dx == 0 else 1 / 12)
-            for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+    return [
+        ((dy, dx), 1 / 6 if dy == 0 or dx == 0 else 1 / 12)
+        for dy in (-1, 0, 1)
+        for dx in (-1, 0, 1)
+        if (dy, dx) != (0, 0)
+    ]
 
 
 def _neighbour_sum(v, offsets):
@@ -217,7 +310,9 @@ def _neighbour_sum(v, offsets):
                 padding = [(0, 0)] * v.ndim
                 padding[axis] = (0, step) if step > 0 else (-step, 0)
                 start = max(step, 0)
-                shifted = jax.lax.slice_in_dim(jnp.pad(shifted, padding), start, start + v.shape[axis], axis=axis)
+                shifted = jax.lax.slice_in_dim(
+                    jnp.pad(shifted, padding), start, start + v.shape[axis], axis=axis
+                )
         total = total + weight * shifted
     return total
 
@@ -240,8 +335,9 @@ def _impute(x, removed, spatial: int):
         return gone * (degree * v - _neighbour_sum(gone * v, offsets)) + keep * v
 
     right = gone * _neighbour_sum(keep * x, offsets) + keep * x
-    solution, _ = jax.scipy.sparse.linalg.cg(system, right, x0=keep * x, tol=1e-6,
-                                             maxiter=max(100, int(np.prod(x.shape[1:]))))
+    solution, _ = jax.scipy.sparse.linalg.cg(
+        system, right, x0=keep * x, tol=1e-6, maxiter=max(100, int(np.prod(x.shape[1:])))
+    )
     return solution
 
 
@@ -254,9 +350,20 @@ def _road(model, x, values, mask, targets: Targets, key, noise, *, counts, group
     return _curve(model, x, values, mask, targets, counts, groups, chunk_size, moved)
 
 
-def road(model: Model, x, attribution, *, target, key, percentages: Sequence[float] = tuple(range(10, 100, 10)),
-         order: str = "most", feature_mask=None, per_pixel: bool = False, imputation_noise: float = 0.01,
-         chunk_size=None) -> Curve:
+def road(
+    model: Model,
+    x,
+    attribution,
+    *,
+    target,
+    key,
+    percentages: Sequence[float] = tuple(range(10, 100, 10)),
+    order: str = "most",
+    feature_mask=None,
+    per_pixel: bool = False,
+    imputation_noise: float = 0.01,
+    chunk_size=None,
+) -> Curve:
     """ROAD: the target output after removing ranked features by noisy linear imputation.
 
     At each percentage p, the floor(G p / 100) top-ranked groups (`order="most"`, MoRF)
@@ -310,11 +417,26 @@ def road(model: Model, x, attribution, *, target, key, percentages: Sequence[flo
     spatial = 1 if x.ndim <= 3 else x.ndim - 2
     if spatial > 2:
         raise ValueError(f"road imputes 1-D or 2-D inputs (plus channels), got x of shape {tuple(x.shape)}")
-    if isinstance(percentages, (str, int, float)) or not hasattr(percentages, "__len__") or not len(percentages):
+    if (
+        isinstance(percentages, (str, int, float))
+        or not hasattr(percentages, "__len__")
+        or not len(percentages)
+    ):
         raise TypeError(f"percentages must be a non-empty sequence of numbers, got {percentages!r}")
     percentages = [_checks.number("percentages", p, high=100.0) for p in percentages]
     counts = tuple(int(groups * p // 100) for p in percentages)
     noise = _checks.number("imputation_noise", imputation_noise)
     chunk_size = _checks.chunk_size(chunk_size)
-    return _road(model, x, values if order == "most" else -values, mask, targets, key, noise,
-                 counts=counts, groups=groups, spatial=spatial, chunk_size=chunk_size)
+    return _road(
+        model,
+        x,
+        values if order == "most" else -values,
+        mask,
+        targets,
+        key,
+        noise,
+        counts=counts,
+        groups=groups,
+        spatial=spatial,
+        chunk_size=chunk_size,
+    )

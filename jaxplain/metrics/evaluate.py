@@ -7,7 +7,7 @@ import functools
 import json
 import statistics
 import time
-from typing import Callable, Dict, Mapping, Optional, Sequence, Union
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -25,13 +25,31 @@ from jaxplain.model import Model
 
 # name -> (what it measures, which way is better)
 METRICS = {
-    "completeness": ("mean |sum(values) - (F(x) - F(baseline))| / |F(x) - F(baseline)| (methods with a delta)", "lower"),
+    "completeness": (
+        "mean |sum(values) - (F(x) - F(baseline))| / |F(x) - F(baseline)| (methods with a delta)",
+        "lower",
+    ),
     "infidelity": ("mean infidelity under random subset removal (Yeh et al. 2019)", "lower"),
-    "faithfulness_correlation": ("mean Pearson correlation of attribution sums and output drops (Bhatt et al. 2020)", "higher"),
-    "deletion_auc": ("mean AUC of the probability as top features are deleted (Petsiuk et al. 2018)", "lower"),
-    "insertion_auc": ("mean AUC of the probability as top features are inserted into a blurred image (zeros for other inputs)", "higher"),
-    "sensitivity_max": ("mean max relative change of the explanation within an L-inf ball of 0.02 (Yeh et al.)", "lower"),
-    "randomisation": ("mean Spearman similarity to the explanation after randomising every layer (Adebayo et al. 2018)", "lower"),
+    "faithfulness_correlation": (
+        "mean Pearson correlation of attribution sums and output drops (Bhatt et al. 2020)",
+        "higher",
+    ),
+    "deletion_auc": (
+        "mean AUC of the probability as top features are deleted (Petsiuk et al. 2018)",
+        "lower",
+    ),
+    "insertion_auc": (
+        "mean AUC of the probability as top features are inserted into a blurred image (zeros for other inputs)",
+        "higher",
+    ),
+    "sensitivity_max": (
+        "mean max relative change of the explanation within an L-inf ball of 0.02 (Yeh et al.)",
+        "lower",
+    ),
+    "randomisation": (
+        "mean Spearman similarity to the explanation after randomising every layer (Adebayo et al. 2018)",
+        "lower",
+    ),
 }
 DEFAULT_METRICS = tuple(METRICS)
 
@@ -45,23 +63,33 @@ class Table:
     each method's values (for pictures such as `jaxplain.viz.method_grid`).
     """
 
-    rows: Dict[str, Dict[str, Optional[float]]]
+    rows: dict[str, dict[str, float | None]]
     metrics: Sequence[str]
-    notes: Dict[str, str]
-    attributions: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict, repr=False)
+    notes: dict[str, str]
+    attributions: dict[str, np.ndarray] = dataclasses.field(default_factory=dict, repr=False)
 
     def as_dict(self) -> dict:
-        return {"metrics": {name: {"definition": METRICS[name][0], "better": METRICS[name][1]} for name in self.metrics},
-                "rows": self.rows, "notes": self.notes}
+        return {
+            "metrics": {
+                name: {"definition": METRICS[name][0], "better": METRICS[name][1]} for name in self.metrics
+            },
+            "rows": self.rows,
+            "notes": self.notes,
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), indent=2)
 
     def markdown(self) -> str:
         columns = ["ms_per_example", *self.metrics]
-        arrows = {name: (" (lower better)" if METRICS[name][1] == "lower" else " (higher better)") for name in self.metrics}
-        lines = ["| method | " + " | ".join(c + arrows.get(c, "") for c in columns) + " |",
-                 "|---|" + "---|" * len(columns)]
+        arrows = {
+            name: (" (lower better)" if METRICS[name][1] == "lower" else " (higher better)")
+            for name in self.metrics
+        }
+        lines = [
+            "| method | " + " | ".join(c + arrows.get(c, "") for c in columns) + " |",
+            "|---|" + "---|" * len(columns),
+        ]
         for method, row in self.rows.items():
             cells = ["-" if row.get(c) is None else f"{row[c]:.3g}" for c in columns]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
@@ -71,10 +99,10 @@ class Table:
         return self.markdown()
 
 
-MethodSpec = Union[str, Callable, tuple]
+MethodSpec = str | Callable | tuple
 
 
-def _methods(methods) -> Dict[str, tuple]:
+def _methods(methods) -> dict[str, tuple]:
     """{label: (function, options)} from names, functions, (function, options) or a dict."""
     pair = isinstance(methods, tuple) and len(methods) == 2 and isinstance(methods[1], Mapping)
     if isinstance(methods, str) or pair or callable(methods) or not hasattr(methods, "__iter__"):
@@ -92,11 +120,15 @@ def _methods(methods) -> Dict[str, tuple]:
     for label, spec in items:
         if isinstance(spec, tuple) and (len(spec) != 2 or not isinstance(spec[1], Mapping)):
             raise TypeError(f"methods: {label!r} must be (method, options) with options a dict, got {spec!r}")
-        function, options = (spec if isinstance(spec, tuple) else (spec, {}))
+        function, options = spec if isinstance(spec, tuple) else (spec, {})
         if isinstance(function, str) and function not in METHODS:
-            raise ValueError(f"methods: {function!r} is not a jaxplain method; known: {', '.join(sorted(METHODS))}")
+            raise ValueError(
+                f"methods: {function!r} is not a jaxplain method; known: {', '.join(sorted(METHODS))}"
+            )
         if not isinstance(function, str) and not callable(function):
-            raise TypeError(f"methods: {label!r} must be a method, a method name or (method, options), got {spec!r}")
+            raise TypeError(
+                f"methods: {label!r} must be a method, a method name or (method, options), got {spec!r}"
+            )
         function = registry.resolve(function)
         found[label] = (function, registry.options_of(function, options))
     if not found:
@@ -174,7 +206,9 @@ def evaluate(
     if not targets.single:
         raise ValueError("target must name one class per example to build a table of metrics")
     if score_output not in ("logits", "probs", "log_probs"):
-        raise ValueError(f"score_output must be one of ('logits', 'probs', 'log_probs'), got {score_output!r}")
+        raise ValueError(
+            f"score_output must be one of ('logits', 'probs', 'log_probs'), got {score_output!r}"
+        )
     classes = targets.resolve(model(x))[:, 0]
     scorer = model.with_output(score_output)
     rows, notes, kept = {}, {}, {}
@@ -196,12 +230,26 @@ def evaluate(
         row = {"ms_per_example": 1e3 * statistics.median(times) / x.shape[0]}
         values = _input_shaped(jnp.asarray(attribution.values), x)
         if values is None:
-            notes[label] = f"values of shape {tuple(attribution.values.shape)} are not shaped like x: input metrics skipped"
+            notes[label] = (
+                f"values of shape {tuple(attribution.values.shape)} are not shaped like x: input metrics skipped"
+            )
         image = x.ndim == 4
         for metric, metric_key in zip(metrics, metric_keys):
             try:
-                row[metric] = _metric(metric, function, call_options, model, scorer, x, classes, attribution,
-                                      values, metric_key, samples, image)
+                row[metric] = _metric(
+                    metric,
+                    function,
+                    call_options,
+                    model,
+                    scorer,
+                    x,
+                    classes,
+                    attribution,
+                    values,
+                    metric_key,
+                    samples,
+                    image,
+                )
             except (ValueError, TypeError) as error:  # e.g. a model the metric cannot randomise
                 row[metric] = None
                 notes[f"{label} {metric}"] = f"{type(error).__name__}: {error}"
@@ -235,5 +283,8 @@ def _metric(name, function, options, model, scorer, x, classes, attribution, val
     if name == "deletion_auc":
         return mean(deletion(scorer, x, values, target=classes, per_pixel=image).auc)
     # inserted into a blurred image (RISE), or into the zero baseline for other inputs
-    return mean(insertion(scorer, x, values, target=classes, per_pixel=image,
-                          baseline="blur" if image else "zeros").auc)
+    return mean(
+        insertion(
+            scorer, x, values, target=classes, per_pixel=image, baseline="blur" if image else "zeros"
+        ).auc
+    )

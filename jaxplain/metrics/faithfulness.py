@@ -12,7 +12,7 @@ infidelity), so memory does not grow with `samples`; the answer does not depend 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -76,9 +76,27 @@ def _through_origin(state, explained, actual):
     return norm, (norm_a * along_a + norm_b * along_b) / safe, residual_a + residual_b + mixed**2
 
 
-@engine.program(static_argnames=("perturbation", "samples", "groups", "multiply_by_inputs", "normalize", "chunk_size"))
-def _infidelity(model, x, values, baseline, mask, targets: Targets, key, sigma, given, *,
-                perturbation, samples, groups, multiply_by_inputs, normalize, chunk_size):
+@engine.program(
+    static_argnames=("perturbation", "samples", "groups", "multiply_by_inputs", "normalize", "chunk_size")
+)
+def _infidelity(
+    model,
+    x,
+    values,
+    baseline,
+    mask,
+    targets: Targets,
+    key,
+    sigma,
+    given,
+    *,
+    perturbation,
+    samples,
+    groups,
+    multiply_by_inputs,
+    normalize,
+    chunk_size,
+):
     batch = x.shape[0]
     baseline = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
     chosen, at_x, tied_x = _common.clean_outputs(model, x, targets)
@@ -108,9 +126,16 @@ def _infidelity(model, x, values, baseline, mask, targets: Targets, key, sigma, 
         return engine.compensated_add(state, ((explained - actual) ** 2).sum(axis=1))
 
     zeros = jnp.zeros((batch,), acc)
-    state = engine.fold_outputs(model, tied_x, chosen, lambda p, x: x - change(p, x), params, fold,
-                                (zeros, zeros, zeros) if normalize else (zeros, zeros),
-                                chunk_size=chunk_size)
+    state = engine.fold_outputs(
+        model,
+        tied_x,
+        chosen,
+        lambda p, x: x - change(p, x),
+        params,
+        fold,
+        (zeros, zeros, zeros) if normalize else (zeros, zeros),
+        chunk_size=chunk_size,
+    )
     # the residual of the fit with phi scaled by beta, or of phi itself
     return (state[2] if normalize else state[0]) / samples
 
@@ -198,9 +223,21 @@ def infidelity(
             raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
     chunk_size = _checks.chunk_size(chunk_size)
     return _infidelity(
-        model, x, values, baseline, mask, targets, key, sigma, given,
-        perturbation=perturbation, samples=samples, groups=groups,
-        multiply_by_inputs=multiply_by_inputs, normalize=normalize, chunk_size=chunk_size,
+        model,
+        x,
+        values,
+        baseline,
+        mask,
+        targets,
+        key,
+        sigma,
+        given,
+        perturbation=perturbation,
+        samples=samples,
+        groups=groups,
+        multiply_by_inputs=multiply_by_inputs,
+        normalize=normalize,
+        chunk_size=chunk_size,
     )
 
 
@@ -208,8 +245,9 @@ def infidelity(
 
 
 @engine.program(static_argnames=("sizes", "samples", "groups", "chunk_size"))
-def _subset_correlation(model, x, values, baseline, mask, targets: Targets, key, *,
-                        sizes, samples, groups, chunk_size):
+def _subset_correlation(
+    model, x, values, baseline, mask, targets: Targets, key, *, sizes, samples, groups, chunk_size
+):
     batch = x.shape[0]
     baseline = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
     chosen, at_x, tied_x = _common.clean_outputs(model, x, targets)
@@ -229,15 +267,23 @@ def _subset_correlation(model, x, values, baseline, mask, targets: Targets, key,
         # each size's own running co-moments: (B, S, n, 2) with weight 1 on its points
         weights = (which[None, :] == jnp.arange(len(sizes))[:, None]).astype(acc)
         shape = (batch, len(sizes))
-        return engine.merge_comoments(state, jnp.broadcast_to(pairs[:, None], shape + pairs.shape[1:]),
-                                      jnp.broadcast_to(weights, shape + weights.shape[1:]))
+        return engine.merge_comoments(
+            state,
+            jnp.broadcast_to(pairs[:, None], shape + pairs.shape[1:]),
+            jnp.broadcast_to(weights, shape + weights.shape[1:]),
+        )
 
     shape = (batch, len(sizes))
     init = (jnp.zeros(shape, acc), jnp.zeros(shape + (2,), acc), jnp.zeros(shape + (2, 2), acc))
     _, _, co = engine.fold_outputs(
-        model, tied_x, chosen,
+        model,
+        tied_x,
+        chosen,
         lambda params, x: jnp.where(_common.present(params[0], mask), baseline, x),
-        engine.Indexed(len(sizes) * samples, draw), fold, init, chunk_size=chunk_size,
+        engine.Indexed(len(sizes) * samples, draw),
+        fold,
+        init,
+        chunk_size=chunk_size,
     )
     # Pearson's correlation from the co-moments; NaN where a side does not vary
     return co[..., 0, 1] / jnp.sqrt(co[..., 0, 0] * co[..., 1, 1])  # (B, len(sizes))
@@ -314,8 +360,17 @@ def faithfulness_correlation(
     size = _subset_size("subset_size", max(1, groups // 4) if subset_size is None else subset_size, groups)
     chunk_size = _checks.chunk_size(chunk_size)
     return _subset_correlation(
-        model, x, values, baseline, mask, targets, key,
-        sizes=(size,), samples=samples, groups=groups, chunk_size=chunk_size,
+        model,
+        x,
+        values,
+        baseline,
+        mask,
+        targets,
+        key,
+        sizes=(size,),
+        samples=samples,
+        groups=groups,
+        chunk_size=chunk_size,
     )[:, 0]
 
 
@@ -370,6 +425,15 @@ def sensitivity_n(
     sizes = tuple(_subset_size("subset_sizes", n, groups) for n in subset_sizes)
     chunk_size = _checks.chunk_size(chunk_size)
     return _subset_correlation(
-        model, x, values, baseline, mask, targets, key,
-        sizes=sizes, samples=samples, groups=groups, chunk_size=chunk_size,
+        model,
+        x,
+        values,
+        baseline,
+        mask,
+        targets,
+        key,
+        sizes=sizes,
+        samples=samples,
+        groups=groups,
+        chunk_size=chunk_size,
     )

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Callable, Dict, Optional, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -51,7 +50,9 @@ def _layers(params):
 def _redrawn(leaves, key):
     """Each leaf redrawn from a normal with the leaf's own mean and standard deviation."""
     return [
-        (leaf.mean() + leaf.std() * jax.random.normal(jax.random.fold_in(key, i), leaf.shape)).astype(leaf.dtype)
+        (leaf.mean() + leaf.std() * jax.random.normal(jax.random.fold_in(key, i), leaf.shape)).astype(
+            leaf.dtype
+        )
         for i, leaf in enumerate(leaves)
     ]
 
@@ -66,8 +67,17 @@ def _resolved(model, x, targets: Targets):
     return targets.resolve(engine.forward(model, x))
 
 
-def randomisation_check(method: Callable, model: Model, x, *, target, key, layers: Optional[Sequence[str]] = None,
-                        absolute: bool = False, **method_options) -> Dict[str, jax.Array]:
+def randomisation_check(
+    method: Callable,
+    model: Model,
+    x,
+    *,
+    target,
+    key,
+    layers: Sequence[str] | None = None,
+    absolute: bool = False,
+    **method_options,
+) -> dict[str, jax.Array]:
     """Cascading model-parameter randomisation: similarity to the original explanation.
 
     The layers are randomised one after another from the top (the output layer first),
@@ -130,7 +140,9 @@ def randomisation_check(method: Callable, model: Model, x, *, target, key, layer
         raise ValueError(f"layers must name distinct layers among {stored}, got {list(layers)}")
     redraw_key, method_key = jax.random.split(key)
     chosen = _resolved(model, x, targets)
-    run = lambda m: _explained(m, x, chosen, method_key, arrays, method=method, static=static, takes_key=takes_key)
+    run = lambda m: _explained(
+        m, x, chosen, method_key, arrays, method=method, static=static, takes_key=takes_key
+    )
     original = run(model)
     original = jnp.abs(original) if absolute else original
     floating = [i for i, n in enumerate(names) if n is not None]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -13,8 +13,21 @@ from jaxplain.model import Model, Targets
 
 
 @engine.program(static_argnames=("method", "static", "takes_key", "samples", "noise_chunk_size"))
-def _sensitivity_max(model, x, targets: Targets, key, radius, given, arrays, *, method, static, takes_key,
-                     samples, noise_chunk_size):
+def _sensitivity_max(
+    model,
+    x,
+    targets: Targets,
+    key,
+    radius,
+    given,
+    arrays,
+    *,
+    method,
+    static,
+    takes_key,
+    samples,
+    noise_chunk_size,
+):
     batch = x.shape[0]
     chosen = targets.resolve(engine.forward(model, x))  # every copy explains the clean input's class
     noise_key, method_key = (None, None) if key is None else jax.random.split(key)
@@ -35,14 +48,19 @@ def _sensitivity_max(model, x, targets: Targets, key, radius, given, arrays, *, 
 
     def chunk(largest, start, size, x):
         # a randomized method: the clean run's key for every copy, the same draws
-        values = engine.explain_copies(explain, x[None] + shifts(start, size), chosen, arrays,
-                                       method_key if takes_key else None)
+        values = engine.explain_copies(
+            explain, x[None] + shifts(start, size), chosen, arrays, method_key if takes_key else None
+        )
         change = values.reshape(batch, size, -1).astype(acc) - clean[:, None]
         ratios = jnp.linalg.norm(change, axis=-1) / norm[:, None]  # (B, size)
         return jnp.maximum(largest, ratios.max(axis=1)), None
 
     largest, _ = engine.fold_chunks(
-        chunk, samples, noise_chunk_size, x, jnp.zeros(batch, acc),
+        chunk,
+        samples,
+        noise_chunk_size,
+        x,
+        jnp.zeros(batch, acc),
         dependency=lambda largest: largest.reshape((batch,) + (1,) * (x.ndim - 1)),
         # the method's memory is its own: a loop keeps one chunk of copies alive
         unroll=False,
@@ -50,9 +68,19 @@ def _sensitivity_max(model, x, targets: Targets, key, radius, given, arrays, *, 
     return largest
 
 
-def sensitivity_max(method: Callable, model: Model, x, *, target, key, radius: float = 0.02,
-                    samples: int = 10, noise_chunk_size=None, perturbations=None,
-                    **method_options) -> jax.Array:
+def sensitivity_max(
+    method: Callable,
+    model: Model,
+    x,
+    *,
+    target,
+    key,
+    radius: float = 0.02,
+    samples: int = 10,
+    noise_chunk_size=None,
+    perturbations=None,
+    **method_options,
+) -> jax.Array:
     """Sensitivity-max: the largest relative change of an explanation in a small L-inf ball.
 
         SENS_MAX(phi, x) = max_{||d||_inf <= radius} ||phi(x + d) - phi(x)|| / ||phi(x)||,
@@ -102,6 +130,16 @@ def sensitivity_max(method: Callable, model: Model, x, *, target, key, radius: f
     samples = _checks.positive_int("samples", samples) if given is None else given.shape[0]
     noise_chunk_size = _checks.noise_chunk_size(noise_chunk_size, model, x, samples, mapped=takes_key)
     return _sensitivity_max(
-        model, x, targets, key, radius, given, arrays, method=method, static=static,
-        takes_key=takes_key, samples=samples, noise_chunk_size=noise_chunk_size,
+        model,
+        x,
+        targets,
+        key,
+        radius,
+        given,
+        arrays,
+        method=method,
+        static=static,
+        takes_key=takes_key,
+        samples=samples,
+        noise_chunk_size=noise_chunk_size,
     )

@@ -7,7 +7,7 @@ BatchNorm statistics and no dropout when False).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import flax.linen as nn
 

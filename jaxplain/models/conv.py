@@ -26,20 +26,29 @@ from __future__ import annotations
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 from jax.custom_derivatives import SymbolicZero
 
 from jaxplain.backends import cpu
 
-
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
-def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                         dimension_numbers=None, feature_group_count=1, batch_group_count=1,
-                         precision=None, preferred_element_type=None):
+def conv_general_dilated(
+    lhs,
+    rhs,
+    window_strides,
+    padding,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count=1,
+    batch_group_count=1,
+    precision=None,
+    preferred_element_type=None,
+):
     """`jax.lax.conv_general_dilated`, with an input gradient XLA:CPU runs fast inside loops.
 
     XLA:CPU runs a convolution on its fast (Eigen) kernel only when its kernel is laid out
@@ -58,18 +67,31 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     Pass it to your own `flax.linen.Conv(..., conv_general_dilated=conv_general_dilated)`
     to give its gradients the same speed on the CPU.
     """
-    options = dict(window_strides=tuple(window_strides), lhs_dilation=_tuple(lhs_dilation),
-                   rhs_dilation=_tuple(rhs_dilation), precision=precision,
-                   preferred_element_type=preferred_element_type,
-                   padding=padding if isinstance(padding, str) else tuple(tuple(p) for p in padding))
-    plain = (not cpu.rewrite_convolutions() or lhs.ndim != 4 or feature_group_count != 1
-             or batch_group_count != 1
-             or jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-             != jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC))
+    options = dict(
+        window_strides=tuple(window_strides),
+        lhs_dilation=_tuple(lhs_dilation),
+        rhs_dilation=_tuple(rhs_dilation),
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+        padding=padding if isinstance(padding, str) else tuple(tuple(p) for p in padding),
+    )
+    plain = (
+        not cpu.rewrite_convolutions()
+        or lhs.ndim != 4
+        or feature_group_count != 1
+        or batch_group_count != 1
+        or jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+        != jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
+    )
     if plain:
-        return jax.lax.conv_general_dilated(lhs, rhs, dimension_numbers=dimension_numbers,
-                                            feature_group_count=feature_group_count,
-                                            batch_group_count=batch_group_count, **options)
+        return jax.lax.conv_general_dilated(
+            lhs,
+            rhs,
+            dimension_numbers=dimension_numbers,
+            feature_group_count=feature_group_count,
+            batch_group_count=batch_group_count,
+            **options,
+        )
     return _canonical_conv(tuple(options.items()))(lhs, rhs)
 
 
@@ -77,7 +99,7 @@ def _tuple(value):
     return None if value is None else tuple(value)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _canonical_conv(options: tuple):
     options = dict(options)
 
@@ -90,8 +112,11 @@ def _canonical_conv(options: tuple):
         terms = []
         if not isinstance(x_dot, SymbolicZero):
             swapped = jnp.swapaxes(kernel, 2, 3)
-            terms.append(jax.lax.conv_general_dilated(x_dot, swapped, dimension_numbers=("NHWC", "HWOI", "NHWC"),
-                                                      **options))
+            terms.append(
+                jax.lax.conv_general_dilated(
+                    x_dot, swapped, dimension_numbers=("NHWC", "HWOI", "NHWC"), **options
+                )
+            )
         if not isinstance(kernel_dot, SymbolicZero):
             terms.append(conv(x, kernel_dot))
         tangent = functools.reduce(jnp.add, terms) if terms else jnp.zeros_like(out)
@@ -141,13 +166,16 @@ class Conv(nn.Conv):
             return nn.Conv.__call__.__wrapped__(self, inputs)
         kh, kw = self.kernel_size
         features_in = inputs.shape[-1]
-        kernel = self.param("kernel", self.kernel_init, (kh, kw, features_in, self.features), self.param_dtype)
+        kernel = self.param(
+            "kernel", self.kernel_init, (kh, kw, features_in, self.features), self.param_dtype
+        )
         dtype = self.dtype or jnp.result_type(inputs, kernel)
         x, kernel = inputs.astype(dtype), kernel.astype(dtype)
         pads = self._pads(inputs.shape[1:3])
         if path == "conv":
-            out = conv_general_dilated(x, kernel, self._strides(), pads, dimension_numbers=_NHWC,
-                                       precision=self.precision)
+            out = conv_general_dilated(
+                x, kernel, self._strides(), pads, dimension_numbers=_NHWC, precision=self.precision
+            )
         elif path == "matmuls":
             out = self._shifted_matmuls(x, kernel, pads)
         else:
@@ -172,11 +200,21 @@ class Conv(nn.Conv):
             for j, (col_lo, col_hi, col_start) in enumerate(cols):
                 if row_lo >= row_hi or col_lo >= col_hi:
                     continue
-                window = jax.lax.slice(x, (0, row_start, col_start, 0),
-                                       (n, row_start + sh * (row_hi - row_lo - 1) + 1,
-                                        col_start + sw * (col_hi - col_lo - 1) + 1, c), (1, sh, sw, 1))
+                window = jax.lax.slice(
+                    x,
+                    (0, row_start, col_start, 0),
+                    (
+                        n,
+                        row_start + sh * (row_hi - row_lo - 1) + 1,
+                        col_start + sw * (col_hi - col_lo - 1) + 1,
+                        c,
+                    ),
+                    (1, sh, sw, 1),
+                )
                 term = jnp.dot(window, kernel[i, j], precision=self.precision)
-                out = out + jnp.pad(term, ((0, 0), (row_lo, out_h - row_hi), (col_lo, out_w - col_hi), (0, 0)))
+                out = out + jnp.pad(
+                    term, ((0, 0), (row_lo, out_h - row_hi), (col_lo, out_w - col_hi), (0, 0))
+                )
         return out
 
     def _space_to_depth(self, x, kernel):
@@ -194,11 +232,17 @@ class Conv(nn.Conv):
         rows = max(-(-height // sh), blocks_kh - 1 + out_h)
         cols = max(-(-width // sw), blocks_kw - 1 + out_w)
         x = jnp.pad(x, ((0, 0), (0, rows * sh - height), (0, cols * sw - width), (0, 0)))
-        x = x.reshape(n, rows, sh, cols, sw, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, rows, cols, sh * sw * c)
+        x = (
+            x.reshape(n, rows, sh, cols, sw, c)
+            .transpose(0, 1, 3, 2, 4, 5)
+            .reshape(n, rows, cols, sh * sw * c)
+        )
         kernel = jnp.pad(kernel, ((0, blocks_kh * sh - kh), (0, blocks_kw * sw - kw), (0, 0), (0, 0)))
         kernel = kernel.reshape(blocks_kh, sh, blocks_kw, sw, c, -1).transpose(0, 2, 1, 3, 4, 5)
         kernel = kernel.reshape(blocks_kh, blocks_kw, sh * sw * c, -1)
-        out = conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=_NHWC, precision=self.precision)
+        out = conv_general_dilated(
+            x, kernel, (1, 1), "VALID", dimension_numbers=_NHWC, precision=self.precision
+        )
         return out[:, :out_h, :out_w]
 
     def _pads(self, spatial):
@@ -216,18 +260,28 @@ class Conv(nn.Conv):
         return (strides, strides) if isinstance(strides, int) else tuple(strides)
 
     def _cpu_path(self, inputs):
-        """"matmuls", "space_to_depth", "conv" or None (nn.Conv); see the module docstring."""
+        """ "matmuls", "space_to_depth", "conv" or None (nn.Conv); see the module docstring."""
         if not cpu.rewrite_convolutions() or inputs.ndim != 4 or len(tuple(self.kernel_size)) != 2:
             return None
         if self.conv_general_dilated is not None or self.conv_general_dilated_cls is not None:
             return None
-        if self.feature_group_count != 1 or (self.kernel_dilation not in (None, 1, (1, 1))) \
-                or (self.input_dilation not in (None, 1, (1, 1))) or self.mask is not None:
+        if (
+            self.feature_group_count != 1
+            or (self.kernel_dilation not in (None, 1, (1, 1)))
+            or (self.input_dilation not in (None, 1, (1, 1)))
+            or self.mask is not None
+        ):
             return None
-        if not isinstance(self.padding, (str, int, tuple, list)) or self.padding in ("CIRCULAR", "REFLECT", "CAUSAL"):
+        if not isinstance(self.padding, (str, int, tuple, list)) or self.padding in (
+            "CIRCULAR",
+            "REFLECT",
+            "CAUSAL",
+        ):
             return None
         pads, strides = self._pads(inputs.shape[1:3]), self._strides()
-        out_h, out_w = (output_size(inputs.shape[1 + a], self.kernel_size[a], strides[a], pads[a]) for a in (0, 1))
+        out_h, out_w = (
+            output_size(inputs.shape[1 + a], self.kernel_size[a], strides[a], pads[a]) for a in (0, 1)
+        )
         if out_h < self.kernel_size[0] or out_w < self.kernel_size[1] or tuple(self.kernel_size) == (1, 1):
             return "matmuls"
         if min(strides) > 1 and inputs.shape[-1] * strides[0] * strides[1] <= cpu.SPACE_TO_DEPTH_CHANNELS:

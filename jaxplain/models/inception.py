@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Union
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from jaxplain.models.conv import Conv
 from jaxplain.models.pooling import max_pool
 
-Pair = Union[int, tuple[int, int]]
+Pair = int | tuple[int, int]
 
 
 def _pair(value: Pair) -> tuple[int, int]:

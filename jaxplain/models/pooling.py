@@ -25,11 +25,11 @@ Use it in your own models in place of `nn.max_pool`: `from jaxplain.models impor
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 import numpy as np
 
 from jaxplain.backends import cpu
@@ -51,7 +51,9 @@ def max_pool(x, window_shape: Sequence[int], strides: Sequence[int] | None = Non
         raise ValueError(f"strides {strides} must have one step per window axis, {window}")
     if isinstance(padding, str) and padding not in ("VALID", "SAME", "SAME_LOWER"):
         # lax would raise a RuntimeError from inside reduce_window
-        raise ValueError(f"padding must be 'VALID', 'SAME', 'SAME_LOWER' or (low, high) pairs, got {padding!r}")
+        raise ValueError(
+            f"padding must be 'VALID', 'SAME', 'SAME_LOWER' or (low, high) pairs, got {padding!r}"
+        )
     pads = _explicit_padding(x, window, strides, padding)
     if pads is None or not cpu.polyphase_max_pool():
         return nn.max_pool(x, window, strides=strides, padding=padding)
@@ -60,8 +62,10 @@ def max_pool(x, window_shape: Sequence[int], strides: Sequence[int] | None = Non
 
 def _sizes(name: str, value) -> tuple:
     """Window sizes or strides: a sequence of ints >= 1 (checked here, not by reduce_window)."""
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__") or not all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value
+    if (
+        isinstance(value, (str, bytes))
+        or not hasattr(value, "__iter__")
+        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
     ):
         raise TypeError(f"{name} must be a sequence of ints, e.g. (2, 2), got {value!r}")
     if not value or min(value) < 1:
@@ -91,7 +95,11 @@ def _pool(x, window, strides, pads):
 @_pool.defjvp
 def _pool_jvp(window, strides, pads, primals, tangents):
     (x,), (t,) = primals, tangents
-    shape = (x.shape[0], *(output_size(x.shape[1 + a], window[a], strides[a], pads[a]) for a in (0, 1)), x.shape[3])
+    shape = (
+        x.shape[0],
+        *(output_size(x.shape[1 + a], window[a], strides[a], pads[a]) for a in (0, 1)),
+        x.shape[3],
+    )
     x_windows = _window_elements(x, window, strides, pads, shape, -jnp.inf)
     # The value from the same slices: one pass over the phases that the derivative reads
     # anyway, faster than `reduce_window_max` for it (docs/performance.md, "CPU tuning").
@@ -122,6 +130,11 @@ def _window_elements(x, window, strides, pads, out_shape, fill):
     for i in range(kh):
         for j in range(kw):
             phase = phases[:, :, i % sh, :, j % sw, :]
-            elements.append(jax.lax.slice(phase, (0, i // sh, j // sw, 0),
-                                          (x.shape[0], i // sh + out_h, j // sw + out_w, x.shape[3])))
+            elements.append(
+                jax.lax.slice(
+                    phase,
+                    (0, i // sh, j // sw, 0),
+                    (x.shape[0], i // sh + out_h, j // sw + out_w, x.shape[3]),
+                )
+            )
     return elements

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -34,8 +34,8 @@ class TrainResult:
       test_accuracy: accuracy on the test split after the last epoch.
     """
 
-    variables: Dict[str, Any]
-    history: List[Dict[str, float]]
+    variables: dict[str, Any]
+    history: list[dict[str, float]]
     test_accuracy: float
 
 
@@ -86,7 +86,9 @@ def _check_classes(module, x, largest: int) -> None:
     try:
         logits = jax.eval_shape(
             lambda x: module.init_with_output(
-                {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(0)}, x, **_mode_kwargs(module, False)
+                {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(0)},
+                x,
+                **_mode_kwargs(module, False),
             )[0],
             jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype),
         )
@@ -96,13 +98,15 @@ def _check_classes(module, x, largest: int) -> None:
             f"{type(error).__name__}: {error}"
         ) from error
     if not hasattr(logits, "shape") or len(logits.shape) != 2:
-        raise ValueError(f"module must return (batch, classes) logits, got {jax.tree_util.tree_map(np.shape, logits)}")
+        raise ValueError(
+            f"module must return (batch, classes) logits, got {jax.tree_util.tree_map(np.shape, logits)}"
+        )
     if largest >= logits.shape[1]:
         # optax's cross-entropy takes an out-of-range label without an error
         raise ValueError(f"the labels go up to {largest} but the module has {logits.shape[1]} classes")
 
 
-def evaluate(module, variables, x, y, *, batch_size: int = 256) -> Dict[str, float]:
+def evaluate(module, variables, x, y, *, batch_size: int = 256) -> dict[str, float]:
     """Loss and accuracy of `module` in evaluation mode on `(x, y)`, in batches."""
     batch_metrics = _batch_metrics(module)
     loss = correct = 0.0
@@ -114,11 +118,19 @@ def evaluate(module, variables, x, y, *, batch_size: int = 256) -> Dict[str, flo
     return {"loss": loss / len(x), "accuracy": correct / len(x)}
 
 
-DEFAULTS = TrainConfig(epochs=20, batch_size=64, learning_rate=1e-3, weight_decay=1e-4, warmup_fraction=0.05,
-                       clip_norm=0.0, seed=0, progress=True)
+DEFAULTS = TrainConfig(
+    epochs=20,
+    batch_size=64,
+    learning_rate=1e-3,
+    weight_decay=1e-4,
+    warmup_fraction=0.05,
+    clip_norm=0.0,
+    seed=0,
+    progress=True,
+)
 
 
-def train(module, data, *, config: Optional[TrainConfig] = None, **settings) -> TrainResult:
+def train(module, data, *, config: TrainConfig | None = None, **settings) -> TrainResult:
     """Trains `module` on `data` and evaluates it on the test split after each epoch.
 
     Args:
@@ -140,7 +152,9 @@ def train(module, data, *, config: Optional[TrainConfig] = None, **settings) -> 
     """
     config = training.resolve("train", DEFAULTS, config, settings, stops_early=False)
     if not isinstance(module, nn.Module):
-        raise TypeError(f"module must be a flax.linen.Module (e.g. jaxplain.models.MLP), got {type(module).__name__}")
+        raise TypeError(
+            f"module must be a flax.linen.Module (e.g. jaxplain.models.MLP), got {type(module).__name__}"
+        )
     if not all(hasattr(data, field) for field in ("x_train", "y_train", "x_test", "y_test")):
         raise TypeError(
             "data must be a jaxplain.data.Dataset (or anything with x_train, y_train, x_test and "
@@ -182,7 +196,16 @@ def train(module, data, *, config: Optional[TrainConfig] = None, **settings) -> 
         return {"test_loss": measured["loss"], "test_accuracy": measured["accuracy"]}
 
     result = training.run(
-        loss_fn, variables["params"], {"x": x_train, "y": y_train}, config, key=dropout_key,
-        state=variables.get("batch_stats"), evaluate=test, scan=False, description="train",
+        loss_fn,
+        variables["params"],
+        {"x": x_train, "y": y_train},
+        config,
+        key=dropout_key,
+        state=variables.get("batch_stats"),
+        evaluate=test,
+        scan=False,
+        description="train",
     )
-    return TrainResult(as_variables(result.params, result.state), result.history, result.history[-1]["test_accuracy"])
+    return TrainResult(
+        as_variables(result.params, result.state), result.history, result.history[-1]["test_accuracy"]
+    )
