@@ -1,4 +1,6 @@
-"""Small models shared by the tests."""
+"""Small models shared by the tests, and a compilation cache kept between runs."""
+
+import shutil
 
 import flax.linen as nn
 import jax
@@ -9,20 +11,29 @@ import pytest
 import jaxplain
 
 
+# The compilation cache starts afresh once it holds more than this.
+COMPILATION_CACHE_BYTES = 2 << 30
+
+
 def pytest_configure(config):
     """Keeps compiled programs between runs, in pytest's cache folder (.pytest_cache).
 
-    Most of a run is XLA compiling small programs; a later run compiles only the programs
-    that changed. JAX keys each program by its HLO, compile options and jax version, so
-    a cached program is the one a fresh compile would give. `--cache-clear` starts cold;
-    `-p no:cacheprovider` turns the cache off.
+    Most of a run is XLA compiling small programs: a later run compiles only the programs
+    that changed (README.md, "Tests"). JAX keys each program by its HLO, compile options
+    and versions, so a cached program is the one a fresh compile would give; a cold run
+    pays a little for writing them. `--cache-clear` starts cold; `-p no:cacheprovider`
+    turns the cache off (CI does, on a clean clone). JAX's own size limit is not used:
+    it locks a file around every read and write, which slowed a cold run by a quarter.
     """
     cache = getattr(config, "cache", None)
     if cache is None:
         return
-    jax.config.update("jax_compilation_cache_dir", str(cache.mkdir("jax-compilation-cache")))
+    folder = cache.mkdir("jax-compilation-cache")
+    if sum(entry.stat().st_size for entry in folder.iterdir()) > COMPILATION_CACHE_BYTES:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_compilation_cache_max_size", 2 << 30)  # least recently used go beyond 2 GiB
 
 
 class TinyMLP(nn.Module):
