@@ -11,6 +11,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+# The benchmarks' torch twins, not jaxplain: checked with the slow tier, as the benchmarks are.
+pytestmark = pytest.mark.slow
+
 from jaxplain import io, models  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
@@ -125,7 +128,6 @@ def test_resnet18_logits_and_input_gradients(x64, config, size):
     assert differences[1] <= GRADIENT_TOLERANCE
 
 
-@pytest.mark.slow  # a big model: the ResNet-18 cases check the same port at a small size
 def test_resnet50_logits(x64):
     module = models.ResNet50(num_classes=10)
     variables = random_variables(module, (64, 64, 3))
@@ -133,7 +135,6 @@ def test_resnet50_logits(x64):
     check_logits(module, variables, twin, images(2, 64))
 
 
-@pytest.mark.slow  # a big model, as ResNet-50 above
 def test_inception_v3_logits_at_its_smallest_size(x64):
     # 75x75 is the smallest input the Flax model takes: 75 -> 37 -> 35 -> 17 -> 15 -> 7
     # (Mixed_5*), 3 (Mixed_6*), 1 (Mixed_7*); every stride-2 layer is "VALID" there.
