@@ -167,10 +167,10 @@ def test_contribution_fn_and_context(rng):
     x = jnp.asarray(rng.normal(size=(2, 4)), jnp.float32)
     baselines = jnp.asarray(rng.normal(size=(5, 4)), jnp.float32)
     targets = jnp.array([[1], [0]], jnp.int32)
-    total, _ = engine.path_gradients(
+    total, _ = jax.jit(lambda x: engine.path_gradients(  # in a program, as the methods call it
         model, x, targets, lambda b, x: 0.5 * (x + b), baselines, jnp.full(5, 0.2), chunk_size=2,
         contribution_fn=lambda b, x, g: g * (x[:, None, None] - b[None, :, None]),
-    )
+    ))(x)
     expected = 0.0
     for b in baselines:
         g = jax.grad(lambda p: jnp.take_along_axis(model(p), targets, axis=1).sum())(0.5 * (x + b))
@@ -181,10 +181,10 @@ def test_contribution_fn_and_context(rng):
     weights = jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)
     two_input = jaxplain.Model(lambda w, pc: (pc[0] * pc[1]) @ w, weights)
     scale = jnp.asarray(rng.uniform(1, 2, size=(2, 4)), jnp.float32)
-    total, _ = engine.path_gradients(
+    total, _ = jax.jit(lambda x: engine.path_gradients(
         two_input, x, targets, lambda a, x: a * x, jnp.array([0.5, 1.0]), jnp.ones(2),
         chunk_size=1, context=scale,
-    )
+    ))(x)
     np.testing.assert_allclose(total[:, 0], 2 * scale * weights[:, targets[:, 0]].T, rtol=1e-5)
 
 
