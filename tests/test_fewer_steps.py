@@ -14,6 +14,8 @@ from jaxplain.methods import auto_steps
 from conftest import linear_model, mlp_model
 
 PILOTS = sorted(schedules.PILOT_SCHEDULES)
+# In a program, as integrated_gradients calls it (op by op it compiled dozens of small programs).
+pilot_schedule = jax.jit(schedules.pilot_schedule, static_argnums=(0, 2))
 
 
 def random_pilots(rng, rows=5, intervals=6):
@@ -28,7 +30,7 @@ def random_pilots(rng, rows=5, intervals=6):
 @pytest.mark.parametrize("name", PILOTS)
 @pytest.mark.parametrize("points", [6, 7, 13, 40])
 def test_pilot_weights_integrate_constants_and_linear_functions_exactly(name, points, rng):
-    alphas, weights = map(np.asarray, schedules.pilot_schedule(name, random_pilots(rng), points))
+    alphas, weights = map(np.asarray, pilot_schedule(name, random_pilots(rng), points))
     assert alphas.shape == weights.shape == (5, points)
     assert np.all((alphas > 0) & (alphas < 1)) and np.all(weights > 0)
     np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-6)
@@ -37,7 +39,7 @@ def test_pilot_weights_integrate_constants_and_linear_functions_exactly(name, po
 
 def test_nonuniform_gives_every_interval_a_point_and_the_rest_by_change(rng):
     pilot = jnp.asarray([[0.0, 0.0, 3.0, 4.0, 4.0]])  # changes 0, 3, 1, 0
-    alphas, weights = map(np.asarray, schedules.pilot_schedule("nonuniform", pilot, 8))
+    alphas, weights = map(np.asarray, pilot_schedule("nonuniform", pilot, 8))
     counts = np.histogram(alphas[0], bins=np.linspace(0, 1, 5))[0]
     np.testing.assert_array_equal(counts, [1, 4, 2, 1])  # 1 each, then 4 more split 3 : 1
     # equal sub-intervals of each pilot interval, at their midpoints
@@ -47,12 +49,12 @@ def test_nonuniform_gives_every_interval_a_point_and_the_rest_by_change(rng):
 
 def test_constant_pilot_gives_back_the_uniform_rules():
     constant = jnp.full((1, 5), 0.7)
-    alphas, weights = schedules.pilot_schedule("nonuniform", constant, 12)
+    alphas, weights = pilot_schedule("nonuniform", constant, 12)
     expected = schedules.riemann_middle(12)
     np.testing.assert_allclose(alphas[0], expected[0], atol=1e-7)
     np.testing.assert_allclose(weights[0], expected[1], atol=1e-7)
     # pilot_gauss: equal panels, each with the same Gauss-Legendre rule
-    alphas, weights = schedules.pilot_schedule("pilot_gauss", constant, 12)
+    alphas, weights = pilot_schedule("pilot_gauss", constant, 12)
     size = schedules.PANEL_POINTS
     nodes, node_weights = schedules.gauss_legendre(size)
     panels = 12 // size
@@ -62,7 +64,7 @@ def test_constant_pilot_gives_back_the_uniform_rules():
 
 def test_pilot_gauss_panels_are_exact_for_polynomials_within_a_panel(rng):
     """On each panel the rule is Gauss-Legendre: exact up to degree 2 * PANEL_POINTS - 1."""
-    alphas, weights = map(np.asarray, schedules.pilot_schedule("pilot_gauss", random_pilots(rng), 16))
+    alphas, weights = map(np.asarray, pilot_schedule("pilot_gauss", random_pilots(rng), 16))
     degree = 2 * schedules.PANEL_POINTS - 1
     np.testing.assert_allclose((weights * alphas**degree).sum(axis=1), 1 / (degree + 1), rtol=1e-5)
 
@@ -117,7 +119,7 @@ def test_pilot_schedules_match_a_slow_float64_transcription(name, rng):
             return model(z[None])[0, 1]
 
         pilot = jnp.asarray([[float(score(j / pilot_steps * x[b])) for j in range(pilot_steps + 1)]])
-        alphas, weights = map(np.asarray, schedules.pilot_schedule(name, pilot, steps))
+        alphas, weights = map(np.asarray, pilot_schedule(name, pilot, steps))
         total = sum(w * np.asarray(jax.grad(score)(alpha * x[b]), np.float64) for alpha, w in zip(alphas[0], weights[0]))
         np.testing.assert_allclose(a.values[b], x[b] * total, rtol=2e-5, atol=1e-6)
 
