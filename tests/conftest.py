@@ -10,7 +10,6 @@ import pytest
 
 import jaxplain
 
-
 # The compilation cache starts afresh once it holds more than this.
 COMPILATION_CACHE_BYTES = 2 << 30
 

@@ -14,13 +14,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import linear_model, mlp_model
 
 import jaxplain
 from jaxplain import amortized
-from jaxplain.amortized import cortx, fastshap, labels as labels_module
+from jaxplain.amortized import cortx, fastshap
+from jaxplain.amortized import labels as labels_module
 from jaxplain.methods.registry import METHODS
-
-from conftest import linear_model, mlp_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FEATURES, CLASSES = 6, 2
@@ -31,7 +31,9 @@ QUICK = dict(epochs=40, batch_size=32, progress=False)
 
 
 def network():
-    return amortized.MLPExplainer(CLASSES, (FEATURES,), features=(32, 32), head_features=(32,), activation=jax.nn.relu)
+    return amortized.MLPExplainer(
+        CLASSES, (FEATURES,), features=(32, 32), head_features=(32,), activation=jax.nn.relu
+    )
 
 
 @pytest.fixture(scope="module")
@@ -65,16 +67,26 @@ def untrained(explainer):
 
 
 @pytest.mark.parametrize("recipe", ["supervised", "fastshap", "cortx"])
-def test_training_loss_falls_and_fidelity_beats_an_untrained_network(recipe, supervised, train_labels, test_labels):
+def test_training_loss_falls_and_fidelity_beats_an_untrained_network(
+    recipe, supervised, train_labels, test_labels
+):
     if recipe == "supervised":
         explainer = supervised
     elif recipe == "fastshap":
         explainer = amortized.train_fastshap(network(), MODEL, X_TRAIN, samples=16, **QUICK)
     else:
-        encoder = amortized.pretrain_encoder(network(), MODEL, X_TRAIN, epochs=5, batch_size=64, progress=False)
+        encoder = amortized.pretrain_encoder(
+            network(), MODEL, X_TRAIN, epochs=5, batch_size=64, progress=False
+        )
         explainer = amortized.train_cortx(
-            network(), MODEL, X_TRAIN, train_labels, label_fraction=0.25, encoder_variables=encoder,
-            head_epochs=200, progress=False,
+            network(),
+            MODEL,
+            X_TRAIN,
+            train_labels,
+            label_fraction=0.25,
+            encoder_variables=encoder,
+            head_epochs=200,
+            progress=False,
         )
     history = explainer.metadata["history"]
     assert history["last_train_loss"] < 0.5 * history["first_train_loss"]
@@ -112,8 +124,14 @@ def test_fastshap_objective_is_minimised_by_the_exact_shapley_values_of_a_linear
     reference = np.full(groups, 0.3, np.float32)
     coalitions = fastshap.shapley_coalitions(jax.random.key(0), batch, 64, groups)
     values = fastshap._game(model, None, jnp.asarray(x), reference, np.arange(groups), coalitions)
-    ends = fastshap._game(model, None, jnp.asarray(x), reference, np.arange(groups),
-                          jnp.broadcast_to(jnp.array([[False], [True]]), (batch, 2, groups)))
+    ends = fastshap._game(
+        model,
+        None,
+        jnp.asarray(x),
+        reference,
+        np.arange(groups),
+        jnp.broadcast_to(jnp.array([[False], [True]]), (batch, 2, groups)),
+    )
 
     def loss(phi):
         return fastshap.objective(phi, coalitions, values, ends[:, 0], ends[:, 1])
@@ -132,7 +150,11 @@ def test_fastshap_objective_is_minimised_by_the_exact_shapley_values_of_a_linear
     phi = phi + ((ends[:, 1] - ends[:, 0]) - phi.sum(-1))[..., None] / groups  # the normalisation
     exact = np.swapaxes(weights[None] * (x - reference)[..., None], 1, 2)  # w_gc (x_g - r_g)
     np.testing.assert_allclose(phi, exact, atol=2e-3)
-    assert float(loss(jnp.asarray(exact))) < 1e-9 < float(loss(jnp.asarray(exact) + 0.1 * jnp.eye(groups)[:CLASSES]))
+    assert (
+        float(loss(jnp.asarray(exact)))
+        < 1e-9
+        < float(loss(jnp.asarray(exact) + 0.1 * jnp.eye(groups)[:CLASSES]))
+    )
 
 
 def test_shapley_coalitions_follow_the_kernel_and_come_with_their_complements():
@@ -155,9 +177,13 @@ def test_fastshap_with_a_surrogate_learns_the_surrogates_game(test_labels):
     )
     present = np.ones_like(X_TEST, bool)
     wanted = jax.nn.softmax(MODEL(X_TEST))
-    error = np.abs(jax.nn.softmax(surrogate.network.apply(surrogate.variables, X_TEST, present)) - wanted).mean()
+    error = np.abs(
+        jax.nn.softmax(surrogate.network.apply(surrogate.variables, X_TEST, present)) - wanted
+    ).mean()
     start = surrogate.network.init(jax.random.PRNGKey(0), X_TEST[:1], present[:1])
-    assert error < 0.5 * np.abs(jax.nn.softmax(surrogate.network.apply(start, X_TEST, present)) - wanted).mean()
+    assert (
+        error < 0.5 * np.abs(jax.nn.softmax(surrogate.network.apply(start, X_TEST, present)) - wanted).mean()
+    )
     explainer = amortized.train_fastshap(network(), MODEL, X_TRAIN, surrogate=surrogate, samples=16, **QUICK)
     assert explainer.metadata["value_function"] == "surrogate"
     assert fidelity(explainer, test_labels)[1] > fidelity(untrained(explainer), test_labels)[1]
@@ -171,8 +197,9 @@ def test_cortx_positives_follow_the_recipe():
     reference = np.full(FEATURES, 0.25, np.float32)
     mask = np.array([0, 0, 1, 2, 3, 3])  # features 0-1 and 4-5 are replaced together
     key, candidates, p = jax.random.key(7), 30, 0.5
-    positive, kept = cortx.positives(MODEL, x, key, reference=reference, mask=mask, groups=4,
-                                     candidates=candidates, drop_probability=p)
+    positive, kept = cortx.positives(
+        MODEL, x, key, reference=reference, mask=mask, groups=4, candidates=candidates, drop_probability=p
+    )
     positive, kept = np.asarray(positive), np.asarray(kept)
     np.testing.assert_array_equal(positive, np.where(kept[:, mask], np.asarray(x), reference))
     # Candidates: each group dropped independently with probability p; the kept one has
@@ -201,12 +228,16 @@ def test_cortx_reads_only_the_labelled_rows(train_labels):
     encoder = amortized.pretrain_encoder(network(), MODEL, X_TRAIN, epochs=2, progress=False)
     rows = amortized.labelled_rows(len(X_TRAIN), 0.1)
     assert len(rows) == 32
-    garbled = dataclasses.replace(train_labels, values=np.where(
-        np.isin(np.arange(len(X_TRAIN)), rows)[:, None, None], train_labels.values, 1e6))
+    garbled = dataclasses.replace(
+        train_labels,
+        values=np.where(np.isin(np.arange(len(X_TRAIN)), rows)[:, None, None], train_labels.values, 1e6),
+    )
     settings = dict(label_fraction=0.1, encoder_variables=encoder, head_epochs=3, progress=False)
     first = amortized.train_cortx(network(), MODEL, X_TRAIN, train_labels, **settings)
     second = amortized.train_cortx(network(), MODEL, X_TRAIN, garbled, **settings)
-    np.testing.assert_array_equal(first(MODEL, X_TEST, target=0).values, second(MODEL, X_TEST, target=0).values)
+    np.testing.assert_array_equal(
+        first(MODEL, X_TEST, target=0).values, second(MODEL, X_TEST, target=0).values
+    )
     assert first.metadata["label_fraction"] == 0.1 and first.metadata["labelled_examples"] == 32
 
 
@@ -247,7 +278,9 @@ def test_selective_needs_a_teacher_or_a_method(supervised):
         amortized.selective(explainer, MODEL, X_TEST, target=0, tolerance=0.1)
     result = amortized.selective(explainer, MODEL, X_TEST, target=0, tolerance=0.0, method="exact_shapley")
     assert bool(np.all(result.extras["recomputed"]))
-    np.testing.assert_allclose(result.values, jaxplain.exact_shapley(MODEL, X_TEST, target=0).values, atol=1e-6)
+    np.testing.assert_allclose(
+        result.values, jaxplain.exact_shapley(MODEL, X_TEST, target=0).values, atol=1e-6
+    )
 
 
 # --- teacher labels -----------------------------------------------------------------------
@@ -258,8 +291,10 @@ def test_make_labels_caches_resumes_and_keys_on_its_settings(tmp_path, monkeypat
     x = X_TRAIN[:40]
     plain = amortized.make_labels("kernel_shap", MODEL, x, batch_size=16, samples=32, key=key, progress=False)
     assert plain.values.shape == (40, CLASSES, FEATURES)
-    assert plain.teacher == {"method": "kernel_shap", "settings": {
-        "samples": 32, "key": {"key_data": np.asarray(jax.random.key_data(key)).tolist()}}}
+    assert plain.teacher == {
+        "method": "kernel_shap",
+        "settings": {"samples": 32, "key": {"key_data": np.asarray(jax.random.key_data(key)).tolist()}},
+    }
     calls = []
     real = METHODS["kernel_shap"]
 
@@ -326,7 +361,9 @@ def test_save_and_load_round_trip_and_refuse_corrupt_files(supervised, tmp_path)
     path = str(tmp_path / "explainer")
     supervised.replace(fidelity={"spearman": 0.9}, command="python make.py").save(path)
     loaded = amortized.load(path)
-    np.testing.assert_array_equal(loaded(MODEL, X_TEST, target=1).values, supervised(MODEL, X_TEST, target=1).values)
+    np.testing.assert_array_equal(
+        loaded(MODEL, X_TEST, target=1).values, supervised(MODEL, X_TEST, target=1).values
+    )
     metadata = json.load(open(os.path.join(path, "metadata.json")))
     assert metadata["kind"] == "explainer" and metadata["recipe"] == "supervised"
     assert metadata["teacher"]["method"] == "exact_shapley" and metadata["label_fraction"] == 1.0
@@ -379,7 +416,9 @@ def test_networks_give_one_map_per_class_shaped_like_the_input():
 
 
 def test_token_explainer_starts_from_the_classifiers_encoder():
-    module = jaxplain.models.TextClassifier(vocab_size=12, num_classes=2, max_length=5, embed_dim=8, mlp_dim=16)
+    module = jaxplain.models.TextClassifier(
+        vocab_size=12, num_classes=2, max_length=5, embed_dim=8, mlp_dim=16
+    )
     tokens = np.array([[3, 4, 0, 0, 0], [5, 6, 7, 8, 9]], np.int32)
     variables = module.init(jax.random.PRNGKey(0), tokens)
     model = jaxplain.Model.from_linen(module, variables)
@@ -404,7 +443,11 @@ def test_token_explainer_starts_from_the_classifiers_encoder():
 def test_the_study_runs_at_a_tiny_size(tmp_path):
     result = subprocess.run(
         [sys.executable, os.path.join(ROOT, "benchmarks", "amortized.py"), "--quick", "--out", str(tmp_path)],
-        capture_output=True, text=True, cwd=ROOT, timeout=300, env={**os.environ, "JAXPLAIN_PROGRESS": "0"},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        env={**os.environ, "JAXPLAIN_PROGRESS": "0"},
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     payload = json.loads((tmp_path / "amortized.json").read_text())

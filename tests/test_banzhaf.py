@@ -23,8 +23,9 @@ def numpy_model(x):
     return np.tanh(x @ W1) @ W2
 
 
-MODEL = jaxplain.Model(lambda p, x: jax.numpy.tanh(x @ p[0]) @ p[1],
-                       (W1.astype(np.float32), W2.astype(np.float32)))
+MODEL = jaxplain.Model(
+    lambda p, x: jax.numpy.tanh(x @ p[0]) @ p[1], (W1.astype(np.float32), W2.astype(np.float32))
+)
 X = RNG.normal(size=(3, 6)).astype(np.float32)
 BASELINE = RNG.normal(size=(6,)).astype(np.float32) / 4
 
@@ -49,12 +50,15 @@ def test_converges_to_the_exact_banzhaf_values():
     exact = exact_banzhaf(X, 1)
     errors = []
     for samples in (256, 4096, 65536):
-        a = jaxplain.banzhaf(MODEL, X, target=1, baseline=BASELINE, feature_mask=MASK,
-                             samples=samples, key=jax.random.key(0))
+        a = jaxplain.banzhaf(
+            MODEL, X, target=1, baseline=BASELINE, feature_mask=MASK, samples=samples, key=jax.random.key(0)
+        )
         errors.append(np.linalg.norm(per_group(a.values) - exact) / np.linalg.norm(exact))
     assert errors[-1] < 0.03, errors
     assert errors[0] > errors[-1], errors
-    difference = numpy_model(X.astype(np.float64))[:, 1] - numpy_model(BASELINE[None].astype(np.float64))[:, 1]
+    difference = (
+        numpy_model(X.astype(np.float64))[:, 1] - numpy_model(BASELINE[None].astype(np.float64))[:, 1]
+    )
     np.testing.assert_allclose(a.output_difference, difference, rtol=1e-5, atol=1e-6)
     assert a.delta is None and a.relative_delta is None
 
@@ -64,8 +68,9 @@ def test_equals_shapley_on_an_additive_model_in_expectation():
     weights = RNG.normal(size=(6, 2)).astype(np.float32)
     model = jaxplain.Model(lambda w, x: x @ w, weights)
     shapley = jaxplain.exact_shapley(model, X, target=0, baseline=BASELINE, feature_mask=MASK)
-    a = jaxplain.banzhaf(model, X, target=0, baseline=BASELINE, feature_mask=MASK,
-                         samples=65536, key=jax.random.key(1))
+    a = jaxplain.banzhaf(
+        model, X, target=0, baseline=BASELINE, feature_mask=MASK, samples=65536, key=jax.random.key(1)
+    )
     scale = np.abs(np.asarray(shapley.values)).max()
     np.testing.assert_allclose(a.values, shapley.values, atol=0.03 * scale)
 

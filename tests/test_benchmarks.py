@@ -16,7 +16,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def run(script, out, *args):
     result = subprocess.run(
         [sys.executable, os.path.join(ROOT, "benchmarks", script), "--quick", "--out", str(out), *args],
-        capture_output=True, text=True, cwd=ROOT, timeout=600,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
         env={**os.environ, "JAXPLAIN_PROGRESS": "0"},
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -27,8 +30,16 @@ def test_iso_convergence_quick(tmp_path):
     stdout = run("iso_convergence.py", tmp_path)
     payload = json.loads((tmp_path / "iso_convergence.json").read_text())
     case = payload["cases"]["digits_cnn logits"]
-    schedules = {"riemann_left", "riemann_right", "riemann_middle", "trapezoid", "gauss_legendre",
-                 "nonuniform", "pilot_gauss", "auto"}
+    schedules = {
+        "riemann_left",
+        "riemann_right",
+        "riemann_middle",
+        "trapezoid",
+        "gauss_legendre",
+        "nonuniform",
+        "pilot_gauss",
+        "auto",
+    }
     assert set(case["table"]) == schedules
     for row in case["table"].values():
         assert set(row) == {"delta_5pct", "delta_1pct", "l2_1pct"}
@@ -46,16 +57,30 @@ def test_iso_convergence_quick(tmp_path):
 
 def test_accelerator_script_runs_on_the_cpu_at_a_tiny_size(tmp_path):
     result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "accelerator.py"), "--tiny", "--no-captum", "--repeats", "1",
-         "--out", str(tmp_path)],
-        capture_output=True, text=True, cwd=ROOT, timeout=600, env={**os.environ, "JAXPLAIN_PROGRESS": "0"},
+        [
+            sys.executable,
+            os.path.join(ROOT, "benchmarks", "accelerator.py"),
+            "--tiny",
+            "--no-captum",
+            "--repeats",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        env={**os.environ, "JAXPLAIN_PROGRESS": "0"},
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     payload = json.loads((tmp_path / "accelerator.json").read_text())
     case = payload["results"]["resnet6_16px"]
     assert set(case["iso"]) == {"riemann_middle", "gauss_legendre"}
     rows = case["rows"]
-    assert {(r["dtype"], r["contender"]) for r in rows} == {(d, c) for d in ("float32", "bfloat16") for c in ("jaxplain", "floor")}
+    assert {(r["dtype"], r["contender"]) for r in rows} == {
+        (d, c) for d in ("float32", "bfloat16") for c in ("jaxplain", "floor")
+    }
     assert all(r["explanations_per_s"] > 0 for r in rows)
     assert result.stdout.strip().splitlines()[-3].startswith("| resnet6_16px | bfloat16 | gauss_legendre")
 

@@ -18,12 +18,15 @@ SHIPPED = {  # name: (dataset, minimum test accuracy the issue asks for)
 }
 BIG = {"digits_resnet18"}  # re-measured in the slow tier
 # Amortized explainers (benchmarks/amortized.py --train-and-save MODEL): name -> model.
-EXPLAINERS = {f"{name}_explainer_supervised": name for name in
-              ("wine_mlp", "breast_cancer_mlp", "digits_cnn", "synthetic_text")}
+EXPLAINERS = {
+    f"{name}_explainer_supervised": name
+    for name in ("wine_mlp", "breast_cancer_mlp", "digits_cnn", "synthetic_text")
+}
 
 
-@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name in BIG else name
-                                  for name in sorted(SHIPPED)])
+@pytest.mark.parametrize(
+    "name", [pytest.param(name, marks=pytest.mark.slow) if name in BIG else name for name in sorted(SHIPPED)]
+)
 def test_checkpoint_reproduces_its_recorded_accuracy(name):
     dataset_name, minimum = SHIPPED[name]
     checkpoint = jaxplain.io.load_checkpoint(str(ROOT / name))
@@ -62,7 +65,10 @@ def test_checkpoints_are_small_and_listed_with_their_command():
 # here, digits' with the slow tier (IG over the 450 test digits); the breast-cancer
 # (KernelSHAP, 8192 samples) and text explainers' fidelity takes ~45 s more and is
 # re-measured by `python benchmarks/amortized.py --train-and-save`.
-REMEASURED = (pytest.param("digits_cnn_explainer_supervised", marks=pytest.mark.slow), "wine_mlp_explainer_supervised")
+REMEASURED = (
+    pytest.param("digits_cnn_explainer_supervised", marks=pytest.mark.slow),
+    "wine_mlp_explainer_supervised",
+)
 
 
 @pytest.mark.parametrize("name", REMEASURED)
@@ -93,4 +99,5 @@ def test_shipped_explainer_reproduces_its_recorded_fidelity(name):
     assert l2 < 0.5
     if metadata["completeness"]:
         assert float(np.max(np.abs(np.asarray(result.delta)))) < 1e-4 * max(
-            1.0, float(np.max(np.abs(np.asarray(result.output_difference)))))
+            1.0, float(np.max(np.abs(np.asarray(result.output_difference))))
+        )

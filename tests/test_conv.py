@@ -9,7 +9,6 @@ import pytest
 
 from jaxplain.models import Conv
 
-
 # Inputs and parameters are drawn with NumPy: jax.random and Flax's initializers compile a
 # program for every new shape, which took most of this file's time.
 
@@ -48,17 +47,26 @@ CASES = [  # (input side, channels, kernel, stride, padding, the path taken on t
 def test_same_parameters_values_and_input_gradients_as_nn_conv(side, channels, kernel, stride, padding, path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(3, side, side, channels)).astype(np.float32)
-    settings = dict(features=7, kernel_size=(kernel, kernel), strides=(stride, stride), padding=padding,
-                    use_bias=side != 1)
+    settings = dict(
+        features=7,
+        kernel_size=(kernel, kernel),
+        strides=(stride, stride),
+        padding=padding,
+        use_bias=side != 1,
+    )
     ours, reference = Conv(**settings), nn.Conv(**settings)
     variables = _variables(reference, x, rng)
-    assert jax.eval_shape(ours.init, jax.random.key(1), x) == jax.eval_shape(reference.init, jax.random.key(1), x)
+    assert jax.eval_shape(ours.init, jax.random.key(1), x) == jax.eval_shape(
+        reference.init, jax.random.key(1), x
+    )
     assert ours._cpu_path(x) == path
 
     @jax.jit
     def both(x):
-        return [(module.apply(variables, x), jax.grad(lambda x: jnp.sum(jnp.sin(module.apply(variables, x))))(x))
-                for module in (ours, reference)]
+        return [
+            (module.apply(variables, x), jax.grad(lambda x: jnp.sum(jnp.sin(module.apply(variables, x))))(x))
+            for module in (ours, reference)
+        ]
 
     (value, gradient), (expected_value, expected_gradient) = both(x)
     np.testing.assert_allclose(value, expected_value, rtol=1e-5, atol=1e-5)
@@ -103,10 +111,18 @@ def test_max_pool_values_gradients_and_ties_as_nn_max_pool(shape, window, stride
     def everything(x):  # one compilation for both pools: values, gradient, vmap, jvp
         found = []
         for pool in (max_pool, nn.max_pool):
+
             def loss(x, pool=pool):
                 return jnp.sum(jnp.sin(pool(x, window, strides, padding)) * weights)
-            found.append((pool(x, window, strides, padding), jax.grad(loss)(x), jax.vmap(jax.grad(loss))(x[None])[0],
-                          jax.jvp(lambda x, pool=pool: pool(x, window, strides, padding), (x,), (tangent,))[1]))
+
+            found.append(
+                (
+                    pool(x, window, strides, padding),
+                    jax.grad(loss)(x),
+                    jax.vmap(jax.grad(loss))(x[None])[0],
+                    jax.jvp(lambda x, pool=pool: pool(x, window, strides, padding), (x,), (tangent,))[1],
+                )
+            )
         return found
 
     (value, gradient, batched, forward), (expected_value, expected, _, expected_forward) = everything(x)
@@ -154,10 +170,15 @@ def test_conv_general_dilated_has_lax_values_and_derivatives(shape, kernel_shape
     def check(conv):
         def f(x, kernel):
             return conv(x, kernel, strides, padding, dimension_numbers=dn)
+
         loss = lambda x, kernel: jnp.sum(jnp.sin(f(x, kernel)))  # noqa: E731
-        return (f(x, kernel), jax.jvp(f, (x, kernel), (dx, dk))[1], jax.grad(loss, argnums=(0, 1))(x, kernel),
-                jax.vmap(f, in_axes=(None, 0))(x, jnp.stack([kernel, 2 * kernel])),
-                jax.jvp(lambda x: jax.grad(loss)(x, kernel), (x,), (dx,))[1])  # a second derivative
+        return (
+            f(x, kernel),
+            jax.jvp(f, (x, kernel), (dx, dk))[1],
+            jax.grad(loss, argnums=(0, 1))(x, kernel),
+            jax.vmap(f, in_axes=(None, 0))(x, jnp.stack([kernel, 2 * kernel])),
+            jax.jvp(lambda x: jax.grad(loss)(x, kernel), (x,), (dx,))[1],
+        )  # a second derivative
 
     both = jax.jit(lambda: (check(conv_general_dilated), check(jax.lax.conv_general_dilated)))()
     for ours, expected in zip(*map(jax.tree_util.tree_leaves, both)):
@@ -174,10 +195,26 @@ def test_input_gradients_inside_a_loop_read_an_hwio_kernel():
 
     def looped(conv):
         def gradient(x):
-            return jax.grad(lambda x: jnp.sum(jnp.tanh(conv(conv(x, kernel, (1, 1), "SAME", dimension_numbers=(
-                "NHWC", "HWIO", "NHWC")), kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))))(x)
-        hlo = jax.jit(lambda xs: jax.lax.map(gradient, xs)).lower(jnp.ones((3, 2, 6, 6, 4))).compile().as_text()
-        return [line.split("dim_labels=")[1].split(",")[0] for line in hlo.splitlines() if " convolution(" in line]
+            return jax.grad(
+                lambda x: jnp.sum(
+                    jnp.tanh(
+                        conv(
+                            conv(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")),
+                            kernel,
+                            (1, 1),
+                            "SAME",
+                            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                        )
+                    )
+                )
+            )(x)
+
+        hlo = (
+            jax.jit(lambda xs: jax.lax.map(gradient, xs)).lower(jnp.ones((3, 2, 6, 6, 4))).compile().as_text()
+        )
+        return [
+            line.split("dim_labels=")[1].split(",")[0] for line in hlo.splitlines() if " convolution(" in line
+        ]
 
     labels = looped(conv_general_dilated)
     assert len(labels) == 4 and set(labels) == {"b01f_01io->b01f"}

@@ -19,8 +19,17 @@ SCRIPT = os.path.join(ROOT, "benchmarks", "crosscheck_captum.py")
 # Every deterministic method must have at least one row that passes at 1e-4 on each model
 # it applies to (grad_cam needs a convolution).
 DETERMINISTIC = {
-    "saliency", "input_x_gradient", "integrated_gradients", "deeplift", "deeplift_shap",
-    "guided_backprop", "deconvnet", "lrp", "occlusion", "feature_ablation", "exact_shapley",
+    "saliency",
+    "input_x_gradient",
+    "integrated_gradients",
+    "deeplift",
+    "deeplift_shap",
+    "guided_backprop",
+    "deconvnet",
+    "lrp",
+    "occlusion",
+    "feature_ablation",
+    "exact_shapley",
     "smoothgrad",
 }
 STATISTICAL = {"shapley_sampling", "kernel_shap", "expected_gradients", "smoothgrad"}
@@ -31,7 +40,10 @@ def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("crosscheck")
     result = subprocess.run(
         [sys.executable, SCRIPT, "--quick", "--out", str(out)],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     with open(out / "crosscheck_captum.json") as f:
@@ -60,9 +72,7 @@ def test_documented_differences_have_an_agreeing_variant(report):
     rows = report[0]["rows"]
     differs = {(r["method"], r["model"]) for r in rows if r["kind"] == "deterministic" and not r["pass"]}
     for method, model in differs:
-        assert any(
-            r["method"] == method and r["model"] == model and r["pass"] for r in rows
-        ), (method, model)
+        assert any(r["method"] == method and r["model"] == model and r["pass"] for r in rows), (method, model)
 
 
 def test_statistical_errors_fall_with_the_budget(report):

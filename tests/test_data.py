@@ -35,9 +35,11 @@ REAL = {
 
 
 def test_names_are_the_bundled_datasets():
-    assert jaxplain.data.names() == list(jaxplain.data.BUNDLED) == [
-        "digits", "breast_cancer", "wine", "synthetic_additive", "synthetic_text"
-    ]
+    assert (
+        jaxplain.data.names()
+        == list(jaxplain.data.BUNDLED)
+        == ["digits", "breast_cancer", "wine", "synthetic_additive", "synthetic_text"]
+    )
 
 
 @pytest.mark.parametrize("name", sorted(REAL))
@@ -60,9 +62,7 @@ def test_digits_are_scaled_pixel_counts():
     dataset = jaxplain.data.load("digits")
     raw = sklearn.datasets.load_digits().images
     assert dataset.x_train.min() == 0.0 and dataset.x_train.max() == 1.0
-    np.testing.assert_array_equal(
-        dataset.x_test[..., 0] * 16, raw[dataset.extras["test_indices"]]
-    )
+    np.testing.assert_array_equal(dataset.x_test[..., 0] * 16, raw[dataset.extras["test_indices"]])
     assert dataset.feature_names is None
 
 
@@ -114,17 +114,43 @@ def test_split_is_the_same_on_every_machine():
     # Pinned values: a NumPy or scikit-learn change that moved them would break the
     # promise that a (name, seed) pair names the same split everywhere.
     assert jaxplain.data.load("digits").extras["test_indices"][:6].tolist() == [
-        677, 1421, 817, 850, 1405, 215
+        677,
+        1421,
+        817,
+        850,
+        1405,
+        215,
     ]
     assert jaxplain.data.load("wine", seed=0).extras["test_indices"][:6].tolist() == [
-        8, 151, 124, 27, 64, 173
+        8,
+        151,
+        124,
+        27,
+        64,
+        173,
     ]
     np.testing.assert_allclose(
-        jaxplain.data.load("synthetic_additive").x_train[0, :3], [1.195176, 0.616149, 0.744981],
+        jaxplain.data.load("synthetic_additive").x_train[0, :3],
+        [1.195176, 0.616149, 0.744981],
         atol=1e-6,
     )
     assert jaxplain.data.load("synthetic_text").x_train[0].tolist() == [
-        62, 40, 36, 14, 11, 62, 5, 57, 62, 42, 10, 20, 14, 50, 26, 8
+        62,
+        40,
+        36,
+        14,
+        11,
+        62,
+        5,
+        57,
+        62,
+        42,
+        10,
+        20,
+        14,
+        50,
+        26,
+        8,
     ]
 
 
@@ -256,9 +282,7 @@ def tiny_builders():
                     "label": tfds.features.ClassLabel(num_classes=3),
                 }
             )
-            return tfds.core.DatasetInfo(
-                builder=self, features=features, supervised_keys=("image", "label")
-            )
+            return tfds.core.DatasetInfo(builder=self, features=features, supervised_keys=("image", "label"))
 
         def _split_generators(self, dl_manager):
             return {"train": self._generate_examples(12, 0), "test": self._generate_examples(6, 10)}
@@ -282,9 +306,7 @@ def tiny_builders():
                     "label": tfds.features.ClassLabel(names=["neg", "pos"]),
                 }
             )
-            return tfds.core.DatasetInfo(
-                builder=self, features=features, supervised_keys=("text", "label")
-            )
+            return tfds.core.DatasetInfo(builder=self, features=features, supervised_keys=("text", "label"))
 
         def _split_generators(self, dl_manager):
             return {"train": self._generate_examples()}
@@ -377,9 +399,7 @@ def test_tfds_text_gets_a_fixed_split_and_a_vocabulary(prepared_dir, no_network)
     assert ids[0, 0] == vocabulary.ids["good" if dataset.y_test[0] else "bad"]
 
 
-def test_tfds_data_dir_is_honoured_and_unprepared_data_fail_at_once(
-    prepared_dir, tmp_path, no_network
-):
+def test_tfds_data_dir_is_honoured_and_unprepared_data_fail_at_once(prepared_dir, tmp_path, no_network):
     found = jaxplain.data.load("jaxplain_tiny_images", data_dir=prepared_dir, download=False)
     assert len(found.x_train) == 12
     empty = tmp_path / "empty"
@@ -427,9 +447,7 @@ def test_vocabulary_ranks_words_and_reserves_padding_and_unknown():
     np.testing.assert_array_equal(ids, [[2, 1, 3, 0], [4, 0, 0, 0]])
     assert vocabulary.decode(ids) == ["the <unk> sat", "été"]
     assert vocabulary.decode(ids[1]) == "été"
-    assert Vocabulary.build(texts, size=100, min_count=2).tokens == (
-        "<pad>", "<unk>", "the", "sat", "été"
-    )
+    assert Vocabulary.build(texts, size=100, min_count=2).tokens == ("<pad>", "<unk>", "the", "sat", "été")
     assert "end" in Vocabulary.build(texts, size=100).tokens  # "_" separates words
 
 

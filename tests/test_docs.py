@@ -7,11 +7,11 @@ import re
 import pytest
 
 import jaxplain
-import jaxplain.model
 import jaxplain.methods.integrated
 import jaxplain.methods.layers
 import jaxplain.methods.perturbation
 import jaxplain.methods.rules
+import jaxplain.model
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -46,6 +46,7 @@ def test_readme_python_examples_run_in_order(tmp_path):
     assert (checked.values[kept] == phi.values[kept]).all()
 
 
+@pytest.mark.slow  # end to end: docs/amortized.md's example, as the README's
 def test_amortized_docs_example_runs(tmp_path, monkeypatch):
     """docs/amortized.md's first example, with its /tmp paths under pytest's tmp_path."""
     text = (ROOT / "docs" / "amortized.md").read_text()
@@ -82,16 +83,36 @@ def test_ci_runs_the_readme_test_command():
     assert _recipe("test")[-1] == "$(BIN)/python -m pytest -q"
 
 
+def test_readme_names_both_tiers_as_the_makefile_runs_them():
+    """`make test` (CI) is the full suite; `make test-fast` the default tier, the tests not marked slow."""
+    readme = (ROOT / "README.md").read_text()
+    section = re.search(r"^## Tests\n(.*?)^## ", readme, flags=re.S | re.M).group(1)
+    assert _recipe("test-fast")[-1] == '$(BIN)/python -m pytest -q -m "not slow"'
+    for target in ("test", "test-fast"):
+        command = _recipe(target)[-1].replace("$(BIN)/", "")
+        assert f"`make {target}`" in section and f"`{command}`" in section, target
+
+
 def test_readme_main_job_is_the_tested_command():
     from test_cli import demo_command
 
     assert _blocks("bash")[0].strip() == "make demo"
     assert _recipe("demo") == ["$(BIN)/$(DEMO)"]
-    assert " ".join(demo_command()).startswith("jaxplain evaluate --model checkpoints/digits_cnn --data digits")
+    assert " ".join(demo_command()).startswith(
+        "jaxplain evaluate --model checkpoints/digits_cnn --data digits"
+    )
 
 
-@pytest.mark.parametrize("module", [jaxplain.model, jaxplain.methods.integrated, jaxplain.methods.layers, jaxplain.methods.rules,
-                                    jaxplain.methods.smoothing])
+@pytest.mark.parametrize(
+    "module",
+    [
+        jaxplain.model,
+        jaxplain.methods.integrated,
+        jaxplain.methods.layers,
+        jaxplain.methods.rules,
+        jaxplain.methods.smoothing,
+    ],
+)
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0

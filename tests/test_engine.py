@@ -4,18 +4,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import mlp_model
 
 import jaxplain
 from jaxplain import engine
 from jaxplain.backends import cpu
-
-from conftest import mlp_model
 
 
 def _per_point_reference(model, x, targets, points, weights):
     """sum_k weights[k, b] * grad F_t(points[k, b]), one point at a time."""
     total = 0.0
     for k in range(points.shape[0]):
+
         def score(p):
             return jnp.take_along_axis(model(p), targets, axis=1).sum()
 
@@ -65,7 +65,11 @@ def test_cpu_default_chunk_is_a_fixed_amount_of_work_not_a_share_of_the_points(m
         x = np.zeros((batch, 5), np.float32)
         rows = max(-(-cpu.CHUNK_ROWS // batch), cpu.CHUNK_BYTES // (per_row * batch))
         # memory flat in the steps: the same chunk for 10x more points
-        assert engine.default_chunk_size(model, x, 100_000) == engine.default_chunk_size(model, x, 1_000_000) == rows
+        assert (
+            engine.default_chunk_size(model, x, 100_000)
+            == engine.default_chunk_size(model, x, 1_000_000)
+            == rows
+        )
         assert engine.default_chunk_size(model, x, 3) == 3  # never more points than asked for
         assert rows * batch >= cpu.CHUNK_ROWS
 
@@ -167,10 +171,18 @@ def test_contribution_fn_and_context(rng):
     x = jnp.asarray(rng.normal(size=(2, 4)), jnp.float32)
     baselines = jnp.asarray(rng.normal(size=(5, 4)), jnp.float32)
     targets = jnp.array([[1], [0]], jnp.int32)
-    total, _ = jax.jit(lambda x: engine.path_gradients(  # in a program, as the methods call it
-        model, x, targets, lambda b, x: 0.5 * (x + b), baselines, jnp.full(5, 0.2), chunk_size=2,
-        contribution_fn=lambda b, x, g: g * (x[:, None, None] - b[None, :, None]),
-    ))(x)
+    total, _ = jax.jit(
+        lambda x: engine.path_gradients(  # in a program, as the methods call it
+            model,
+            x,
+            targets,
+            lambda b, x: 0.5 * (x + b),
+            baselines,
+            jnp.full(5, 0.2),
+            chunk_size=2,
+            contribution_fn=lambda b, x, g: g * (x[:, None, None] - b[None, :, None]),
+        )
+    )(x)
     expected = 0.0
     for b in baselines:
         g = jax.grad(lambda p: jnp.take_along_axis(model(p), targets, axis=1).sum())(0.5 * (x + b))
@@ -181,10 +193,18 @@ def test_contribution_fn_and_context(rng):
     weights = jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)
     two_input = jaxplain.Model(lambda w, pc: (pc[0] * pc[1]) @ w, weights)
     scale = jnp.asarray(rng.uniform(1, 2, size=(2, 4)), jnp.float32)
-    total, _ = jax.jit(lambda x: engine.path_gradients(
-        two_input, x, targets, lambda a, x: a * x, jnp.array([0.5, 1.0]), jnp.ones(2),
-        chunk_size=1, context=scale,
-    ))(x)
+    total, _ = jax.jit(
+        lambda x: engine.path_gradients(
+            two_input,
+            x,
+            targets,
+            lambda a, x: a * x,
+            jnp.array([0.5, 1.0]),
+            jnp.ones(2),
+            chunk_size=1,
+            context=scale,
+        )
+    )(x)
     np.testing.assert_allclose(total[:, 0], 2 * scale * weights[:, targets[:, 0]].T, rtol=1e-5)
 
 
@@ -193,7 +213,9 @@ def test_programs_compile_with_the_cpu_options_and_give_the_same_answer(rng):
     if jax.default_backend() != "cpu":
         pytest.skip("the options are for XLA:CPU")
     assert cpu.compiler_options() == cpu.COMPILER_OPTIONS
-    assert not engine.convolutional(jaxplain.load_model("checkpoints/wine_mlp"))  # dense models keep the defaults
+    assert not engine.convolutional(
+        jaxplain.load_model("checkpoints/wine_mlp")
+    )  # dense models keep the defaults
     assert cpu.compiler_options(convolutional=False) == {}
     model = jaxplain.load_model("checkpoints/digits_cnn")
     assert engine.convolutional(model)
@@ -219,6 +241,7 @@ def test_staging_is_detected_through_jax_public_trace_state():
         def function(x):
             seen[name] = cpu.top_level(())
             return x
+
         return function
 
     jax.jit(record("jit"))(1.0)

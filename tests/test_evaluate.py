@@ -5,11 +5,10 @@ import json
 import jax
 import numpy as np
 import pytest
+from conftest import linear_model
 
 import jaxplain
 from jaxplain import metrics
-
-from conftest import linear_model
 
 KEY = jax.random.key(0)
 X = np.random.default_rng(0).normal(size=(6, 5)).astype(np.float32)
@@ -26,7 +25,12 @@ def table():
             "shapley": jaxplain.exact_shapley,
             "smoothgrad": ("smoothgrad", {"method": jaxplain.saliency, "samples": 4}),
         },
-        LINEAR, X, target="predicted", key=KEY, samples=16, repeats=1,
+        LINEAR,
+        X,
+        target="predicted",
+        key=KEY,
+        samples=16,
+        repeats=1,
     )
 
 
@@ -60,10 +64,19 @@ def test_values_are_the_metrics_themselves(table):
 def test_layer_shaped_attributions_skip_the_input_metrics():
     cnn = jaxplain.load_model("checkpoints/digits_cnn")
     x = jaxplain.data.load("digits").x_test[:4]
-    table = jaxplain.evaluate({"lig": ("layer_integrated_gradients", {"layer": "Conv_1", "steps": 4}),
-                               "cam": ("grad_cam", {"layer": "Conv_1"})},
-                              cnn, x, target="predicted", key=KEY, metrics=["infidelity", "deletion_auc"],
-                              samples=8, repeats=1)
+    table = jaxplain.evaluate(
+        {
+            "lig": ("layer_integrated_gradients", {"layer": "Conv_1", "steps": 4}),
+            "cam": ("grad_cam", {"layer": "Conv_1"}),
+        },
+        cnn,
+        x,
+        target="predicted",
+        key=KEY,
+        metrics=["infidelity", "deletion_auc"],
+        samples=8,
+        repeats=1,
+    )
     assert table.rows["lig"]["infidelity"] is None and "not shaped like x" in table.notes["lig"]
     assert table.rows["cam"]["deletion_auc"] is not None  # a map spread over the channel
 

@@ -6,12 +6,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import linear_model, mlp_model
 
 import jaxplain
 from jaxplain import schedules
 from jaxplain.methods import auto_steps
-
-from conftest import linear_model, mlp_model
 
 PILOTS = sorted(schedules.PILOT_SCHEDULES)
 # In a program, as integrated_gradients calls it (op by op it compiled dozens of small programs).
@@ -115,12 +114,16 @@ def test_pilot_schedules_match_a_slow_float64_transcription(name, rng):
     steps, pilot_steps = 10, 3
     a = jaxplain.integrated_gradients(model, x, target=1, steps=steps, schedule=name, pilot_steps=pilot_steps)
     for b in range(3):
+
         def score(z):
             return model(z[None])[0, 1]
 
         pilot = jnp.asarray([[float(score(j / pilot_steps * x[b])) for j in range(pilot_steps + 1)]])
         alphas, weights = map(np.asarray, pilot_schedule(name, pilot, steps))
-        total = sum(w * np.asarray(jax.grad(score)(alpha * x[b]), np.float64) for alpha, w in zip(alphas[0], weights[0]))
+        total = sum(
+            w * np.asarray(jax.grad(score)(alpha * x[b]), np.float64)
+            for alpha, w in zip(alphas[0], weights[0])
+        )
         np.testing.assert_allclose(a.values[b], x[b] * total, rtol=2e-5, atol=1e-6)
 
 
@@ -187,9 +190,17 @@ def test_auto_examples_stop_separately(rng):
 @pytest.mark.parametrize(
     "options, error, match",
     [
-        ({"schedule": "nonuniform", "steps": 4, "pilot_steps": 5}, ValueError, "pilot_steps must be <= steps"),
+        (
+            {"schedule": "nonuniform", "steps": 4, "pilot_steps": 5},
+            ValueError,
+            "pilot_steps must be <= steps",
+        ),
         ({"schedule": "nonuniform", "pilot_steps": 0}, ValueError, "pilot_steps must be >= 1"),
-        ({"schedule": "gauss_legendre", "pilot_steps": 4}, ValueError, "pilot_steps is used by the pilot schedules"),
+        (
+            {"schedule": "gauss_legendre", "pilot_steps": 4},
+            ValueError,
+            "pilot_steps is used by the pilot schedules",
+        ),
         ({"steps": "auto", "schedule": "riemann_left"}, ValueError, "steps='auto' chooses its own points"),
         ({"steps": "auto", "tolerance": 1.5}, ValueError, "tolerance must be in"),
         ({"steps": "auto", "max_steps": 0}, ValueError, "max_steps must be >= 1"),
@@ -199,4 +210,6 @@ def test_auto_examples_stop_separately(rng):
 )
 def test_bad_settings_are_named(options, error, match, rng):
     with pytest.raises(error, match=match):
-        jaxplain.integrated_gradients(mlp_model(features=5), rng.normal(size=(2, 5)).astype(np.float32), target=0, **options)
+        jaxplain.integrated_gradients(
+            mlp_model(features=5), rng.normal(size=(2, 5)).astype(np.float32), target=0, **options
+        )

@@ -1,9 +1,8 @@
 import jax.numpy as jnp
 import numpy as np
+from conftest import linear_model
 
 import jaxplain
-
-from conftest import linear_model
 
 
 def test_saliency_and_input_x_gradient_on_a_linear_model(rng):

@@ -8,11 +8,10 @@ import re
 
 import numpy as np
 import pytest
+from conftest import mlp_model
 
 import jaxplain
 from jaxplain.runs import OutputFolderError
-
-from conftest import mlp_model
 
 X = np.random.default_rng(0).normal(size=(80, 5)).astype(np.float32)
 Y = (np.arange(80) % 3).astype(np.int32)
@@ -42,7 +41,9 @@ def refused(call, error, message, folder, before):
 
 
 def _explain(out, data, **kwargs):
-    return jaxplain.explain_dataset("saliency", MODEL, data, out=str(out), batch_size=16, progress=False, **kwargs)
+    return jaxplain.explain_dataset(
+        "saliency", MODEL, data, out=str(out), batch_size=16, progress=False, **kwargs
+    )
 
 
 def _batches(x, size=10):  # a stream without a length, in chunks that do not align with the batches
@@ -60,10 +61,10 @@ def test_a_finished_run_resumed_with_other_data_is_refused_and_left_as_it_was(tm
     before = snapshot(out)
     given = (lambda x: _batches(x)) if stream else (lambda x: x)
     for data, message in (
-        (X, "finished run of 64 examples, the data given now have"),            # longer (the issue's case)
-        (X[:48], "finished run of 64 examples, the data given now have 48"),   # shorter
+        (X, "finished run of 64 examples, the data given now have"),  # longer (the issue's case)
+        (X[:48], "finished run of 64 examples, the data given now have 48"),  # shorter
         (X[:63], "64 examples, the data given now have 63|16 examples from example 48 on"),
-        (np.concatenate([X[:60], X[:4] + 1]), "other inputs"),                 # the same length, other contents
+        (np.concatenate([X[:60], X[:4] + 1]), "other inputs"),  # the same length, other contents
     ):
         refused(lambda: _explain(out, given(data)), OutputFolderError, message, out, before)
     got = jaxplain.load_attributions(out)
@@ -83,12 +84,19 @@ def test_an_unfinished_run_is_checked_against_every_finished_batch_before_writin
     (out / "shards" / ".tmp-cut-short.npz").write_bytes(b"a write killed half-way")
     before = snapshot(out)  # the torn line and the temporary file too: a refused call keeps them
     # data that stop before the last finished batch: refused (they used to get an end line)
-    refused(lambda: _explain(out, _batches(X[:32])), OutputFolderError,
-            "holds batch 2 .* the data given now have 32 examples", out, before)
+    refused(
+        lambda: _explain(out, _batches(X[:32])),
+        OutputFolderError,
+        "holds batch 2 .* the data given now have 32 examples",
+        out,
+        before,
+    )
     # other contents in a finished batch that is not the first one
     changed = X.copy()
     changed[40] += 1
-    refused(lambda: _explain(out, _batches(changed)), OutputFolderError, "batch 2 .* other inputs", out, before)
+    refused(
+        lambda: _explain(out, _batches(changed)), OutputFolderError, "batch 2 .* other inputs", out, before
+    )
     # other labels
     refused(lambda: _explain(out, (X, Y)), OutputFolderError, "batch 0 .* other labels", out, before)
     assert _explain(out, _batches(X)).computed == (3, 4)
@@ -104,7 +112,9 @@ def test_nan_in_an_array_is_refused_before_the_folder_is_made(tmp_path):
     assert not (tmp_path / "run").exists()
     _explain(tmp_path / "run", X[:32])
     before = snapshot(tmp_path / "run")  # nor is a finished run touched
-    refused(lambda: _explain(tmp_path / "run", bad), ValueError, "example 70 holds NaN", tmp_path / "run", before)
+    refused(
+        lambda: _explain(tmp_path / "run", bad), ValueError, "example 70 holds NaN", tmp_path / "run", before
+    )
 
 
 def test_a_bad_batch_late_in_a_stream_stops_the_run_which_stays_resumable(tmp_path):
@@ -138,7 +148,12 @@ def test_a_bad_batch_late_in_a_stream_stops_the_run_which_stays_resumable(tmp_pa
         (ValueError, "num_examples must be >= 1, got 0", X[:16], {"num_examples": 0}),
         (TypeError, "num_examples must be an int", X[:16], {"num_examples": 16.0}),
         # a dataset's name was iterated letter by letter and the error named x
-        (TypeError, "data must be arrays .* got the string 'digits'.*jaxplain.data.load\\('digits'\\)", "digits", {}),
+        (
+            TypeError,
+            "data must be arrays .* got the string 'digits'.*jaxplain.data.load\\('digits'\\)",
+            "digits",
+            {},
+        ),
     ],
 )
 def test_bad_counts_and_data_are_refused_before_the_folder_is_made(tmp_path, error, message, data, kwargs):
@@ -152,15 +167,26 @@ def test_an_empty_or_impossible_out_is_refused_before_anything_is_written(tmp_pa
     monkeypatch.chdir(tmp_path)
     (tmp_path / "mine.txt").write_text("the user's")
     before = snapshot(tmp_path)
-    for out, message in (("", "out is empty"), ("   ", "out is empty"), ("mine.txt", "exists and is not a folder"),
-                         ("mine.txt/sub", "mine.txt is a file, not a folder"), ("a\0b", "NUL")):
+    for out, message in (
+        ("", "out is empty"),
+        ("   ", "out is empty"),
+        ("mine.txt", "exists and is not a folder"),
+        ("mine.txt/sub", "mine.txt is a file, not a folder"),
+        ("a\0b", "NUL"),
+    ):
         refused(lambda: _explain(out, X[:16]), OutputFolderError, message, tmp_path, before)
     with pytest.raises(TypeError, match="out must be a path"):
         jaxplain.explain_dataset("saliency", MODEL, X[:16], out=3, progress=False)
     # a folder that cannot be written (a read-only file system; root ignores permissions, so
     # the check is mocked): refused up front, naming the folder
     monkeypatch.setattr(os, "access", lambda path, mode: False)
-    refused(lambda: _explain("new/run", X[:16]), OutputFolderError, f"{tmp_path} is not writable", tmp_path, before)
+    refused(
+        lambda: _explain("new/run", X[:16]),
+        OutputFolderError,
+        f"{tmp_path} is not writable",
+        tmp_path,
+        before,
+    )
 
 
 def test_overwrite_keeps_a_run_folder_whose_shards_or_views_hold_the_users_files(tmp_path):
@@ -172,15 +198,22 @@ def test_overwrite_keeps_a_run_folder_whose_shards_or_views_hold_the_users_files
         (out / extra).parent.mkdir(exist_ok=True)
         (out / extra).write_bytes(b"the user's")
         before = snapshot(out)
-        refused(lambda: jaxplain.explain_dataset("integrated_gradients", MODEL, X[:16], out=str(out), steps=8,
-                                                 overwrite=True, progress=False),
-                OutputFolderError, "did not write", out, before)
+        refused(
+            lambda: jaxplain.explain_dataset(
+                "integrated_gradients", MODEL, X[:16], out=str(out), steps=8, overwrite=True, progress=False
+            ),
+            OutputFolderError,
+            "did not write",
+            out,
+            before,
+        )
         os.remove(out / extra)
         if extra.count("/") == 2:
             os.rmdir((out / extra).parent)
     # with only jaxplain's files (its pictures included) the run is replaced
-    jaxplain.explain_dataset("integrated_gradients", MODEL, X[:16], out=str(out), steps=8, overwrite=True,
-                             progress=False)
+    jaxplain.explain_dataset(
+        "integrated_gradients", MODEL, X[:16], out=str(out), steps=8, overwrite=True, progress=False
+    )
     assert jaxplain.load_attributions(out).run["settings"]["options"]["steps"] == 8
     assert not (out / "views" / "attributions.png").exists()
 
@@ -193,16 +226,37 @@ def test_make_labels_checks_everything_before_it_makes_its_cache_folder(tmp_path
     cache.mkdir()
     bad = X[:40].copy()
     bad[39, 0] = np.nan  # in the last batch
-    refused(lambda: jaxplain.amortized.make_labels("saliency", MODEL, bad, batch_size=16, cache_dir=str(cache),
-                                                   progress=False), ValueError, "x contains NaN", cache, {})
+    refused(
+        lambda: jaxplain.amortized.make_labels(
+            "saliency", MODEL, bad, batch_size=16, cache_dir=str(cache), progress=False
+        ),
+        ValueError,
+        "x contains NaN",
+        cache,
+        {},
+    )
     # a setting the method refuses: no empty cache folder is left behind
-    refused(lambda: jaxplain.amortized.make_labels("integrated_gradients", MODEL, X[:8], schedule="simpson",
-                                                   cache_dir=str(cache), progress=False),
-            ValueError, "schedule must be one of", cache, {})
+    refused(
+        lambda: jaxplain.amortized.make_labels(
+            "integrated_gradients", MODEL, X[:8], schedule="simpson", cache_dir=str(cache), progress=False
+        ),
+        ValueError,
+        "schedule must be one of",
+        cache,
+        {},
+    )
     (tmp_path / "file").write_text("the user's")
-    for where, message in (("", "cache_dir is empty"), (str(tmp_path / "file"), "exists and is not a folder")):
-        refused(lambda: jaxplain.amortized.make_labels("saliency", MODEL, X[:8], cache_dir=where, progress=False),
-                ValueError, message, tmp_path, snapshot(tmp_path))
+    for where, message in (
+        ("", "cache_dir is empty"),
+        (str(tmp_path / "file"), "exists and is not a folder"),
+    ):
+        refused(
+            lambda: jaxplain.amortized.make_labels("saliency", MODEL, X[:8], cache_dir=where, progress=False),
+            ValueError,
+            message,
+            tmp_path,
+            snapshot(tmp_path),
+        )
 
 
 # --------------------------------------------------------------------------- the command line
@@ -213,8 +267,20 @@ COMMANDS = {  # every command that writes, with the option that says where
     "evaluate": (["evaluate", "--model", WINE, "--data", "wine", "--n", "4"], "--out"),
     "train": (["train", "--model", "mlp", "--data", "wine", "--epochs", "1"], "--out"),
     "train-explainer": (["train-explainer", "--model", WINE, "--data", "wine", "--epochs", "1"], "--out"),
-    "train-explainer --cache": (["train-explainer", "--model", WINE, "--data", "wine", "--epochs", "1",
-                                 "--out", "writable/explainer"], "--cache"),
+    "train-explainer --cache": (
+        [
+            "train-explainer",
+            "--model",
+            WINE,
+            "--data",
+            "wine",
+            "--epochs",
+            "1",
+            "--out",
+            "writable/explainer",
+        ],
+        "--cache",
+    ),
     "show --output": (["show", "some_run", "--index", "0"], "--output"),
 }
 
@@ -229,7 +295,9 @@ def _one_line(capsys, code, argv):
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_every_cli_output_that_cannot_be_written_is_one_line_and_exit_2(command, tmp_path, capsys, monkeypatch):
+def test_every_cli_output_that_cannot_be_written_is_one_line_and_exit_2(
+    command, tmp_path, capsys, monkeypatch
+):
     """Before any work: a path below a file (fails so for root too), then a folder that cannot
     be written (mocked: root ignores permissions, and a read-only file system answers the
     same). Both used to end in a traceback and exit 1, train's after the training."""
@@ -254,7 +322,10 @@ def test_a_write_that_fails_later_is_one_line_too(tmp_path, capsys, monkeypatch)
 
     monkeypatch.setattr(jaxplain, "explain_dataset", failing)
     argv = [*COMMANDS["explain"][0], "--out", str(tmp_path / "run")]
-    for code, exit_code in ((errno.EROFS, 2), (errno.ENOSPC, 1)):  # read-only (a path the user gave); disk full
+    for code, exit_code in (
+        (errno.EROFS, 2),
+        (errno.ENOSPC, 1),
+    ):  # read-only (a path the user gave); disk full
         err = _one_line(capsys, exit_code, argv)
         assert os.strerror(code) in err and str(tmp_path / "run" / "shards") in err
 
@@ -263,8 +334,11 @@ def test_cli_outputs_never_replace_the_users_files(tmp_path, capsys, monkeypatch
     from jaxplain.cli import evaluate
 
     monkeypatch.chdir(tmp_path)
-    for folder, files in (("notes", {"notes.txt": "mine"}), ("table", {"table.md": "my own table"}),
-                          ("checkpoint", {"metadata.json": "{}", "README.md": "mine"})):
+    for folder, files in (
+        ("notes", {"notes.txt": "mine"}),
+        ("table", {"table.md": "my own table"}),
+        ("checkpoint", {"metadata.json": "{}", "README.md": "mine"}),
+    ):
         (tmp_path / folder).mkdir()
         for name, text in files.items():
             (tmp_path / folder / name).write_text(text)
@@ -273,9 +347,12 @@ def test_cli_outputs_never_replace_the_users_files(tmp_path, capsys, monkeypatch
         err = _one_line(capsys, 2, [*COMMANDS["evaluate"][0], "--out", folder])
         assert "did not write" in err
     for command in ("train", "train-explainer"):
-        assert "exists and is not a jaxplain checkpoint" in _one_line(capsys, 2, [*COMMANDS[command][0], "--out", "notes"])
+        assert "exists and is not a jaxplain checkpoint" in _one_line(
+            capsys, 2, [*COMMANDS[command][0], "--out", "notes"]
+        )
         assert "also holds files jaxplain did not write (README.md)" in _one_line(
-            capsys, 2, [*COMMANDS[command][0], "--out", "checkpoint"])
+            capsys, 2, [*COMMANDS[command][0], "--out", "checkpoint"]
+        )
     assert snapshot(tmp_path) == before
     # an earlier evaluate's output is replaced
     (tmp_path / "earlier").mkdir()
@@ -295,12 +372,17 @@ def test_pictures_refuse_a_path_they_cannot_write_before_drawing(tmp_path, monke
     (tmp_path / "folder").mkdir()
     before = snapshot(tmp_path)
     values = np.linspace(-1, 1, 12).reshape(2, 6)
-    draws = (lambda path: viz.tabular_attributions(values, path),
-             lambda path: viz.text_html([["a", "b"]], values[:1, :2], path))
-    for path, message in (("", "path is empty"), ("folder", "is a folder, not a file"),
-                          ("notes.txt/x.png", "notes.txt is a file, not a folder"),
-                          # PIL's FileNotFoundError came after the drawing
-                          ("missing/x.png", f"the folder {tmp_path / 'missing'} does not exist")):
+    draws = (
+        lambda path: viz.tabular_attributions(values, path),
+        lambda path: viz.text_html([["a", "b"]], values[:1, :2], path),
+    )
+    for path, message in (
+        ("", "path is empty"),
+        ("folder", "is a folder, not a file"),
+        ("notes.txt/x.png", "notes.txt is a file, not a folder"),
+        # PIL's FileNotFoundError came after the drawing
+        ("missing/x.png", f"the folder {tmp_path / 'missing'} does not exist"),
+    ):
         for draw in draws:  # an empty path used to save a hidden ".png" in the current directory
             refused(lambda: draw(path), ValueError, message, tmp_path, before)
     assert viz.tabular_attributions(values, tmp_path / "ok.png") == tmp_path / "ok.png"

@@ -7,11 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import linear_model, mlp_model
 
 import jaxplain
 from jaxplain import schedules
-
-from conftest import linear_model, mlp_model
 
 SCHEDULES = sorted(schedules.SCHEDULES)
 
@@ -20,6 +19,7 @@ def slow_integrated_gradients(model, x, baseline, target, alphas, weights):
     """Independent reference: a Python loop over steps and examples calling jax.grad."""
     out = []
     for xi, bi, ti in zip(x, baseline, target):
+
         def score(z):
             return model(z[None])[0, ti]
 
@@ -67,9 +67,7 @@ def test_gauss_legendre_exact_for_polynomial_integrand_of_degree_2n_minus_1(n, r
         coefficients = np.linspace(0.5, 1.5, 8).reshape(4, 2)
 
         def error(degree):
-            a = jaxplain.integrated_gradients(
-                power_model(degree), x, target=1, baseline=baseline, steps=n
-            )
+            a = jaxplain.integrated_gradients(power_model(degree), x, target=1, baseline=baseline, steps=n)
             exact = coefficients[:, 1] * (x**degree - baseline**degree)
             return float(jnp.max(jnp.abs(a.values - exact)))
 

@@ -20,8 +20,14 @@ def _save(path, features=(8,), **extra):
     module = build("mlp", num_classes=3, features=features)
     variables = module.init(jax.random.PRNGKey(0), jnp.zeros((1, 5)))
     io.save_checkpoint(
-        str(path), architecture="mlp", config={"num_classes": 3, "features": features},
-        variables=variables, input_shape=(5,), dataset="none", test_accuracy=0.5, **extra,
+        str(path),
+        architecture="mlp",
+        config={"num_classes": 3, "features": features},
+        variables=variables,
+        input_shape=(5,),
+        dataset="none",
+        test_accuracy=0.5,
+        **extra,
     )
     return module, variables
 
@@ -41,8 +47,13 @@ def test_round_trip_gives_the_same_model(tmp_path):
 def test_functions_in_the_config_are_stored_by_name(tmp_path):
     module = build("mlp", num_classes=2, features=(4,), activation=jax.nn.tanh)
     variables = module.init(jax.random.PRNGKey(0), jnp.zeros((1, 3)))
-    io.save_checkpoint(str(tmp_path / "c"), architecture="mlp", variables=variables, input_shape=(3,),
-                       config={"num_classes": 2, "features": (4,), "activation": jax.nn.tanh})
+    io.save_checkpoint(
+        str(tmp_path / "c"),
+        architecture="mlp",
+        variables=variables,
+        input_shape=(3,),
+        config={"num_classes": 2, "features": (4,), "activation": jax.nn.tanh},
+    )
     loaded = io.load_checkpoint(str(tmp_path / "c"))
     assert loaded.module.activation is jax.nn.tanh
 
@@ -80,7 +91,9 @@ def test_variables_that_do_not_fit_the_architecture_are_named(tmp_path):
     metadata = json.loads(metadata_path.read_text())
     metadata["config"]["features"] = [16]
     metadata_path.write_text(json.dumps(metadata))
-    with pytest.raises(io.CheckpointError, match=r"does not match architecture 'mlp': .*Dense_0/kernel: stored \(5, 8\)"):
+    with pytest.raises(
+        io.CheckpointError, match=r"does not match architecture 'mlp': .*Dense_0/kernel: stored \(5, 8\)"
+    ):
         jaxplain.load_model(str(tmp_path / "ckpt"))
     metadata["config"]["features"] = [8, 8]
     metadata_path.write_text(json.dumps(metadata))
@@ -104,22 +117,30 @@ def test_unnameable_function_in_config_is_refused_before_writing(tmp_path):
     module = build("mlp", num_classes=2, features=(4,))
     variables = module.init(jax.random.PRNGKey(0), jnp.zeros((1, 3)))
     with pytest.raises(TypeError, match="cannot name"):
-        io.save_checkpoint(str(tmp_path / "c"), architecture="mlp", variables=variables, input_shape=(3,),
-                           config={"num_classes": 2, "activation": lambda z: z})
+        io.save_checkpoint(
+            str(tmp_path / "c"),
+            architecture="mlp",
+            variables=variables,
+            input_shape=(3,),
+            config={"num_classes": 2, "activation": lambda z: z},
+        )
     assert os.listdir(tmp_path) == []
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("input_shape", [-5], "field 'input_shape' must be a list of positive integers"),
-    ("input_shape", [5.0], "field 'input_shape' must be a list of positive integers"),
-    ("input_shape", "5", "field 'input_shape' must be a list of positive integers"),
-    ("input_dtype", "float33", "field 'input_dtype' must be a dtype name"),
-    ("config", [3], "field 'config' must be a JSON object"),
-    ("architecture", None, "field 'architecture' must be a non-empty string"),
-    ("num_classes", "3", "field 'num_classes' must be a positive integer"),
-    ("format_version", "1", "field 'format_version' must be an integer"),
-    ("sha256", 0, "field 'sha256' must be a SHA-256 digest"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("input_shape", [-5], "field 'input_shape' must be a list of positive integers"),
+        ("input_shape", [5.0], "field 'input_shape' must be a list of positive integers"),
+        ("input_shape", "5", "field 'input_shape' must be a list of positive integers"),
+        ("input_dtype", "float33", "field 'input_dtype' must be a dtype name"),
+        ("config", [3], "field 'config' must be a JSON object"),
+        ("architecture", None, "field 'architecture' must be a non-empty string"),
+        ("num_classes", "3", "field 'num_classes' must be a positive integer"),
+        ("format_version", "1", "field 'format_version' must be an integer"),
+        ("sha256", 0, "field 'sha256' must be a SHA-256 digest"),
+    ],
+)
 def test_a_metadata_field_of_the_wrong_kind_is_named_with_the_file(tmp_path, field, value, message):
     """One pass over the fields when the checkpoint is opened (a wrong rank used to end in a
     ZeroDivisionError inside the model, a negative size in a TypeError from jax)."""
@@ -136,16 +157,24 @@ def test_an_input_shape_of_the_wrong_rank_is_named_not_a_zero_division(tmp_path)
     shutil.copytree(os.path.join(ROOT, "checkpoints", "digits_cnn"), tmp_path / "ckpt")
     path = tmp_path / "ckpt" / "metadata.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "input_shape": [8, 8]}))
-    with pytest.raises(io.CheckpointError, match=f"{path}: field 'input_shape' \\[8, 8\\] \\(float32\\) does not fit "
-                                                 "architecture 'small_cnn': ZeroDivisionError"):
+    with pytest.raises(
+        io.CheckpointError,
+        match=f"{path}: field 'input_shape' \\[8, 8\\] \\(float32\\) does not fit "
+        "architecture 'small_cnn': ZeroDivisionError",
+    ):
         jaxplain.load_model(str(tmp_path / "ckpt"))
 
 
 def test_save_checkpoint_refuses_what_it_could_not_read_back_before_writing(tmp_path):
     for shape in ((5, -1), (5.5,), 5):
         with pytest.raises(ValueError, match="input_shape must be a tuple of positive integers"):
-            io.save_checkpoint(str(tmp_path / "c"), architecture="mlp", variables={}, input_shape=shape,
-                               config={"num_classes": 3, "features": (8,)})
+            io.save_checkpoint(
+                str(tmp_path / "c"),
+                architecture="mlp",
+                variables={},
+                input_shape=shape,
+                config={"num_classes": 3, "features": (8,)},
+            )
     assert os.listdir(tmp_path) == []
 
 
@@ -166,7 +195,11 @@ def test_replacing_a_checkpoint_never_loses_the_users_files(tmp_path, monkeypatc
 
     def failing(source, target):
         name = os.path.basename(str(source))  # the new folder's rename into place (not the old one's return)
-        if name.startswith(".checkpoint-") and not name.startswith(".checkpoint-old-") and str(target) == str(tmp_path / "ckpt"):
+        if (
+            name.startswith(".checkpoint-")
+            and not name.startswith(".checkpoint-old-")
+            and str(target) == str(tmp_path / "ckpt")
+        ):
             raise OSError("disk gone")
         return real(source, target)
 

@@ -7,12 +7,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import TinyMLP, linear_model
 
 import jaxplain
 from jaxplain import models
 from jaxplain.methods import layers
 
-from conftest import TinyMLP, linear_model
 
 class ConvReLU(nn.Module):
     features: int
@@ -200,8 +200,12 @@ def test_layer_integrated_gradients_of_an_affine_first_layer_sums_like_input_ig(
 
 def _resnet():
     """A two-stage ResNet (one basic block each, small stem): the blocks of a ResNet-18, less to compile."""
-    return linen(models.ResNet(num_classes=5, stage_sizes=(1, 1), block="basic", num_filters=4, stem="small",
-                               activation=nn.gelu), (8, 8, 3))
+    return linen(
+        models.ResNet(
+            num_classes=5, stage_sizes=(1, 1), block="basic", num_filters=4, stem="small", activation=nn.gelu
+        ),
+        (8, 8, 3),
+    )
 
 
 def test_layer_integrated_gradients_inside_a_resnet_block_keeps_the_skip_connection_on_x(rng):
@@ -222,9 +226,7 @@ def test_layer_integrated_gradients_inside_a_resnet_block_keeps_the_skip_connect
 
     @jax.jit  # one compiled program: applying a ResNet op by op takes seconds
     def start_of_path(x, baseline):
-        _, state = module.apply(
-            variables, baseline, capture_intermediates=True, mutable=["intermediates"]
-        )
+        _, state = module.apply(variables, baseline, capture_intermediates=True, mutable=["intermediates"])
         at_baseline = state["intermediates"]["stage1_block1"]["BatchNorm_1"]["__call__"][0]
 
         def interceptor(next_fun, args, kwargs, context):
@@ -329,7 +331,12 @@ def test_fullgrad_decomposition_is_exact_with_batch_norm_biases_and_max_pool(rng
     target = np.array([0, 1, 2, 1])
     a, total = _fullgrad_by_hand(model, x, target)
     assert sorted(a.extras["bias_gradients"]) == [
-        "BatchNorm_0", "BatchNorm_1", "Conv_0", "Conv_1", "Dense_0", "Dense_1",
+        "BatchNorm_0",
+        "BatchNorm_1",
+        "Conv_0",
+        "Conv_1",
+        "Dense_0",
+        "Dense_1",
     ]
     logits = np.asarray(model(jnp.asarray(x)))
     expected = logits[np.arange(4), target]
@@ -340,9 +347,7 @@ def test_fullgrad_decomposition_is_exact_with_batch_norm_biases_and_max_pool(rng
     assert float(jnp.abs(a.extras["bias_gradients"]["BatchNorm_0"]).sum()) > 0.01 * scale
     # the last layer's bias-gradient is its bias at the target: dF_t/dz = one-hot(t)
     bias = model.params["params"]["Dense_1"]["bias"]
-    np.testing.assert_allclose(
-        a.extras["bias_gradients"]["Dense_1"], np.eye(3)[target] * bias, rtol=1e-6
-    )
+    np.testing.assert_allclose(a.extras["bias_gradients"]["Dense_1"], np.eye(3)[target] * bias, rtol=1e-6)
 
 
 def test_fullgrad_post_processed_maps_have_the_input_size_and_are_non_negative(rng):
@@ -376,27 +381,63 @@ def test_unknown_layer_lists_the_available_ones(rng):
 @pytest.mark.parametrize(
     "error, match, call",
     [
-        (TypeError, "layer methods need a Flax Linen model", lambda m, x: layers.grad_cam(
-            linear_model(np.ones((72, 2), np.float32)), x, target=0, layer="features")),
-        (TypeError, "layer methods need a Flax Linen model", lambda m, x: layers.fullgrad(
-            jaxplain.Model.from_callable(lambda z: z.reshape(z.shape[0], -1)[:, :3]), x, target=0)),
-        (TypeError, "layer must be a module path", lambda m, x: layers.layer_gradient_x_activation(
-            m, x, target=0, layer=3)),
-        (ValueError, "grad_cam needs a layer with NHWC output", lambda m, x: layers.grad_cam(
-            m, x, target=0, layer="head")),
-        (ValueError, "neuron \\(6, 0, 0\\) is not an index", lambda m, x: layers.neuron_gradient(
-            m, x, layer="features", neuron=(6, 0, 0))),
-        (ValueError, "neuron 216 is outside the layer's 216 units", lambda m, x: layers.neuron_gradient(
-            m, x, layer="features", neuron=216)),
-        (TypeError, "sets the method's target from neuron", lambda m, x: layers.neuron_attribution(
-            jaxplain.saliency, m, x, layer="features", neuron=0, target=1)),
-        (ValueError, "method 'gradcam' is not a jaxplain method", lambda m, x: layers.neuron_attribution(
-            "gradcam", m, x, layer="features", neuron=0)),
+        (
+            TypeError,
+            "layer methods need a Flax Linen model",
+            lambda m, x: layers.grad_cam(
+                linear_model(np.ones((72, 2), np.float32)), x, target=0, layer="features"
+            ),
+        ),
+        (
+            TypeError,
+            "layer methods need a Flax Linen model",
+            lambda m, x: layers.fullgrad(
+                jaxplain.Model.from_callable(lambda z: z.reshape(z.shape[0], -1)[:, :3]), x, target=0
+            ),
+        ),
+        (
+            TypeError,
+            "layer must be a module path",
+            lambda m, x: layers.layer_gradient_x_activation(m, x, target=0, layer=3),
+        ),
+        (
+            ValueError,
+            "grad_cam needs a layer with NHWC output",
+            lambda m, x: layers.grad_cam(m, x, target=0, layer="head"),
+        ),
+        (
+            ValueError,
+            "neuron \\(6, 0, 0\\) is not an index",
+            lambda m, x: layers.neuron_gradient(m, x, layer="features", neuron=(6, 0, 0)),
+        ),
+        (
+            ValueError,
+            "neuron 216 is outside the layer's 216 units",
+            lambda m, x: layers.neuron_gradient(m, x, layer="features", neuron=216),
+        ),
+        (
+            TypeError,
+            "sets the method's target from neuron",
+            lambda m, x: layers.neuron_attribution(
+                jaxplain.saliency, m, x, layer="features", neuron=0, target=1
+            ),
+        ),
+        (
+            ValueError,
+            "method 'gradcam' is not a jaxplain method",
+            lambda m, x: layers.neuron_attribution("gradcam", m, x, layer="features", neuron=0),
+        ),
         (ValueError, "target holds 4", lambda m, x: layers.grad_cam(m, x, target=4, layer="features")),
-        (ValueError, "steps must be >= 1", lambda m, x: layers.layer_integrated_gradients(
-            m, x, target=0, layer="block", steps=0)),
-        (ValueError, "post_process=True builds a map of NHWC images", lambda m, x: layers.fullgrad(
-            small_mlp(), np.ones((2, 5), np.float32), target=0)),
+        (
+            ValueError,
+            "steps must be >= 1",
+            lambda m, x: layers.layer_integrated_gradients(m, x, target=0, layer="block", steps=0),
+        ),
+        (
+            ValueError,
+            "post_process=True builds a map of NHWC images",
+            lambda m, x: layers.fullgrad(small_mlp(), np.ones((2, 5), np.float32), target=0),
+        ),
     ],
 )
 def test_bad_input_is_named(error, match, call, rng):

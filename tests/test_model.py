@@ -105,9 +105,7 @@ def test_nnx_model_explained_in_eval_mode_without_mutating_it(rng):
     np.testing.assert_array_equal(first.values, second.values)
     assert float(jnp.max(first.relative_delta)) < 0.05  # piecewise-linear model, 64 points
     expected = jax.vmap(jax.grad(lambda z: evaluating(z[None])[0, 2]))(x)
-    np.testing.assert_allclose(
-        jaxplain.saliency(model, x, target=2).values, expected, rtol=1e-5, atol=1e-7
-    )
+    np.testing.assert_allclose(jaxplain.saliency(model, x, target=2).values, expected, rtol=1e-5, atol=1e-7)
 
 
 def test_from_callable_and_output_selection(rng):

@@ -115,8 +115,9 @@ def resnet18_small():
 BIG = pytest.mark.slow
 
 
-@pytest.mark.parametrize("name", [pytest.param("inception", marks=BIG), pytest.param("resnet50", marks=BIG),
-                                  "resnet18_small"])
+@pytest.mark.parametrize(
+    "name", [pytest.param("inception", marks=BIG), pytest.param("resnet50", marks=BIG), "resnet18_small"]
+)
 def test_eval_mode_is_finite_deterministic_and_batch_independent(name, request):
     module, variables, x = request.getfixturevalue(name)
     apply = jit_apply(module)

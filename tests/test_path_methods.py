@@ -7,12 +7,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import TinyCNN, linear_model, mlp_model
 
 import jaxplain
 from jaxplain.blur import gaussian as _blur
 from jaxplain.methods.integrated import blur_ig, expected_gradients, guided_ig, idgi
-
-from conftest import TinyCNN, linear_model, mlp_model
 
 KEY = jax.random.key(0)
 
@@ -24,6 +23,7 @@ def _cnn():
 
 
 # ---- expected gradients -------------------------------------------------------------
+
 
 def test_expected_gradients_on_a_linear_model_is_exact_for_the_drawn_references(rng):
     weights = rng.normal(size=(5, 3)).astype(np.float32)
@@ -42,6 +42,7 @@ def test_expected_gradients_names_a_background_of_the_wrong_shape(rng):
 
 
 # ---- blur IG ------------------------------------------------------------------------
+
 
 def test_blur_is_normalised_and_sigma_zero_is_the_identity(rng):
     blur = jax.jit(_blur, static_argnums=2)  # in a program, as blur_ig calls it
@@ -76,6 +77,7 @@ def test_blur_ig_converges(rng):
 
 # ---- IDGI ---------------------------------------------------------------------------
 
+
 def test_idgi_on_a_linear_model_equals_its_closed_form(rng):
     """g = w at every point and each step changes F by w.(x - b)/steps, so
     phi = w^2 / |w|^2 * w.(x - b)."""
@@ -94,6 +96,7 @@ def test_idgi_completeness_is_exact_at_any_step_count(rng):
 
 
 # ---- guided IG ----------------------------------------------------------------------
+
 
 def slow_guided_ig(grad, x, baseline, steps, fraction, max_dist):
     """An independent numpy transcription of the Guided IG algorithm, one example."""

@@ -9,12 +9,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import TinyCNN, linear_model, mlp_model
 
 import jaxplain
 from jaxplain.methods import perturbation
 from jaxplain.methods.registry import METHODS
-
-from conftest import TinyCNN, linear_model, mlp_model
 
 KEY = jax.random.key(0)
 MASK = np.array([0, 0, 1, 2, 2])  # 5 features in 3 groups
@@ -55,15 +54,15 @@ def group_sums(values, mask):
 def test_all_methods_are_registered():
     registered = {name for name, info in METHODS.items() if info.family == "perturbation"}
     assert set(CASES) <= registered
-    assert {name for name in CASES if METHODS[name].randomized} == {
-        "shapley_sampling", "kernel_shap", "lime"
-    }
+    assert {name for name in CASES if METHODS[name].randomized} == {"shapley_sampling", "kernel_shap", "lime"}
 
 
 # --- closed forms on linear and additive models ------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["feature_ablation", "exact_shapley", "shapley_sampling", "kernel_shap", "lime"])
+@pytest.mark.parametrize(
+    "name", ["feature_ablation", "exact_shapley", "shapley_sampling", "kernel_shap", "lime"]
+)
 @pytest.mark.parametrize("mask", [None, MASK], ids=["features", "groups"])
 def test_linear_model_gives_group_sums_of_weight_times_difference(name, mask, rng):
     # On a linear model every group's marginal contribution is the same in every
@@ -118,7 +117,7 @@ def slow_shapley(model, x, baseline, target, mask):
     groups = mask.max() + 1
     outputs = jax.jit(model)
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def value(coalition):
         present = np.isin(mask, coalition)
         return np.asarray(outputs(jnp.asarray(np.where(present, x, baseline))))[np.arange(len(x)), target]
@@ -174,9 +173,14 @@ def test_occlusion_leaves_features_no_window_covers_at_zero(rng):
     x = rng.normal(size=(3, 5)).astype(np.float32)
     c = contributions(weights, x, 0.0, 0)
     a = perturbation.occlusion(linear_model(weights), x, target=0, window=(2,))  # starts 0, 2
-    expected = np.concatenate([np.repeat(c[:, 0:2].sum(1, keepdims=True), 2, 1),
-                               np.repeat(c[:, 2:4].sum(1, keepdims=True), 2, 1),
-                               np.zeros((3, 1))], axis=1)
+    expected = np.concatenate(
+        [
+            np.repeat(c[:, 0:2].sum(1, keepdims=True), 2, 1),
+            np.repeat(c[:, 2:4].sum(1, keepdims=True), 2, 1),
+            np.zeros((3, 1)),
+        ],
+        axis=1,
+    )
     np.testing.assert_allclose(a.values, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -268,10 +272,12 @@ def test_mirrored_draws_beat_plain_draws_at_equal_samples(name, flag, nonlinear)
 
     def error(mirrored):
         keys = [jax.random.key(seed) for seed in range(3)]
-        return np.mean([
-            mean_error(method(model, x, target=0, samples=16, key=k, **{flag: mirrored}).values, exact)
-            for k in keys
-        ])
+        return np.mean(
+            [
+                mean_error(method(model, x, target=0, samples=16, key=k, **{flag: mirrored}).values, exact)
+                for k in keys
+            ]
+        )
 
     assert error(True) < 0.8 * error(False)
 
@@ -307,30 +313,113 @@ P = perturbation
     "error, match, call",
     [
         (TypeError, "window must be a tuple of ints", lambda: P.occlusion(LINEAR, X4, target=0, window=2)),
-        (ValueError, "window has 2 sizes but x of shape \\(3, 4\\) has 1", lambda: P.occlusion(LINEAR, X4, target=0, window=(2, 2))),
-        (ValueError, "window \\(5,\\) is larger than one example", lambda: P.occlusion(LINEAR, X4, target=0, window=(5,))),
+        (
+            ValueError,
+            "window has 2 sizes but x of shape \\(3, 4\\) has 1",
+            lambda: P.occlusion(LINEAR, X4, target=0, window=(2, 2)),
+        ),
+        (
+            ValueError,
+            "window \\(5,\\) is larger than one example",
+            lambda: P.occlusion(LINEAR, X4, target=0, window=(5,)),
+        ),
         (ValueError, "window must be >= 1", lambda: P.occlusion(LINEAR, X4, target=0, window=(0,))),
-        (ValueError, "stride must be >= 1 on every axis, got \\(0,\\)", lambda: P.occlusion(LINEAR, X4, target=0, window=(2,), stride=0)),
-        (ValueError, "stride has 2 sizes", lambda: P.occlusion(LINEAR, X4, target=0, window=(2,), stride=(1, 1))),
-        (ValueError, "baseline of shape \\(5,\\)", lambda: P.occlusion(LINEAR, X4, target=0, window=(2,), baseline=np.zeros(5))),
+        (
+            ValueError,
+            "stride must be >= 1 on every axis, got \\(0,\\)",
+            lambda: P.occlusion(LINEAR, X4, target=0, window=(2,), stride=0),
+        ),
+        (
+            ValueError,
+            "stride has 2 sizes",
+            lambda: P.occlusion(LINEAR, X4, target=0, window=(2,), stride=(1, 1)),
+        ),
+        (
+            ValueError,
+            "baseline of shape \\(5,\\)",
+            lambda: P.occlusion(LINEAR, X4, target=0, window=(2,), baseline=np.zeros(5)),
+        ),
         (ValueError, "target holds 2", lambda: P.feature_ablation(LINEAR, X4, target=2)),
-        (TypeError, "feature_mask must hold integer group ids, got dtype float", lambda: P.feature_ablation(LINEAR, X4, target=0, feature_mask=np.zeros(4))),
-        (ValueError, "feature_mask of shape \\(3,\\) cannot be broadcast to one example of x, shape \\(4,\\)", lambda: P.lime(LINEAR, X4, target=0, feature_mask=np.arange(3), key=KEY)),
-        (ValueError, "feature_mask must number its groups 0..G-1.*got the ids 0, 2", lambda: P.exact_shapley(LINEAR, X4, target=0, feature_mask=np.array([0, 2, 2, 0]))),
-        (ValueError, "feature_mask must number its groups 0..G-1.*got the ids -1, 0, 1", lambda: P.kernel_shap(LINEAR, X4, target=0, feature_mask=np.array([-1, 0, 1, 1]), key=KEY)),
-        (ValueError, "exact_shapley .* at most 16 groups, but feature_mask=None makes each of the 17 features of x", lambda: P.exact_shapley(linear_model(np.ones((17, 2), np.float32)), np.ones((1, 17), np.float32), target=0)),
-        (ValueError, "at most 16 groups, but feature_mask has 20 groups", lambda: P.exact_shapley(linear_model(np.ones((20, 2), np.float32)), np.ones((1, 20), np.float32), target=0, feature_mask=np.arange(20))),
+        (
+            TypeError,
+            "feature_mask must hold integer group ids, got dtype float",
+            lambda: P.feature_ablation(LINEAR, X4, target=0, feature_mask=np.zeros(4)),
+        ),
+        (
+            ValueError,
+            "feature_mask of shape \\(3,\\) cannot be broadcast to one example of x, shape \\(4,\\)",
+            lambda: P.lime(LINEAR, X4, target=0, feature_mask=np.arange(3), key=KEY),
+        ),
+        (
+            ValueError,
+            "feature_mask must number its groups 0..G-1.*got the ids 0, 2",
+            lambda: P.exact_shapley(LINEAR, X4, target=0, feature_mask=np.array([0, 2, 2, 0])),
+        ),
+        (
+            ValueError,
+            "feature_mask must number its groups 0..G-1.*got the ids -1, 0, 1",
+            lambda: P.kernel_shap(LINEAR, X4, target=0, feature_mask=np.array([-1, 0, 1, 1]), key=KEY),
+        ),
+        (
+            ValueError,
+            "exact_shapley .* at most 16 groups, but feature_mask=None makes each of the 17 features of x",
+            lambda: P.exact_shapley(
+                linear_model(np.ones((17, 2), np.float32)), np.ones((1, 17), np.float32), target=0
+            ),
+        ),
+        (
+            ValueError,
+            "at most 16 groups, but feature_mask has 20 groups",
+            lambda: P.exact_shapley(
+                linear_model(np.ones((20, 2), np.float32)),
+                np.ones((1, 20), np.float32),
+                target=0,
+                feature_mask=np.arange(20),
+            ),
+        ),
         (ValueError, "samples must be >= 1, got 0", lambda: P.lime(LINEAR, X4, target=0, samples=0, key=KEY)),
-        (TypeError, "samples must be an int", lambda: P.kernel_shap(LINEAR, X4, target=0, samples=10.0, key=KEY)),
-        (ValueError, "samples must be even with antithetic=True", lambda: P.shapley_sampling(LINEAR, X4, target=0, samples=3, key=KEY)),
-        (ValueError, "samples must be even with paired=True", lambda: P.kernel_shap(LINEAR, X4, target=0, samples=5, key=KEY)),
-        (TypeError, "antithetic must be True or False", lambda: P.shapley_sampling(LINEAR, X4, target=0, antithetic="yes", key=KEY)),
-        (ValueError, "kernel_shap needs at least 2 groups", lambda: P.kernel_shap(LINEAR, X4, target=0, feature_mask=np.zeros(4, int), key=KEY)),
-        (ValueError, "kernel_width must be a finite number > 0.0, got 0", lambda: P.lime(LINEAR, X4, target=0, kernel_width=0, key=KEY)),
+        (
+            TypeError,
+            "samples must be an int",
+            lambda: P.kernel_shap(LINEAR, X4, target=0, samples=10.0, key=KEY),
+        ),
+        (
+            ValueError,
+            "samples must be even with antithetic=True",
+            lambda: P.shapley_sampling(LINEAR, X4, target=0, samples=3, key=KEY),
+        ),
+        (
+            ValueError,
+            "samples must be even with paired=True",
+            lambda: P.kernel_shap(LINEAR, X4, target=0, samples=5, key=KEY),
+        ),
+        (
+            TypeError,
+            "antithetic must be True or False",
+            lambda: P.shapley_sampling(LINEAR, X4, target=0, antithetic="yes", key=KEY),
+        ),
+        (
+            ValueError,
+            "kernel_shap needs at least 2 groups",
+            lambda: P.kernel_shap(LINEAR, X4, target=0, feature_mask=np.zeros(4, int), key=KEY),
+        ),
+        (
+            ValueError,
+            "kernel_width must be a finite number > 0.0, got 0",
+            lambda: P.lime(LINEAR, X4, target=0, kernel_width=0, key=KEY),
+        ),
         (TypeError, "key is required", lambda: P.shapley_sampling(LINEAR, X4, target=0, key=None)),
         (TypeError, "key must be a single", lambda: P.lime(LINEAR, X4, target=0, key=0)),
-        (ValueError, "chunk_size must be >= 1, got 0", lambda: P.exact_shapley(LINEAR, X4, target=0, chunk_size=0)),
-        (ValueError, "x contains NaN", lambda: P.occlusion(LINEAR, np.full((3, 4), np.nan), target=0, window=(1,))),
+        (
+            ValueError,
+            "chunk_size must be >= 1, got 0",
+            lambda: P.exact_shapley(LINEAR, X4, target=0, chunk_size=0),
+        ),
+        (
+            ValueError,
+            "x contains NaN",
+            lambda: P.occlusion(LINEAR, np.full((3, 4), np.nan), target=0, window=(1,)),
+        ),
     ],
 )
 def test_bad_input_is_named(error, match, call):
@@ -357,7 +446,7 @@ def test_two_least_squares_fits_in_one_program_do_not_deadlock():
     import sys
     import textwrap
 
-    script = textwrap.dedent('''
+    script = textwrap.dedent("""
         import functools, jax, jaxplain
         model = jaxplain.load_model("checkpoints/digits_cnn")
         x = jaxplain.data.load("digits").x_test[:32]
@@ -367,10 +456,9 @@ def test_two_least_squares_fits_in_one_program_do_not_deadlock():
             for i in range(4):
                 jaxplain.metrics.sensitivity_max(method, model, x, target="predicted",
                                                  key=jax.random.key(i), samples=2).block_until_ready()
-    ''')
+    """)
     root = pathlib.Path(__file__).resolve().parents[1]
     try:
-        subprocess.run([sys.executable, "-c", script], cwd=root, check=True, timeout=180,
-                       capture_output=True)
+        subprocess.run([sys.executable, "-c", script], cwd=root, check=True, timeout=180, capture_output=True)
     except subprocess.TimeoutExpired:
         pytest.fail("two least-squares fits in one program hung")

@@ -41,8 +41,11 @@ def test_linen_classifier_trained_saved_with_orbax_restored_and_explained(tmp_pa
     def step(variables, opt_state, key):
         def loss_fn(params):
             logits, updates = module.apply(
-                {**variables, "params": params}, x, train=True,
-                rngs={"dropout": key}, mutable=["batch_stats"],
+                {**variables, "params": params},
+                x,
+                train=True,
+                rngs={"dropout": key},
+                mutable=["batch_stats"],
             )
             return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), updates
 

@@ -93,18 +93,25 @@ CALLS = {
 VARIANTS = {
     "integrated_gradients[nonuniform]": ("integrated_gradients", {"steps": 16, "schedule": "nonuniform"}),
     "integrated_gradients[pilot_gauss]": ("integrated_gradients", {"steps": 16, "schedule": "pilot_gauss"}),
-    "integrated_gradients[auto]": ("integrated_gradients", {"steps": "auto", "tolerance": 0.01, "max_steps": 64}),
+    "integrated_gradients[auto]": (
+        "integrated_gradients",
+        {"steps": "auto", "tolerance": 0.01, "max_steps": 64},
+    ),
     "lrp[epsilon]": ("lrp", {}),
     "lrp[gamma]": ("lrp", {"rule": "gamma"}),
     "lrp[alpha1beta0]": ("lrp", {"rule": "alpha1beta0"}),
     "fullgrad[raw]": ("fullgrad", {"post_process": False}),
     # a randomized method runs once per noisy copy, with a key of its own
-    "smoothgrad[kernel_shap]": ("smoothgrad", {"method": jaxplain.kernel_shap, "samples": 3,
-                                               "method_options": {"samples": 8}}),
+    "smoothgrad[kernel_shap]": (
+        "smoothgrad",
+        {"method": jaxplain.kernel_shap, "samples": 3, "method_options": {"samples": 8}},
+    ),
 }
 # case -> (method, input, settings)
-CASES = {**{name: (name, x, settings) for name, (x, settings) in CALLS.items()},
-         **{case: (name, CALLS[name][0], settings) for case, (name, settings) in VARIANTS.items()}}
+CASES = {
+    **{name: (name, x, settings) for name, (x, settings) in CALLS.items()},
+    **{case: (name, CALLS[name][0], settings) for case, (name, settings) in VARIANTS.items()},
+}
 CASE_NAMES = sorted(CASES)
 
 
@@ -116,7 +123,10 @@ def _explains_a_class(case):
     return not CASES[case][0].startswith("neuron_")
 
 
-def explain(case, model, x, *, key=jax.random.key(0), **overrides):
+KEY = jax.random.key(0)
+
+
+def explain(case, model, x, *, key=KEY, **overrides):
     name, _, settings = CASES[case]
     info = jaxplain.METHODS[name]
     settings = {**settings, **overrides}
@@ -175,9 +185,11 @@ def test_new_params_inputs_keys_and_targets_reuse_the_program(case):
 # the engine lays out one after another) with a partial last chunk (shapley_sampling
 # rounds a chunk to whole pairs of orders); 3 noisy copies in chunks of 2 leave a partial
 # one. steps="auto" sizes its own chunks (test_scale checks it without room).
-CHUNKED = {case: ("noise_chunk_size", 2) if _info(case).wraps else ("chunk_size", 3)
-           for case in CASE_NAMES if {"chunk_size", "noise_chunk_size"} & _info(case).parameters
-           and CASES[case][2].get("steps") != "auto"}
+CHUNKED = {
+    case: ("noise_chunk_size", 2) if _info(case).wraps else ("chunk_size", 3)
+    for case in CASE_NAMES
+    if {"chunk_size", "noise_chunk_size"} & _info(case).parameters and CASES[case][2].get("steps") != "auto"
+}
 
 
 @pytest.mark.parametrize("case", sorted(CHUNKED))
@@ -206,8 +218,9 @@ def test_several_targets_in_one_pass_equal_separate_calls(case):
     column j equals a call with column j: values, delta and extras."""
     model, x = models(case)
     targets = np.array([[0, 1], [1, 0]])
-    assert traces(case, model, x, target=targets) <= traces(case, model, x, target=targets[:, 0]), \
+    assert traces(case, model, x, target=targets) <= traces(case, model, x, target=targets[:, 0]), (
         f"{case} traced the model once per target"
+    )
     separate = [explain(case, model, x, target=column) for column in targets.T]
     both = explain(case, model, x, target=targets)
     assert both.values.shape == (x.shape[0], 2) + separate[0].values.shape[1:]
@@ -219,8 +232,9 @@ def test_several_targets_in_one_pass_equal_separate_calls(case):
         if one.delta is not None:
             assert_same(both.delta[:, j], one.delta, scale)
         assert set(both.extras) == set(one.extras)
-        jax.tree_util.tree_map(lambda b, o: assert_same(b[:, j], o, max(float(np.abs(o).max()), scale)),
-                               both.extras, one.extras)
+        jax.tree_util.tree_map(
+            lambda b, o: assert_same(b[:, j], o, max(float(np.abs(o).max()), scale)), both.extras, one.extras
+        )
 
 
 @pytest.mark.parametrize("case", CASE_NAMES)
@@ -232,7 +246,9 @@ def test_runs_inside_a_callers_jit(case):
     def explained(params, x):
         return explain(case, model.replace(params=params), x).values
 
-    np.testing.assert_allclose(explained(model.params, x), eager, rtol=1e-5, atol=1e-6 * float(jnp.abs(eager).max()))
+    np.testing.assert_allclose(
+        explained(model.params, x), eager, rtol=1e-5, atol=1e-6 * float(jnp.abs(eager).max())
+    )
 
 
 def test_resolve_options_of_and_bind():
@@ -251,7 +267,9 @@ def test_resolve_options_of_and_bind():
         registry.resolve(3)
     assert jaxplain.METHODS["smoothgrad"].wraps and not jaxplain.METHODS["saliency"].wraps
     assert registry.options_of("smoothgrad", {"wrap": "integrated_gradients", "steps": 4}) == {
-        "method": "integrated_gradients", "steps": 4}
+        "method": "integrated_gradients",
+        "steps": 4,
+    }
     assert registry.options_of("smoothgrad", {"wrap": None}) == {}
     assert registry.options_of(lambda model, x, **options: None, {"wrap": "saliency"}) == {"wrap": "saliency"}
     with pytest.raises(ValueError, match="wrap names the method a noise method wraps; saliency wraps none"):
@@ -260,7 +278,8 @@ def test_resolve_options_of_and_bind():
         registry.options_of("smoothgrad", {"wrap": "saliency", "method": "saliency"})
     baseline = np.zeros((1, 4, 4, 1), np.float32)
     function, arrays, static, takes_key = registry.bind(
-        "smoothgrad", {"wrap": "integrated_gradients", "baseline": baseline, "steps": 4}, caller="metric")
+        "smoothgrad", {"wrap": "integrated_gradients", "baseline": baseline, "steps": 4}, caller="metric"
+    )
     assert function is jaxplain.smoothgrad and takes_key
     assert set(arrays) == {"baseline"} and static == (("method", "integrated_gradients"), ("steps", 4))
     assert not registry.bind(jaxplain.saliency, {}, caller="metric")[3]

@@ -10,12 +10,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import linear_model
 
 import jaxplain
 from jaxplain import models
 from jaxplain.methods import rules
-
-from conftest import linear_model
 
 
 def _init(module, shape, seed=0, dtype=jnp.float32):
@@ -55,8 +54,11 @@ def _with_biases(model, seed=1):
     """Non-zero biases (Flax initialises them to zero)."""
     rng = np.random.default_rng(seed)
     params = jax.tree_util.tree_map_with_path(
-        lambda path, p: p + rng.normal(scale=0.2, size=p.shape).astype(p.dtype)
-        if "bias" in jax.tree_util.keystr(path) else p,
+        lambda path, p: (
+            p + rng.normal(scale=0.2, size=p.shape).astype(p.dtype)
+            if "bias" in jax.tree_util.keystr(path)
+            else p
+        ),
         model.params,
     )
     return model.replace(params=params)
@@ -154,11 +156,15 @@ def test_deeplift_shap_sums_to_mean_reference_difference_and_averages_deeplift(r
     references = rng.normal(scale=0.5, size=(4, 8, 8, 1)).astype(np.float32)
     target = np.array([0, 3, 1])
     a = rules.deeplift_shap(model, x, target=target, background=references, chunk_size=3)
-    mean_reference = np.mean([_target_outputs(model, np.broadcast_to(r, x.shape), target) for r in references], axis=0)
+    mean_reference = np.mean(
+        [_target_outputs(model, np.broadcast_to(r, x.shape), target) for r in references], axis=0
+    )
     difference = _target_outputs(model, x, target) - mean_reference
     np.testing.assert_allclose(a.output_difference, difference, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(_sums(a.values), difference, rtol=1e-4, atol=1e-5)
-    separate = np.mean([rules.deeplift(model, x, target=target, baseline=r).values for r in references], axis=0)
+    separate = np.mean(
+        [rules.deeplift(model, x, target=target, baseline=r).values for r in references], axis=0
+    )
     np.testing.assert_allclose(a.values, separate, rtol=1e-5, atol=1e-6)
 
 
@@ -257,7 +263,9 @@ def test_lrp_gamma_zero_equals_epsilon_and_gamma_changes_the_answer(rng):
     gamma_zero = rules.lrp(model, x, target=1, rule="gamma", gamma=0.0)
     np.testing.assert_allclose(gamma_zero.values, epsilon.values, rtol=1e-5, atol=1e-7)
     gamma = rules.lrp(model, x, target=1, rule="gamma", gamma=0.25)
-    assert float(jnp.max(jnp.abs(gamma.values - epsilon.values))) > 1e-3 * float(jnp.max(jnp.abs(epsilon.values)))
+    assert float(jnp.max(jnp.abs(gamma.values - epsilon.values))) > 1e-3 * float(
+        jnp.max(jnp.abs(epsilon.values))
+    )
 
 
 def test_lrp_gamma_on_linear_model_closed_form(rng):
@@ -299,7 +307,9 @@ def test_lrp_zbox_closed_form_and_conservation_at_the_first_layer(rng):
     w = weights[:, 1]
     terms = x * w - low * np.maximum(w, 0) - high * np.minimum(w, 0)
     outputs = x @ w + bias[1]
-    np.testing.assert_allclose(a.values, terms / terms.sum(1, keepdims=True) * outputs[:, None], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        a.values, terms / terms.sum(1, keepdims=True) * outputs[:, None], rtol=1e-5, atol=1e-6
+    )
     np.testing.assert_allclose(_sums(a.values), outputs, rtol=1e-5)
 
 
@@ -416,8 +426,14 @@ def _calls(model, x, target):
 
 
 METHOD_NAMES = (
-    "deconvnet", "deeplift", "deeplift_shap", "guided_backprop",
-    "lrp", "lrp_alpha1beta0", "lrp_composite", "lrp_gamma",
+    "deconvnet",
+    "deeplift",
+    "deeplift_shap",
+    "guided_backprop",
+    "lrp",
+    "lrp_alpha1beta0",
+    "lrp_composite",
+    "lrp_gamma",
 )
 
 
@@ -438,7 +454,9 @@ def test_user_linen_model_with_direct_relu_calls_equals_zoo_model(method, rng):
 
 
 def test_text_classifier_is_refused_by_deeplift_and_lrp_but_not_guided_backprop(rng):
-    module = models.TextClassifier(vocab_size=11, num_classes=2, max_length=5, embed_dim=8, num_heads=2, mlp_dim=8)
+    module = models.TextClassifier(
+        vocab_size=11, num_classes=2, max_length=5, embed_dim=8, num_heads=2, mlp_dim=8
+    )
     variables = _init(module, (1, 5), dtype=jnp.int32)
     model = jaxplain.Model.from_linen(module, variables, method="logits_from_embeddings")
     embeddings = rng.normal(size=(2, 5, 8)).astype(np.float32)
@@ -464,7 +482,10 @@ def test_guided_backprop_refuses_relus_inside_a_loop(rng):
 def test_product_of_inputs_is_refused_with_its_primitive_and_location():
     model = jaxplain.Model.from_callable(lambda x: (x * x) @ jnp.ones((3, 2)))
     x = np.ones((2, 3), np.float32)
-    with pytest.raises(ValueError, match=r"deeplift cannot propagate through `mul` of two x-dependent values \(.*test_rules.py"):
+    with pytest.raises(
+        ValueError,
+        match=r"deeplift cannot propagate through `mul` of two x-dependent values \(.*test_rules.py",
+    ):
         rules.deeplift(model, x, target=0)
     with pytest.raises(ValueError, match="lrp cannot propagate through `mul`"):
         rules.lrp(model, x, target=0)
@@ -476,17 +497,57 @@ def test_product_of_inputs_is_refused_with_its_primitive_and_location():
 @pytest.mark.parametrize(
     "error, match, call",
     [
-        (ValueError, "deeplift explains the model's logits", lambda m, x: rules.deeplift(m.with_output("probs"), x, target=0)),
-        (ValueError, "lrp explains the model's logits", lambda m, x: rules.lrp(m.with_output("log_probs"), x, target=0)),
+        (
+            ValueError,
+            "deeplift explains the model's logits",
+            lambda m, x: rules.deeplift(m.with_output("probs"), x, target=0),
+        ),
+        (
+            ValueError,
+            "lrp explains the model's logits",
+            lambda m, x: rules.lrp(m.with_output("log_probs"), x, target=0),
+        ),
         (ValueError, "rule must be one of", lambda m, x: rules.lrp(m, x, target=0, rule="z+")),
-        (ValueError, "low is required for the z-box rule", lambda m, x: rules.lrp(m, x, target=0, rule="zbox")),
-        (ValueError, "x must lie within \\[low, high\\]", lambda m, x: rules.lrp(m, x, target=0, rule="zbox", low=0.0, high=0.5)),
-        (ValueError, "high of shape \\(5,\\) cannot be broadcast", lambda m, x: rules.lrp(m, x, target=0, rule="zbox", low=-9, high=np.ones(5))),
-        (ValueError, "low and high are used by the z-box rule only", lambda m, x: rules.lrp(m, x, target=0, low=0.0)),
-        (ValueError, "epsilon must be a finite number >= 0.0", lambda m, x: rules.lrp(m, x, target=0, epsilon=-1.0)),
-        (TypeError, "gamma must be a number", lambda m, x: rules.lrp(m, x, target=0, rule="gamma", gamma="big")),
-        (ValueError, "background must have shape \\(M, 6\\)", lambda m, x: rules.deeplift_shap(m, x, target=0, background=np.zeros(6))),
-        (ValueError, "baseline of shape \\(5,\\) cannot be broadcast", lambda m, x: rules.deeplift(m, x, target=0, baseline=np.zeros(5))),
+        (
+            ValueError,
+            "low is required for the z-box rule",
+            lambda m, x: rules.lrp(m, x, target=0, rule="zbox"),
+        ),
+        (
+            ValueError,
+            "x must lie within \\[low, high\\]",
+            lambda m, x: rules.lrp(m, x, target=0, rule="zbox", low=0.0, high=0.5),
+        ),
+        (
+            ValueError,
+            "high of shape \\(5,\\) cannot be broadcast",
+            lambda m, x: rules.lrp(m, x, target=0, rule="zbox", low=-9, high=np.ones(5)),
+        ),
+        (
+            ValueError,
+            "low and high are used by the z-box rule only",
+            lambda m, x: rules.lrp(m, x, target=0, low=0.0),
+        ),
+        (
+            ValueError,
+            "epsilon must be a finite number >= 0.0",
+            lambda m, x: rules.lrp(m, x, target=0, epsilon=-1.0),
+        ),
+        (
+            TypeError,
+            "gamma must be a number",
+            lambda m, x: rules.lrp(m, x, target=0, rule="gamma", gamma="big"),
+        ),
+        (
+            ValueError,
+            "background must have shape \\(M, 6\\)",
+            lambda m, x: rules.deeplift_shap(m, x, target=0, background=np.zeros(6)),
+        ),
+        (
+            ValueError,
+            "baseline of shape \\(5,\\) cannot be broadcast",
+            lambda m, x: rules.deeplift(m, x, target=0, baseline=np.zeros(5)),
+        ),
         (ValueError, "target holds 7", lambda m, x: rules.guided_backprop(m, x, target=7)),
     ],
 )

@@ -13,11 +13,10 @@ import time
 import jax
 import numpy as np
 import pytest
+from conftest import mlp_model
 
 import jaxplain
 from jaxplain.runs import OutputFolderError
-
-from conftest import mlp_model
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 X = np.random.default_rng(0).normal(size=(23, 5)).astype(np.float32)
@@ -25,7 +24,12 @@ Y = (np.arange(23) % 3).astype(np.int32)
 
 
 def _run(out, data=X, method="integrated_gradients", **kwargs):
-    settings = {"batch_size": 8, "progress": False, **({"steps": 8} if method == "integrated_gradients" else {}), **kwargs}
+    settings = {
+        "batch_size": 8,
+        "progress": False,
+        **({"steps": 8} if method == "integrated_gradients" else {}),
+        **kwargs,
+    }
     return jaxplain.explain_dataset(method, mlp_model(), data, out=str(out), **settings)
 
 
@@ -48,7 +52,9 @@ def test_results_equal_the_method_batch_by_batch_and_resume_skips_everything(tmp
 
 
 def test_every_kind_of_data_gives_the_same_answer(tmp_path):
-    reference = _run(tmp_path / "array", X, target="label", labels=Y) and jaxplain.load_attributions(tmp_path / "array")
+    reference = _run(tmp_path / "array", X, target="label", labels=Y) and jaxplain.load_attributions(
+        tmp_path / "array"
+    )
 
     def generator():  # batches of uneven sizes, as (inputs, labels) pairs
         for start, stop in ((0, 5), (5, 6), (6, 17), (17, 23)):
@@ -65,8 +71,12 @@ def test_every_kind_of_data_gives_the_same_answer(tmp_path):
         def as_numpy_iterator(self):
             return iter([{"features": X[:10], "label": Y[:10]}, {"features": X[10:], "label": Y[10:]}])
 
-    for name, data in (("generator", generator()), ("records", Records()), ("tfdata", Batched()),
-                       ("dict", {"features": X, "label": Y})):
+    for name, data in (
+        ("generator", generator()),
+        ("records", Records()),
+        ("tfdata", Batched()),
+        ("dict", {"features": X, "label": Y}),
+    ):
         _run(tmp_path / name, data, target="label")
         got = jaxplain.load_attributions(tmp_path / name)
         np.testing.assert_array_equal(got.values, reference.values, err_msg=name)
@@ -82,8 +92,14 @@ def test_randomized_method_same_key_same_result_and_noise_methods_by_name(tmp_pa
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c)
     # batch i draws from fold_in(key, i): the first batch is the method on its 8 rows
-    first = jaxplain.smoothgrad(mlp_model(), X[:8], method=jaxplain.saliency, target="predicted",
-                                key=jax.random.fold_in(key, 0), samples=4)
+    first = jaxplain.smoothgrad(
+        mlp_model(),
+        X[:8],
+        method=jaxplain.saliency,
+        target="predicted",
+        key=jax.random.fold_in(key, 0),
+        samples=4,
+    )
     np.testing.assert_allclose(a[:8], first.values, rtol=1e-6, atol=1e-7)
     assert json.loads((tmp_path / "a" / "run.json").read_text())["method"] == "smoothgrad(saliency)"
 
@@ -113,14 +129,21 @@ SHARDED_SCRIPT = textwrap.dedent("""
 
 def test_sharded_over_four_devices_equals_one_device(tmp_path):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAXPLAIN_PROGRESS": "0"}
-    result = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT, str(tmp_path)], cwd=ROOT, env=env,
-                            timeout=240, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", SHARDED_SCRIPT, str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        timeout=240,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ("integrated_gradients", "kernel_shap"):
         four, one = (jaxplain.load_attributions(tmp_path / name / part) for part in ("four", "one"))
         assert len(four) == 70 and four.complete
-        np.testing.assert_allclose(four.values, one.values, rtol=1e-6, atol=1e-7 * float(np.abs(one.values).max()),
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            four.values, one.values, rtol=1e-6, atol=1e-7 * float(np.abs(one.values).max()), err_msg=name
+        )
         np.testing.assert_array_equal(four.target, one.target)
         moved = jaxplain.load_attributions(tmp_path / name / "moved")
         np.testing.assert_array_equal(moved.values, one.values, err_msg=name)
@@ -169,18 +192,31 @@ def test_killed_with_sigkill_and_restarted_gives_the_uninterrupted_output(tmp_pa
     on_disk = sorted(int(p.name[1:7]) for p in (out / "shards").glob("b*.npz"))
     # nothing but the finished shards and at most the one in flight
     assert set(on_disk) <= set(finished) | {len(finished)}
-    kept = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (out / "shards").glob("b*.npz")
-            if int(p.name[1:7]) in finished}
+    kept = {
+        p.name: (p.stat().st_ino, p.stat().st_mtime_ns)
+        for p in (out / "shards").glob("b*.npz")
+        if int(p.name[1:7]) in finished
+    }
 
-    resumed = subprocess.run(command + ["fast"], cwd=ROOT, check=True, capture_output=True, text=True, timeout=120)
+    resumed = subprocess.run(
+        command + ["fast"], cwd=ROOT, check=True, capture_output=True, text=True, timeout=120
+    )
     report = json.loads(resumed.stdout.strip().splitlines()[-1])
     assert report["computed"] == list(range(len(finished), total))
     assert report["skipped"] == len(finished)
-    assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (out / "shards").glob("b*.npz")
-            if p.name in kept} == kept
+    assert {
+        p.name: (p.stat().st_ino, p.stat().st_mtime_ns)
+        for p in (out / "shards").glob("b*.npz")
+        if p.name in kept
+    } == kept
 
-    subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(tmp_path / "whole"), "fast"], cwd=ROOT, check=True,
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, str(tmp_path / "whole"), "fast"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     killed, whole = jaxplain.load_attributions(out), jaxplain.load_attributions(tmp_path / "whole")
     assert killed.complete and len(killed) == 120
     np.testing.assert_array_equal(killed.index, np.arange(120))  # each example once

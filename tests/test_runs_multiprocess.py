@@ -56,15 +56,26 @@ def _free_port() -> int:
 
 def _launch(tmp_path, name, jobs, timeout=120):
     """Runs WORKER as processes 0 and 1; returns each one's list of job results."""
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAXPLAIN_PROGRESS": "0",
-           "JAX_PLATFORMS": "cpu"}
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "JAXPLAIN_PROGRESS": "0",
+        "JAX_PLATFORMS": "cpu",
+    }
     port = str(_free_port())
     logs = [(tmp_path / f"{name}.p{i}.out", tmp_path / f"{name}.p{i}.err") for i in range(2)]
     children = []
     for i, (out, err) in enumerate(logs):
         with open(out, "w") as stdout, open(err, "w") as stderr:
-            children.append(subprocess.Popen([sys.executable, "-c", WORKER, port, str(i), json.dumps(jobs)],
-                                             cwd=ROOT, env=env, stdout=stdout, stderr=stderr))
+            children.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", WORKER, port, str(i), json.dumps(jobs)],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=stdout,
+                    stderr=stderr,
+                )
+            )
     deadline = time.monotonic() + timeout
     try:
         for child in children:
@@ -76,12 +87,18 @@ def _launch(tmp_path, name, jobs, timeout=120):
             if child.poll() is None:
                 child.kill()
                 child.wait()
-    tails = "\n".join(f"--- process {i} (exit {c.returncode}):\n" + logs[i][1].read_text()[-3000:]
-                      for i, c in enumerate(children))
+    tails = "\n".join(
+        f"--- process {i} (exit {c.returncode}):\n" + logs[i][1].read_text()[-3000:]
+        for i, c in enumerate(children)
+    )
     if any(c.returncode == SKIP for c in children):
         pytest.skip("multi-process CPU JAX unavailable here: " + tails)
-    assert all(c.returncode == 0 for c in children), f"{name}: a worker failed or hung past {timeout}s\n{tails}"
-    return [[json.loads(line) for line in out.read_text().splitlines() if line.startswith("{")] for out, _ in logs]
+    assert all(c.returncode == 0 for c in children), (
+        f"{name}: a worker failed or hung past {timeout}s\n{tails}"
+    )
+    return [
+        [json.loads(line) for line in out.read_text().splitlines() if line.startswith("{")] for out, _ in logs
+    ]
 
 
 def _index(folder, process):
@@ -91,7 +108,9 @@ def _index(folder, process):
 def _assert_same(got, want, n):
     assert got.complete and got.missing == () and got.num_examples == n and len(got) == n
     np.testing.assert_array_equal(got.index, np.arange(n))
-    np.testing.assert_allclose(got.values, want.values, rtol=1e-6, atol=1e-7 * float(np.abs(want.values).max()))
+    np.testing.assert_allclose(
+        got.values, want.values, rtol=1e-6, atol=1e-7 * float(np.abs(want.values).max())
+    )
     np.testing.assert_array_equal(got.target, want.target)
     np.testing.assert_allclose(got.delta, want.delta, rtol=1e-5, atol=1e-6)
 
@@ -101,21 +120,31 @@ def test_two_processes_equal_one_and_resume_recomputes_what_any_process_lacks(tm
     model, x = jaxplain.load_model(CHECKPOINT), jaxplain.data.load("digits").x_test
     single = {}
     for n in (70, 76):  # last batch: 6 rows (process 1's block all padding), 12 rows (half of it)
-        jaxplain.explain_dataset("integrated_gradients", model, x[:n], out=str(tmp_path / f"single{n}"), **SETTINGS)
+        jaxplain.explain_dataset(
+            "integrated_gradients", model, x[:n], out=str(tmp_path / f"single{n}"), **SETTINGS
+        )
         single[n] = jaxplain.load_attributions(tmp_path / f"single{n}")
     a, b, refused = tmp_path / "a", tmp_path / "b", tmp_path / "single70"
-    jobs = [{"out": str(a), "n": 70}, {"out": str(b), "n": 76},
-            {"out": str(refused), "n": 70}]  # a one-process run's folder: another run for two processes
+    jobs = [
+        {"out": str(a), "n": 70},
+        {"out": str(b), "n": 76},
+        {"out": str(refused), "n": 70},
+    ]  # a one-process run's folder: another run for two processes
     first = _launch(tmp_path, "first", jobs)
     for process in range(2):
         assert first[process][:2] == [{"computed": [0, 1, 2, 3, 4], "skipped": 0}] * 2, first
-        assert "holds another run" in first[process][2]["error"] or "process 0" in first[process][2]["error"], first
+        assert (
+            "holds another run" in first[process][2]["error"] or "process 0" in first[process][2]["error"]
+        ), first
     assert "processes: 1 -> 2" in first[0][2]["error"], first
     assert sorted(os.listdir(refused)) == ["index.p0.jsonl", "run.json", "shards"]
     for folder, n in ((a, 70), (b, 76)):
         _assert_same(jaxplain.load_attributions(folder), single[n], n)
         last = [_index(folder, p)[4] for p in range(2)]
-        assert [r["batch"] for r in last] == [4, 4] and [r["rows"] for r in last] == [min(8, n - 64), max(0, n - 72)]
+        assert [r["batch"] for r in last] == [4, 4] and [r["rows"] for r in last] == [
+            min(8, n - 64),
+            max(0, n - 72),
+        ]
         assert _index(folder, 1)[-1] == {"end": True, "num_batches": 5, "num_examples": n}
 
     # a: process 1 lost its last batch and its end line; b: process 0 lost batch 1 (1 has it)
@@ -127,8 +156,11 @@ def test_two_processes_equal_one_and_resume_recomputes_what_any_process_lacks(tm
         assert not jaxplain.load_attributions(a).complete
     with pytest.warns(UserWarning, match="incomplete"):
         assert jaxplain.load_attributions(b).missing == (1,)
-    untouched = {p: p.stat().st_mtime_ns for folder, keep in ((a, "b00000[0-3]"), (b, "b00000[02-4]"))
-                 for p in (folder / "shards").glob(keep + ".p*.npz")}
+    untouched = {
+        p: p.stat().st_mtime_ns
+        for folder, keep in ((a, "b00000[0-3]"), (b, "b00000[02-4]"))
+        for p in (folder / "shards").glob(keep + ".p*.npz")
+    }
     assert len(untouched) == 16
     second = _launch(tmp_path, "second", jobs[:2])
     for process in range(2):

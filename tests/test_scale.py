@@ -10,11 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import mlp_model
 
 import jaxplain
 from jaxplain.methods import perturbation
-
-from conftest import mlp_model
 
 KEY = jax.random.key(0)
 COUNTS = (10**3, 10**4, 10**5, 10**6)
@@ -56,8 +55,9 @@ def test_least_squares_estimators_keep_converging_up_to_a_million_samples(name, 
     model, x, exact = game
     reference = exact if name == "kernel_shap" else lime_population_fit(model, x, target=1)
     method = getattr(jaxplain, name)
-    errors = [relative_error(method(model, x, target=1, samples=n, key=KEY).values, reference)
-              for n in COUNTS]
+    errors = [
+        relative_error(method(model, x, target=1, samples=n, key=KEY).values, reference) for n in COUNTS
+    ]
     assert all(later < earlier for earlier, later in zip(errors, errors[1:])), errors
     assert errors[-1] < 5e-3, errors
 
@@ -72,9 +72,12 @@ X = np.random.default_rng(4).normal(size=(4, 13)).astype(np.float32)
 BACKGROUND = np.random.default_rng(5).normal(size=(32, 13)).astype(np.float32)
 COUNTED = {
     "integrated_gradients": lambda n: lambda x: jaxplain.integrated_gradients(MODEL, x, target=1, steps=n),
-    "expected_gradients": lambda n: lambda x: jaxplain.expected_gradients(
-        MODEL, x, target=1, background=BACKGROUND, samples=n, key=KEY),
-    "smoothgrad": lambda n: lambda x: jaxplain.smoothgrad(MODEL, x, method=jaxplain.saliency, target=1, samples=n, key=KEY),
+    "expected_gradients": lambda n: (
+        lambda x: jaxplain.expected_gradients(MODEL, x, target=1, background=BACKGROUND, samples=n, key=KEY)
+    ),
+    "smoothgrad": lambda n: (
+        lambda x: jaxplain.smoothgrad(MODEL, x, method=jaxplain.saliency, target=1, samples=n, key=KEY)
+    ),
     "kernel_shap": lambda n: lambda x: jaxplain.kernel_shap(MODEL, x, target=1, samples=n, key=KEY),
     "lime": lambda n: lambda x: jaxplain.lime(MODEL, x, target=1, samples=n, key=KEY),
     "shapley_sampling": lambda n: lambda x: jaxplain.shapley_sampling(MODEL, x, target=1, samples=n, key=KEY),
@@ -83,12 +86,19 @@ COUNTED = {
 
 ATTRIBUTION = np.random.default_rng(8).normal(size=X.shape).astype(np.float32)
 METRICS = {
-    "infidelity": lambda n: lambda x: jaxplain.metrics.infidelity(
-        MODEL, x, ATTRIBUTION, target=1, samples=n, key=KEY, normalize=True),
-    "faithfulness_correlation": lambda n: lambda x: jaxplain.metrics.faithfulness_correlation(
-        MODEL, x, ATTRIBUTION, target=1, samples=n, key=KEY),
-    "sensitivity_max": lambda n: lambda x: jaxplain.metrics.sensitivity_max(
-        jaxplain.saliency, MODEL, x, target=1, samples=n, key=KEY),
+    "infidelity": lambda n: (
+        lambda x: jaxplain.metrics.infidelity(
+            MODEL, x, ATTRIBUTION, target=1, samples=n, key=KEY, normalize=True
+        )
+    ),
+    "faithfulness_correlation": lambda n: (
+        lambda x: jaxplain.metrics.faithfulness_correlation(
+            MODEL, x, ATTRIBUTION, target=1, samples=n, key=KEY
+        )
+    ),
+    "sensitivity_max": lambda n: (
+        lambda x: jaxplain.metrics.sensitivity_max(jaxplain.saliency, MODEL, x, target=1, samples=n, key=KEY)
+    ),
 }
 
 
@@ -112,7 +122,8 @@ def test_pilot_schedules_hold_a_few_numbers_per_step_and_row(schedule):
     17 GB at 65536 steps for these 4 rows, 3.9 TiB at 1e6."""
     steps = 10**6
     used = temporary_bytes(
-        lambda x: jaxplain.integrated_gradients(MODEL, x, target=1, steps=steps, schedule=schedule).values, X)
+        lambda x: jaxplain.integrated_gradients(MODEL, x, target=1, steps=steps, schedule=schedule).values, X
+    )
     assert used < 32 * X.shape[0] * steps, used
 
 
@@ -145,12 +156,18 @@ def test_auto_steps_memory_does_not_grow_with_max_steps_times_features(monkeypat
     224x224x3 images and the default 1024 steps, 39 GB), and each round copied them all."""
     monkeypatch.setenv("JAXPLAIN_CHUNK_BYTES", str(1 << 20))
     x = np.random.default_rng(6).normal(size=(2, 4096)).astype(np.float32)
-    model = jaxplain.Model(lambda w, x: jnp.tanh(x @ w), jnp.asarray(
-        np.random.default_rng(7).normal(size=(4096, 2)) / 64, jnp.float32))
+    model = jaxplain.Model(
+        lambda w, x: jnp.tanh(x @ w),
+        jnp.asarray(np.random.default_rng(7).normal(size=(4096, 2)) / 64, jnp.float32),
+    )
 
     def used(max_steps):
-        return temporary_bytes(lambda x: jaxplain.integrated_gradients(
-            model, x, target=0, steps="auto", max_steps=max_steps).values, x)
+        return temporary_bytes(
+            lambda x: (
+                jaxplain.integrated_gradients(model, x, target=0, steps="auto", max_steps=max_steps).values
+            ),
+            x,
+        )
 
     small, large = used(256), used(jaxplain.methods.auto_steps.MAX_STEPS)
     per_interval = 64 * x.shape[0]  # a few scalars per interval and row

@@ -6,26 +6,33 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import linear_model, mlp_model
 
 import jaxplain
 from jaxplain.methods.smoothing import smoothgrad, smoothgrad_sq, vargrad
 
-from conftest import linear_model, mlp_model
-
 KEY = jax.random.key(0)
 
 
-@pytest.mark.parametrize("method, options", [(jaxplain.saliency, {}), (jaxplain.integrated_gradients, {"steps": 16})])
+@pytest.mark.parametrize(
+    "method, options", [(jaxplain.saliency, {}), (jaxplain.integrated_gradients, {"steps": 16})]
+)
 def test_zero_noise_gives_back_the_wrapped_method(method, options, rng):
     model = mlp_model(features=5)
     x = rng.normal(size=(3, 5)).astype(np.float32)
     plain = method(model, x, target="predicted", **options)
-    smooth = smoothgrad(model, x, method=method, target="predicted", key=KEY, samples=4, noise_scale=0.0, **options)
+    smooth = smoothgrad(
+        model, x, method=method, target="predicted", key=KEY, samples=4, noise_scale=0.0, **options
+    )
     np.testing.assert_allclose(smooth.values, plain.values, rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(smooth.target, plain.target)
-    squared = smoothgrad_sq(model, x, method=method, target="predicted", key=KEY, samples=4, noise_scale=0.0, **options)
+    squared = smoothgrad_sq(
+        model, x, method=method, target="predicted", key=KEY, samples=4, noise_scale=0.0, **options
+    )
     np.testing.assert_allclose(squared.values, plain.values**2, rtol=1e-5, atol=1e-7)
-    variance = vargrad(model, x, method=method, target="predicted", key=KEY, samples=4, noise_scale=0.0, **options)
+    variance = vargrad(
+        model, x, method=method, target="predicted", key=KEY, samples=4, noise_scale=0.0, **options
+    )
     np.testing.assert_allclose(variance.values, 0.0, atol=1e-6)
 
 
@@ -37,8 +44,16 @@ def test_linear_model_closed_forms(rng):
     x = rng.normal(size=(2, 4)).astype(np.float32)
     scale = 0.1
     sigma = scale * (x.max(axis=1) - x.min(axis=1))
-    variance = vargrad(model, x, method=jaxplain.integrated_gradients, target=1, key=KEY, samples=4000,
-                       noise_scale=scale, steps=2)
+    variance = vargrad(
+        model,
+        x,
+        method=jaxplain.integrated_gradients,
+        target=1,
+        key=KEY,
+        samples=4000,
+        noise_scale=scale,
+        steps=2,
+    )
     np.testing.assert_allclose(variance.values, weights[:, 1] ** 2 * sigma[:, None] ** 2, rtol=0.1)
     mean = smoothgrad(model, x, method=jaxplain.saliency, target=1, key=KEY, samples=8, noise_scale=scale)
     np.testing.assert_allclose(mean.values, np.broadcast_to(weights[:, 1], x.shape), rtol=1e-5)
@@ -48,7 +63,9 @@ def test_targets_are_resolved_on_the_clean_input(rng):
     model = mlp_model(features=5, num_classes=4)
     x = rng.normal(size=(3, 5)).astype(np.float32)
     predicted = np.asarray(model(jnp.asarray(x))).argmax(1)
-    a = smoothgrad(model, x, method=jaxplain.saliency, target="predicted", key=KEY, samples=6, noise_scale=0.5)
+    a = smoothgrad(
+        model, x, method=jaxplain.saliency, target="predicted", key=KEY, samples=6, noise_scale=0.5
+    )
     np.testing.assert_array_equal(a.target, predicted)
 
 
@@ -56,8 +73,17 @@ def test_per_example_baselines_follow_their_example(rng):
     model = mlp_model(features=5)
     x = rng.normal(size=(3, 5)).astype(np.float32)
     baseline = rng.normal(size=(3, 5)).astype(np.float32)
-    smooth = smoothgrad(model, x, method=jaxplain.integrated_gradients, target=0, key=KEY, samples=2,
-                        noise_scale=0.0, baseline=baseline, steps=8)
+    smooth = smoothgrad(
+        model,
+        x,
+        method=jaxplain.integrated_gradients,
+        target=0,
+        key=KEY,
+        samples=2,
+        noise_scale=0.0,
+        baseline=baseline,
+        steps=8,
+    )
     plain = jaxplain.integrated_gradients(model, x, target=0, baseline=baseline, steps=8)
     np.testing.assert_allclose(smooth.values, plain.values, rtol=1e-5, atol=1e-7)
 
@@ -82,11 +108,14 @@ def test_the_method_by_name_by_function_and_by_default(rng):
     model = mlp_model(features=5)
     x = rng.normal(size=(2, 5)).astype(np.float32)
     by_name = smoothgrad(model, x, method="integrated_gradients", target=0, key=KEY, samples=3, steps=4)
-    by_function = smoothgrad(model, x, method=jaxplain.integrated_gradients, target=0, key=KEY, samples=3, steps=4)
+    by_function = smoothgrad(
+        model, x, method=jaxplain.integrated_gradients, target=0, key=KEY, samples=3, steps=4
+    )
     np.testing.assert_array_equal(by_name.values, by_function.values)
     default = vargrad(model, x, target=0, key=KEY, samples=3)
-    np.testing.assert_array_equal(default.values, vargrad(model, x, method=jaxplain.saliency, target=0, key=KEY,
-                                                          samples=3).values)
+    np.testing.assert_array_equal(
+        default.values, vargrad(model, x, method=jaxplain.saliency, target=0, key=KEY, samples=3).values
+    )
 
 
 @pytest.mark.parametrize("wrapper", [smoothgrad, smoothgrad_sq, vargrad])
@@ -131,20 +160,38 @@ def test_method_options_and_keywords_must_not_name_the_same_option(rng):
     model = mlp_model(features=5)
     x = rng.normal(size=(2, 5)).astype(np.float32)
     with pytest.raises(TypeError, match="steps given both"):
-        smoothgrad(model, x, method=jaxplain.integrated_gradients, target=0, key=KEY, steps=4,
-                   method_options={"steps": 8})
+        smoothgrad(
+            model,
+            x,
+            method=jaxplain.integrated_gradients,
+            target=0,
+            key=KEY,
+            steps=4,
+            method_options={"steps": 8},
+        )
     with pytest.raises(TypeError, match="method_options must be a dict"):
         smoothgrad(model, x, method=jaxplain.saliency, target=0, key=KEY, method_options=[("steps", 8)])
     with pytest.raises(TypeError, match="not as a method option"):
         smoothgrad(model, x, method=jaxplain.kernel_shap, target=0, key=KEY, method_options={"key": KEY})
 
 
-@pytest.mark.parametrize("call, error, match", [
-    (lambda m, x: smoothgrad(m, x, method=jaxplain.saliency, target=0, key=KEY, noise_scale=float("inf")),
-     ValueError, "noise_scale must be a finite number"),
-    (lambda m, x: smoothgrad(m, x, method=jaxplain.saliency, target=0, key=KEY, wrap="saliency"),
-     ValueError, "wrap names the method a noise method wraps; saliency wraps none"),
-])
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (
+            lambda m, x: smoothgrad(
+                m, x, method=jaxplain.saliency, target=0, key=KEY, noise_scale=float("inf")
+            ),
+            ValueError,
+            "noise_scale must be a finite number",
+        ),
+        (
+            lambda m, x: smoothgrad(m, x, method=jaxplain.saliency, target=0, key=KEY, wrap="saliency"),
+            ValueError,
+            "wrap names the method a noise method wraps; saliency wraps none",
+        ),
+    ],
+)
 def test_bad_noise_settings_are_named(call, error, match, rng):
     """An infinite noise scale gave NaN attributions; wrap= is how callers whose own first
     argument is `method` name the wrapped method, not an option of the noise method."""
@@ -157,8 +204,9 @@ def test_a_metric_runs_a_noise_method_like_any_other(rng):
     with method=: the same program, the same answer."""
     model = mlp_model(features=5)
     x = rng.normal(size=(2, 5)).astype(np.float32)
-    by_name = jaxplain.metrics.sensitivity_max("smoothgrad", model, x, target=0, key=KEY, samples=2,
-                                               wrap="integrated_gradients", steps=4)
+    by_name = jaxplain.metrics.sensitivity_max(
+        "smoothgrad", model, x, target=0, key=KEY, samples=2, wrap="integrated_gradients", steps=4
+    )
     bound = functools.partial(smoothgrad, method=jaxplain.integrated_gradients)
     by_partial = jaxplain.metrics.sensitivity_max(bound, model, x, target=0, key=KEY, samples=2, steps=4)
     np.testing.assert_array_equal(by_name, by_partial)

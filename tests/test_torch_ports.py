@@ -123,7 +123,9 @@ def test_resnet18_logits_and_input_gradients(x64, config, size):
 
     assert np.abs(reference).max() > 0.1 and np.all(np.isfinite(reference))
     differences = max_rel_diff(logits.detach().numpy(), reference), max_rel_diff(ours, theirs)
-    print(f"ResNet18 {size}x{size}: logits max rel diff {differences[0]:.2e}, input gradient {differences[1]:.2e}")
+    print(
+        f"ResNet18 {size}x{size}: logits max rel diff {differences[0]:.2e}, input gradient {differences[1]:.2e}"
+    )
     assert differences[0] <= LOGITS_TOLERANCE
     assert differences[1] <= GRADIENT_TOLERANCE
 
@@ -157,8 +159,11 @@ def test_channels_last_dtype_and_from_checkpoint(x64, tmp_path):
     # the twin built through a saved checkpoint, taking NHWC input
     stored = jax.tree_util.tree_map(lambda leaf: np.asarray(leaf, np.float32), variables)
     path = io.save_checkpoint(
-        str(tmp_path / "resnet"), architecture="resnet18",
-        config=dict(num_classes=4, stem="small", num_filters=8), variables=stored, input_shape=(16, 16, 3),
+        str(tmp_path / "resnet"),
+        architecture="resnet18",
+        config=dict(num_classes=4, stem="small", num_filters=8),
+        variables=stored,
+        input_shape=(16, 16, 3),
     )
     checkpoint = io.load_checkpoint(path)
     twin = from_checkpoint(checkpoint, variables, dtype=torch.float64, channels_last=True)

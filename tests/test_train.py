@@ -28,7 +28,9 @@ def test_learns_and_is_reproducible(wine):
     again = train(MLP(num_classes=3, features=(16,)), wine, epochs=40, learning_rate=1e-2, progress=False)
     for a, b in zip(_leaves(first.variables), _leaves(again.variables)):
         np.testing.assert_array_equal(a, b)
-    other = train(MLP(num_classes=3, features=(16,)), wine, epochs=40, learning_rate=1e-2, seed=1, progress=False)
+    other = train(
+        MLP(num_classes=3, features=(16,)), wine, epochs=40, learning_rate=1e-2, seed=1, progress=False
+    )
     assert any(not np.array_equal(a, b) for a, b in zip(_leaves(first.variables), _leaves(other.variables)))
 
 

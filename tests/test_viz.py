@@ -46,22 +46,32 @@ def test_clip_scale_ignores_one_outlier(rng):
     assert viz.clip_scale(np.zeros(5)) > 0  # never a zero colour range
 
 
-@pytest.mark.parametrize("kind, mode, overlay", [(0, "signed", False), (1, "signed", True),
-                                                 (0, "absolute", True), (1, "absolute", False)])
+@pytest.mark.parametrize(
+    "kind, mode, overlay",
+    [(0, "signed", False), (1, "signed", True), (0, "absolute", True), (1, "absolute", False)],
+)
 def test_image_attributions_renders(tmp_path, images, rng, kind, mode, overlay):
     inputs = images[kind]  # 0: grayscale, 1: RGB
     values = rng.normal(size=inputs.shape)
     path = str(tmp_path / "images.png")
-    assert viz.image_attributions(inputs, values, path, titles=["a", "b", "c"], columns=3, mode=mode,
-                                  overlay=overlay, alpha=0.5) == path
+    assert (
+        viz.image_attributions(
+            inputs, values, path, titles=["a", "b", "c"], columns=3, mode=mode, overlay=overlay, alpha=0.5
+        )
+        == path
+    )
     picture(path)
 
 
 def test_image_attributions_as_the_cli_calls_it(tmp_path, images, rng):
     gray, colour = images
     low_resolution = rng.normal(size=(3, 4, 4))  # a Grad-CAM-sized map, resized to 8 x 8
-    path = viz.image_attributions(colour, viz.spatial_map(low_resolution, colour.shape[1:3]),
-                                  str(tmp_path / "cli.png"), titles=["x", "y", "z"])
+    path = viz.image_attributions(
+        colour,
+        viz.spatial_map(low_resolution, colour.shape[1:3]),
+        str(tmp_path / "cli.png"),
+        titles=["x", "y", "z"],
+    )
     picture(path)
     picture(viz.image_attributions(gray, low_resolution, str(tmp_path / "resized.png")))
 
@@ -70,7 +80,7 @@ def test_signed_positive_map_uses_only_red(tmp_path, rng):
     inputs = rng.normal(size=(1, 8, 8, 1))
     heat = rng.uniform(0.1, 1.0, size=(1, 8, 8))
     pixels = picture(viz.image_attributions(inputs, heat, str(tmp_path / "red.png"), columns=1))
-    right = pixels[:, pixels.shape[1] // 2:]  # the heat-map panel
+    right = pixels[:, pixels.shape[1] // 2 :]  # the heat-map panel
     red, blue = right[..., 0], right[..., 2]
     assert not np.any(blue > red + 0.05)
     assert np.sum(red > blue + 0.2) > 100  # and plenty of it is clearly red
@@ -105,12 +115,22 @@ def test_bad_mode_is_refused(tmp_path, images, rng):
 
 def test_method_grid_renders_and_widens_with_methods(tmp_path, images, rng):
     gray, colour = images
-    methods = {"saliency": rng.normal(size=colour.shape), "gradcam": rng.normal(size=(3, 4, 4)),
-               "ig": rng.normal(size=(3, 8, 8)), "shap": rng.normal(size=(3, 8, 8, 1))}
-    two = picture(viz.method_grid(colour, dict(list(methods.items())[:2]), str(tmp_path / "two.png"),
-                                  titles=["a", "b", "c"]))
-    four = picture(viz.method_grid(colour, methods, str(tmp_path / "four.png"), titles=["a", "b", "c"],
-                                   mode="absolute", overlay=True))
+    methods = {
+        "saliency": rng.normal(size=colour.shape),
+        "gradcam": rng.normal(size=(3, 4, 4)),
+        "ig": rng.normal(size=(3, 8, 8)),
+        "shap": rng.normal(size=(3, 8, 8, 1)),
+    }
+    two = picture(
+        viz.method_grid(
+            colour, dict(list(methods.items())[:2]), str(tmp_path / "two.png"), titles=["a", "b", "c"]
+        )
+    )
+    four = picture(
+        viz.method_grid(
+            colour, methods, str(tmp_path / "four.png"), titles=["a", "b", "c"], mode="absolute", overlay=True
+        )
+    )
     assert four.shape[1] > two.shape[1] + 100
     assert four.shape[0] == two.shape[0]  # one row per example either way
     picture(viz.method_grid(gray, {"ig": rng.normal(size=gray.shape)}, str(tmp_path / "gray.png")))
@@ -121,31 +141,40 @@ def test_method_grid_validates(tmp_path, images, rng):
     with pytest.raises(ValueError, match="empty"):
         viz.method_grid(gray, {}, str(tmp_path / "x.png"))
     with pytest.raises(ValueError, match="'occlusion'"):
-        viz.method_grid(gray, {"ig": rng.normal(size=gray.shape), "occlusion": rng.normal(size=(2, 8, 8))},
-                        str(tmp_path / "x.png"))
+        viz.method_grid(
+            gray,
+            {"ig": rng.normal(size=gray.shape), "occlusion": rng.normal(size=(2, 8, 8))},
+            str(tmp_path / "x.png"),
+        )
     assert not list(tmp_path.iterdir())
 
 
 def test_tabular_attributions_renders(tmp_path, rng):
-    path = viz.tabular_attributions(rng.normal(size=(4, 6)), str(tmp_path / "table.png"),
-                                    feature_names=[f"f{i}" for i in range(6)], row_labels=list("abcd"))
+    path = viz.tabular_attributions(
+        rng.normal(size=(4, 6)),
+        str(tmp_path / "table.png"),
+        feature_names=[f"f{i}" for i in range(6)],
+        row_labels=list("abcd"),
+    )
     picture(path)
 
 
 def test_token_attributions_renders(tmp_path, rng):
     words = [["the", "film", "was", "good"], ["not", "bad", "at", "all"]]
-    path = viz.token_attributions(words, rng.normal(size=(2, 4)), str(tmp_path / "tokens.png"),
-                                  row_labels=["one", "two"])
+    path = viz.token_attributions(
+        words, rng.normal(size=(2, 4)), str(tmp_path / "tokens.png"), row_labels=["one", "two"]
+    )
     picture(path)
 
 
 def background(document, token):
     """The (r, g, b) in [0, 255] behind the first span whose text is `token` (as escaped)."""
-    found = re.search(r'background-color:#([0-9a-f]{6});[^"]*" title="([^"]*)">' + re.escape(token) + "</span>",
-                      document)
+    found = re.search(
+        r'background-color:#([0-9a-f]{6});[^"]*" title="([^"]*)">' + re.escape(token) + "</span>", document
+    )
     assert found, token
     code = found.group(1)
-    return tuple(int(code[i:i + 2], 16) for i in (0, 2, 4)), float(found.group(2))
+    return tuple(int(code[i : i + 2], 16) for i in (0, 2, 4)), float(found.group(2))
 
 
 def test_text_html(tmp_path):
@@ -198,11 +227,14 @@ def test_curves_renders_metric_curves(tmp_path, rng):
     metric = Curve(fractions, scores, auc)  # as jaxplain.metrics.deletion returns it
     plt = viz._pyplot()
     figure, ax = plt.subplots()
-    label, = viz._draw_curves(ax, {"ig": metric})
+    (label,) = viz._draw_curves(ax, {"ig": metric})
     assert label == f"ig (area {auc.mean():.3f})"  # the mean curve's area: the mean AUC
     plt.close(figure)
-    path = viz.curves({"ig": metric, "random": rng.uniform(size=11), "one": (fractions, scores[0])},
-                      str(tmp_path / "curves.png"), title="deletion")
+    path = viz.curves(
+        {"ig": metric, "random": rng.uniform(size=11), "one": (fractions, scores[0])},
+        str(tmp_path / "curves.png"),
+        title="deletion",
+    )
     picture(path)
     picture(viz.curves({"x": [0.0, 1.0, 0.5]}, str(tmp_path / "plain.png"), area=False))
     with pytest.raises(ValueError, match="'bad'"):
@@ -217,15 +249,20 @@ def test_convergence_draws_the_stored_study(tmp_path):
     pixels = picture(viz.convergence(curves_by_case, str(tmp_path / "convergence.png")), 300, 1000)
     rows = -(-len(curves_by_case) // 4)
     assert pixels.shape[0] > 250 * rows  # a row of subplots per 4 cases
-    one = picture(viz.convergence({"a": curves_by_case[next(iter(curves_by_case))]},
-                                  str(tmp_path / "one.png"), tolerance=0.05))
+    one = picture(
+        viz.convergence(
+            {"a": curves_by_case[next(iter(curves_by_case))]}, str(tmp_path / "one.png"), tolerance=0.05
+        )
+    )
     assert one.shape[0] < pixels.shape[0]
 
 
 def test_benchmark_plot_draws_with_viz(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "path", list(sys.path))  # the script puts benchmarks/ on the path
     had_common = "_common" in sys.modules
-    spec = importlib.util.spec_from_file_location("_iso_convergence", ROOT / "benchmarks" / "iso_convergence.py")
+    spec = importlib.util.spec_from_file_location(
+        "_iso_convergence", ROOT / "benchmarks" / "iso_convergence.py"
+    )
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)

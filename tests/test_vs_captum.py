@@ -18,15 +18,34 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_vs_captum_quick(tmp_path):
     result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "vs_captum.py"), "--quick", "--cases", "mlp,cnn",
-         "--out", str(tmp_path)],
-        capture_output=True, text=True, cwd=ROOT, timeout=600, env={**os.environ, "JAXPLAIN_PROGRESS": "0"},
+        [
+            sys.executable,
+            os.path.join(ROOT, "benchmarks", "vs_captum.py"),
+            "--quick",
+            "--cases",
+            "mlp,cnn",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        env={**os.environ, "JAXPLAIN_PROGRESS": "0"},
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     payload = json.loads((tmp_path / "vs_captum.json").read_text())
     rows = [row for row in payload["timing"] if row["method"] != "logits"]
-    assert {row["method"] for row in rows} == {"saliency", "ig_riemann_middle", "ig_gauss_legendre", "smoothgrad",
-                                              "expected_gradients", "deeplift", "occlusion", "kernel_shap"}
+    assert {row["method"] for row in rows} == {
+        "saliency",
+        "ig_riemann_middle",
+        "ig_gauss_legendre",
+        "smoothgrad",
+        "expected_gradients",
+        "deeplift",
+        "occlusion",
+        "kernel_shap",
+    }
     assert all("error" not in row and row["ratio"] > 0 for row in rows)
     for row in rows:  # same weights, inputs and settings: the deterministic methods agree
         if "max_rel_diff" in row:
