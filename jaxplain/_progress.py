@@ -1,7 +1,9 @@
 """A small progress bar for long jobs (training, dataset-scale explanations).
 
 No dependency: on a terminal it redraws one line; in a log (not a TTY) it prints a line
-at most every `log_every` seconds and a last line when done, so CI logs stay short.
+at most every `log_every` seconds and a last line when done, so CI logs stay short. Each
+state is printed once: closing after a line that already showed the final count and
+metrics prints nothing more, and closing twice closes once.
 Set JAXPLAIN_PROGRESS=0 to silence it everywhere.
 """
 
@@ -51,6 +53,8 @@ class Progress:
         self.initial = self.count = int(initial)
         self.metrics: dict = {}
         self._start = self._last_draw = time.perf_counter()
+        self._drawn = None  # (count, metrics, description) of the last line written
+        self._closed = False
 
     def __enter__(self) -> Progress:
         return self
@@ -68,7 +72,13 @@ class Progress:
             self._draw(now, final=False)
 
     def close(self) -> None:
-        if self.enabled:
+        """Writes the last line, unless a log already holds it; a second call does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self.enabled:
+            return
+        if self.interactive or self._drawn != self._state():
             self._draw(time.perf_counter(), final=True)
 
     def line(self, now: float | None = None) -> str:
@@ -86,8 +96,13 @@ class Progress:
         parts += [f"{key} {value:.4g}" for key, value in self.metrics.items()]
         return " | ".join(parts)
 
+    def _state(self) -> tuple:
+        """What a line shows besides the clock: two lines with the same state say the same."""
+        return self.count, self.description, tuple(f"{k} {v:.4g}" for k, v in self.metrics.items())
+
     def _draw(self, now: float, *, final: bool) -> None:
         self._last_draw = now
+        self._drawn = self._state()
         text = self.line(now)
         if self.interactive:
             self.stream.write("\r\033[K" + text + ("\n" if final else ""))
