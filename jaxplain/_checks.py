@@ -61,8 +61,9 @@ def check_model(model) -> None:
 def check_x(model: Model, x, *, integer_ids: bool = False):
     """Checks `x` against the model; returns `(x, num_classes)`.
 
-    With `integer_ids`, integer x (token ids, for methods that differentiate a layer
-    rather than x) is accepted as it is.
+    With `integer_ids`, integer or bool x (token ids, for methods that never
+    differentiate x: perturbation methods, and those that differentiate a layer) is
+    accepted as it is.
     """
     check_model(model)
     # bool x cannot be differentiated either; it used to be cast to float silently,
@@ -126,9 +127,9 @@ def _output_shape_hint(out, x) -> str:
     return ""
 
 
-def prepare(model: Model, x, target):
-    """Checks model, x and target; returns `(x, targets)`."""
-    x, num_classes = check_x(model, x)
+def prepare(model: Model, x, target, *, integer_ids: bool = False):
+    """Checks model, x and target; returns `(x, targets)` (`integer_ids` as for `check_x`)."""
+    x, num_classes = check_x(model, x, integer_ids=integer_ids)
     return x, normalize_targets(target, x.shape[0], num_classes)
 
 
@@ -148,8 +149,40 @@ def broadcastable(name: str, value, x):
 
 
 def baseline(value, x):
-    """A baseline broadcastable to `x`: a scalar, one example, or one per example."""
-    return broadcastable("baseline", as_float_array("baseline", value), x)
+    """A baseline broadcastable to `x`: a scalar, one example, or one per example.
+
+    For integer or bool x (token ids) it holds ids too, e.g. the padding or [MASK] id,
+    and comes back in x's dtype: a floating baseline is refused rather than rounded,
+    and so is an id that x's dtype cannot hold.
+    """
+    if jnp.issubdtype(x.dtype, jnp.floating):
+        return broadcastable("baseline", as_float_array("baseline", value), x)
+    return broadcastable("baseline", _ids("baseline", value, x.dtype), x)
+
+
+def _ids(name: str, value, dtype):
+    """`value` as integer ids in `dtype` (an integer or bool dtype), unrounded."""
+    if not isinstance(value, (jax.Array, np.ndarray)) and not is_traced(value):
+        try:
+            value = np.asarray(value)
+        except Exception as error:
+            raise TypeError(f"{name} must be an int or an int array, got {type(value).__name__}") from error
+    if not (jnp.issubdtype(value.dtype, jnp.integer) or value.dtype == bool):
+        given = f"{value.item()!r}" if value.ndim == 0 and not is_traced(value) else f"dtype {value.dtype}"
+        raise TypeError(
+            f"{name} must be an int id or an int array of ids for integer x (dtype {dtype}), "
+            f"e.g. the padding or [MASK] token id that replaces a removed token; got {given} "
+            "(ids are never rounded or interpolated; the default 0.0 is for floating x)"
+        )
+    if not is_traced(value) and np.size(value):
+        low, high = (0, 1) if np.dtype(dtype) == np.bool_ else (np.iinfo(dtype).min, np.iinfo(dtype).max)
+        least, most = np.min(value), np.max(value)
+        if least < low or most > high:
+            raise ValueError(
+                f"{name} holds the ids {least}..{most}, not all in the range of x's dtype "
+                f"{np.dtype(dtype).name}, [{low}, {high}]"
+            )
+    return value.astype(dtype)
 
 
 def positive_int(name: str, value) -> int:

@@ -28,6 +28,14 @@ outputs into running sums (credits and their spread; the normal equations of a l
 squares fit), so memory does not grow with `samples`. Every example of the batch gets
 its own draws; the answer does not depend on `chunk_size` or on how many targets are
 explained at once, but an example's draws do depend on its position in the batch.
+
+Integer inputs. Nothing here differentiates x, so x may hold integers, such as token
+ids (batch, T). A removed feature takes the baseline's id (`baseline=` an int, e.g. the
+padding or [MASK] id, or an int array (T,) or (batch, T)), and every point is
+`where(present, x, baseline)` in x's dtype: ids are never interpolated or rounded, and
+a floating baseline for integer x is refused. Groups (`feature_mask`) and occlusion
+windows range over the positions. Whether an id is in the model's vocabulary is the
+model's business.
 """
 
 from __future__ import annotations
@@ -429,7 +437,7 @@ def _banzhaf(model, x, baseline, mask, targets: Targets, key, *, groups, samples
 
 
 def _prepare(model, x, target, baseline, feature_mask):
-    x, targets = _checks.prepare(model, x, target)
+    x, targets = _checks.prepare(model, x, target, integer_ids=True)
     baseline = _checks.baseline(baseline, x)
     mask, groups = _checks.feature_mask(feature_mask, x)
     return x, targets, baseline, mask, groups
@@ -503,7 +511,8 @@ def occlusion(model: Model, x, *, target, window, stride=None, baseline=0.0, chu
 
     Args:
       model: a `jaxplain.Model`.
-      x: a batch of inputs, `(batch, ...)`.
+      x: a batch of inputs, `(batch, ...)`: floating, or integer such as token ids
+        `(batch, T)`.
       target: an int, an int array `(batch,)` or `(batch, k)`, `"predicted"`, or
         `jaxplain.top_k(k)`.
       window: a tuple of sizes, one per non-batch axis of x, e.g. `(2, 2, 1)` for
@@ -511,7 +520,8 @@ def occlusion(model: Model, x, *, target, window, stride=None, baseline=0.0, chu
       stride: a tuple like `window`, or one int for every axis; defaults to `window`
         (non-overlapping windows; Captum's default stride is 1).
       baseline: the value occluded features take: a scalar, one example (shape
-        `x.shape[1:]`), or one per example.
+        `x.shape[1:]`), or one per example; ids of x's kind for integer x, e.g. the
+        padding or [MASK] id.
       chunk_size: points evaluated at once (`jaxplain.engine.default_chunk_size` by
         default). The answer does not depend on it.
 
@@ -531,7 +541,7 @@ def occlusion(model: Model, x, *, target, window, stride=None, baseline=0.0, chu
       Zeiler, Fergus. Visualizing and Understanding Convolutional Networks. ECCV 2014,
       arXiv:1311.2901.
     """
-    x, targets = _checks.prepare(model, x, target)
+    x, targets = _checks.prepare(model, x, target, integer_ids=True)
     baseline = _checks.baseline(baseline, x)
     window, stride = _checks.window(window, stride, x)
     chunk_size = _checks.chunk_size(chunk_size)
@@ -553,10 +563,12 @@ def feature_ablation(
 
     Args:
       model: a `jaxplain.Model`.
-      x: a batch of inputs, `(batch, ...)`.
+      x: a batch of inputs, `(batch, ...)`: floating, or integer such as token ids
+        `(batch, T)`.
       target: an int, an int array `(batch,)` or `(batch, k)`, `"predicted"`, or
         `jaxplain.top_k(k)`.
-      baseline: a scalar, one example (shape `x.shape[1:]`), or one per example.
+      baseline: a scalar, one example (shape `x.shape[1:]`), or one per example;
+        ids of x's kind for integer x, e.g. the padding or [MASK] id.
       feature_mask: an int array broadcastable to one example, `x.shape[1:]`, giving
         each feature a group id in 0..G-1 (every id used); None makes every feature
         its own group.
@@ -567,6 +579,17 @@ def feature_ablation(
       An `Attribution` with `values` shaped like `x` (or `(batch, k, ...)`), `target`,
       `delta=None` (ablation promises no completeness) and
       `output_difference` = F_t(x) - F_t(baseline).
+
+    Example:
+      Token ids, a removed token replaced by the padding id 0 (whose score is 0):
+
+      >>> import jax.numpy as jnp
+      >>> import jaxplain
+      >>> from jaxplain.methods.perturbation import feature_ablation
+      >>> scores = jnp.array([[0.0], [1.0], [2.0], [4.0]])  # one score per id
+      >>> model = jaxplain.Model(lambda table, ids: table[ids].sum(axis=1), scores)
+      >>> feature_ablation(model, jnp.array([[1, 3, 2]]), target=0, baseline=0).values
+      Array([[1., 4., 2.]], dtype=float32)
 
     References:
       Zeiler, Fergus. Visualizing and Understanding Convolutional Networks. ECCV 2014,
@@ -598,10 +621,12 @@ def exact_shapley(
 
     Args:
       model: a `jaxplain.Model`.
-      x: a batch of inputs, `(batch, ...)`.
+      x: a batch of inputs, `(batch, ...)`: floating, or integer such as token ids
+        `(batch, T)`.
       target: an int, an int array `(batch,)` or `(batch, k)`, `"predicted"`, or
         `jaxplain.top_k(k)`.
-      baseline: a scalar, one example (shape `x.shape[1:]`), or one per example.
+      baseline: a scalar, one example (shape `x.shape[1:]`), or one per example;
+        ids of x's kind for integer x, e.g. the padding or [MASK] id.
       feature_mask: an int array broadcastable to one example giving each feature a
         group id in 0..G-1 (every id used); None makes every feature its own group.
         At most 16 groups (65,536 coalitions per example).
@@ -676,10 +701,12 @@ def shapley_sampling(
 
     Args:
       model: a `jaxplain.Model`.
-      x: a batch of inputs, `(batch, ...)`.
+      x: a batch of inputs, `(batch, ...)`: floating, or integer such as token ids
+        `(batch, T)`.
       target: an int, an int array `(batch,)` or `(batch, k)`, `"predicted"`, or
         `jaxplain.top_k(k)`.
-      baseline: a scalar, one example (shape `x.shape[1:]`), or one per example.
+      baseline: a scalar, one example (shape `x.shape[1:]`), or one per example;
+        ids of x's kind for integer x, e.g. the padding or [MASK] id.
       feature_mask: an int array broadcastable to one example giving each feature a
         group id in 0..G-1 (every id used); None makes every feature its own group.
       samples: the number of orders M in all, reverses included (so even when
@@ -766,10 +793,12 @@ def kernel_shap(
 
     Args:
       model: a `jaxplain.Model`.
-      x: a batch of inputs, `(batch, ...)`.
+      x: a batch of inputs, `(batch, ...)`: floating, or integer such as token ids
+        `(batch, T)`.
       target: an int, an int array `(batch,)` or `(batch, k)`, `"predicted"`, or
         `jaxplain.top_k(k)`.
-      baseline: a scalar, one example (shape `x.shape[1:]`), or one per example.
+      baseline: a scalar, one example (shape `x.shape[1:]`), or one per example;
+        ids of x's kind for integer x, e.g. the padding or [MASK] id.
       feature_mask: an int array broadcastable to one example giving each feature a
         group id in 0..G-1 (every id used, G >= 2); None makes every feature its own
         group.
@@ -859,10 +888,12 @@ def lime(
 
     Args:
       model: a `jaxplain.Model`.
-      x: a batch of inputs, `(batch, ...)`.
+      x: a batch of inputs, `(batch, ...)`: floating, or integer such as token ids
+        `(batch, T)`.
       target: an int, an int array `(batch,)` or `(batch, k)`, `"predicted"`, or
         `jaxplain.top_k(k)`.
-      baseline: a scalar, one example (shape `x.shape[1:]`), or one per example.
+      baseline: a scalar, one example (shape `x.shape[1:]`), or one per example;
+        ids of x's kind for integer x, e.g. the padding or [MASK] id.
       feature_mask: an int array broadcastable to one example giving each feature a
         group id in 0..G-1 (every id used); None makes every feature its own group.
       samples: random coalitions per example.
@@ -931,10 +962,12 @@ def banzhaf(
 
     Args:
       model: a `jaxplain.Model`.
-      x: a batch of inputs, `(batch, ...)`.
+      x: a batch of inputs, `(batch, ...)`: floating, or integer such as token ids
+        `(batch, T)`.
       target: an int, an int array `(batch,)` or `(batch, k)`, `"predicted"`, or
         `jaxplain.top_k(k)`.
-      baseline: a scalar, one example (shape `x.shape[1:]`), or one per example.
+      baseline: a scalar, one example (shape `x.shape[1:]`), or one per example;
+        ids of x's kind for integer x, e.g. the padding or [MASK] id.
       feature_mask: an int array broadcastable to one example giving each feature a
         group id in 0..G-1 (every id used); None makes every feature its own group.
       samples: random coalitions per example.
