@@ -1,32 +1,53 @@
 """Pictures of attributions (matplotlib, drawn off-screen): images, tables, tokens, curves.
 
 Signed attributions use a diverging colormap centred on zero (red: raises the target's
-score, blue: lowers it), clipped at a percentile of |values| per example so that one
-extreme pixel does not wash out the rest; `mode="absolute"` shows |values| on a
-sequential colormap from 0 instead. Besides the PNG pictures, `text_html` writes token
-highlighting as a standalone HTML page, `curves` draws deletion / insertion curves and
-`convergence` the iso-convergence study of benchmarks/iso_convergence.py.
+score, blue: lowers it), clipped at a percentile of |values| so that one extreme pixel
+does not wash out the rest: per example by default, or over all examples and methods
+(`scale="shared"`) so that maps compare; `mode="absolute"` shows |values| on a
+sequential colormap from 0 instead. Every heat-map has a colorbar, and a caption says
+which colour is which sign and how the maps were scaled. Besides the PNG pictures,
+`text_html` writes token highlighting as a standalone HTML page, `curves` draws
+deletion / insertion curves and `convergence` the iso-convergence study of
+benchmarks/iso_convergence.py.
+
+Every picture function returns a `matplotlib.figure.Figure` when `path` is None (a
+notebook shows it inline) and, given a `path`, writes the picture there and returns
+`path`. The figures are not registered with pyplot: nothing needs closing, a loop of
+calls leaks no figure, and a notebook shows a returned figure once. `show` wraps an
+attribution in a `View` that Jupyter renders inline (`_repr_png_`, `_repr_html_`).
 """
 
 from __future__ import annotations
 
+import base64
 import html
+import io
+import numbers
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 MODES = ("signed", "absolute")
+SCALES = ("per_example", "per_method", "shared")
 _SIGNED_CMAP = "RdBu_r"
 _ABSOLUTE_CMAP = "inferno"
 
 
-def _pyplot():
-    import matplotlib
+def _figure(width: float, height: float):
+    """A Figure outside pyplot's registry (garbage-collected; never shown twice) with
+    constrained layout, which leaves room for colorbars and captions."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    return Figure(figsize=(width, height), layout="constrained")
 
-    return plt
+
+def _finish(figure, path):
+    """`figure` itself when `path` is None; else the figure written to `path` (a PNG at
+    100 dpi unless the suffix says otherwise), and `path`."""
+    if path is None:
+        return figure
+    figure.savefig(path, dpi=100)
+    return path
 
 
 def _output(path) -> None:
@@ -125,6 +146,81 @@ def _check_mode(mode: str) -> str:
     return mode
 
 
+def _check_scale(scale):
+    """`scale` when it is one of SCALES or a positive finite number; else an error naming it."""
+    if isinstance(scale, str):
+        if scale not in SCALES:
+            raise ValueError(
+                f"scale must be one of {', '.join(repr(s) for s in SCALES)} or a positive number, got {scale!r}"
+            )
+        return scale
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise TypeError(
+            f"scale must be one of {', '.join(repr(s) for s in SCALES)} or a positive number, "
+            f"got {type(scale).__name__}"
+        )
+    if not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a positive finite number, got {scale}")
+    return float(scale)
+
+
+def heat_limits(heats: Mapping[str, np.ndarray], scale="per_example", percentile: float = 99.0) -> dict:
+    """The colour limit of every heat-map: {name: (n,) limits} for {name: (n, H, W) maps}.
+
+    Args:
+      heats: {method name: its n maps}; every method has the same n examples.
+      scale: "per_example": each map clipped at the `percentile` of its own |values|;
+        "per_method": one limit per method, over its n maps; "shared": one limit over
+        every map of every method, so that colours compare across examples and methods;
+        a positive number: that limit everywhere (to compare across figures).
+      percentile: the clipping percentile of |values|.
+
+    Returns:
+      {name: float array (n,)}, every limit > 0.
+    """
+    scale, percentile = _check_scale(scale), _percentile(percentile)
+    if not isinstance(scale, str):
+        return {name: np.full(len(maps), scale) for name, maps in heats.items()}
+    if scale == "shared":
+        limit = clip_scale(np.concatenate([np.ravel(maps) for maps in heats.values()]), percentile)
+        return {name: np.full(len(maps), limit) for name, maps in heats.items()}
+    if scale == "per_method":
+        return {name: np.full(len(maps), clip_scale(maps, percentile)) for name, maps in heats.items()}
+    return {name: np.array([clip_scale(m, percentile) for m in maps]) for name, maps in heats.items()}
+
+
+def _scale_words(scale, percentile: float) -> str:
+    if not isinstance(scale, str):
+        return f"one scale for all, clipped at {scale:.3g}"
+    where = {
+        "per_example": "each map on its own scale",
+        "per_method": "one scale per method",
+        "shared": "one scale for all maps",
+    }[scale]
+    return f"{where}, clipped at the {percentile:g}th percentile of |attribution|"
+
+
+def _sign_words(mode: str) -> str:
+    if mode == "signed":
+        return "red: positive (raises the target's score), blue: negative (lowers it)"
+    return "|attribution|: dark 0, bright large"
+
+
+def _colorbar(figure, image, axes, mode: str, label: str | None = None):
+    """A colorbar for `image` beside `axes` with ticks at its ends (and 0 when signed)."""
+    bar = figure.colorbar(image, ax=axes, shrink=0.85, aspect=25)
+    low, high = image.norm.vmin, image.norm.vmax
+    ticks = [low, 0.0, high] if mode == "signed" else [0.0, high]
+    bar.set_ticks(ticks)
+    bar.set_ticklabels(
+        [f"{t:+.2g}" if t else "0" for t in ticks] if mode == "signed" else ["0", f"{high:.2g}"]
+    )
+    bar.ax.tick_params(labelsize=6)
+    if label is not None:
+        bar.set_label(label, fontsize=7)
+    return bar
+
+
 def _bare(ax) -> None:
     """No ticks and no frame, but room for a title and a y label (unlike `axis("off")`)."""
     ax.set_xticks([])
@@ -147,6 +243,7 @@ def _draw_heat(
     percentile: float = 99.0,
     overlay: bool = False,
     alpha: float = 0.6,
+    limit: float | None = None,
 ):
     """One heat-map panel on `ax`: an (H, W) attribution map, alone or over its input.
 
@@ -159,27 +256,73 @@ def _draw_heat(
       percentile: the colour clipping percentile of |heat|.
       overlay: draw the map with transparency `alpha` on top of the image.
       alpha: the map's opacity when overlaid.
+      limit: the colour limit, if already chosen (`heat_limits`); else the
+        `percentile` of |heat|.
 
     Returns:
       The heat-map's `AxesImage` (its `norm` and `cmap` say how values were coloured).
     """
     mode = _check_mode(mode)
     heat = np.asarray(heat, np.float32)
+    limit = clip_scale(heat, percentile) if limit is None else float(limit)
     if mode == "signed":
-        limit = clip_scale(heat, percentile)
         cmap, low, high = _SIGNED_CMAP, -limit, limit
     else:
         heat = np.abs(heat)
-        cmap, low, high = _ABSOLUTE_CMAP, 0.0, clip_scale(heat, percentile)
+        cmap, low, high = _ABSOLUTE_CMAP, 0.0, limit
     if overlay:
         _draw_input(ax, image)
     return ax.imshow(heat, cmap=cmap, vmin=low, vmax=high, alpha=alpha if overlay else None)
 
 
+def _draw_maps(figure, panels, *, mode, percentile, overlay, alpha, scale) -> None:
+    """Heat-map panels with their colorbars and a caption saying sign and scale.
+
+    Args:
+      figure: the Figure the panels belong to.
+      panels: (axes, input image, (H, W) map, colour limit, method name) per panel.
+      mode, percentile, overlay, alpha: as in `image_attributions`.
+      scale: as in `heat_limits`: a colorbar per panel ("per_example"), per method
+        ("per_method") or one for the figure ("shared" or a number).
+    """
+    drawn = []
+    for ax, image, heat, limit, method in panels:
+        drawn.append((method, ax, _draw_heat(ax, image, heat, mode, percentile, overlay, alpha, limit)))
+    if scale == "per_example":
+        for _, ax, image in drawn:
+            _colorbar(figure, image, ax, mode)
+    elif scale == "per_method":
+        for name in dict.fromkeys(method for method, _, _ in drawn):
+            mine = [(ax, image) for method, ax, image in drawn if method == name]
+            _colorbar(figure, mine[0][1], [ax for ax, _ in mine], mode)
+    else:
+        _colorbar(
+            figure,
+            drawn[0][2],
+            [ax for _, ax, _ in drawn],
+            mode,
+            label="attribution" if mode == "signed" else "|attribution|",
+        )
+    figure.supxlabel(f"{_sign_words(mode)}\n{_scale_words(scale, percentile)}", fontsize=7)
+
+
+def _image_arguments(inputs, mode, percentile, scale, alpha):
+    """The checks `image_attributions` and `method_grid` share, before any drawing."""
+    from jaxplain import _checks
+
+    _check_mode(mode)
+    _checks.number("alpha", alpha, high=1.0)
+    return (
+        _array("inputs", inputs, (3, 4), "(n, H, W) or (n, H, W, C) images"),
+        _percentile(percentile),
+        _check_scale(scale),
+    )
+
+
 def image_attributions(
     inputs: np.ndarray,
     values: np.ndarray,
-    path: str,
+    path: str | None = None,
     *,
     titles: Sequence[str] | None = None,
     percentile: float = 99.0,
@@ -187,90 +330,108 @@ def image_attributions(
     mode: str = "signed",
     overlay: bool = False,
     alpha: float = 0.6,
-) -> str:
-    """A grid of (input, heat-map) pairs for NHWC images; writes a PNG to `path`.
+    scale="per_example",
+):
+    """A grid of (input, heat-map) pairs for NHWC images, with colorbars.
 
     Args:
       inputs: (n, H, W, C) or (n, H, W) images.
       values: attributions, (n, h, w, c) or (n, h, w): summed over channels and resized
         to H x W when at another resolution (`spatial_map`); an `Attribution` is taken
         as its `.values`.
-      path: the PNG to write (its folder must exist).
+      path: where to write the picture (its folder must exist); None returns the Figure.
       titles: one caption per example.
-      percentile: colour clipping percentile of |attribution|, per example.
+      percentile: colour clipping percentile of |attribution|.
       columns: examples per row (each takes two panels).
       mode: "signed" (diverging "RdBu_r" centred on 0) or "absolute" (|attribution| on a
         sequential colormap from 0).
       overlay: draw each heat-map over its input, with transparency `alpha`.
       alpha: the heat-map's opacity when overlaid.
+      scale: "per_example" (each map clipped on its own, a colorbar beside each),
+        "shared" (one limit over all maps and one colorbar, so that colours compare
+        across examples) or a positive number (that limit; compares across figures).
+        See `heat_limits`.
 
     Returns:
-      `path`.
+      The `matplotlib.figure.Figure` when `path` is None, else `path`.
+
+    Example:
+      >>> import numpy as np
+      >>> from jaxplain import viz
+      >>> x = np.random.default_rng(0).uniform(size=(2, 8, 8, 1))
+      >>> figure = viz.image_attributions(x, x - 0.5, scale="shared")
+      >>> [ax.get_label() for ax in figure.axes].count("<colorbar>")
+      1
     """
     from jaxplain import _checks
 
-    _output(path)
-    _check_mode(mode)
-    percentile = _percentile(percentile)
+    if path is not None:
+        _output(path)
+    inputs, percentile, scale = _image_arguments(inputs, mode, percentile, scale, alpha)
     columns = _checks.positive_int("columns", columns)
-    inputs = _array("inputs", inputs, (3, 4), "(n, H, W) or (n, H, W, C) images")
     values = _array("values", values, (3, 4), _MAPS)
     n = len(inputs)
     if len(values) != n:
         raise ValueError(f"values holds attributions of {len(values)} examples for {n} inputs")
     _labels("titles", titles, n, "inputs")
     heats = spatial_map(values, inputs.shape[1:3])
-    plt = _pyplot()
+    limits = heat_limits({"": heats}, scale, percentile)[""]
+    columns = min(columns, n)
     rows = -(-n // columns)
-    figure, axes = plt.subplots(rows, 2 * columns, figsize=(2.2 * columns * 2, 2.4 * rows), squeeze=False)
+    bars = 0.5 * columns if scale == "per_example" else 0.8
+    figure = _figure(4.4 * columns + bars, 2.4 * rows + 0.5)
+    axes = figure.subplots(rows, 2 * columns, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
+    panels = []
     for i in range(n):
         row, col = divmod(i, columns)
         _draw_input(axes[row, 2 * col], inputs[i])
-        _draw_heat(axes[row, 2 * col + 1], inputs[i], heats[i], mode, percentile, overlay, alpha)
+        panels.append((axes[row, 2 * col + 1], inputs[i], heats[i], limits[i], ""))
         if titles is not None:
             axes[row, 2 * col].set_title(titles[i], fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    _draw_maps(figure, panels, mode=mode, percentile=percentile, overlay=overlay, alpha=alpha, scale=scale)
+    return _finish(figure, path)
 
 
 def method_grid(
     inputs: np.ndarray,
     attributions: Mapping[str, np.ndarray],
-    path: str,
+    path: str | None = None,
     *,
     titles: Sequence[str] | None = None,
     mode: str = "signed",
     percentile: float = 99.0,
     overlay: bool = False,
     alpha: float = 0.6,
-) -> str:
-    """Several methods side by side: one row per example, one column per method; a PNG.
+    scale="per_example",
+):
+    """Several methods side by side: one row per example, one column per method.
 
-    The first column shows the input; every other column one method's heat-map, drawn
-    as `image_attributions` draws its maps (each example clipped on its own).
+    The first column shows the input; every other column one method's heat-maps, drawn
+    as `image_attributions` draws its maps.
 
     Args:
       inputs: (n, H, W, C) or (n, H, W) images.
       attributions: {method name: attributions of the n inputs}, each (n, h, w, c) or
         (n, h, w) at any resolution (summed over channels and resized, `spatial_map`).
-      path: the PNG to write.
+      path: where to write the picture; None returns the Figure.
       titles: one label per example, written beside its row.
       mode: "signed" or "absolute", as in `image_attributions`.
-      percentile: colour clipping percentile of |attribution|, per example and method.
+      percentile: colour clipping percentile of |attribution|.
       overlay: draw each heat-map over its input, with transparency `alpha`.
       alpha: the heat-map's opacity when overlaid.
+      scale: "per_example" (each map on its own), "per_method" (one limit and colorbar
+        per column: methods in other units, such as Grad-CAM beside IG, stay readable),
+        "shared" (one limit over every example and method, one colorbar) or a positive
+        number. See `heat_limits`.
 
     Returns:
-      `path`.
+      The `matplotlib.figure.Figure` when `path` is None, else `path`.
     """
-    _output(path)
-    _check_mode(mode)
-    percentile = _percentile(percentile)
-    inputs = _array("inputs", inputs, (3, 4), "(n, H, W) or (n, H, W, C) images")
+    if path is not None:
+        _output(path)
+    inputs, percentile, scale = _image_arguments(inputs, mode, percentile, scale, alpha)
     n = len(inputs)
     if not attributions:
         raise ValueError("attributions is empty: pass {method name: attributions}")
@@ -284,9 +445,12 @@ def method_grid(
                 f"({n}, h, w) or ({n}, h, w, c) for the {n} inputs"
             )
         heats[name] = spatial_map(values, inputs.shape[1:3])
-    plt = _pyplot()
+    limits = heat_limits(heats, scale, percentile)
     columns = 1 + len(heats)
-    figure, axes = plt.subplots(n, columns, figsize=(1.8 * columns + 0.4, 1.8 * n + 0.3), squeeze=False)
+    bars = 0.5 * len(heats) if scale in ("per_example", "per_method") else 0.8
+    figure = _figure(1.8 * columns + 0.4 + bars, 1.8 * n + 0.8)
+    axes = figure.subplots(n, columns, squeeze=False)
+    panels = []
     for i in range(n):
         for ax in axes[i]:
             _bare(ax)
@@ -294,26 +458,36 @@ def method_grid(
         if titles is not None:
             axes[i, 0].set_ylabel(titles[i], fontsize=8)
         for j, (name, heat) in enumerate(heats.items(), start=1):
-            _draw_heat(axes[i, j], inputs[i], heat[i], mode, percentile, overlay, alpha)
+            panels.append((axes[i, j], inputs[i], heat[i], limits[name][i], name))
             if i == 0:
                 axes[i, j].set_title(name, fontsize=8)
     axes[0, 0].set_title("input", fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    _draw_maps(figure, panels, mode=mode, percentile=percentile, overlay=overlay, alpha=alpha, scale=scale)
+    return _finish(figure, path)
 
 
 def tabular_attributions(
     values: np.ndarray,
-    path: str,
+    path: str | None = None,
     *,
     feature_names: Sequence[str] | None = None,
     row_labels: Sequence[str] | None = None,
     percentile: float = 99.0,
-) -> str:
-    """A heat-map of (examples x features) signed attributions; writes a PNG to `path`."""
-    _output(path)
+):
+    """A heat-map of (examples x features) signed attributions, with a colorbar.
+
+    Args:
+      values: (examples, features) attributions (an `Attribution`'s `.values`).
+      path: where to write the picture; None returns the Figure.
+      feature_names: one name per feature, under its column.
+      row_labels: one label per example.
+      percentile: colour clipping percentile of |values|, over the whole table.
+
+    Returns:
+      The `matplotlib.figure.Figure` when `path` is None, else `path`.
+    """
+    if path is not None:
+        _output(path)
     values = _array(
         "values",
         values,
@@ -325,34 +499,42 @@ def tabular_attributions(
     _labels("feature_names", feature_names, d, "features")
     _labels("row_labels", row_labels, n, "examples")
     limit = clip_scale(values, percentile)
-    plt = _pyplot()
-    figure, ax = plt.subplots(figsize=(min(20, 2.5 + 0.35 * d), min(20, 2.8 + 0.3 * n)))
+    figure = _figure(min(20, 3.0 + 0.35 * d), min(20, 2.8 + 0.3 * n))
+    ax = figure.subplots()
     image = ax.imshow(values, cmap=_SIGNED_CMAP, vmin=-limit, vmax=limit, aspect="auto")
     ax.set_xticks(range(d))
     ax.set_xticklabels(feature_names if feature_names is not None else range(d), rotation=90, fontsize=7)
     ax.set_yticks(range(n))
     ax.set_yticklabels(row_labels if row_labels is not None else range(n), fontsize=7)
-    figure.colorbar(image, ax=ax, fraction=0.03)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    _colorbar(figure, image, ax, "signed", label="red +, blue -")
+    return _finish(figure, path)
 
 
 def token_attributions(
     tokens: Sequence[Sequence[str]],
     values: np.ndarray,
-    path: str,
+    path: str | None = None,
     *,
     row_labels: Sequence[str] | None = None,
     percentile: float = 99.0,
-) -> str:
-    """Tokens written in cells coloured by their signed attribution; writes a PNG.
+):
+    """Tokens written in cells coloured by their signed attribution, with a colorbar.
 
     Rows may be ragged as in `text_html`: row i shows its len(tokens[i]) tokens, the
     cells past them (padding) are left blank.
+
+    Args:
+      tokens: one sequence of strings per row.
+      values: (n, max_len) or a list of 1-D arrays, as in `text_html`.
+      path: where to write the picture; None returns the Figure.
+      row_labels: one label per row.
+      percentile: colour clipping percentile of |values|, over all rows.
+
+    Returns:
+      The `matplotlib.figure.Figure` when `path` is None, else `path`.
     """
-    _output(path)
+    if path is not None:
+        _output(path)
     rows = _token_rows(tokens, values)
     _labels("row_labels", row_labels, len(rows), "rows")
     limit = clip_scale(np.concatenate(rows), percentile)
@@ -360,9 +542,9 @@ def token_attributions(
     cells = np.full((n, length), np.nan)  # NaN cells (padding) are drawn blank
     for i, row in enumerate(rows):
         cells[i, : len(row)] = row
-    plt = _pyplot()
-    figure, ax = plt.subplots(figsize=(min(24, 1.5 + 0.7 * length), 1 + 0.4 * n))
-    ax.imshow(cells, cmap=_SIGNED_CMAP, vmin=-limit, vmax=limit, aspect="auto")
+    figure = _figure(min(24, 2.2 + 0.7 * length), 1.2 + 0.4 * n)
+    ax = figure.subplots()
+    image = ax.imshow(cells, cmap=_SIGNED_CMAP, vmin=-limit, vmax=limit, aspect="auto")
     for i, row in enumerate(rows):
         for j, value in enumerate(row):
             dark = abs(value) > 0.6 * limit  # light text on saturated cells
@@ -378,10 +560,8 @@ def token_attributions(
     ax.set_xticks([])
     ax.set_yticks(range(n))
     ax.set_yticklabels(row_labels if row_labels is not None else range(n), fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    _colorbar(figure, image, ax, "signed", label="red +, blue -")
+    return _finish(figure, path)
 
 
 def _signed_colour(value: float, limit: float) -> str:
@@ -459,10 +639,53 @@ def text_html(
     """
     if path is not None:
         _output(path)
+    heading = html.escape(title) if title is not None else "Attributions"
+    lines = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f"<title>{heading}</title>",
+        "</head>",
+        "<body>",
+    ]
+    if title is not None:
+        lines.append(f"<h1>{heading}</h1>")
+    lines += _text_block(tokens, values, row_labels, percentile)
+    lines += ["</body>", "</html>", ""]
+    document = "\n".join(lines)
+    if path is not None:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(document)
+    return document
+
+
+# Scoped to the text's own <div>: a notebook shows the same block inside its page.
+_TEXT_STYLE = """<style>
+.jaxplain-text { font-family: sans-serif; line-height: 2; }
+.jaxplain-text .row { margin: 0.3em 0; }
+.jaxplain-text .label { font-weight: bold; margin-right: 0.6em; }
+.jaxplain-text .token { padding: 0.1em 0.25em; margin: 0 0.05em; border-radius: 0.2em; white-space: pre; }
+.jaxplain-text .legend { font-size: 0.85em; color: #444; }
+</style>"""
+
+
+def _text_block(tokens, values, row_labels, percentile) -> list[str]:
+    """The highlighted text as one styled `<div>`, for a page or a notebook cell."""
+    return [
+        _TEXT_STYLE,
+        '<div class="jaxplain-text">',
+        *_text_lines(tokens, values, row_labels, percentile),
+        "</div>",
+    ]
+
+
+def _text_lines(tokens, values, row_labels, percentile) -> list[str]:
+    """The legend and the rows of highlighted tokens as HTML `<div>` lines (checked first)."""
     rows = _token_rows(tokens, values)
     _labels("row_labels", row_labels, len(rows), "rows")
+    percentile = _percentile(percentile)
     limit = clip_scale(np.concatenate(rows), percentile)
-    heading = html.escape(title) if title is not None else "Attributions"
 
     def span(text: str, value: float, hover: str) -> str:
         dark = abs(value) > 0.6 * limit  # light text on saturated colours
@@ -470,24 +693,6 @@ def text_html(
         return f'<span class="token" style="{style}" title="{html.escape(hover)}">{text}</span>'
 
     lines = [
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        f"<title>{heading}</title>",
-        "<style>",
-        "body { font-family: sans-serif; line-height: 2; }",
-        ".row { margin: 0.3em 0; }",
-        ".label { font-weight: bold; margin-right: 0.6em; }",
-        ".token { padding: 0.1em 0.25em; margin: 0 0.05em; border-radius: 0.2em; white-space: pre; }",
-        ".legend { font-size: 0.85em; color: #444; }",
-        "</style>",
-        "</head>",
-        "<body>",
-    ]
-    if title is not None:
-        lines.append(f"<h1>{heading}</h1>")
-    lines.append(
         '<div class="legend">colour scale: '
         + span("negative", -limit, f"{-limit:.4g}")
         + " "
@@ -495,7 +700,7 @@ def text_html(
         + " "
         + span("positive", limit, f"{limit:.4g}")
         + f" (clipped at &plusmn;{limit:.4g}, the {percentile:g}th percentile of |value|)</div>"
-    )
+    ]
     for i, (words, row) in enumerate(zip(tokens, rows)):
         cells = [
             span(html.escape(str(word)), float(value), f"{float(value):.4g}")
@@ -505,12 +710,7 @@ def text_html(
             f'<span class="label">{html.escape(str(row_labels[i]))}</span>' if row_labels is not None else ""
         )
         lines.append(f'<div class="row">{label}{" ".join(cells)}</div>')
-    lines += ["</body>", "</html>", ""]
-    document = "\n".join(lines)
-    if path is not None:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(document)
-    return document
+    return lines
 
 
 def _area(fractions: np.ndarray, scores: np.ndarray) -> float:
@@ -557,14 +757,14 @@ def _draw_curves(ax, curves: Mapping[str, object], area: bool = True) -> list:
 
 def curves(
     curves: Mapping[str, object],
-    path: str,
+    path: str | None = None,
     *,
     title: str | None = None,
     xlabel: str = "fraction of features removed",
     ylabel: str = "score",
     area: bool = True,
-) -> str:
-    """Deletion / insertion curves, one line per label; writes a PNG to `path`.
+):
+    """Deletion / insertion curves, one line per label, with their areas.
 
     A metric's output goes in as it is: `jaxplain.metrics.deletion`, `insertion`,
     `pixel_flipping` and `road` return a `Curve` (fractions (K,), scores (batch, K),
@@ -576,43 +776,37 @@ def curves(
       curves: {label: curve}; a curve is a 1-D array of scores (at evenly spaced
         fractions from 0 to 1), a 2-D (batch, K) array (drawn as its mean over the
         batch), a (fractions, scores) pair, or a `jaxplain.metrics.Curve`.
-      path: the PNG to write.
+      path: where to write the picture; None returns the Figure.
       title: the plot's title.
       xlabel: the x axis label (e.g. "fraction of features inserted" for insertion).
       ylabel: the y axis label.
       area: write each curve's trapezoid area over its fractions in the legend.
 
     Returns:
-      `path`.
+      The `matplotlib.figure.Figure` when `path` is None, else `path`.
     """
-    _output(path)
+    if path is not None:
+        _output(path)
     if not curves:
         raise ValueError("curves is empty: pass {label: scores}")
-    plt = _pyplot()
-    figure, ax = plt.subplots(figsize=(5.5, 4))
-    try:
-        _draw_curves(ax, curves, area)
-    except ValueError:
-        plt.close(figure)
-        raise
+    figure = _figure(5.5, 4)
+    ax = figure.subplots()
+    _draw_curves(ax, curves, area)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title is not None:
         ax.set_title(title)
     ax.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return _finish(figure, path)
 
 
 def convergence(
     curves_by_case: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]],
-    path: str,
+    path: str | None = None,
     *,
     tolerance: float = 0.01,
-) -> str:
-    """The iso-convergence study: median L2 error against gradient evaluations; a PNG.
+):
+    """The iso-convergence study: median L2 error against gradient evaluations.
 
     One log-log subplot per case (4 to a row), one line per integration schedule, and a
     dotted line at the tolerance. This is the plot of benchmarks/iso_convergence.py;
@@ -621,13 +815,14 @@ def convergence(
 
     Args:
       curves_by_case: {case: {schedule: {"cost": [...], "median_l2": [...]}}}.
-      path: the PNG to write.
+      path: where to write the picture; None returns the Figure.
       tolerance: the relative L2 error marked by the dotted line.
 
     Returns:
-      `path`.
+      The `matplotlib.figure.Figure` when `path` is None, else `path`.
     """
-    _output(path)
+    if path is not None:
+        _output(path)
     if not isinstance(curves_by_case, Mapping):
         raise TypeError(
             f"curves_by_case must be a dict {{case: {{schedule: curve}}}}, got {type(curves_by_case).__name__}"
@@ -650,10 +845,10 @@ def convergence(
             error = _array(f"{where}['median_l2']", curve["median_l2"], (1,), "a 1-D list", finite=False)
             if cost.shape != error.shape:
                 raise ValueError(f"{where}: {len(cost)} costs for {len(error)} errors")
-    plt = _pyplot()
     columns = 4
     rows = -(-len(cases) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.2 * rows), squeeze=False)
+    figure = _figure(4 * columns, 3.2 * rows)
+    axes = figure.subplots(rows, columns, squeeze=False)
     for axis, case in zip(axes.flat, cases):
         for name, curve in curves_by_case[case].items():
             axis.loglog(
@@ -670,7 +865,95 @@ def convergence(
     for axis in list(axes.flat)[len(cases) :]:
         axis.axis("off")
     axes.flat[0].legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return _finish(figure, path)
+
+
+class View:
+    """A drawn attribution that Jupyter shows inline: PNG, or HTML for highlighted text.
+
+    Made by `show`. A notebook cell that ends with a View displays it (IPython calls
+    `_repr_html_`, or `_repr_png_` where HTML is not shown); `figure` is the matplotlib
+    Figure itself and `save(path)` writes it.
+
+    Attributes:
+      figure: the `matplotlib.figure.Figure`.
+      html: the highlighted text as an HTML block, for token attributions; else None.
+    """
+
+    def __init__(self, figure, html: str | None = None):
+        self.figure = figure
+        self.html = html
+        self._png: bytes | None = None
+
+    def png(self) -> bytes:
+        """The figure as PNG bytes (drawn once, then kept)."""
+        if self._png is None:
+            buffer = io.BytesIO()
+            self.figure.savefig(buffer, format="png", dpi=100)
+            self._png = buffer.getvalue()
+        return self._png
+
+    def save(self, path):
+        """Writes the picture to `path` (PNG unless its suffix names another format); returns `path`."""
+        _output(path)
+        return _finish(self.figure, path)
+
+    def _repr_png_(self) -> bytes:
+        return self.png()
+
+    def _repr_html_(self) -> str:
+        if self.html is not None:
+            return self.html
+        encoded = base64.b64encode(self.png()).decode("ascii")
+        return f'<img src="data:image/png;base64,{encoded}" alt="attributions">'
+
+
+def show(values, x=None, *, tokens=None, feature_names=None, **options) -> View:
+    """An attribution as a `View`: shown inline when it ends a notebook cell.
+
+    The picture follows the data: with `tokens`, highlighted text (`text_html` as HTML,
+    `token_attributions` as PNG); with image inputs `x` (n, H, W[, C]) and maps
+    (n, h, w[, c]), `image_attributions`; with (n, features) values, a table
+    (`tabular_attributions`). Everything is checked and drawn now, so a mistake raises
+    here rather than inside the notebook's display.
+
+    Args:
+      values: an `Attribution` or its values.
+      x: the explained inputs, needed for image heat-maps.
+      tokens: one sequence of strings per example, for token attributions.
+      feature_names: one name per feature, for a table.
+      **options: passed to the drawing function (`scale="shared"`, `mode`, `titles`,
+        `row_labels`, `percentile`, ...).
+
+    Returns:
+      A `View`.
+
+    Example:
+      >>> import numpy as np
+      >>> from jaxplain import viz
+      >>> view = viz.show(np.array([[0.5, -1.0, 2.0]]), feature_names=["a", "b", "c"])
+      >>> view._repr_png_()[:4]
+      b'\\x89PNG'
+    """
+    from jaxplain.attribution import Attribution
+
+    if isinstance(values, Attribution):
+        values = values.values
+    if tokens is not None:
+        block = "\n".join(
+            _text_block(tokens, values, options.get("row_labels"), options.get("percentile", 99.0))
+        )
+        return View(token_attributions(tokens, values, **options), html=block)
+    rank = np.ndim(values)
+    if rank == 2:
+        return View(tabular_attributions(values, feature_names=feature_names, **options))
+    if rank in (3, 4):
+        if x is None:
+            raise ValueError(
+                f"x: image attributions of shape {np.shape(values)} are drawn beside their inputs; pass x"
+            )
+        return View(image_attributions(x, values, **options))
+    raise ValueError(
+        f"values must be (n, features), (n, h, w) or (n, h, w, c) attributions, or token attributions "
+        f"with tokens=; got shape {np.shape(values)}"
+    )
