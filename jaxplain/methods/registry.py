@@ -17,6 +17,8 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
+from jaxplain.methods import arguments
+
 FAMILIES = ("gradient", "path", "noise", "rules", "layer", "perturbation")
 
 
@@ -50,14 +52,24 @@ METHODS: dict[str, MethodInfo] = {}
 
 
 def register(family: str, *, randomized: bool = False) -> Callable[[Callable], Callable]:
-    """Decorator that adds a public method to `METHODS` and returns it unchanged."""
+    """Decorator that adds a public method to `METHODS`.
+
+    The method it returns (and registers) also takes `model_kwargs=`, per-example
+    arguments of the model (`jaxplain.methods.arguments`); without them it is the
+    function itself.
+    """
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
 
     def add(function: Callable) -> Callable:
+        function = arguments.accepting(function)
         summary = (function.__doc__ or "").strip().splitlines()[0] if function.__doc__ else ""
         named = inspect.signature(function).parameters.values()
-        parameters = frozenset(p.name for p in named if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+        parameters = frozenset(
+            p.name
+            for p in named
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name != "model_kwargs"
+        )
         METHODS[function.__name__] = MethodInfo(
             function.__name__, function, family, summary, randomized, parameters
         )
