@@ -1,5 +1,7 @@
 """The command line: the main job, `jaxplain train`, and one-line errors with exit code 2."""
 
+import argparse
+import inspect
 import json
 import os
 import pathlib
@@ -295,6 +297,176 @@ def test_train_writes_a_checkpoint_that_records_its_command(tmp_path):
         ),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         (
+            ["explain", "--model", "checkpoints/wine_mlp", "--data", "wine", "--option", "stepz=8"],
+            "--option stepz: integrated_gradients takes no option 'stepz'; options: baseline, chunk_size, "
+            "max_steps, pilot_steps, schedule, steps, tolerance",
+        ),
+        (
+            ["explain", "--model", "checkpoints/wine_mlp", "--data", "wine", "--option", "steps"],
+            "--option: expected NAME=VALUE",
+        ),
+        (
+            ["explain", "--model", "checkpoints/wine_mlp", "--data", "wine", "--option", "key=3"],
+            "--option key: not an option here: use --seed",
+        ),
+        (
+            [
+                "explain",
+                "--model",
+                "checkpoints/wine_mlp",
+                "--data",
+                "wine",
+                "--steps",
+                "8",
+                "--option",
+                "steps=9",
+            ],
+            "--option steps=9 and --steps 8 disagree",
+        ),
+        (
+            [
+                "explain",
+                "--model",
+                "checkpoints/wine_mlp",
+                "--data",
+                "wine",
+                "--option",
+                "steps=8",
+                "--option",
+                "steps=9",
+            ],
+            "--option steps given twice",
+        ),
+        (
+            [
+                "explain",
+                "--model",
+                "checkpoints/wine_mlp",
+                "--data",
+                "wine",
+                "--method",
+                "saliency",
+                "--option",
+                "steps=8",
+            ],
+            "saliency takes no option 'steps'; options: absolute",
+        ),
+        (
+            [
+                "explain",
+                "--model",
+                "checkpoints/wine_mlp",
+                "--data",
+                "wine",
+                "--method",
+                "smoothgrad",
+                "--wrap",
+                "integrated_gradients",
+                "--option",
+                "window=[2]",
+            ],
+            "options: baseline, chunk_size, max_steps, method_options, noise_chunk_size",
+        ),
+        (
+            ["explain", "--model", "checkpoints/wine_mlp", "--data", "wine", "--steps", "0"],
+            "--steps: expected a positive integer, got 0",
+        ),
+        (
+            ["explain", "--model", "checkpoints/wine_mlp", "--data", "wine", "--option", "steps=0"],
+            "steps must be >= 1, got 0",
+        ),
+        (
+            [
+                "explain",
+                "--model",
+                "checkpoints/wine_mlp",
+                "--data",
+                "wine",
+                "--steps",
+                "auto",
+                "--tolerance",
+                "2",
+            ],
+            "tolerance must be",
+        ),
+        (
+            [
+                "explain",
+                "--model",
+                "checkpoints/wine_mlp",
+                "--data",
+                "wine",
+                "--steps",
+                "auto",
+                "--schedule",
+                "trapezoid",
+            ],
+            "leave schedule, pilot_steps and chunk_size unset",
+        ),
+        (
+            [
+                "explain",
+                "--model",
+                "checkpoints/wine_mlp",
+                "--data",
+                "wine",
+                "--method",
+                "occlusion",
+                "--option",
+                "window=[0]",
+            ],
+            "window must be >= 1 on every axis, got (0,)",
+        ),
+        (
+            [
+                "explain",
+                "--model",
+                "checkpoints/wine_mlp",
+                "--data",
+                "wine",
+                "--method",
+                "saliency",
+                "--option",
+                "absolute=maybe",
+            ],
+            "absolute must be True or False, got str 'maybe'",
+        ),
+        (["explain", "--list-options", "magic"], "unknown method 'magic'"),
+        (
+            ["explain", "--model", "checkpoints/wine_mlp", "--data", "wine", "--config", "{}"],
+            "--config is the --module factory's keyword arguments: give --module too",
+        ),
+        (
+            ["explain", "--model", "checkpoints/wine_mlp", "--data", "wine", "--module", "no_colon"],
+            "--module must be PKG.MOD:FACTORY",
+        ),
+        (
+            ["explain", "--model", "x", "--data", "wine", "--module", "no_such_package_here.models:make"],
+            "--module: cannot import no_such_package_here.models: ModuleNotFoundError",
+        ),
+        (
+            ["explain", "--model", "x", "--data", "wine", "--module", "json:no_such_factory"],
+            "--module: json has no callable 'no_such_factory'",
+        ),
+        (
+            ["explain", "--model", "x", "--data", "wine", "--module", "json:dumps", "--config", "[1]"],
+            "--config must be a JSON object",
+        ),
+        (
+            [
+                "explain",
+                "--model",
+                "x",
+                "--data",
+                "wine",
+                "--module",
+                "json:JSONDecoder",
+                "--config",
+                '{"colour": 1}',
+            ],
+            "--module: JSONDecoder(**{'colour': 1}) failed: TypeError",
+        ),
+        (
             ["explain", "--model", "checkpoints/digits_cnn", "--data", "digits", "--out", "README.md"],
             "exists and is not a folder",
         ),
@@ -547,3 +719,350 @@ def test_train_explainer_with_a_noise_teacher_passes_what_it_wraps(tmp_path):
     ]
     assert cli.main(argv) == 0
     assert jaxplain.amortized.load(out).metadata["fidelity"]["teacher"] == "smoothgrad"
+
+
+def _run_options(tmp_path, method, *argv):
+    """The options an explain run recorded (run.json), and its attributions."""
+    got = _explain(
+        tmp_path,
+        "--model",
+        str(ROOT / "checkpoints/wine_mlp"),
+        "--data",
+        "wine",
+        "--n",
+        "4",
+        "--method",
+        method,
+        *argv,
+    )
+    return got.run["settings"]["options"], got
+
+
+def test_steps_auto_with_tolerance_runs_adaptive_integrated_gradients(tmp_path):
+    """--steps auto --tolerance: integrated_gradients' adaptive steps, the library call's values,
+    each example's completeness gap within the tolerance."""
+    recorded, got = _run_options(tmp_path, "integrated_gradients", "--steps", "auto", "--tolerance", "0.001")
+    assert recorded == {"steps": "auto", "tolerance": 0.001}
+    model = jaxplain.load_model(str(ROOT / "checkpoints/wine_mlp"))
+    x = jaxplain.data.load("wine").x_test[:4]
+    expected = jaxplain.integrated_gradients(model, x, target="predicted", steps="auto", tolerance=0.001)
+    assert bool(expected.extras["converged"].all())
+    np.testing.assert_allclose(got.values, expected.values, rtol=1e-5, atol=1e-7)
+    assert np.all(got.relative_delta <= 0.001)
+
+
+@pytest.mark.parametrize(
+    "method, argv, expected",
+    [
+        ("saliency", ["--option", "absolute=true"], {"absolute": True}),
+        (
+            "integrated_gradients",
+            ["--option", "schedule=nonuniform", "--option", "steps=12", "--option", "pilot_steps=3"],
+            {"schedule": "nonuniform", "steps": 12, "pilot_steps": 3},
+        ),
+        (
+            "occlusion",
+            ["--option", "window=[3]", "--option", "stride=[2]", "--baseline", "0.5"],
+            {"window": (3,), "stride": (2,), "baseline": 0.5},
+        ),
+    ],
+)
+def test_option_reaches_the_methods_own_options(tmp_path, method, argv, expected):
+    """--option NAME=VALUE (JSON values; lists as tuples) gives options no flag has, and the
+    values are the library call's with those options."""
+    recorded, got = _run_options(tmp_path, method, *argv)
+    assert recorded == {k: list(v) if isinstance(v, tuple) else v for k, v in expected.items()}
+    model = jaxplain.load_model(str(ROOT / "checkpoints/wine_mlp"))
+    x = jaxplain.data.load("wine").x_test[:4]
+    reference = jaxplain.METHODS[method].function(model, x, target="predicted", **expected)
+    np.testing.assert_allclose(got.values, reference.values, rtol=1e-5, atol=1e-7)
+
+
+def test_option_for_the_wrapped_method_and_method_options(tmp_path):
+    """A noise method takes its wrapped method's options by --option, and method_options
+    (a JSON object) for a name both take."""
+    _, got = _run_options(
+        tmp_path,
+        "smoothgrad",
+        "--wrap",
+        "expected_gradients",
+        "--background",
+        "8",
+        "--samples",
+        "3",
+        "--option",
+        'method_options={"samples": 5}',
+        "--option",
+        "noise_scale=0.05",
+    )
+    model = jaxplain.load_model(str(ROOT / "checkpoints/wine_mlp"))
+    data = jaxplain.data.load("wine")
+    expected = jaxplain.smoothgrad(
+        model,
+        data.x_test[:4],
+        target="predicted",
+        method="expected_gradients",
+        samples=3,
+        noise_scale=0.05,
+        background=data.x_train[:8],
+        method_options={"samples": 5},
+        key=jax.random.fold_in(jax.random.key(0), 0),
+    )
+    np.testing.assert_allclose(got.values, expected.values, rtol=1e-5, atol=1e-7)
+    assert got.run["method"] == "smoothgrad(expected_gradients)"
+
+
+def test_option_values_are_json_else_text():
+    parse = cli._common.option_pair
+    assert parse("steps=auto") == ("steps", "auto")
+    assert parse("steps=32") == ("steps", 32) and isinstance(parse("steps=32")[1], int)
+    assert parse("baseline=-0.5") == ("baseline", -0.5)
+    assert parse("absolute=true") == ("absolute", True)
+    assert parse("pilot_steps=null") == ("pilot_steps", None)
+    assert parse("window=[2, 2, 1]") == ("window", (2, 2, 1))
+    assert parse('method_options={"window": [[1, 2], [3]]}') == ("method_options", {"window": ((1, 2), (3,))})
+    assert parse("schedule=riemann_left") == ("schedule", "riemann_left")
+    assert parse("layer=Conv_1/kernel=x") == ("layer", "Conv_1/kernel=x")  # the first = splits
+    for bad in ("steps", "=3", "two words=3"):
+        with pytest.raises(Exception, match="expected NAME=VALUE"):
+            parse(bad)
+
+
+def test_flags_are_short_forms_of_option():
+    """Each dedicated flag gives the same option as --option; a flag not given gives none."""
+    parser = cli.build_parser()
+    base = ["explain", "--model", "m", "--data", "d"]
+    common = cli._common
+    assert common.given_options(parser.parse_args(base), ["integrated_gradients"]) == {}
+    values = {"steps": "16", "schedule": "trapezoid", "baseline": "0.5", "tolerance": "0.001", "samples": "3"}
+    for name, text in values.items():
+        flag = common.given_options(
+            parser.parse_args([*base, common.OPTION_FLAGS[name], text]), ["integrated_gradients", "lime"]
+        )
+        option = common.given_options(
+            parser.parse_args([*base, "--option", f"{name}={text}"]), ["integrated_gradients", "lime"]
+        )
+        assert flag == option == {name: common.option_value(text)}, name
+    same = parser.parse_args([*base, "--steps", "8", "--option", "steps=8"])
+    assert common.given_options(same, ["integrated_gradients"]) == {"steps": 8}
+
+
+def _method_setting_actions(command):
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    group = next(g for g in sub._action_groups if g.title == "method settings")
+    return {action.option_strings[0]: action for action in group._group_actions}
+
+
+# The method settings that are the command's own, not a method option, and their defaults.
+COMMAND_SETTINGS = {
+    "--option": None,
+    "--list-options": None,
+    "--output": inspect.signature(jaxplain.load_model).parameters["output"].default,
+    "--seed": 0,  # the key: jax.random.key(--seed)
+    "--background": 64,  # how many training examples become the background array
+    "--patch": None,  # feature_mask, made from the data's shape
+    "--wrap": None,  # the noise methods' method option
+}
+
+
+@pytest.mark.parametrize("command", ["explain", "evaluate", "train-explainer"])
+def test_command_line_defaults_are_the_methods_defaults(command):
+    """No method setting restates a method's default: each flag of a method option is None
+    (not given: the method's own default applies), and names an option some method has."""
+    actions = _method_setting_actions(command)
+    options = {
+        name
+        for info in jaxplain.METHODS.values()
+        for name in inspect.signature(info.function).parameters
+        if name in info.parameters
+    }
+    for flag, action in actions.items():
+        if flag in COMMAND_SETTINGS:
+            assert action.default == COMMAND_SETTINGS[flag], flag
+            continue
+        name = next(n for n, f in cli._common.OPTION_FLAGS.items() if f == flag)
+        assert name in options, flag
+        assert action.default is None, flag
+        assert "default" not in (action.help or ""), flag
+    assert set(cli._common.OPTION_FLAGS.values()) <= set(actions)
+    # --wrap not given: the noise method's own default, recorded in the label
+    for method in ("smoothgrad", "smoothgrad_sq", "vargrad"):
+        default = inspect.signature(jaxplain.METHODS[method].function).parameters["method"].default
+        assert cli._common.wrapped(method, None) == default
+
+
+def test_explain_without_settings_runs_the_methods_defaults(tmp_path):
+    """No flag given: the run records no option and equals the library call with its defaults."""
+    recorded, got = _run_options(tmp_path, "integrated_gradients")
+    assert recorded == {}
+    model = jaxplain.load_model(str(ROOT / "checkpoints/wine_mlp"))
+    expected = jaxplain.integrated_gradients(model, jaxplain.data.load("wine").x_test[:4], target="predicted")
+    np.testing.assert_allclose(got.values, expected.values, rtol=1e-5, atol=1e-7)
+
+
+def test_help_lists_every_methods_options(capsys):
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["explain", "--help"])
+    text = capsys.readouterr().out
+    for name, info in jaxplain.METHODS.items():
+        line = next(line for line in text.splitlines() if line.startswith(f"  {name}: "))
+        for option in info.parameters - set(cli._common.FILLED):
+            assert option in line.split(": ", 1)[1].split(", "), (name, option)
+    assert "--option NAME=VALUE" in text and "--list-options METHOD" in text
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "occlusion", "smoothgrad", "grad_cam"])
+def test_list_options_gives_each_option_with_its_python_default(method, capsys):
+    with pytest.raises(SystemExit) as exit:
+        cli.build_parser().parse_args(["explain", "--list-options", method])
+    assert exit.value.code == 0
+    text = capsys.readouterr().out
+    listed = dict(re.findall(r"^  (\w+) \((default .*?|required)[;)]", text, flags=re.M))
+    function = jaxplain.METHODS[method].function
+    inner = cli._common.wrapped(method, None)
+    expected = {}
+    for source in (function, *([jaxplain.METHODS[inner].function] if inner else [])):
+        for p in inspect.signature(source).parameters.values():
+            if p.kind is p.KEYWORD_ONLY and p.name not in cli._common.FILLED:
+                expected.setdefault(p.name, "required" if p.default is p.empty else f"default {p.default!r}")
+    assert listed == expected
+    assert "given by the command: " in text and "target (--target)" in text
+
+
+USER_MODELS = '''
+"""A user's own models, in the styles of the Flax examples."""
+import flax.linen as nn
+from flax import nnx
+
+
+class CNN(nn.Module):
+    """A Linen CNN with BatchNorm (a train flag, running averages at inference)."""
+
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.Conv(features=4, kernel_size=(3, 3))(x)
+        x = nn.BatchNorm(use_running_average=not train)(x)
+        x = nn.relu(x)
+        x = nn.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
+        x = x.reshape((x.shape[0], -1))
+        return nn.Dense(features=self.num_classes)(x)
+
+
+def make_cnn(num_classes=10):
+    return CNN(num_classes=num_classes)
+
+
+class NnxMLP(nnx.Module):
+    """An NNX MLP, built with its own rngs."""
+
+    def __init__(self, features, num_classes, *, rngs):
+        self.hidden = nnx.Linear(features, 16, rngs=rngs)
+        self.out = nnx.Linear(16, num_classes, rngs=rngs)
+
+    def __call__(self, x):
+        x = x.reshape((x.shape[0], -1))
+        return self.out(nnx.tanh(self.hidden(x)))
+
+
+def make_mlp(features=64, num_classes=10, seed=0):
+    return NnxMLP(features, num_classes, rngs=nnx.Rngs(seed))
+'''
+
+LOADS_USER_MODULES = "module" in inspect.signature(jaxplain.load_model).parameters
+
+
+def _user_models(folder, name):
+    """The user's models file written as `folder/name.py`, imported as the test's own copy."""
+    import importlib.util
+
+    path = folder / f"{name}.py"
+    path.write_text(USER_MODELS)
+    spec = importlib.util.spec_from_file_location(f"{name}_in_test", path)
+    source = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(source)
+    return path, source
+
+
+@pytest.mark.xfail(not LOADS_USER_MODULES, reason="load_model(module=) pending", strict=False)
+@pytest.mark.parametrize("form", ["package", "file", "nnx"])
+def test_explain_a_users_own_module_from_an_orbax_checkpoint(tmp_path, monkeypatch, form):
+    """--model PATH --module PKG.MOD:FACTORY --config JSON: the user's module, its variables
+    saved by orbax's StandardCheckpointer, explained as the library explains the unported model."""
+    import orbax.checkpoint as ocp
+
+    name = f"user_models_{form}"
+    path, source = _user_models(tmp_path, name)
+    x = jaxplain.data.load("digits").x_test[:4]
+    if form == "nnx":
+        from flax import nnx
+
+        original = source.make_mlp(seed=3)
+        variables = nnx.state(original)
+        model = jaxplain.Model.from_nnx(original)
+        spec, config = f"{name}:make_mlp", '{"seed": 3}'
+    else:
+        module = source.make_cnn(num_classes=10)
+        variables = module.init(jax.random.key(1), x[:1])
+        statistics = variables["batch_stats"]["BatchNorm_0"]  # running averages that matter
+        variables["batch_stats"]["BatchNorm_0"] = {
+            "mean": statistics["mean"] + 0.3,
+            "var": statistics["var"] * 2.0,
+        }
+        model = jaxplain.Model.from_linen(module, variables)
+        factory = "CNN" if form == "package" else "make_cnn"
+        spec = f"{name}:{factory}" if form == "package" else f"{path}:{factory}"
+        config = '{"num_classes": 10}'
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(tmp_path / "checkpoint", variables)
+    checkpointer.wait_until_finished()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    got = _explain(
+        tmp_path / "out",
+        "--model",
+        str(tmp_path / "checkpoint"),
+        "--module",
+        spec,
+        "--config",
+        config,
+        "--data",
+        "digits",
+        "--n",
+        "4",
+        "--steps",
+        "8",
+    )
+    expected = jaxplain.integrated_gradients(model, x, target="predicted", steps=8)
+    np.testing.assert_allclose(got.values, expected.values, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got.target, expected.target)
+    assert got.run["metadata"]["module"] == spec and got.run["metadata"]["config"] == config
+    sys.modules.pop(name, None)
+
+
+@pytest.mark.xfail(not LOADS_USER_MODULES, reason="load_model(module=) pending", strict=False)
+def test_a_users_module_that_does_not_fit_the_data_is_one_line(tmp_path, monkeypatch, capsys):
+    import orbax.checkpoint as ocp
+
+    path, source = _user_models(tmp_path, "user_models_misfit")
+    module = source.make_cnn(num_classes=10)
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(
+        tmp_path / "checkpoint", module.init(jax.random.key(0), np.zeros((1, 8, 8, 1), np.float32))
+    )
+    checkpointer.wait_until_finished()
+    argv = [
+        "explain",
+        "--model",
+        str(tmp_path / "checkpoint"),
+        "--module",
+        f"{path}:make_cnn",
+        "--data",
+        "wine",
+    ]
+    assert cli.main([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("jaxplain explain: error: ")
+    assert "--module" in err and "(13,)" in err  # the module cannot take wine's examples

@@ -1,6 +1,9 @@
 """The `jaxplain` command line.
 
     jaxplain explain --model checkpoints/digits_cnn --data digits --out out/digits
+    jaxplain explain --model checkpoints/wine_mlp --data wine --steps auto --option max_steps=256
+    jaxplain explain --list-options integrated_gradients
+    jaxplain explain --model my_orbax_checkpoint --module mypkg.models:make_cnn --data digits
     jaxplain show out/digits --index 3
     jaxplain evaluate --model checkpoints/digits_cnn --data digits --out out/compare
     jaxplain methods
@@ -8,7 +11,9 @@
     jaxplain train-explainer --model checkpoints/wine_mlp --data wine --out my_wine_explainer
 
 Each command lives in a small module here (explain.py: explain and show; evaluate.py;
-train.py: train and train-explainer); _common.py holds what they share. Bad arguments
+train.py: train and train-explainer); _common.py holds what they share. Every option of
+a method is reachable as --option NAME=VALUE (some have a flag of their own too); none is
+restated here: an option not given is the method's own default. Bad arguments
 end with one line on stderr and exit code 2; nothing prints a traceback for a user's
 mistake. Every path a command writes is checked before its work starts (writable, and
 holding no file of the user's that it would replace); a file-system error while writing

@@ -34,7 +34,7 @@ def add_parser(commands) -> None:
         description="Run several methods on the first N examples of a split, judge each by the "
         "metrics, print the table and draw the methods side by side.",
         examples=EXAMPLES,
-        model="checkpoint folder",
+        model="checkpoint folder, or with --module an orbax checkpoint (see jaxplain explain --help)",
         data="dataset name (see jaxplain explain --help)",
     )
     parser.add_argument(
@@ -64,6 +64,7 @@ def add_parser(commands) -> None:
         default="jaxplain_eval",
         help="output folder: new, empty, or an earlier evaluate's (default ./jaxplain_eval)",
     )
+    _common.add_module_arguments(parser)
     _common.add_method_arguments(parser)
 
 
@@ -75,7 +76,7 @@ def evaluate(args) -> int:
     from jaxplain.metrics.evaluate import METRICS
 
     args.out = _check_out(args.out)
-    for name in (*args.methods, args.wrap):
+    for name in (*args.methods, *([args.wrap] if args.wrap is not None else [])):
         _common.check_method(name)
         if name in args.methods and "target" not in _common.methods()[name].parameters:
             raise UsageError(
@@ -84,14 +85,14 @@ def evaluate(args) -> int:
     unknown = [m for m in args.metrics if m not in METRICS]
     if unknown:
         raise UsageError(f"unknown metric {unknown[0]!r}; choose from: {', '.join(METRICS)}")
-    checkpoint = _common.load_checkpoint(args.model)
+    given = _common.given_options(args, args.methods)
     dataset = _common.load_data(args.data, args.data_dir)
-    _common.check_shapes(checkpoint, dataset, args.model, args.data)
+    checkpoint = _common.load_target(args, dataset)
     x_all, y_all = _common.split(dataset, args.split)
     n = min(args.n, len(x_all))
     num_classes = int(checkpoint.metadata.get("num_classes", 0)) or int(dataset.num_classes)
     target = _common.target(args.target, num_classes)
-    inputs = _common.inputs(checkpoint, dataset, args, x_all.shape[1:])
+    inputs = _common.inputs(checkpoint, dataset, args, x_all.shape[1:], given)
     tokens, labels = np.asarray(x_all[:n]), np.asarray(y_all[:n])
     candidates = dict(inputs.candidates)
     if inputs.text:  # the methods and metrics work on the embeddings; padding is the baseline

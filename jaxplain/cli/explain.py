@@ -16,10 +16,17 @@ EXPLAIN_EXAMPLES = """examples:
   jaxplain explain --model checkpoints/digits_cnn --data digits --method kernel_shap --patch 2,2,1 --samples 256 --out out/ks
   jaxplain explain --model checkpoints/wine_mlp --data wine --method saliency --split train --out out/wine
   jaxplain explain --model checkpoints/synthetic_text --data synthetic_text --steps 64 --out out/text
+  jaxplain explain --model checkpoints/wine_mlp --data wine --steps auto --tolerance 0.001 --out out/auto
+  jaxplain explain --model checkpoints/digits_cnn --data digits --method occlusion --option window=[2,2,1] --option stride=[2,2,1]
+  jaxplain explain --model my_orbax_ckpt --module mypkg.models:make_cnn --config '{"num_classes": 10}' --data digits
 
 The whole split is explained unless --n is given. Attributions are written batch by batch
 (OUT/shards, OUT/index.p0.jsonl); running the same command again resumes where it stopped.
 Read them with jaxplain.load_attributions(OUT); draw one with: jaxplain show OUT --index 3
+
+With --module, --model is an orbax checkpoint of your own module's variables (what
+orbax.checkpoint.StandardCheckpointer().save(path, variables) writes), restored by
+jaxplain.load_model(path, module=FACTORY(**CONFIG)).
 """
 
 SHOW_EXAMPLES = """examples:
@@ -39,8 +46,8 @@ def add_parsers(commands) -> None:
         description="Explain the examples of a dataset split with a checkpoint and any jaxplain method. "
         "Writes the attributions to --out batch by batch, a picture of the first examples to "
         "OUT/views/attributions.png, and prints a table of them.",
-        examples=EXPLAIN_EXAMPLES,
-        model="checkpoint folder (see checkpoints/README.md)",
+        examples=EXPLAIN_EXAMPLES + "\n" + _common.options_epilog(),
+        model="checkpoint folder (see checkpoints/README.md), or with --module an orbax checkpoint",
         data="dataset name: digits, breast_cancer, wine, synthetic_additive, synthetic_text, or a TFDS name",
     )
     explain.add_argument(
@@ -67,6 +74,7 @@ def add_parsers(commands) -> None:
     explain.add_argument(
         "--overwrite", action="store_true", help="replace an output folder that holds another jaxplain run"
     )
+    _common.add_module_arguments(explain)
     _common.add_method_arguments(explain)
 
     show = commands.add_parser(
@@ -113,21 +121,24 @@ def explain(args, argv) -> int:
 
     args.out = _common.output("--out", args.out)
     for name in (args.method, args.wrap):
-        _common.check_method(name)
-    checkpoint = _common.load_checkpoint(args.model)
+        if name is not None:
+            _common.check_method(name)
+    given = _common.given_options(args, [args.method])
     dataset = _common.load_data(args.data, args.data_dir)
-    _common.check_shapes(checkpoint, dataset, args.model, args.data)
+    checkpoint = _common.load_target(args, dataset)
     x_all, y_all = _common.split(dataset, args.split)
     n = len(x_all) if args.n is None else min(args.n, len(x_all))
     num_classes = int(checkpoint.metadata.get("num_classes", 0)) or int(dataset.num_classes)
     target = _common.target(args.target, num_classes)
-    inputs = _common.inputs(checkpoint, dataset, args, x_all.shape[1:])
+    inputs = _common.inputs(checkpoint, dataset, args, x_all.shape[1:], given)
     options = _common.method_options(args.method, args.wrap, inputs.candidates)
     if _common.methods()[args.method].randomized:
         options["key"] = jax.random.key(args.seed)
-    label = f"{args.method}({args.wrap})" if "wrap" in options else args.method
+    inner = _common.wrapped(args.method, args.wrap)
+    label = args.method if inner is None else f"{args.method}({inner})"
     metadata = {
         "model": args.model,
+        **({"module": args.module, "config": args.config} if args.module is not None else {}),
         "data": args.data,
         "split": args.split,
         "data_dir": args.data_dir,

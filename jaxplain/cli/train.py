@@ -180,7 +180,8 @@ def _check_out(out: str) -> None:
         raise UsageError(str(error)) from None
 
 
-def _network(kind: str, module, classes: int, shape, reference: float):
+def _network(kind: str, module, classes: int, shape, baseline: dict):
+    """The explainer network for the data kind; `baseline`: {"reference": value} or {} (its default)."""
     import flax.linen as nn
 
     from jaxplain import amortized
@@ -190,9 +191,7 @@ def _network(kind: str, module, classes: int, shape, reference: float):
     if kind == "image":
         if shape[0] % 2 or shape[1] % 2:
             raise UsageError(f"the image explainer needs even height and width, the data has {tuple(shape)}")
-        return amortized.ConvExplainer(
-            classes, tuple(shape), channels=(16, 32), multiplier=True, reference=reference
-        )
+        return amortized.ConvExplainer(classes, tuple(shape), channels=(16, 32), multiplier=True, **baseline)
     return amortized.MLPExplainer(
         classes,
         tuple(shape),
@@ -200,7 +199,7 @@ def _network(kind: str, module, classes: int, shape, reference: float):
         head_features=(64,),
         activation=nn.relu,
         multiplier=True,
-        reference=reference,
+        **baseline,
     )
 
 
@@ -226,6 +225,9 @@ def train_explainer(args, argv: list[str]) -> int:
         kind, "exact_shapley" if features <= 16 else "kernel_shap"
     )
     _common.check_method(teacher)
+    if args.wrap is not None:
+        _common.check_method(args.wrap)
+    given = _common.given_options(args, [teacher])
     if kind == "text" and teacher != "token_attributions":
         raise UsageError(
             "--teacher: a text model's explainer learns token_attributions (the methods on token ids)"
@@ -233,14 +235,16 @@ def train_explainer(args, argv: list[str]) -> int:
     if not 0 < args.label_fraction <= 1:
         raise UsageError(f"--label-fraction must be in (0, 1], got {args.label_fraction}")
     model = checkpoint.model(output=args.output)
-    candidates = dict(_common.inputs(checkpoint, dataset, args, shape).candidates)
+    candidates = dict(_common.inputs(checkpoint, dataset, args, shape, given).candidates)
     if kind == "text":
         candidates["feature_mask"] = None
     settings = _common.method_options(teacher, args.wrap, candidates)
     if _common.methods()[teacher].randomized:
         settings["key"] = jax.random.key(args.seed)
     classes = int(checkpoint.metadata.get("num_classes", 0)) or int(dataset.num_classes)
-    network = _network(kind, checkpoint.module, classes, shape, args.baseline)
+    # the explainer's reference is the teacher's baseline as given, else the networks' own default
+    baseline = {} if given.get("baseline") is None else {"reference": given["baseline"]}
+    network = _network(kind, checkpoint.module, classes, shape, baseline)
     common = {"batch_size": args.batch_size, "seed": args.seed}
     x_train, x_test = dataset.x_train, dataset.x_test[: args.check]
     try:
@@ -249,7 +253,7 @@ def train_explainer(args, argv: list[str]) -> int:
                 network,
                 model,
                 x_train,
-                reference=args.baseline,
+                **baseline,
                 feature_mask=candidates["feature_mask"],
                 samples=args.coalitions,
                 epochs=args.epochs,
