@@ -1,7 +1,9 @@
 """jaxplain.data: fixed stratified splits, exact ground truth, and TFDS read offline.
 
 No test here touches the network: the TFDS tests build tiny datasets into a temporary
-data_dir, and every connection attempt in them fails at once (`no_network`).
+data_dir, or build TFDS's own catalog builders (MNIST) as far as they go without a
+download, and every connection attempt in them fails at once (`no_network`). The data
+sources that `jaxplain.explain_dataset` reads are TFDS's and grain's own classes.
 """
 
 import doctest
@@ -17,8 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import sklearn.datasets
+from conftest import mlp_model
 from sklearn.linear_model import LogisticRegression
 
+import jaxplain
 import jaxplain.data
 import jaxplain.data.loading
 import jaxplain.data.synthetic
@@ -266,7 +270,7 @@ def test_text_triggers_sit_exactly_at_the_planted_positions(part):
 
 @functools.cache
 def tiny_builders():
-    """Three tiny TFDS builders, defined once: TFDS registers each class by its name."""
+    """Four tiny TFDS builders, defined once: TFDS registers each class by its name."""
     tfds = pytest.importorskip("tensorflow_datasets")
     image_module = pytest.importorskip("PIL.Image")
 
@@ -323,8 +327,31 @@ def tiny_builders():
             dl_manager.download("https://data.invalid/jaxplain_tiny_remote.npz")
             return super()._split_generators(dl_manager)
 
+    class JaxplainTinyTable(tfds.core.GeneratorBasedBuilder):
+        """10 rows of 5 float32 features, row i = i / 10 * linspace(-1, 1, 5); label i % 3."""
+
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            features = tfds.features.FeaturesDict(
+                {
+                    "features": tfds.features.Tensor(shape=(5,), dtype=np.float32),
+                    "label": tfds.features.ClassLabel(num_classes=3),
+                }
+            )
+            return tfds.core.DatasetInfo(
+                builder=self, features=features, supervised_keys=("features", "label")
+            )
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples()}
+
+        def _generate_examples(self):
+            for i in range(10):
+                yield i, {"features": np.linspace(-1, 1, 5, dtype=np.float32) * i / 10, "label": i % 3}
+
     tfds.disable_progress_bar()
-    return JaxplainTinyImages, JaxplainTinyText, JaxplainTinyRemote
+    return JaxplainTinyImages, JaxplainTinyText, JaxplainTinyRemote, JaxplainTinyTable
 
 
 @pytest.fixture
@@ -348,10 +375,11 @@ def no_network(monkeypatch):
 
 @pytest.fixture(scope="module")
 def prepared_dir(tmp_path_factory):
-    """A data_dir holding the tiny image and text datasets, prepared as array_record."""
+    """A data_dir holding the tiny image, text and table datasets, prepared as array_record."""
     tfds = pytest.importorskip("tensorflow_datasets")
     data_dir = tmp_path_factory.mktemp("tfds")
-    for builder_class in tiny_builders()[:2]:
+    images, text, _, table = tiny_builders()
+    for builder_class in (images, text, table):
         tfds.builder(
             builder_class.name, data_dir=str(data_dir), file_format="array_record"
         ).download_and_prepare()
@@ -419,8 +447,162 @@ def test_tfds_download_without_network_raises_a_clear_error(tmp_path, no_network
     message = str(info.value)
     assert "'jaxplain_tiny_remote'" in message and str(tmp_path) in message
     assert "prepared beforehand on a machine with network" in message
-    assert isinstance(info.value.__cause__, OSError)
+    assert network_failure(info.value)
     assert time.monotonic() - start < 10
+
+
+def network_failure(error):
+    """jaxplain's error says it all: TFDS's traceback is kept, but not printed (not the cause)."""
+    assert error.__cause__ is None and error.__suppress_context__
+    context = error.__context__
+    while context is not None and not isinstance(context, OSError):
+        context = context.__cause__ or context.__context__
+    return isinstance(context, OSError)
+
+
+# TFDS's own catalog builders, as far as they go without a download: MNIST's builder is
+# TFDS's code, and preparing it is where tensorflow-datasets 4.9.10 without TensorFlow
+# failed with "No module named 'importlib_resources'" (missing from its requirements).
+
+
+def test_tfds_catalog_builder_builds_offline(tmp_path, no_network):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    builder = tfds.builder("mnist", data_dir=str(tmp_path), file_format="array_record")
+    features = builder.info.features
+    assert builder.info.supervised_keys == ("image", "label")
+    assert features["image"].shape == (28, 28, 1) and features["label"].num_classes == 10
+    assert not builder.is_prepared()
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="TFDS dataset 'mnist' is not prepared") as info:
+        jaxplain.data.load("mnist", data_dir=tmp_path, download=False)
+    assert str(tmp_path) in str(info.value) and time.monotonic() - start < 5
+    assert not (tmp_path / "downloads").exists()
+
+
+def test_tfds_catalog_download_without_network_is_one_clear_error(tmp_path, no_network):
+    pytest.importorskip("tensorflow_datasets")
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="TFDS dataset 'mnist' could not be downloaded") as info:
+        jaxplain.data.load("mnist", data_dir=str(tmp_path))
+    assert "storage.googleapis.com" in str(info.value) or "network disabled" in str(info.value)
+    assert network_failure(info.value)
+    assert time.monotonic() - start < 10
+
+
+def test_tfds_catalog_preparation_without_tensorflow_is_one_clear_error(tmp_path, monkeypatch, no_network):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("TensorFlow is installed: TFDS would prepare MNIST from the (missing) files")
+    downloads = []
+
+    def downloaded(self, urls):  # MNIST's four files, as if downloaded: the run goes on to prepare
+        downloads.extend(urls)
+        return {key: str(tmp_path / key) for key in urls}
+
+    monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract", downloaded)
+    with pytest.raises(RuntimeError, match="TFDS needs TensorFlow to prepare the dataset 'mnist'") as info:
+        jaxplain.data.load("mnist", data_dir=str(tmp_path))
+    assert "pip install tensorflow" in str(info.value) and str(tmp_path) in str(info.value)
+    assert info.value.__cause__ is None and isinstance(info.value.__context__, ImportError)
+    assert sorted(downloads) == ["test_data", "test_labels", "train_data", "train_labels"]
+
+
+def test_tfds_without_importlib_resources_names_it(monkeypatch):
+    pytest.importorskip("tensorflow_datasets")
+    monkeypatch.setitem(sys.modules, "importlib_resources", None)
+    with pytest.raises(ImportError, match=r'needs importlib_resources.*pip install "jaxplain\[data\]"'):
+        jaxplain.data.load("mnist", download=False)
+
+
+# explain_dataset on TFDS and grain data sources (their real classes) ------------------------
+
+
+def _table_source(data_dir):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    builder = tfds.builder("jaxplain_tiny_table", data_dir=str(data_dir), file_format="array_record")
+    return builder, builder.as_data_source(split="train")
+
+
+def _grain():
+    return pytest.importorskip("grain")
+
+
+def _array_record_parsed(builder, source):
+    """grain reading TFDS's array_record files itself, records parsed with TFDS's features."""
+    grain = _grain()
+    files = sorted(str(path) for path in builder.data_path.glob("*.array_record-*"))
+    records = grain.MapDataset.source(grain.sources.ArrayRecordDataSource(files))
+    return records.map(builder.info.features.deserialize_example_np)
+
+
+TABLE_SOURCES = {
+    "tfds as_data_source": lambda builder, source: source,
+    "tfds.data_source": lambda builder, source: sys.modules["tensorflow_datasets"].data_source(
+        "jaxplain_tiny_table", data_dir=str(builder.data_dir_root), split="train"
+    ),
+    "grain MapDataset": lambda builder, source: _grain().MapDataset.source(source),
+    "grain batched IterDataset": lambda builder, source: (
+        _grain().MapDataset.source(source).batch(3).to_iter_dataset()
+    ),
+    "grain DataLoader": lambda builder, source: _grain().DataLoader(
+        data_source=source,
+        sampler=_grain().samplers.IndexSampler(len(source), shuffle=False, num_epochs=1),
+        operations=[_grain().transforms.Batch(4)],
+        worker_count=0,
+    ),
+    "grain ArrayRecordDataSource": _array_record_parsed,
+}
+
+
+@pytest.mark.parametrize("kind", list(TABLE_SOURCES))
+def test_explain_dataset_reads_tfds_and_grain_sources(kind, prepared_dir, tmp_path, no_network):
+    builder, source = _table_source(prepared_dir)
+    data = TABLE_SOURCES[kind](builder, source)
+    x = np.stack([record["features"] for record in source])  # the source's own order
+    y = np.array([record["label"] for record in source])
+    assert sorted(np.round(x[:, -1] * 10).astype(int).tolist()) == list(range(10))
+    model = mlp_model(features=5)
+    summary = jaxplain.explain_dataset(
+        "saliency",
+        model,
+        data,
+        out=str(tmp_path / "out"),
+        target="label",
+        batch_size=4,
+        input_key="features",
+        progress=False,
+    )
+    assert summary.examples == 10 and summary.batches == 3
+    found = jaxplain.load_attributions(str(tmp_path / "out"), require_complete=True)
+    np.testing.assert_array_equal(found.labels, y)
+    np.testing.assert_array_equal(found.target, y)
+    expected = jaxplain.saliency(model, x, target=y).values
+    np.testing.assert_allclose(found.values, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_explain_dataset_reads_a_grain_pipeline_over_tfds_images(prepared_dir, tmp_path, no_network):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    grain = _grain()
+    source = tfds.data_source("jaxplain_tiny_images", data_dir=str(prepared_dir), split="test")
+    # TFDS gives uint8 images, which cannot be differentiated: the pipeline makes them floats.
+    scaled = grain.MapDataset.source(source).map(
+        lambda record: {"image": record["image"].astype(np.float32) / 255, "label": record["label"]}
+    )
+    x = np.stack([record["image"] for record in scaled])
+    model = mlp_model(features=16, num_classes=3)
+    jaxplain.explain_dataset(
+        "saliency", model, scaled, out=str(tmp_path / "out"), batch_size=4, progress=False
+    )
+    found = jaxplain.load_attributions(str(tmp_path / "out"), require_complete=True)
+    assert x.shape == (6, 4, 4, 1) and found.values.shape == x.shape
+    np.testing.assert_array_equal(found.labels, (np.round(x[:, 0, 0, 0] * 255).astype(int) // 20) % 3)
+    expected = jaxplain.saliency(model, x, target="predicted")
+    np.testing.assert_array_equal(found.target, expected.target)
+    np.testing.assert_allclose(found.values, expected.values, rtol=1e-6, atol=1e-7)
 
 
 def test_unknown_name_is_looked_up_in_tfds_without_network(tmp_path, no_network):

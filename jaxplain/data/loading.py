@@ -60,9 +60,12 @@ def load(
     Any other name is a TensorFlow Datasets name, with or without a "tfds:" prefix:
     "mnist", "tfds:cifar10", "imdb_reviews". It needs `pip install "jaxplain[data]"`
     but not TensorFlow: the data are read from TFDS's array_record files. They are
-    downloaded and prepared into `data_dir` on first use when `download` is True; note
-    that preparing image datasets makes TFDS encode PNGs with TensorFlow, so they are
-    best prepared where TensorFlow is installed. The dataset's own "train" and "test"
+    downloaded and prepared into `data_dir` on first use when `download` is True, by
+    TFDS's own code for the dataset, which for many datasets (MNIST and most image
+    datasets: it reads their files with `tf.io.gfile` and encodes PNGs with TensorFlow)
+    needs TensorFlow; without it the call says so after the download, which is kept.
+    Such data are best prepared once where TensorFlow is installed, and the folder
+    passed as `data_dir` anywhere else. The dataset's own "train" and "test"
     splits are used when it has both; otherwise all its splits are pooled and split as
     above. Images come as float32 NHWC in [0, 1] (integers over their dtype's range),
     text as a NumPy object array of str (see `jaxplain.data.Vocabulary`), labels as
@@ -86,10 +89,12 @@ def load(
       A `jaxplain.data.Dataset`.
 
     Raises:
-      ImportError: a TFDS name without tensorflow-datasets installed.
+      ImportError: a TFDS name without tensorflow-datasets (or its undeclared
+        dependency importlib_resources) installed.
       RuntimeError: TFDS data that are not prepared in `data_dir` and cannot be
-        downloaded (no network, or `download=False`). The data must then be prepared
-        beforehand on a machine with network.
+        downloaded (no network, or `download=False`), or whose preparation needs
+        TensorFlow, which is not installed. The data must then be prepared beforehand
+        on a machine with network (and TensorFlow).
 
     Example:
       >>> import jaxplain.data

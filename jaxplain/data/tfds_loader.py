@@ -69,20 +69,28 @@ def load(
 
 def _import_tfds(name: str):
     try:
+        # TFDS imports importlib_resources lazily, when it first prepares a dataset of its
+        # catalog, but does not require it on Python >= 3.9 (4.9.10): checked here so that
+        # a missing one fails now, by name, rather than after a download.
+        import importlib_resources  # noqa: F401
         import tensorflow_datasets as tfds
     except ImportError as error:
+        missing = error.name or "tensorflow-datasets"
         raise ImportError(
-            f'loading the TFDS dataset {name!r} needs tensorflow-datasets: pip install "jaxplain[data]"'
+            f'loading the TFDS dataset {name!r} needs {missing}, which is missing: pip install "jaxplain[data]"'
         ) from error
     return tfds
 
 
 def _prepare(builder, name: str, data_dir, *, download: bool) -> None:
     """Downloads and prepares `builder`'s data, turning a failed download into advice."""
-    advice = (
-        "the data must be prepared beforehand on a machine with network, with "
+    command = (
         f'tensorflow_datasets.builder({name!r}, data_dir=DIR, file_format="array_record")'
-        ".download_and_prepare(), and DIR copied here and passed as data_dir"
+        ".download_and_prepare()"
+    )
+    advice = (
+        f"the data must be prepared beforehand on a machine with network, with {command}, "
+        "and DIR copied here and passed as data_dir"
     )
     where = f"data_dir {data_dir!r} (dataset folder {builder.data_dir})"
     if not download:
@@ -90,12 +98,22 @@ def _prepare(builder, name: str, data_dir, *, download: bool) -> None:
     try:
         builder.download_and_prepare(file_format="array_record")
     except Exception as error:
-        if not _is_network_error(error):
-            raise
-        raise RuntimeError(
-            f"TFDS dataset {name!r} could not be downloaded into {where} "
-            f"({type(error).__name__}: {error}); without network access {advice}"
-        ) from error
+        # Raised `from None`: the message says all a user can act on, and TFDS's own
+        # traceback (dozens of frames) stays in `__context__` for whoever debugs TFDS.
+        if _is_network_error(error):
+            raise RuntimeError(
+                f"TFDS dataset {name!r} could not be downloaded into {where} "
+                f"({type(error).__name__}: {error}); without network access {advice}"
+            ) from None
+        if _missing_module(error) == "tensorflow":
+            raise RuntimeError(
+                f"TFDS needs TensorFlow to prepare the dataset {name!r} in {where}: its code for "
+                "this dataset reads the source files or encodes the images with TensorFlow (jaxplain "
+                "reads the prepared files without it). pip install tensorflow and call again (what "
+                f"was downloaded is kept), or run {command} where TensorFlow is installed and pass "
+                "DIR as data_dir"
+            ) from None
+        raise
 
 
 def _is_network_error(error: BaseException | None) -> bool:
@@ -106,6 +124,15 @@ def _is_network_error(error: BaseException | None) -> bool:
             return True
         error = error.__cause__ or error.__context__
     return False
+
+
+def _missing_module(error: BaseException | None) -> str | None:
+    """The top-level name of the module whose import failed in `error`'s chain, if any."""
+    while error is not None:
+        if isinstance(error, ImportError) and error.name:
+            return error.name.split(".")[0]
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _supervised_keys(builder, name: str) -> tuple[str, str]:
