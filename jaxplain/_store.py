@@ -3,6 +3,9 @@
 `jaxplain.runs` (explain_dataset) and `jaxplain.amortized.labels` (make_labels) both name
 their work by a hash of everything the answer depends on and write each finished part to
 a temporary file that is renamed into place, so a reader sees a whole file or none.
+Temporary files and folders are made with the permissions of the user's umask (as `open`
+and `os.mkdir` make them: 0644 and 0755 under umask 022), not tempfile's private 0600 /
+0700, so that what is renamed into place is as readable as any file the user writes.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 
 import jax
 import numpy as np
@@ -60,10 +63,11 @@ def write_atomic(path: str, *, text: str | None = None, **arrays) -> None:
     """Writes `text`, or `arrays` as an .npz, to `path` through a temporary file and a rename.
 
     The data are flushed to disk before the rename, so that a crash (even SIGKILL or a
-    power cut) leaves the old file, or the new one, never a torn one.
+    power cut) leaves the old file, or the new one, never a torn one. The file gets the
+    permissions of the user's umask.
     """
     folder = os.path.dirname(os.path.abspath(path))
-    handle, staging = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
+    handle, staging = _new_file(folder, ".tmp-", os.path.splitext(path)[1])
     try:
         with os.fdopen(handle, "wb") as f:
             if text is not None:
@@ -77,6 +81,35 @@ def write_atomic(path: str, *, text: str | None = None, **arrays) -> None:
         if os.path.exists(staging):
             os.remove(staging)
         raise
+
+
+def make_folder(parent: str, prefix: str) -> str:
+    """Creates a new empty folder with a unique name in `parent`; returns its path.
+
+    Like `tempfile.mkdtemp`, but the folder gets the permissions of the user's umask
+    (`os.mkdir`'s 0777 masked), as it is meant to be renamed into place and kept.
+    """
+    for _ in range(100):
+        path = os.path.join(parent, prefix + secrets.token_hex(8))
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"cannot create a folder named {prefix}* in {parent}: every name tried exists")
+
+
+def _new_file(folder: str, prefix: str, suffix: str) -> tuple[int, str]:
+    """`(descriptor, path)` of a new file open for writing, with the umask's permissions."""
+    for _ in range(100):
+        path = os.path.join(folder, prefix + secrets.token_hex(8) + suffix)
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(
+        f"cannot create a file named {prefix}*{suffix} in {folder}: every name tried exists"
+    )
 
 
 def output_path(name: str, path, *, folder: bool = True, error: type = ValueError) -> str:

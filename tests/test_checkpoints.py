@@ -1,14 +1,18 @@
-"""The shipped checkpoints: they load, reproduce their recorded accuracy or fidelity, and are documented."""
+"""The shipped checkpoints: they load (by name, from the installed package too), reproduce their
+recorded accuracy or fidelity, and are documented."""
 
+import os
 import pathlib
 
+import jax
 import numpy as np
 import pytest
 
 import jaxplain
 from jaxplain.models.train import evaluate
 
-ROOT = pathlib.Path(__file__).resolve().parents[1] / "checkpoints"
+ROOT = pathlib.Path(__file__).resolve().parents[1] / "checkpoints"  # a link to PACKAGE
+PACKAGE = pathlib.Path(jaxplain.__file__).parent / "checkpoints"
 SHIPPED = {  # name: (dataset, minimum test accuracy the issue asks for)
     "digits_cnn": ("digits", 0.97),
     "breast_cancer_mlp": ("breast_cancer", 0.95),
@@ -101,3 +105,79 @@ def test_shipped_explainer_reproduces_its_recorded_fidelity(name):
         assert float(np.max(np.abs(np.asarray(result.delta)))) < 1e-4 * max(
             1.0, float(np.max(np.abs(np.asarray(result.output_difference))))
         )
+
+
+def test_shipped_checkpoints_are_orbax_checkpoints_inside_the_package():
+    import orbax.checkpoint as ocp
+
+    assert ROOT.resolve() == PACKAGE.resolve()  # the checkout's checkpoints/ is the package's
+    assert jaxplain.io.packaged_checkpoints() == sorted([*SHIPPED, *EXPLAINERS])
+    for name in jaxplain.io.packaged_checkpoints():
+        metadata = jaxplain.io.read_metadata(name)
+        assert metadata["format_version"] == jaxplain.io.FORMAT_VERSION
+        assert sorted(p.name for p in (PACKAGE / name).iterdir()) == ["metadata.json", "variables"]
+    with ocp.StandardCheckpointer() as checkpointer:
+        restored = checkpointer.restore(str(PACKAGE / "wine_mlp" / "variables"))
+    assert jaxplain.io.arrays_sha256(restored) == jaxplain.io.read_metadata("wine_mlp")["sha256"]
+
+
+def test_shipped_checkpoints_load_by_name_from_any_folder(tmp_path, monkeypatch):
+    by_path = jaxplain.load_model(str(ROOT / "wine_mlp"))
+    monkeypatch.chdir(tmp_path)  # no checkpoints/ here
+    for name in ("wine_mlp", "checkpoints/wine_mlp"):
+        jax.tree.map(np.testing.assert_array_equal, jaxplain.load_model(name).params, by_path.params)
+    explainer = jaxplain.amortized.load("wine_mlp_explainer_supervised")
+    assert explainer.metadata["model"] == "checkpoints/wine_mlp"  # as recorded, found in the package
+    x = np.ones((2, 13), np.float32)
+    assert explainer(jaxplain.load_model(explainer.metadata["model"]), x, target=0).values.shape == x.shape
+    with pytest.raises(
+        FileNotFoundError, match="no checkpoint folder at wine_cnn \\(packaged checkpoints: .*wine_mlp"
+    ):
+        jaxplain.load_model("wine_cnn")
+
+
+@pytest.mark.slow
+def test_an_installed_jaxplain_ships_its_checkpoints(tmp_path):
+    """`pip install` puts every checkpoint file in the package, and they load outside the checkout."""
+    import subprocess
+    import sys
+    import zipfile
+
+    checkout = ROOT.resolve().parents[1]
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(checkout),
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("jaxplain-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {str(p.relative_to(checkout)) for p in PACKAGE.rglob("*") if p.is_file()}
+    assert shipped and shipped <= names, sorted(shipped - names)[:5]
+    license_text = next(name for name in names if name.endswith(".dist-info/licenses/LICENSE"))
+    assert (
+        "Apache License\n                           Version 2.0"
+        in zipfile.ZipFile(wheel).read(license_text).decode()
+    )
+    zipfile.ZipFile(wheel).extractall(tmp_path / "site")
+    script = (
+        "import jaxplain, numpy as np; print(jaxplain.load_model('digits_cnn')(np.zeros((1, 8, 8, 1))).shape)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "site")},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert out.stdout.strip() == "(1, 10)"

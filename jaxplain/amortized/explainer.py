@@ -3,10 +3,11 @@
 `Explainer(network, variables, metadata)` is what every recipe returns and what
 `load(path)` reads back. `explainer(model, x, target=...)` returns an `Attribution`: the
 network's map for each requested class, after the additive efficiency correction when
-the explainer has one. It is saved in the folder format of `jaxplain.io` (variables.msgpack
-+ metadata.json, written to a temporary folder and renamed into place, checked by SHA-256
-and parameter shapes on load), with `"kind": "explainer"` and the recipe, the teacher, the
-label fraction and the measured fidelity in the metadata.
+the explainer has one. It is saved in the folder format of `jaxplain.io` (an orbax
+checkpoint of the variables + metadata.json, written to a temporary folder and renamed into
+place, checked by parameter shapes and the arrays' SHA-256 on load), with `"kind":
+"explainer"` and the recipe, the teacher, the label fraction and the measured fidelity in
+the metadata.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import numpy as np
 from flax import serialization
 
 from jaxplain import _checks, engine, io
-from jaxplain._store import file_sha256
 from jaxplain.amortized import networks
 from jaxplain.attribution import Attribution
 from jaxplain.model import Model, Targets, normalize_targets
@@ -266,39 +266,35 @@ def _save(explainer: Explainer, path: str) -> str:
 def load(path: str) -> Explainer:
     """Reads and verifies an explainer saved with `Explainer.save`.
 
+    Args:
+      path: the explainer's folder, or the name of one shipped with jaxplain
+        (`"wine_mlp_explainer_supervised"`).
+
+    Returns:
+      The `Explainer`.
+
     Raises:
       FileNotFoundError: the folder or one of its files is missing.
       jaxplain.io.CheckpointError: a corrupt file (bad JSON, checksum mismatch), a model
         checkpoint rather than an explainer, or variables that do not match the network.
 
     Example:
-      >>> explainer = jaxplain.amortized.load("checkpoints/wine_mlp_explainer_supervised")  # doctest: +SKIP
+      >>> explainer = jaxplain.amortized.load("wine_mlp_explainer_supervised")  # doctest: +SKIP
       >>> explainer(model, x, target="predicted").values.shape  # doctest: +SKIP
     """
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a str or a path, got {type(path).__name__}")
+    path = io.resolve(path)
     metadata = io.read_metadata(path)
     metadata_path = os.path.join(path, io.METADATA_FILE)
     if metadata.get("kind") != KIND:
         raise io.CheckpointError(
             f"{metadata_path} describes a model, not an explainer; load it with jaxplain.load_model"
         )
-    variables_path = os.path.join(path, io.VARIABLES_FILE)
-    if not os.path.isfile(variables_path):
-        raise FileNotFoundError(f"{variables_path} is missing")
-    if file_sha256(variables_path) != metadata["sha256"]:
-        raise io.CheckpointError(
-            f"{variables_path} does not match the checksum in {io.METADATA_FILE}: the file is "
-            "corrupt or was replaced"
-        )
-    with open(variables_path, "rb") as f:
-        stored = serialization.msgpack_restore(f.read())
     name = metadata["architecture"].removeprefix("amortized.")
     if name not in networks.NETWORKS:
         raise io.CheckpointError(f"{metadata_path}: unknown explainer network {metadata['architecture']!r}")
     network = networks.NETWORKS[name](**io._decode(metadata["config"]))
     expected = io._expected_variables(path, metadata, network)  # as load_checkpoint checks input_shape
-    io._check_match(variables_path, metadata["architecture"], io._leaves(expected), io._leaves(stored))
+    stored = io.read_variables(path, metadata, expected, what=f"network {metadata['architecture']!r}")
     # A dense network flattens its input: an input_shape of another rank (or other classes)
     # loaded, and the explainer's maps had the wrong shape.
     example = jax.ShapeDtypeStruct((1, *metadata["input_shape"]), metadata.get("input_dtype", "float32"))
