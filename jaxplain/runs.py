@@ -682,7 +682,11 @@ def explain_dataset(
       data: an array of inputs; an `(inputs, labels)` pair; a dict of arrays
         (`{"image": ..., "label": ...}`); an iterable of batches of any size (arrays,
         pairs or dicts); a `tf.data.Dataset` of batches; or a random-access source of
-        single examples such as TFDS's `builder.as_data_source(split)`.
+        single examples (anything with `__len__` and `__getitem__` or `__getitems__`),
+        such as TFDS's `tfds.data_source(name, split=...)` or a `grain.MapDataset`.
+        Anything with a length and indexing is taken as single examples, so a batched
+        grain `MapDataset` goes in as an iterable of batches:
+        `dataset.batch(n).to_iter_dataset()`, or a `grain.DataLoader`.
       out: the output folder (created; an existing one must hold this same run, on the same
         data: a refused call writes nothing).
       target: "predicted", "label" (the data's labels), an int, or `jaxplain.top_k(k)`.
