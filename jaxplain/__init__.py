@@ -30,7 +30,7 @@ from jaxplain.methods.registry import METHODS
 from jaxplain.methods.rules import deconvnet, deeplift, deeplift_shap, guided_backprop, lrp
 from jaxplain.methods.smoothing import smoothgrad, smoothgrad_sq, vargrad
 from jaxplain.metrics import evaluate
-from jaxplain.model import Model, top_k
+from jaxplain.model import Model, Output, region, select, top_k
 from jaxplain.models.train import train
 from jaxplain.runs import explain_dataset, load_attributions
 from jaxplain.training import TrainConfig
@@ -41,6 +41,7 @@ __all__ = [
     "Attribution",
     "METHODS",
     "Model",
+    "Output",
     "TrainConfig",
     "amortized",
     "blur_ig",
@@ -79,8 +80,10 @@ __all__ = [
     "neuron_integrated_gradients",
     "occlusion",
     "patch_mask",
+    "region",
     "saliency",
     "schedules",
+    "select",
     "shapley_sampling",
     "smoothgrad",
     "smoothgrad_sq",

@@ -114,15 +114,11 @@ def _one_example_hint(model: Model, x) -> str:
 
 
 def _output_shape_hint(out, x) -> str:
-    if len(out.shape) == 1 and out.shape[0] == x.shape[0]:
-        return (
-            "; for one score per example (a regressor or a single logit), add a class axis, "
-            "e.g. return scores[:, None]"
-        )
     if len(out.shape) > 2 and out.shape[0] == x.shape[0]:
         return (
             "; jaxplain explains one score per class and example: reduce the other axes "
-            "first, e.g. a segmentation model's pixel logits summed over a region"
+            "first, e.g. a segmentation model's pixel logits over a region with "
+            "output=jaxplain.region(mask, reduce='sum' or 'mean')"
         )
     return ""
 

@@ -855,7 +855,7 @@ def _run_record(name, label, options, key, model, target, batch_size, x, metadat
         "options": _describe(options),
         "key": _describe(key),
         "model": model_digest(model),
-        "output": model.output,
+        "output": _describe(model.output),
         "target": target if not isinstance(target, TopK) else f"top_k({target.k})",
         "batch_size": batch_size,
         "example_shape": list(x.shape[1:]),

@@ -145,7 +145,10 @@ def _game(model: Model, surrogate: Surrogate | None, x, reference, mask, coaliti
         outputs = model(rows)
     else:
         logits = surrogate.network.apply(surrogate.variables, rows, present.reshape(rows.shape))
-        outputs = Model(lambda _, scores: scores, (), model.output)(logits)
+        # the surrogate predicts the selected scores: only their transform is left
+        outputs = Model(lambda _, scores: scores, (), getattr(model.output, "transform", model.output))(
+            logits
+        )
     return jax.lax.stop_gradient(outputs.reshape(*coalitions.shape[:2], -1).astype(jnp.float32))
 
 

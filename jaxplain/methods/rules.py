@@ -818,7 +818,7 @@ def _check_supported(model: Model, rules: _Rules, x, slots: int) -> None:
 
 
 def _logits_only(method: str, model: Model) -> None:
-    if model.output != "logits":
+    if getattr(model.output, "transform", model.output) != "logits":
         raise ValueError(
             f"{method} explains the model's logits; got a model with output={model.output!r} "
             "(softmax has no DeepLIFT or LRP rule here). Use model.with_output('logits')"

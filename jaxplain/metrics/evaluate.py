@@ -21,7 +21,7 @@ from jaxplain.metrics.curves import deletion, insertion
 from jaxplain.metrics.faithfulness import faithfulness_correlation, infidelity
 from jaxplain.metrics.randomisation import randomisation_check
 from jaxplain.metrics.robustness import sensitivity_max
-from jaxplain.model import Model
+from jaxplain.model import OUTPUTS, Model
 
 # name -> (what it measures, which way is better)
 METRICS = {
@@ -205,10 +205,8 @@ def evaluate(
     x, targets = _checks.prepare(model, x, target)
     if not targets.single:
         raise ValueError("target must name one class per example to build a table of metrics")
-    if score_output not in ("logits", "probs", "log_probs"):
-        raise ValueError(
-            f"score_output must be one of ('logits', 'probs', 'log_probs'), got {score_output!r}"
-        )
+    if score_output not in OUTPUTS:
+        raise ValueError(f"score_output must be one of {OUTPUTS}, got {score_output!r}")
     classes = targets.resolve(model(x))[:, 0]
     scorer = model.with_output(score_output)
     rows, notes, kept = {}, {}, {}
