@@ -57,6 +57,7 @@ import numpy as np
 from jaxplain import _batches, _checks, engine
 from jaxplain._batches import Batch
 from jaxplain._store import digest, file_sha256, model_digest, output_path, write_atomic
+from jaxplain.methods import arguments
 from jaxplain.methods.registry import METHODS, options_of, resolve
 from jaxplain.model import Model, TopK
 
@@ -670,6 +671,7 @@ def explain_dataset(
     progress: bool = True,
     metadata: dict | None = None,
     label: str | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
     **options,
 ) -> RunSummary:
     """Explains a whole dataset, batch by batch, sharded over a mesh; resumable.
@@ -706,6 +708,10 @@ def explain_dataset(
       metadata: JSON-able facts to record in run.json (e.g. where the model came from).
       label: the method's name in the progress bar and in run.json (default: its
         registered name, or the callable's qualified name).
+      model_kwargs: per-example arguments of the model that are not attributed (e.g.
+        `{"lengths": lengths}`), each an array with one row per example of `data`, in
+        its order, like `labels=`; each batch passes its rows to the method's
+        `model_kwargs` (see `jaxplain.methods.arguments`).
       **options: the method's settings (`steps=`, `key=`, `background=`, ...). Float
         arrays are passed to the compiled program as arguments; other values are fixed
         in it. A `key` is folded in with the batch number.
@@ -730,6 +736,7 @@ def explain_dataset(
         metadata=metadata,
         label=label,
         options=options,
+        model_kwargs=model_kwargs,
     )
     computed = _batches.run(
         plan.remaining,
@@ -782,6 +789,7 @@ def _plan(
     metadata,
     label,
     options,
+    model_kwargs=None,
 ) -> _Plan:
     """Checks every argument and the data given against the folder, before the first write.
 
@@ -810,12 +818,20 @@ def _plan(
         num_examples = _checks.positive_int("num_examples", num_examples)
 
     data = _Data(data, labels, batch_size, input_key, label_key, num_examples)
+    rows_of = _model_kwargs(
+        model_kwargs, data.length if data.known is not None or labels is not None else None
+    )
     first = data.first
     target = data.target = _target(target, first.y is not None)
     if name in METHODS:  # a callable of the caller's own checks its inputs itself
-        _checks.check_x(model, first.x[:1], integer_ids=np.issubdtype(first.x.dtype, np.integer))
+        first_rows = rows_of(first, len(first.x))
+        checked = (
+            model if first_rows is None else arguments.bind(model, {k: v[:1] for k, v in first_rows.items()})
+        )
+        _checks.check_x(checked, first.x[:1], integer_ids=np.issubdtype(first.x.dtype, np.integer))
     first = data.labelled(first)
-    run = _run_record(name, label, options, key, model, target, batch_size, first.x, metadata)
+    recorded = options if model_kwargs is None else {**options, "model_kwargs": model_kwargs}
+    run = _run_record(name, label, recorded, key, model, target, batch_size, first.x, metadata)
     step = _step(function, model, mesh, target, options, batch_size)
 
     def check():  # trace the method on the first batch's shapes
@@ -823,6 +839,7 @@ def _plan(
             _pad(first.x, batch_size),
             None if first.y is None else _pad(np.asarray(first.y), batch_size),
             None if key is None else jax.random.fold_in(key, 0),
+            rows_of(first, batch_size),
         )
 
     _prepare_shared_folder(out, run, overwrite=overwrite, check=check)
@@ -836,6 +853,7 @@ def _plan(
             _pad(batch.x, batch_size),
             None if batch.y is None else _pad(batch.y, batch_size),
             None if key is None else jax.random.fold_in(key, batch.number),
+            rows_of(batch, batch_size),
         )
         # A process whose block of the last batch is all padding writes an empty shard,
         # so that the batch reads as finished for it too.
@@ -846,6 +864,37 @@ def _plan(
         return arrays
 
     return _Plan(out, label, data, index, remaining, compute)
+
+
+def _model_kwargs(model_kwargs, length: int | None) -> Callable:
+    """`rows_of(batch, size)`: a batch's rows of `model_kwargs`, padded to `size` (or None)."""
+    if model_kwargs is None:
+        return lambda batch, size: None
+    if not isinstance(model_kwargs, Mapping):
+        raise TypeError(
+            f"model_kwargs must be a dict of per-example arrays, e.g. {{'lengths': lengths}}; "
+            f"got {type(model_kwargs).__name__}"
+        )
+    arrays = {}
+    for name, value in model_kwargs.items():
+        value = np.asarray(value)
+        if value.ndim == 0 or (length is not None and len(value) != length):
+            raise ValueError(
+                f"model_kwargs[{name!r}] has shape {value.shape}: it needs one row per example of data"
+                + ("" if length is None else f" ({length})")
+            )
+        arrays[name] = value
+
+    def rows_of(batch: Batch, size: int) -> dict:
+        rows = {name: value[batch.start : batch.start + len(batch.x)] for name, value in arrays.items()}
+        for name, value in rows.items():
+            if len(value) < len(batch.x):
+                raise ValueError(
+                    f"model_kwargs[{name!r}] has {len(arrays[name])} rows but data has more examples"
+                )
+        return {name: _pad(value, size) for name, value in rows.items()}
+
+    return rows_of
 
 
 def _run_record(name, label, options, key, model, target, batch_size, x, metadata) -> dict:
@@ -1030,8 +1079,10 @@ def _step(function, model: Model, mesh, target, options: dict, batch_size: int):
     fixed = {k: v for k, v in options.items() if k not in traced}
     several = jax.process_count() > 1
 
-    def body(model, x, y, key, traced):
+    def body(model, x, y, key, traced, arguments):
         extra = {} if key is None else {"key": key}
+        if arguments is not None:
+            extra["model_kwargs"] = arguments
         chosen = y if target == "label" else target
         result = function(model, x, target=chosen, **fixed, **traced, **extra)
         fields = {"values": result.values, "target": result.target}
@@ -1058,16 +1109,27 @@ def _step(function, model: Model, mesh, target, options: dict, batch_size: int):
 
     constants = jax.device_put(traced, replicated)
 
-    def run(x, y, key):
+    def run(x, y, key, arguments=None):
         fields = compiled(
-            model, to_global(x), None if y is None else to_global(y.astype(np.int32)), key, constants
+            model,
+            to_global(x),
+            None if y is None else to_global(y.astype(np.int32)),
+            key,
+            constants,
+            None if arguments is None else {k: to_global(v) for k, v in arguments.items()},
         )
         return {k: to_host(v) for k, v in fields.items()}
 
-    def check(x, y, key):
+    def check(x, y, key, arguments=None):
         shape = lambda a: None if a is None else jax.ShapeDtypeStruct(a.shape, a.dtype)  # noqa: E731
         jax.eval_shape(
-            body, model, shape(x), shape(None if y is None else y.astype(np.int32)), key, constants
+            body,
+            model,
+            shape(x),
+            shape(None if y is None else y.astype(np.int32)),
+            key,
+            constants,
+            None if arguments is None else {k: shape(v) for k, v in arguments.items()},
         )
 
     run.check = check

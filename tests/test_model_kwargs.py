@@ -186,3 +186,47 @@ def test_background_and_feature_mask_stay_shared():
         model, x, target=0, background=BACKGROUND, samples=4, key=KEY, model_kwargs={name: values}
     )
     jaxplain.feature_ablation(model, x, target=0, feature_mask=GROUPS, model_kwargs={name: values})
+
+
+def test_explain_dataset_passes_each_batch_its_rows(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(5, 4, 4, 1)).astype(np.float32)
+    scales = rng.uniform(0.5, 2.0, size=5).astype(np.float32)
+    module, variables, name, _ = _setup(x)
+    model = jaxplain.Model.from_linen(module, variables)
+    summary = jaxplain.explain_dataset(
+        "saliency",
+        model,
+        x,
+        out=str(tmp_path / "run"),
+        target=1,
+        batch_size=2,
+        progress=False,
+        model_kwargs={name: scales},
+    )
+    assert summary.examples == 5
+    stored = jaxplain.load_attributions(str(tmp_path / "run"))
+    expected = jaxplain.saliency(model, x, target=1, model_kwargs={name: scales})
+    np.testing.assert_allclose(stored.values, expected.values, rtol=1e-6)
+    # other arguments are another run: the folder is refused, nothing is overwritten
+    with pytest.raises(ValueError, match="out"):
+        jaxplain.explain_dataset(
+            "saliency",
+            model,
+            x,
+            out=str(tmp_path / "run"),
+            target=1,
+            batch_size=2,
+            progress=False,
+            model_kwargs={name: scales * 2},
+        )
+    with pytest.raises(ValueError, match=r"model_kwargs\['scale'\] has shape \(4,\)"):
+        jaxplain.explain_dataset(
+            "saliency",
+            model,
+            x,
+            out=str(tmp_path / "other"),
+            target=1,
+            progress=False,
+            model_kwargs={name: scales[:4]},
+        )
