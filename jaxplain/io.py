@@ -59,7 +59,7 @@ PACKAGED = "checkpoints"  # the shipped checkpoints' folder inside the jaxplain 
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that is corrupt, or does not match the architecture it names."""
+    """A checkpoint that is corrupt, or does not match the architecture or module it is loaded into."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -649,8 +649,10 @@ def _restore_linen(folder: str, module: nn.Module, input_shape, input_dtype):
             "input_shape must be the shape of one example (a tuple of positive integers, no batch "
             f"axis) with a Linen module, to build the variables module.init makes; got {input_shape!r}"
         )
-    if not _dtype_name(str(input_dtype) if not isinstance(input_dtype, str) else input_dtype):
-        raise ValueError(f"input_dtype must be a dtype name such as 'float32', got {input_dtype!r}")
+    try:
+        input_dtype = np.dtype(input_dtype)
+    except TypeError:
+        raise ValueError(f"input_dtype must be a dtype such as 'float32', got {input_dtype!r}") from None
     name = type(module).__name__
     key = jax.random.PRNGKey(0)
     try:

@@ -408,12 +408,20 @@ def test_bad_arguments_of_load_model_are_named(tmp_path):
         ValueError, match="module LinenCNN cannot be initialised on examples of input_shape \\(5,\\)"
     ):
         jaxplain.load_model(str(tmp_path / "ckpt"), module=LinenCNN(), input_shape=(5,))
+    with pytest.raises(ValueError, match="input_dtype must be a dtype such as 'float32', got 'float33'"):
+        jaxplain.load_model(
+            str(tmp_path / "ckpt"), module=LinenMLP(), input_shape=(5,), input_dtype="float33"
+        )
     with pytest.raises(
         TypeError, match="module must be a flax.linen.Module, a flax.nnx.Module or a function"
     ):
         jaxplain.load_model(str(tmp_path / "ckpt"), module="LinenMLP")
     with pytest.raises(TypeError, match="the factory returned a dict"):
         jaxplain.load_model(str(tmp_path / "ckpt"), module=lambda: {})
+    with pytest.raises(
+        TypeError, match="an abstract NNX model \\(nnx.eval_shape\\) has no RNG state; pass its factory"
+    ):
+        jaxplain.load_model(str(tmp_path / "ckpt"), module=nnx.eval_shape(lambda: NNXCNN(rngs=nnx.Rngs(0))))
     with pytest.raises(ValueError, match="input_shape is for module="):
         jaxplain.load_model(str(tmp_path / "ckpt"), input_shape=(5,))
     (tmp_path / "empty").mkdir()
