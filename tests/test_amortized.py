@@ -6,6 +6,7 @@ import dataclasses
 import importlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -370,9 +371,12 @@ def test_save_and_load_round_trip_and_refuse_corrupt_files(supervised, tmp_path)
     assert metadata["fidelity"] == {"spearman": 0.9} and metadata["command"] == "python make.py"
     with pytest.raises(jaxplain.io.CheckpointError, match="cannot build architecture"):
         jaxplain.load_model(path)
-    with open(os.path.join(path, "variables.msgpack"), "r+b") as f:
-        f.seek(40)
-        f.write(b"\x00\x01")
+    # other arrays of the same shapes under this metadata: the checksum refuses them
+    other = str(tmp_path / "other")
+    shifted = jax.tree_util.tree_map(lambda v: v + 1, supervised.variables)
+    amortized.Explainer(supervised.network, shifted, supervised.metadata).save(other)
+    shutil.rmtree(os.path.join(path, "variables"))
+    shutil.copytree(os.path.join(other, "variables"), os.path.join(path, "variables"))
     with pytest.raises(jaxplain.io.CheckpointError, match="checksum"):
         amortized.load(path)
     with pytest.raises(jaxplain.io.CheckpointError, match="describes a model"):

@@ -971,8 +971,6 @@ def make_mlp(features=64, num_classes=10, seed=0):
     return NnxMLP(features, num_classes, rngs=nnx.Rngs(seed))
 '''
 
-LOADS_USER_MODULES = "module" in inspect.signature(jaxplain.load_model).parameters
-
 
 def _user_models(folder, name):
     """The user's models file written as `folder/name.py`, imported as the test's own copy."""
@@ -986,7 +984,6 @@ def _user_models(folder, name):
     return path, source
 
 
-@pytest.mark.xfail(not LOADS_USER_MODULES, reason="load_model(module=) pending", strict=False)
 @pytest.mark.parametrize("form", ["package", "file", "nnx"])
 def test_explain_a_users_own_module_from_an_orbax_checkpoint(tmp_path, monkeypatch, form):
     """--model PATH --module PKG.MOD:FACTORY --config JSON: the user's module, its variables
@@ -1042,7 +1039,6 @@ def test_explain_a_users_own_module_from_an_orbax_checkpoint(tmp_path, monkeypat
     sys.modules.pop(name, None)
 
 
-@pytest.mark.xfail(not LOADS_USER_MODULES, reason="load_model(module=) pending", strict=False)
 def test_a_users_module_that_does_not_fit_the_data_is_one_line(tmp_path, monkeypatch, capsys):
     import orbax.checkpoint as ocp
 
