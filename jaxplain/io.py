@@ -762,7 +762,8 @@ def convert_checkpoint(path: str) -> str:
 
 
 def main(argv=None) -> int:
-    """`python -m jaxplain.io convert PATH...`: checkpoints of format 1 rewritten in the current format."""
+    """`jaxplain convert-checkpoint PATH...` (or `python -m jaxplain.io convert PATH...`):
+    checkpoints of format 1 rewritten in the current format."""
     parser = argparse.ArgumentParser(prog="python -m jaxplain.io", description="jaxplain checkpoint tools")
     commands = parser.add_subparsers(dest="command", required=True)
     convert = commands.add_parser(

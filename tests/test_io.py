@@ -464,7 +464,9 @@ def test_a_format_1_checkpoint_loads_and_converts(tmp_path, capsys):
     np.testing.assert_array_equal(jaxplain.load_model(str(tmp_path / "old"))(x), expected)
     with pytest.raises(io.CheckpointError, match="format 1 .* convert it"):
         jaxplain.load_model(str(tmp_path / "old"), module=module, input_shape=(5,))
-    assert io.main(["convert", str(tmp_path / "old")]) == 0
+    from jaxplain.cli import main as cli
+
+    assert cli(["convert-checkpoint", str(tmp_path / "old")]) == 0  # the command line's way
     assert "converted format 2" in capsys.readouterr().out
     assert sorted(os.listdir(tmp_path / "old")) == ["metadata.json", "variables"]
     metadata = io.read_metadata(str(tmp_path / "old"))

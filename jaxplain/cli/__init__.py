@@ -53,6 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     train.add_parsers(commands)
+    convert = commands.add_parser(
+        "convert-checkpoint",
+        help="rewrite checkpoint folders of format 1 (variables.msgpack) in the current format",
+        description="Rewrite jaxplain checkpoint folders of format 1 (variables.msgpack) as orbax folders "
+        "(the current format), in place; the arrays are checked after. A folder already in the current "
+        "format is left as it is.",
+        epilog="example:\n  jaxplain convert-checkpoint my_checkpoints/cnn",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    convert.add_argument("paths", nargs="+", metavar="PATH", help="a checkpoint folder")
     return parser
 
 
@@ -73,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "methods":
             return list_methods()
+        if args.command == "convert-checkpoint":
+            from jaxplain import io
+
+            return io.main(["convert", *args.paths])
         if args.command == "explain":
             return explain.explain(args, argv)
         if args.command == "show":
