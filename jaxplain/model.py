@@ -49,14 +49,30 @@ class LinenApply:
 
 @dataclasses.dataclass(frozen=True)
 class _NnxApply:
-    """Rebuilds an NNX module from its graph definition and state, then calls it."""
+    """Rebuilds an NNX module from its graph definition and state, then calls it.
+
+    `method` is None (`__call__`), a method name or a function `method(module, x,
+    **kwargs)`; `kwargs` are the call's keyword arguments, as sorted (name, value) pairs.
+    Keyword arguments given at the call (per-example `model_kwargs`) are passed too.
+    """
 
     graphdef: Any
+    method: Any = None
+    kwargs: tuple = ()
 
-    def __call__(self, state, x):
+    def __call__(self, state, x, **arguments):
         from flax import nnx
 
-        return nnx.merge(self.graphdef, state)(x)
+        return self.run(nnx.merge(self.graphdef, state), x, **arguments)
+
+    def run(self, module, x, **arguments):
+        """Calls the merged `module` on x as this model does (layer methods hook it first)."""
+        kwargs = {**dict(self.kwargs), **arguments}
+        if self.method is None:
+            return module(x, **kwargs)
+        if isinstance(self.method, str):
+            return getattr(module, self.method)(x, **kwargs)
+        return self.method(module, x, **kwargs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -447,20 +463,73 @@ class Model:
         return cls(LinenApply(module, method, tuple(sorted(kwargs.items()))), variables, output)
 
     @classmethod
-    def from_nnx(cls, module, *, output: str = "logits") -> Model:
+    def from_nnx(
+        cls,
+        module,
+        *,
+        method: str | Callable | None = None,
+        output: str = "logits",
+        **call_kwargs,
+    ) -> Model:
         """Wraps a Flax NNX module, in evaluation mode.
 
-        The module is not modified: jaxplain explains a view of it with
-        `deterministic=True` and `use_running_average=True` wherever modules have
-        those attributes (Dropout, BatchNorm).
+        The module is not modified: jaxplain explains a copy of it (sharing its arrays)
+        with `deterministic=True` and `use_running_average=True` wherever modules have
+        those attributes (Dropout, BatchNorm), as `module.eval()` would set them. As
+        for `from_linen`, a called method that takes `train`, `training`,
+        `is_training` (set to False), `deterministic` or `use_running_average` (set to
+        True) gets them unless `call_kwargs` sets them.
+
+        Args:
+          module: a `flax.nnx.Module`.
+          method: the method to call (a name, or a function `method(module, x,
+            **call_kwargs)`); `__call__` by default. A function also selects the
+            scores of a module that returns several outputs.
+          output: "logits", "probs" or "log_probs".
+          **call_kwargs: keyword arguments passed at every call, e.g. `rngs=None`
+            for a `__call__(self, x, rngs)`; static values (flags, None, strings).
+
+        Returns:
+          A `Model`.
+
+        Example:
+          >>> from flax import nnx
+          >>> import jax.numpy as jnp
+          >>> import jaxplain
+          >>> class Classifier(nnx.Module):
+          ...     def __init__(self, rngs):
+          ...         self.dense = nnx.Linear(3, 2, rngs=rngs)
+          ...         self.dropout = nnx.Dropout(0.5, rngs=rngs)
+          ...     def __call__(self, x, rngs=None):
+          ...         return self.dense(self.dropout(x, rngs=rngs))
+          >>> model = jaxplain.Model.from_nnx(Classifier(nnx.Rngs(0)), rngs=None)
+          >>> model(jnp.ones((4, 3))).shape
+          (4, 2)
         """
         from flax import nnx
 
+        from jaxplain import _nnx
+
         if not isinstance(module, nnx.Module):
             raise TypeError(f"module must be a flax.nnx.Module, got {type(module).__name__}")
-        evaluating = nnx.view(module, deterministic=True, use_running_average=True, raise_if_not_found=False)
-        graphdef, state = nnx.split(evaluating)
-        return cls(_NnxApply(graphdef), state, output)
+        if method is not None and not isinstance(method, str) and not callable(method):
+            raise TypeError(f"method must be a method name, a function or None, got {type(method).__name__}")
+        if isinstance(method, str) and not callable(getattr(type(module), method, None)):
+            raise ValueError(f"method {method!r} is not a method of {type(module).__name__}")
+        for name, value in call_kwargs.items():
+            try:
+                hash(value)
+            except TypeError:
+                raise TypeError(
+                    f"from_nnx keyword argument {name}= must be a static (hashable) value such as "
+                    f"a flag or None, got {type(value).__name__}; arrays are not passed this way"
+                ) from None
+        called = getattr(module, method) if isinstance(method, str) else (method or module.__call__)
+        accepted = _keyword_names(called)
+        kwargs = {k: v for k, v in _EVAL_KWARGS.items() if k in accepted}
+        kwargs.update(call_kwargs)
+        graphdef, state = _nnx.evaluation_state(module)
+        return cls(_NnxApply(graphdef, method, tuple(sorted(kwargs.items()))), state, output)
 
 
 jax.tree_util.register_dataclass(Model, data_fields=["params"], meta_fields=["apply_fn", "output"])

@@ -383,14 +383,14 @@ def test_unknown_layer_lists_the_available_ones(rng):
     [
         (
             TypeError,
-            "layer methods need a Flax Linen model",
+            "layer methods need a Flax Linen or NNX model",
             lambda m, x: layers.grad_cam(
                 linear_model(np.ones((72, 2), np.float32)), x, target=0, layer="features"
             ),
         ),
         (
             TypeError,
-            "layer methods need a Flax Linen model",
+            "layer methods need a Flax Linen or NNX model",
             lambda m, x: layers.fullgrad(
                 jaxplain.Model.from_callable(lambda z: z.reshape(z.shape[0], -1)[:, :3]), x, target=0
             ),

@@ -1,22 +1,30 @@
-"""Layer and neuron attributions of Flax Linen models: Grad-CAM, layer gradient x
+"""Layer and neuron attributions of Flax Linen and NNX models: Grad-CAM, layer gradient x
 activation, layer Integrated Gradients, token attributions, neuron attributions, FullGrad.
 
-Layer names. A layer is a Linen submodule, named by its module path (`module.path`, the
-scope names from the root down) joined with "/": "Conv_1", "Dense_0",
-"stage1_block1/BatchNorm_1", "blocks_0/MultiHeadDotProductAttention_0/query",
-"token_embedding". Names are Flax's own: the `name=` given to a submodule, the attribute
-name of one built in `setup` (lists get "_0", "_1", ...), or "ClassName_i" for an unnamed
-one. A layer's output is what its `__call__` returns; plain functions (`nn.relu`,
-`nn.max_pool`) are not modules and have no name, so a layer's output is taken before any
-activation its parent applies to it. `layer_names(model, x)` lists every usable layer with
-its output shape, in the order the calls finish (inner layers before the block that
+Layer names. A layer is a submodule whose `__call__` the model runs. Linen layers are
+named by their module path (`module.path`, the scope names from the root down) joined
+with "/": "Conv_1", "Dense_0", "stage1_block1/BatchNorm_1",
+"blocks_0/MultiHeadDotProductAttention_0/query", "token_embedding". Names are Flax's own:
+the `name=` given to a submodule, the attribute name of one built in `setup` (lists get
+"_0", "_1", ...), or "ClassName_i" for an unnamed one. NNX layers are named by their
+attribute path from the model: "conv2", "blocks/0/attn", "blocks/0/attn/query",
+"layers/1" (an item of an `nnx.List` or list, e.g. inside `nnx.Sequential`), "heads/cls"
+(a dict key); a module reachable by two paths is named by the first one Flax lists. A
+layer's output is what its `__call__` returns; plain functions (`nn.relu`,
+`nnx.max_pool`) are not modules and have no name, so a layer's output is taken before
+any activation its parent applies to it. `layer_names(model, x)` lists every usable layer
+with its output shape, in the order the calls finish (inner layers before the block that
 holds them). Usable means: `__call__` returns one floating array with a leading batch
 axis, and the layer runs once per forward pass (a module called twice, e.g. with shared
 weights, has no single output to explain).
 
 How. A model from `Model.from_linen` or `jaxplain.load_model` applies its module through
 `module.apply`; these methods run that same call under `flax.linen.intercept_methods`,
-which reaches the named submodule's `__call__` and records its output, replaces it (the
+which reaches the named submodule's `__call__`. A model from `Model.from_nnx` is merged
+from its state inside the traced function and each of its modules' `__call__` is routed
+through a hook for that call (`jaxplain._nnx.routed_calls`); modules that NNX transforms
+(`nnx.vmap`, `nnx.scan`) copy inside the call are not reached. Either way the hook
+records the layer's output, replaces it (the
 rest of the network then reads the replacement while every other path, e.g. a skip
 connection around the layer, still reads the original input), or adds a perturbation to
 it (so the gradient with respect to the perturbation is the gradient with respect to the
@@ -42,48 +50,85 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
-from jaxplain import _checks, engine, schedules
+from jaxplain import _checks, _nnx, engine, schedules
 from jaxplain.attribution import Attribution
+from jaxplain.methods.arguments import BoundApply
 from jaxplain.methods.gradients import saliency
 from jaxplain.methods.integrated import integrated_gradients, straight_path
 from jaxplain.methods.registry import METHODS, register
-from jaxplain.model import LinenApply, Model, Targets, normalize_targets
+from jaxplain.model import LinenApply, Model, Targets, _NnxApply, normalize_targets
 
 Array = jax.Array
 
 # Modules whose output is `linear(input) + bias`, with the bias as the parameter "bias".
 _AFFINE_MODULES = (nn.Dense, nn.DenseGeneral, nn.Conv, nn.ConvTranspose, nn.ConvLocal)
+_NNX_AFFINE_MODULES = (nnx.Linear, nnx.LinearGeneral, nnx.Conv, nnx.ConvTranspose)
+_EMBEDDINGS = (nn.Embed, nnx.Embed)
 
 
-# --- running a Linen model with one layer intercepted ------------------------------------
+# --- running a model with one layer intercepted ------------------------------------------
 
 
-def _path(module) -> str:
-    return "/".join(module.path)
-
-
-def _apply_intercepted(apply: LinenApply, variables, x, on_call: Callable):
+def _apply_intercepted(apply: LinenApply | _NnxApply, variables, x, on_call: Callable):
     """`apply(variables, x)`, every submodule `__call__` routed through `on_call`.
 
     `on_call(call, module, path, occurrence)` returns the call's output; `call()` runs
-    the module; `occurrence` counts earlier calls of the same path in this pass.
+    the module; `occurrence` counts earlier calls of the same path in this pass. Linen
+    modules are reached with `nn.intercept_methods`, NNX modules with
+    `_nnx.routed_calls` on the module merged from `variables`.
     """
     counts: dict[str, int] = {}
+
+    def counted(call, module, path):
+        occurrence = counts.get(path, 0)
+        counts[path] = occurrence + 1
+        return on_call(call, module, path, occurrence)
+
+    nnx_apply = _nnx_apply_of(apply)
+    if nnx_apply is not None:
+        routed = _NnxRouted(nnx_apply, counted)
+        # A model bound to per-example `model_kwargs` wraps its apply: keep the wrapper,
+        # which passes them, around the routed call.
+        return (routed if apply is nnx_apply else dataclasses.replace(apply, apply_fn=routed))(variables, x)
 
     def interceptor(next_fun, args, kwargs, context):
         if context.method_name != "__call__":
             return next_fun(*args, **kwargs)
-        path = _path(context.module)
-        occurrence = counts.get(path, 0)
-        counts[path] = occurrence + 1
-        return on_call(lambda: next_fun(*args, **kwargs), context.module, path, occurrence)
+        return counted(lambda: next_fun(*args, **kwargs), context.module, "/".join(context.module.path))
 
     with nn.intercept_methods(interceptor):
         return apply(variables, x)
 
 
-def _run(apply: LinenApply, variables, x, layer: str, replacement=None):
+def _nnx_apply_of(apply) -> _NnxApply | None:
+    """The `_NnxApply` of an NNX model, also under `model_kwargs`; None for Linen."""
+    if isinstance(apply, BoundApply):
+        apply = apply.apply_fn
+    return apply if isinstance(apply, _NnxApply) else None
+
+
+def _nnx_state(model: Model):
+    """The NNX state of a model from `Model.from_nnx` (its params, or their first part
+    when `model_kwargs` are bound to it)."""
+    return model.params[0] if isinstance(model.apply_fn, BoundApply) else model.params
+
+
+@dataclasses.dataclass(frozen=True)
+class _NnxRouted:
+    """`apply(state, x, **arguments)` with every module call routed through `hook`."""
+
+    apply: _NnxApply
+    hook: Callable
+
+    def __call__(self, state, x, **arguments):
+        module = nnx.merge(self.apply.graphdef, state)
+        with _nnx.routed_calls(module, self.hook):
+            return self.apply.run(module, x, **arguments)
+
+
+def _run(apply: LinenApply | _NnxApply, variables, x, layer: str, replacement=None):
     """`(apply(variables, x), layer's output)`, the output replaced when one is given."""
     seen = []
 
@@ -103,7 +148,7 @@ def _run(apply: LinenApply, variables, x, layer: str, replacement=None):
 class _LayerOutput:
     """`apply_fn(variables, x)`: the layer's output at x, flattened to (batch, units)."""
 
-    apply: LinenApply
+    apply: LinenApply | _NnxApply
     layer: str
 
     def __call__(self, variables, x):
@@ -115,7 +160,7 @@ class _LayerOutput:
 class _LayerReplaced:
     """`apply_fn(variables, (activation, x))`: the model on x, the layer's output := activation."""
 
-    apply: LinenApply
+    apply: LinenApply | _NnxApply
     layer: str
 
     def __call__(self, variables, inputs):
@@ -126,20 +171,28 @@ class _LayerReplaced:
 def _bias_of(module, output) -> Array | None:
     """The constant an affine layer adds to its output, broadcastable to it; else None.
 
-    Dense / Conv layers add their "bias" parameter. Eval-mode BatchNorm computes
+    Dense / Conv layers (Linen) and Linear / Conv layers (NNX) add their "bias"
+    parameter. Eval-mode BatchNorm computes
     scale * (h - mean) / sqrt(var + eps) + bias = s * h + (bias - s * mean), so its
     implicit bias is bias - scale * mean / sqrt(var + eps).
     """
     if isinstance(module, _AFFINE_MODULES):
         return module.get_variable("params", "bias") if module.use_bias else None
-    if not isinstance(module, nn.BatchNorm):
+    if isinstance(module, _NNX_AFFINE_MODULES):
+        return _nnx.value(getattr(module, "bias", None))
+    if isinstance(module, nn.BatchNorm):
+        mean = module.get_variable("batch_stats", "mean")
+        variance = module.get_variable("batch_stats", "var")
+        scale = module.get_variable("params", "scale") if module.use_scale else 1.0
+        shift = module.get_variable("params", "bias") if module.use_bias else 0.0
+    elif isinstance(module, nnx.BatchNorm) and module.use_running_average:
+        mean, variance = _nnx.value(module.mean), _nnx.value(module.var)
+        scale = _nnx.value(module.scale) if module.scale is not None else 1.0
+        shift = _nnx.value(module.bias) if module.bias is not None else 0.0
+    else:
         return None
-    mean = module.get_variable("batch_stats", "mean")
-    variance = module.get_variable("batch_stats", "var")
     if mean is None or variance is None:
         return None
-    scale = module.get_variable("params", "scale") if module.use_scale else 1.0
-    shift = module.get_variable("params", "bias") if module.use_bias else 0.0
     implicit = shift - scale * mean * jax.lax.rsqrt(variance + module.epsilon)
     axes = {a % output.ndim for a in np.atleast_1d(module.axis)}
     return implicit.reshape([output.shape[a] if a in axes else 1 for a in range(output.ndim)])
@@ -150,7 +203,7 @@ class _BiasesPerturbed:
     """`apply_fn(variables, rows)`, rows = [x | e_1 | ... | e_L] flattened per example:
     the model on x with e_l added to the output of bias site l = (path, occurrence, shape)."""
 
-    apply: LinenApply
+    apply: LinenApply | _NnxApply
     input_shape: tuple
     sites: tuple
 
@@ -200,6 +253,7 @@ class _Call:
     module_type: type
     output: jax.ShapeDtypeStruct | None  # None unless one floating array
     has_bias: bool
+    vocabulary: int | None  # an embedding layer's number of rows
 
 
 _TABLES: dict = {}
@@ -225,7 +279,8 @@ def _calls(model: Model, x) -> tuple[_Call, ...]:
             usable = isinstance(output, jax.Array) and jnp.issubdtype(output.dtype, jnp.floating)
             struct = jax.ShapeDtypeStruct(output.shape, output.dtype) if usable else None
             has_bias = usable and _bias_of(module, output) is not None
-            calls.append(_Call(path, occurrence, type(module), struct, has_bias))
+            vocabulary = getattr(module, "num_embeddings", None) if isinstance(module, _EMBEDDINGS) else None
+            calls.append(_Call(path, occurrence, _nnx.declared_class(module), struct, has_bias, vocabulary))
             return output
 
         jax.eval_shape(
@@ -261,21 +316,21 @@ def _describe(layers: dict[str, _Call]) -> str:
 # --- boundary checks ------------------------------------------------------------------
 
 
-def _check_linen(model) -> None:
+def _check_named(model) -> None:
     _checks.check_model(model)
-    if not isinstance(model.apply_fn, LinenApply):
+    if not isinstance(model.apply_fn, LinenApply) and _nnx_apply_of(model.apply_fn) is None:
         raise TypeError(
-            "layer methods need a Flax Linen model (jaxplain.Model.from_linen or "
-            "jaxplain.load_model), whose layers have names; this model's apply_fn is "
-            f"{type(model.apply_fn).__name__}. Explain its input instead, or wrap the "
-            "Linen module with Model.from_linen"
+            "layer methods need a Flax Linen or NNX model (jaxplain.Model.from_linen, "
+            "Model.from_nnx or jaxplain.load_model), whose layers have names; this model's "
+            f"apply_fn is {type(model.apply_fn).__name__}. Explain its input instead, or wrap "
+            "the module with Model.from_linen or Model.from_nnx"
         )
 
 
 def _check_x(model: Model, x):
-    """x checked against a Linen model; returns `(x, num_classes)`. Layer methods
+    """x checked against a Linen or NNX model; returns `(x, num_classes)`. Layer methods
     differentiate a layer, not x, so x may hold integer ids such as tokens."""
-    _check_linen(model)
+    _check_named(model)
     return _checks.check_x(model, x, integer_ids=True)
 
 
@@ -357,7 +412,8 @@ def grad_cam(model: Model, x, *, target, layer: str, relu: bool = True, upsample
       cam_{ij} = relu(sum_c alpha_c A_{ijc}).
 
     Args:
-      model: a Linen `jaxplain.Model` (`Model.from_linen`, `jaxplain.load_model`).
+      model: a Linen or NNX `jaxplain.Model` (`Model.from_linen`, `Model.from_nnx`,
+        `jaxplain.load_model`).
       x: a batch of NHWC images.
       target: an int, an int array `(batch,)` or `(batch, k)`, `"predicted"`, or
         `jaxplain.top_k(k)`.
@@ -408,7 +464,7 @@ def layer_gradient_x_activation(model: Model, x, *, target, layer: str) -> Attri
     followed by a ReLU and a dense layer, sum_j phi_j = F_t(x) - bias_t.
 
     Args:
-      model: a Linen `jaxplain.Model`.
+      model: a Linen or NNX `jaxplain.Model`.
       x: a batch of inputs (floating, or integer ids such as tokens).
       target: as for `grad_cam`.
       layer: a module path (see `layer_names`).
@@ -503,7 +559,7 @@ def layer_integrated_gradients(
     `token_attributions` does this.
 
     Args:
-      model: a Linen `jaxplain.Model`.
+      model: a Linen or NNX `jaxplain.Model`.
       x: a batch of inputs (floating, or integer ids such as tokens).
       target: as for `integrated_gradients`.
       layer: a module path (see `layer_names`).
@@ -539,34 +595,47 @@ def layer_integrated_gradients(
 
 
 def embedding_layer(model: Model, x) -> str:
-    """The path of the model's only `nn.Embed` layer (e.g. "token_embedding").
+    """The path of the model's only embedding layer (`nn.Embed` or `nnx.Embed`).
+
+    Args:
+      model: a Linen or NNX `jaxplain.Model`.
+      x: a batch of token ids.
+
+    Returns:
+      The layer's name, e.g. "token_embedding" (Linen) or "embed" (NNX).
 
     Raises:
       ValueError: the model has no embedding layer, or more than one.
     """
     x, _ = _check_x(model, x)
-    found = [path for path, call in _layers(model, x).items() if issubclass(call.module_type, nn.Embed)]
+    found = [path for path, call in _layers(model, x).items() if issubclass(call.module_type, _EMBEDDINGS)]
     if len(found) != 1:
         raise ValueError(
-            f"layer=None needs exactly one nn.Embed layer, this model has {found or 'none'}; "
-            f"pass layer= one of: {_describe(_layers(model, x))}"
+            f"layer=None needs exactly one embedding layer (nn.Embed or nnx.Embed), this model has "
+            f"{found or 'none'}; pass layer= one of: {_describe(_layers(model, x))}"
         )
     return found[0]
 
 
-def _check_ids(model: Model, layer, *named) -> None:
-    """Token ids within the embedding table of `layer`, where it is an nn.Embed's.
+def _root_attribute(model: Model, name: str, default):
+    """An attribute of the model's top module (e.g. `pad_id`), or `default`."""
+    apply = model.apply_fn
+    if isinstance(apply, LinenApply):
+        return getattr(apply.module, name, default)
+    root = nnx.merge(_nnx_apply_of(apply).graphdef, _nnx_state(model))
+    return getattr(root, name, default)
 
-    nn.Embed looks ids up without a bound check: ids past the table gave NaN
-    attributions and negative ones wrapped around, silently.
+
+def _check_ids(model: Model, x, layer, *named) -> None:
+    """Token ids within the embedding table of `layer`, where it is an embedding layer.
+
+    nn.Embed and nnx.Embed look ids up without a bound check: ids past the table gave
+    NaN attributions and negative ones wrapped around, silently.
     """
-    table = model.params.get("params", {}) if hasattr(model.params, "get") else {}
-    for part in layer.split("/") if isinstance(layer, str) else ():
-        table = table.get(part, {}) if hasattr(table, "get") else {}
-    embedding = table.get("embedding") if hasattr(table, "get") else None
-    if getattr(embedding, "ndim", 0) != 2:
+    call = _layers(model, x).get(layer) if isinstance(layer, str) else None
+    if call is None or call.vocabulary is None:
         return
-    size = embedding.shape[0]
+    size = call.vocabulary
     for name, ids in named:
         if _checks.is_traced(ids):
             continue
@@ -602,11 +671,12 @@ def token_attributions(
     `extras["layer_output_difference"]` for what the scores sum to).
 
     Args:
-      model: a Linen `jaxplain.Model` that takes token ids, e.g.
+      model: a Linen or NNX `jaxplain.Model` that takes token ids, e.g.
         `jaxplain.load_model("checkpoints/synthetic_text")`.
       x: int token ids `(batch, length)`.
       target: as for `integrated_gradients`.
-      layer: the embedding module's path; by default the model's only `nn.Embed`.
+      layer: the embedding module's path; by default the model's only `nn.Embed`
+        or `nnx.Embed`.
       baseline: baseline token ids (a scalar, one sequence or one per example); by
         default the module's `pad_id` (0 if it has none).
       steps, schedule, chunk_size: as for `layer_integrated_gradients`.
@@ -620,10 +690,10 @@ def token_attributions(
       Sundararajan, Taly, Yan. Axiomatic Attribution for Deep Networks.
       arXiv:1703.01365, 2017.
     """
-    _check_linen(model)
-    layer = embedding_layer(model, x) if layer is None else layer
-    baseline = getattr(model.apply_fn.module, "pad_id", 0) if baseline is None else baseline
-    _check_ids(model, layer, ("x", x), ("baseline", baseline))
+    checked, _ = _check_x(model, x)
+    layer = embedding_layer(model, checked) if layer is None else layer
+    baseline = _root_attribute(model, "pad_id", 0) if baseline is None else baseline
+    _check_ids(model, checked, layer, ("x", x), ("baseline", baseline))
     result = layer_integrated_gradients(
         model,
         x,
@@ -652,7 +722,7 @@ def neuron_model(model: Model, x, layer: str) -> Model:
     activations (its `output` is "logits"), whatever `model.output` says.
 
     Args:
-      model: a Linen `jaxplain.Model`.
+      model: a Linen or NNX `jaxplain.Model`.
       x: a batch of inputs like the ones to explain (used to check `layer`).
       layer: a module path (see `layer_names`).
     """
@@ -704,7 +774,7 @@ def neuron_attribution(
     Args:
       method: a jaxplain method (`jaxplain.integrated_gradients`, ...) or its
         registered name ("saliency", ...), taking `(model, x, *, target, ...)`.
-      model: a Linen `jaxplain.Model`.
+      model: a Linen or NNX `jaxplain.Model`.
       x: a batch of inputs, as `method` takes them.
       layer: a module path (see `layer_names`).
       neuron: an int index into the layer's flattened per-example output, a tuple
@@ -743,7 +813,7 @@ def neuron_gradient(model: Model, x, *, layer: str, neuron) -> Attribution:
     saliency of a neuron. See `neuron_attribution`.
 
     Args:
-      model: a Linen `jaxplain.Model`.
+      model: a Linen or NNX `jaxplain.Model`.
       x: a batch of inputs.
       layer: a module path (see `layer_names`).
       neuron: an int (flat index), a tuple index into the layer's per-example
@@ -776,7 +846,7 @@ def neuron_integrated_gradients(
     See `neuron_attribution` and `jaxplain.integrated_gradients`.
 
     Args:
-      model: a Linen `jaxplain.Model`.
+      model: a Linen or NNX `jaxplain.Model`.
       x: a batch of inputs.
       layer: a module path (see `layer_names`).
       neuron: an int (flat index), a tuple index into the layer's per-example
@@ -807,12 +877,12 @@ def neuron_integrated_gradients(
 def layer_names(model: Model, x) -> dict[str, tuple[int, ...]]:
     """Every layer the layer methods can name, with its output shape, for inputs like x.
 
-    Found by abstract evaluation (no computation). Names are Flax module paths joined
-    with "/" (see this module's docstring), in the order the layers finish in one
-    forward pass.
+    Found by abstract evaluation (no computation). Names are Flax module paths (Linen)
+    or attribute paths (NNX) joined with "/" (see this module's docstring), in the
+    order the layers finish in one forward pass.
 
     Args:
-      model: a Linen `jaxplain.Model`.
+      model: a Linen or NNX `jaxplain.Model`.
       x: a batch of inputs, or a `jax.ShapeDtypeStruct` like one.
 
     Returns:
@@ -824,6 +894,11 @@ def layer_names(model: Model, x) -> dict[str, tuple[int, ...]]:
       >>> variables = module.init(jax.random.PRNGKey(0), jnp.zeros((1, 3)))
       >>> layer_names(jaxplain.Model.from_linen(module, variables), jnp.zeros((2, 3)))
       {'layers_0': (2, 4), 'layers_2': (2, 2)}
+      >>> from flax import nnx
+      >>> rngs = nnx.Rngs(0)
+      >>> module = nnx.Sequential(nnx.Linear(3, 4, rngs=rngs), nnx.relu, nnx.Linear(4, 2, rngs=rngs))
+      >>> layer_names(jaxplain.Model.from_nnx(module), jnp.zeros((2, 3)))
+      {'layers/0': (2, 4), 'layers/2': (2, 2)}
     """
     if isinstance(x, jax.ShapeDtypeStruct):
         x = jnp.zeros(x.shape, x.dtype)
@@ -897,7 +972,7 @@ def fullgrad(model: Model, x, *, target, post_process: bool = True) -> Attributi
     Every call of a layer counts (a layer called twice has two bias-gradients).
 
     Args:
-      model: a Linen `jaxplain.Model`.
+      model: a Linen or NNX `jaxplain.Model`.
       x: a batch of inputs (NHWC images for `post_process=True`).
       target: as for `saliency`.
       post_process: return the saliency map; False returns the raw parts.
@@ -913,7 +988,7 @@ def fullgrad(model: Model, x, *, target, post_process: bool = True) -> Attributi
       Srinivas, Fleuret. Full-Gradient Representation for Neural Network
       Visualization. arXiv:1905.00780, 2019.
     """
-    _check_linen(model)
+    _check_named(model)
     x, targets = _checks.prepare(model, x, target)
     post_process = _checks.flag("post_process", post_process)
     if post_process and x.ndim != 4:
