@@ -98,7 +98,8 @@ def test_nnx_model_explained_in_eval_mode_without_mutating_it(rng):
     module(x * 2.0 + 1.0)  # training-mode call updates the running statistics
     model = jaxplain.Model.from_nnx(module)
     assert module.dropout.deterministic is False  # the user's module is untouched
-    evaluating = nnx.view(module, deterministic=True, use_running_average=True)
+    evaluating = nnx.merge(*nnx.split(module))  # a copy in evaluation mode, as module.eval() makes it
+    evaluating.eval()
     np.testing.assert_allclose(model(x), evaluating(x), rtol=1e-6)
     first = jaxplain.integrated_gradients(model, x, target=2, steps=64)
     second = jaxplain.integrated_gradients(model, x, target=2, steps=64)
