@@ -495,7 +495,7 @@ FIT = dict(epochs=1, progress=False)
             "explainer must be a jaxplain.amortized.Explainer",
             lambda: AM.selective(None, MODEL, X, target=0, tolerance=0.1),
         ),
-        (TypeError, "path must be a str or a path, got int", lambda: AM.load(3)),
+        (TypeError, r"path must be a path \(str or os.PathLike\), got int", lambda: AM.load(3)),
     ],
 )
 def test_amortized_arguments_are_named(error, match, call):
