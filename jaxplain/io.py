@@ -48,7 +48,7 @@ import numpy as np
 from flax import serialization
 
 from jaxplain._store import digest, file_sha256, make_folder, output_path
-from jaxplain.model import Model
+from jaxplain.model import Model, evaluation_kwargs
 
 FORMAT = "jaxplain.checkpoint"
 FORMAT_VERSION = 2
@@ -656,8 +656,13 @@ def _restore_linen(folder: str, module: nn.Module, input_shape, input_dtype):
     name = type(module).__name__
     key = jax.random.PRNGKey(0)
     try:
+        # in evaluation mode, so that a __call__(x, train) without a default can be built
         expected = jax.eval_shape(
-            lambda: module.init({"params": key, "dropout": key}, jnp.zeros((1, *shape), input_dtype))
+            lambda: module.init(
+                {"params": key, "dropout": key},
+                jnp.zeros((1, *shape), input_dtype),
+                **evaluation_kwargs(module.__call__),
+            )
         )
     except Exception as error:
         raise ValueError(

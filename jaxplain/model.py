@@ -457,8 +457,7 @@ class Model:
             # getattr on the unbound module would raise Flax's AttributeError from inside.
             raise ValueError(f"method {method!r} is not a method of {type(module).__name__}")
         target = getattr(module, method) if isinstance(method, str) else (method or module.__call__)
-        accepted = _keyword_names(target)
-        kwargs = {k: v for k, v in _EVAL_KWARGS.items() if k in accepted}
+        kwargs = evaluation_kwargs(target)
         kwargs.update(apply_kwargs)
         return cls(LinenApply(module, method, tuple(sorted(kwargs.items()))), variables, output)
 
@@ -525,8 +524,7 @@ class Model:
                     f"a flag or None, got {type(value).__name__}; arrays are not passed this way"
                 ) from None
         called = getattr(module, method) if isinstance(method, str) else (method or module.__call__)
-        accepted = _keyword_names(called)
-        kwargs = {k: v for k, v in _EVAL_KWARGS.items() if k in accepted}
+        kwargs = evaluation_kwargs(called)
         kwargs.update(call_kwargs)
         graphdef, state = _nnx.evaluation_state(module)
         return cls(_NnxApply(graphdef, method, tuple(sorted(kwargs.items()))), state, output)
@@ -606,6 +604,13 @@ def _output_structure_message(apply_fn, scores, output: Output | None = None) ->
     else:
         return f"{message}. Select the scores to explain with {how}"
     return f"{message}. Select the scores to explain with {how} (on Model.from_linen, from_nnx, from_callable, load_model or model.with_output), or by hand: {by_hand}"
+
+
+def evaluation_kwargs(function) -> dict:
+    """The keyword arguments of `_EVAL_KWARGS` (`train=False`, `deterministic=True`, ...)
+    that `function` takes: what puts a Flax model in evaluation mode."""
+    accepted = _keyword_names(function)
+    return {k: v for k, v in _EVAL_KWARGS.items() if k in accepted}
 
 
 def _keyword_names(function) -> set:

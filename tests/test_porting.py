@@ -368,18 +368,15 @@ class _TrainWithoutDefault(nn.Module):
         return nn.Dense(2)(nn.BatchNorm(use_running_average=not train)(x))
 
 
-def test_load_model_needs_a_default_for_train_and_restoring_by_hand_works(tmp_path):
+def test_load_model_restores_a_module_whose_train_has_no_default(tmp_path):
     module = _TrainWithoutDefault()
     x = jax.random.normal(jax.random.key(0), (2, 3))
     variables = module.init(jax.random.key(1), x, train=False)
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(tmp_path / "linen", variables)
     checkpointer.wait_until_finished()
-    with pytest.raises(ValueError, match="missing 1 required positional argument: 'train'"):
-        jaxplain.load_model(tmp_path / "linen", module=module, input_shape=(3,))
-    abstract = jax.eval_shape(lambda: module.init(jax.random.key(0), x[:1], train=False))
-    by_hand = jaxplain.Model.from_linen(module, checkpointer.restore(tmp_path / "linen", abstract))
-    _close(by_hand(x), module.apply(variables, x, train=False))
+    restored = jaxplain.load_model(tmp_path / "linen", module=module, input_shape=(3,))
+    _close(restored(x), module.apply(variables, x, train=False))
 
 
 def test_the_command_line_takes_named_datasets_only(tmp_path, capsys):
