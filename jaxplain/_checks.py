@@ -107,7 +107,7 @@ def check_x(model: Model, x, *, integer_ids: bool = False):
 def _one_example_hint(model: Model, x) -> str:
     """A hint when x is one example without its batch axis (the model accepts x[None])."""
     try:
-        jax.eval_shape(lambda m, v: m(v), model, jax.ShapeDtypeStruct((1, *x.shape), x.dtype))
+        jax.eval_shape(model, jax.ShapeDtypeStruct((1, *x.shape), x.dtype))
     except Exception:
         return ""
     return f" (x looks like one example without its batch axis: pass x[None], of shape {(1, *x.shape)})"

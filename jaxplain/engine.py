@@ -684,7 +684,7 @@ def path_outputs(
 
 def output_dtype(model: Model, x) -> Any:
     """The dtype of the model's outputs for inputs like `x` (abstract evaluation)."""
-    return jax.eval_shape(_call, model, jax.ShapeDtypeStruct(x.shape, x.dtype)).dtype
+    return jax.eval_shape(model, jax.ShapeDtypeStruct(x.shape, x.dtype)).dtype
 
 
 def max_unrolled_chunks() -> int:
@@ -719,15 +719,7 @@ def _cached(cache: dict, key, compute):
 def output_struct(model: Model, x) -> jax.ShapeDtypeStruct:
     """Shape and dtype of `model(x)`, found by abstract evaluation and cached."""
     key = _cache_key(model, x)
-    return _cached(
-        _OUTPUT_STRUCTS, key, lambda: jax.eval_shape(_call, model, jax.ShapeDtypeStruct(key[2], key[3]))
-    )
-
-
-def _call(model: Model, x):
-    """`model(x)` with the parameters as arguments of the abstract evaluation, not constants
-    captured from outside it (NNX transforms inside a model refuse those)."""
-    return model(x)
+    return _cached(_OUTPUT_STRUCTS, key, lambda: jax.eval_shape(model, jax.ShapeDtypeStruct(key[2], key[3])))
 
 
 def _bytes_per_row(model: Model, feature_shape: tuple, dtype, context_rows=None) -> int:
@@ -741,13 +733,13 @@ def _bytes_per_row(model: Model, feature_shape: tuple, dtype, context_rows=None)
         return jax.ShapeDtypeStruct((rows,) + tuple(struct.shape), struct.dtype)
 
     def residual_bytes(rows):
-        def pullback(model, points, context):
+        def pullback(points, context):
             function = model if context is None else (lambda p: model((p, context)))
             return jax.vjp(function, points)[1]
 
         context = jax.tree_util.tree_map(lambda s: rows_of(rows, s), context_rows)
         structure = jax.eval_shape(
-            pullback, model, rows_of(rows, jax.ShapeDtypeStruct(feature_shape, dtype)), context
+            pullback, rows_of(rows, jax.ShapeDtypeStruct(feature_shape, dtype)), context
         )
         return sum(
             int(np.prod(leaf.shape)) * jnp.dtype(leaf.dtype).itemsize
