@@ -4,12 +4,17 @@
 #   make test   installs the test dependencies in .venv, lints with ruff and runs the tests
 #               (CI runs this)
 # Day to day, `make test-fast` runs the default tier: every test not marked slow.
+# `make test-lowest-flax` runs the model and layer tests against the lowest flax that
+# pyproject.toml allows (FLAX_FLOOR), in its own environment (CI runs it after make test).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO := jaxplain evaluate --model checkpoints/digits_cnn --data digits --n 16 --metrics completeness,infidelity,faithfulness_correlation,deletion_auc,insertion_auc,randomisation --out out/demo
 
-.PHONY: demo test test-fast
+FLAX_FLOOR ?= 0.10.0
+FLOOR_VENV ?= .venv-lowest-flax
+
+.PHONY: demo test test-fast test-lowest-flax
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,3 +39,9 @@ test: $(VENV)/.installed-test
 test-fast: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -m "not slow"
+
+test-lowest-flax:
+	$(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(FLOOR_VENV)/bin/python -m pip install --quiet "flax==$(FLAX_FLOOR)" pytest scipy -e .
+	$(FLOOR_VENV)/bin/python -m pytest -q -m "not slow" tests/test_nnx.py tests/test_layers.py tests/test_model.py

@@ -116,3 +116,15 @@ def test_readme_main_job_is_the_tested_command():
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_ci_tests_the_lowest_flax_that_pyproject_allows():
+    floor = re.search(r'"flax>=([0-9.]+)"', (ROOT / "pyproject.toml").read_text()).group(1)
+    pinned = re.search(r"^FLAX_FLOOR \?= ([0-9.]+)$", (ROOT / "Makefile").read_text(), flags=re.M).group(1)
+
+    def release(version):
+        parts = [int(p) for p in version.split(".")]
+        return parts + [0] * (3 - len(parts))
+
+    assert release(pinned) == release(floor)
+    assert "make test-lowest-flax" in (ROOT / ".ci" / "run").read_text()
