@@ -43,5 +43,5 @@ test-fast: $(VENV)/.installed-test
 test-lowest-flax:
 	$(PYTHON) -m venv $(FLOOR_VENV)
 	$(FLOOR_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(FLOOR_VENV)/bin/python -m pip install --quiet "flax==$(FLAX_FLOOR)" pytest scipy -e .
+	$(FLOOR_VENV)/bin/python -m pip install --quiet "flax==$(FLAX_FLOOR)" pytest pytest-xdist scipy -e .
 	$(FLOOR_VENV)/bin/python -m pytest -q -m "not slow" tests/test_nnx.py tests/test_layers.py tests/test_model.py

@@ -36,12 +36,15 @@ def pytest_configure(config):
     pays a little for writing them. `--cache-clear` starts cold; `-p no:cacheprovider`
     turns the cache off (CI does, on a clean clone). JAX's own size limit is not used:
     it locks a file around every read and write, which slowed a cold run by a quarter.
+    The test processes of a parallel run (pytest-xdist) share the folder; only the main
+    process starts it afresh, before they start.
     """
     cache = getattr(config, "cache", None)
     if cache is None:
         return
     folder = cache.mkdir("jax-compilation-cache")
-    if sum(entry.stat().st_size for entry in folder.iterdir()) > COMPILATION_CACHE_BYTES:
+    worker = hasattr(config, "workerinput")
+    if not worker and sum(entry.stat().st_size for entry in folder.iterdir()) > COMPILATION_CACHE_BYTES:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(folder))

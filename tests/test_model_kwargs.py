@@ -93,14 +93,12 @@ def _check_case(case):
 # One method of each family and each way of drawing points, in the default tier; every
 # registered method and variant in the slow tier.
 FAST = (
-    "saliency",
     "integrated_gradients",
     "expected_gradients",
     "smoothgrad",
     "kernel_shap",
     "lrp",
     "layer_integrated_gradients",
-    "token_attributions",
 )
 
 

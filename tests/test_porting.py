@@ -75,6 +75,7 @@ def test_the_page_has_its_sections_and_every_block_compiles():
             compile(block, f"section {number}", "exec")
 
 
+@pytest.mark.slow  # a section of the page run end to end; its features are tested one by one elsewhere
 def test_linen_cnn_trained_saved_with_orbax_restored_and_explained(tmp_path):
     ns = _run("1", tmp_path)
     module, variables, model, x = ns["module"], ns["variables"], ns["model"], ns["x"]
@@ -104,6 +105,7 @@ def test_linen_cnn_trained_saved_with_orbax_restored_and_explained(tmp_path):
     np.testing.assert_array_equal(attribution.values, again.values)  # dropout is off
 
 
+@pytest.mark.slow  # a section of the page run end to end; its features are tested one by one elsewhere
 def test_tuple_and_dict_outputs_select_the_logits(tmp_path):
     ns = _run("2", tmp_path)
     module, variables, x, model = ns["module"], ns["variables"], ns["x"], ns["model"]
@@ -121,6 +123,7 @@ def test_tuple_and_dict_outputs_select_the_logits(tmp_path):
     assert ns["cam"].values.shape == (2, 8, 8)
 
 
+@pytest.mark.slow  # a section of the page run end to end; its features are tested one by one elsewhere
 def test_text_model_with_lengths_and_a_dropout_flag(tmp_path):
     ns = _run("3", tmp_path)
     module, variables = ns["module"], ns["variables"]
@@ -156,6 +159,7 @@ def test_text_model_with_lengths_and_a_dropout_flag(tmp_path):
     _close(np.asarray(ns["shap"].values).sum(1), scores.output_difference, 1e-3, 1e-4)
 
 
+@pytest.mark.slow  # a section of the page run end to end; its features are tested one by one elsewhere
 def test_nnx_model_with_rngs_trained_saved_restored_and_explained(tmp_path):
     ns = _run("4", tmp_path)
     model, restored, explained, x = ns["model"], ns["restored"], ns["explained"], ns["x"]
@@ -217,6 +221,7 @@ def test_vision_transformer_input_and_block_attributions(tmp_path):
     assert float(jnp.max(jnp.abs(block.delta) / jnp.abs(block.output_difference))) < 0.02
 
 
+@pytest.mark.slow  # a section of the page run end to end; its features are tested one by one elsewhere
 def test_one_score_per_example_dense_outputs_and_two_inputs(tmp_path):
     ns = _run("6", tmp_path)
     features = ns["features"]

@@ -127,6 +127,7 @@ SHARDED_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a script in a fresh process with four CPU devices
 def test_sharded_over_four_devices_equals_one_device(tmp_path):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAXPLAIN_PROGRESS": "0"}
     result = subprocess.run(
