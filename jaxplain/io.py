@@ -424,15 +424,18 @@ def read_variables(path: str, metadata: dict, expected, *, what: str):
     return stored
 
 
-def _read_msgpack(path: str, metadata: dict, expected, *, what: str):
+def _msgpack_file(path: str, metadata: dict, *, refusal: str) -> str:
+    """The variables file of a format-1 checkpoint, once it matches its recorded SHA-256."""
     variables_path = os.path.join(path, VARIABLES_FILE)
     if not os.path.isfile(variables_path):
         raise FileNotFoundError(f"{variables_path} is missing")
     if file_sha256(variables_path) != metadata["sha256"]:
-        raise CheckpointError(
-            f"{variables_path} does not match the checksum in {METADATA_FILE}: the file is "
-            "corrupt or was replaced"
-        )
+        raise CheckpointError(f"{variables_path} does not match the checksum in {METADATA_FILE}: {refusal}")
+    return variables_path
+
+
+def _read_msgpack(path: str, metadata: dict, expected, *, what: str):
+    variables_path = _msgpack_file(path, metadata, refusal="the file is corrupt or was replaced")
     try:
         with open(variables_path, "rb") as f:
             stored = serialization.msgpack_restore(f.read())
@@ -749,14 +752,7 @@ def convert_checkpoint(path: str) -> str:
     metadata = read_metadata(path)
     if metadata.get("format_version", 1) >= FORMAT_VERSION:
         return path
-    variables_path = os.path.join(path, VARIABLES_FILE)
-    if not os.path.isfile(variables_path):
-        raise FileNotFoundError(f"{variables_path} is missing")
-    if file_sha256(variables_path) != metadata["sha256"]:
-        raise CheckpointError(
-            f"{variables_path} does not match the checksum in {METADATA_FILE}: not converting a "
-            "corrupt or replaced file"
-        )
+    variables_path = _msgpack_file(path, metadata, refusal="not converting a corrupt or replaced file")
     with open(variables_path, "rb") as f:
         state = serialization.msgpack_restore(f.read())
     write_folder(path, state, metadata, {})  # keeps the fields' order; write_folder sets the new ones

@@ -870,13 +870,8 @@ def _model_kwargs(model_kwargs, length: int | None) -> Callable:
     """`rows_of(batch, size)`: a batch's rows of `model_kwargs`, padded to `size` (or None)."""
     if model_kwargs is None:
         return lambda batch, size: None
-    if not isinstance(model_kwargs, Mapping):
-        raise TypeError(
-            f"model_kwargs must be a dict of per-example arrays, e.g. {{'lengths': lengths}}; "
-            f"got {type(model_kwargs).__name__}"
-        )
     arrays = {}
-    for name, value in model_kwargs.items():
+    for name, value in arguments.named(model_kwargs).items():
         value = np.asarray(value)
         if value.ndim == 0 or (length is not None and len(value) != length):
             raise ValueError(

@@ -94,17 +94,23 @@ def bind(model: Model, arguments: Mapping) -> Model:
     )
 
 
-def check(model_kwargs, batch: int) -> dict:
-    """`model_kwargs` as a dict of arrays with `batch` rows, or a clear error."""
+def named(model_kwargs) -> dict:
+    """`model_kwargs` as a dict keyed by argument names, or a clear error."""
     if not isinstance(model_kwargs, Mapping):
         raise TypeError(
             f"model_kwargs must be a dict of per-example arrays, e.g. {{'lengths': lengths}}; "
             f"got {type(model_kwargs).__name__}"
         )
-    checked = {}
-    for name, value in model_kwargs.items():
+    for name in model_kwargs:
         if not isinstance(name, str) or not name.isidentifier():
             raise ValueError(f"model_kwargs: keys are the model's keyword argument names, got {name!r}")
+    return dict(model_kwargs)
+
+
+def check(model_kwargs, batch: int) -> dict:
+    """`model_kwargs` as a dict of arrays with `batch` rows, or a clear error."""
+    checked = {}
+    for name, value in named(model_kwargs).items():
         leaves = jax.tree_util.tree_leaves(value)
         if not leaves:
             raise ValueError(f"model_kwargs[{name!r}] holds no arrays")
