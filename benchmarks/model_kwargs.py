@@ -8,7 +8,7 @@ lengths built into it (possible here because every example has the same length, 
 compute the same thing), and reports median(model_kwargs) / median(built in). The two
 answers are compared too.
 
-    python benchmarks/model_kwargs.py [--repeats 15]
+    python benchmarks/model_kwargs.py [--repeats 15] [--quick]
 
 Writes benchmarks/results/model_kwargs.json.
 """
@@ -86,8 +86,11 @@ def case(name, module, x, name_arg, value, method, options, repeats):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--quick", action="store_true", help="one timed round, to check the script works")
     parser.add_argument("--out", default=None, help="folder for the JSON (default: benchmarks/results)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats = 1
     tokens = np.random.default_rng(0).integers(1, 1000, size=(32, 64)).astype(np.int32)
     features = np.random.default_rng(1).normal(size=(256, 30)).astype(np.float32)
     rows = [

@@ -103,3 +103,15 @@ def test_memory_scaling_quick(tmp_path):
         assert row["ratio"] == row["peak_mib"][-1] / row["peak_mib"][0]
         assert row["passed"] == (row["ratio"] <= 1.5)
     assert "| integrated_gradients pilot_gauss | 32, 1024 |" in stdout
+
+
+def test_model_kwargs_quick(tmp_path):
+    run("model_kwargs.py", tmp_path)
+    payload = json.loads((tmp_path / "model_kwargs.json").read_text())
+    assert {row["method"] for row in payload["cases"]} == {
+        "token_attributions",
+        "integrated_gradients",
+        "saliency",
+    }
+    for row in payload["cases"]:  # both forms compute the same thing
+        assert row["max_rel_diff"] < 1e-5 and row["ratio_model_kwargs_over_built_in"] > 0, row
