@@ -129,7 +129,8 @@ SHARDED_SCRIPT = textwrap.dedent("""
 
 @pytest.mark.slow  # a script in a fresh process with four CPU devices
 def test_sharded_over_four_devices_equals_one_device(tmp_path):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAXPLAIN_PROGRESS": "0"}
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4".strip()
+    env = {**os.environ, "XLA_FLAGS": flags, "JAXPLAIN_PROGRESS": "0"}  # compiled as this process compiles
     result = subprocess.run(
         [sys.executable, "-c", SHARDED_SCRIPT, str(tmp_path)],
         cwd=ROOT,

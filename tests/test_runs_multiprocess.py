@@ -58,7 +58,8 @@ def _launch(tmp_path, name, jobs, timeout=120):
     """Runs WORKER as processes 0 and 1; returns each one's list of job results."""
     env = {
         **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        # the test process's flags too (its optimisation level): the answers are compared
+        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2".strip(),
         "JAXPLAIN_PROGRESS": "0",
         "JAX_PLATFORMS": "cpu",
     }

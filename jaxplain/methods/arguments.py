@@ -128,22 +128,40 @@ def check(model_kwargs, batch: int) -> dict:
     return checked
 
 
-class _Concrete:
-    """A NumPy array as a static setting: equal and hashed by its contents."""
+class _Static:
+    """An option fixed in the program (an integer NumPy array, a dict of options such as
+    `method_options`): equal and hashed by its contents."""
 
-    def __init__(self, array: np.ndarray):
-        self.array = array
-        self._key = (
-            array.shape,
-            array.dtype.str,
-            hashlib.sha1(np.ascontiguousarray(array).tobytes()).hexdigest(),
-        )
+    def __init__(self, value):
+        self.value = value
+        self._key = _contents(value)
 
     def __eq__(self, other):
-        return isinstance(other, _Concrete) and self._key == other._key
+        return isinstance(other, _Static) and self._key == other._key
 
     def __hash__(self):
         return hash(self._key)
+
+
+def _contents(value):
+    """A hashable description of `value`'s contents (arrays by shape, dtype and bytes)."""
+    if isinstance(value, (np.ndarray, jax.Array)) and not isinstance(value, jax.core.Tracer):
+        array = np.ascontiguousarray(np.asarray(value))
+        return ("array", array.shape, array.dtype.str, hashlib.sha1(array.tobytes()).hexdigest())
+    if isinstance(value, Mapping):
+        return ("dict", tuple(sorted((str(k), _contents(v)) for k, v in value.items())))
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, tuple(_contents(v) for v in value))
+    hash(value)  # a TypeError names what cannot be fixed in the program
+    return value
+
+
+def _hashable(value) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _is_array(value) -> bool:
@@ -178,17 +196,20 @@ def run(function: Callable, model: Model, x, model_kwargs, options: dict):
     key = options.pop("key", None)
     # Integer NumPy options (feature masks, groups) fix the program's shapes: they stay
     # concrete, part of its static settings; other arrays are its traced inputs.
-    for name, value in options.items():
-        if isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.integer):
-            options[name] = _Concrete(value)
-    arrays = {k: v for k, v in options.items() if _is_array(v)}
-    static = tuple(sorted((k, v) for k, v in options.items() if k not in arrays))
+    # So do options that cannot be hashed as they are (a dict of the wrapped method's
+    # options), by their contents.
     try:
-        hash(static)
+        for name, value in options.items():
+            if isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.integer):
+                options[name] = _Static(value)
+            elif not _is_array(value) and not _hashable(value):
+                options[name] = _Static(value)
     except TypeError as error:
         raise TypeError(
             f"with model_kwargs, method options must be arrays or hashable values: {error}"
         ) from None
+    arrays = {k: v for k, v in options.items() if _is_array(v)}
+    static = tuple(sorted((k, v) for k, v in options.items() if k not in arrays))
     return _run(function, model, x, arguments, split, arrays, key, static)
 
 
@@ -196,7 +217,7 @@ def run(function: Callable, model: Model, x, model_kwargs, options: dict):
 def _run(function, model, x, arguments, split, arrays, key, static):
     def one(row):
         index, x_i, arguments_i, split_i = row
-        options = {**arrays, **{k: v.array if isinstance(v, _Concrete) else v for k, v in static}}
+        options = {**arrays, **{k: v.value if isinstance(v, _Static) else v for k, v in static}}
         options.update({name: value[None] for name, value in split_i.items()})
         if key is not None:
             options["key"] = jax.random.fold_in(key, index)
