@@ -253,7 +253,18 @@ def accepting(function: Callable) -> Callable:
     keyword = inspect.Parameter("model_kwargs", inspect.Parameter.KEYWORD_ONLY, default=None)
     at = next((i for i, p in enumerate(parameters) if p.kind == p.VAR_KEYWORD), len(parameters))
     method.__signature__ = signature.replace(parameters=parameters[:at] + [keyword] + parameters[at:])
+    method.__doc__ = (function.__doc__ or "").rstrip() + MORE
     return method
+
+
+# What every registered method's docstring ends with.
+MORE = """
+
+    Every jaxplain method also takes `model_kwargs=`, a dict of per-example arrays
+    `(batch, ...)` passed to the model at every point and never attributed (lengths,
+    masks), and `x` as a tuple or dict of inputs explained together
+    (`jaxplain.methods.arguments`, docs/porting.md).
+"""
 
 
 # --- several inputs: x a tuple or dict of arrays --------------------------------------------
