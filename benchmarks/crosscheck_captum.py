@@ -644,22 +644,15 @@ def rule_methods(checks: Checks, case: Case) -> None:
         lambda: lrp("alpha1beta0", captum_rule=Alpha1_Beta0_Rule),
         documented=LRP_ALPHA_BIAS,
     )
-    if cnn:  # the digits are >= 0 already
-        checks.compare(
-            "lrp",
-            case,
-            "alpha1beta0, bias-free model",
-            lambda: lrp("alpha1beta0", bias_free, captum_rule=Alpha1_Beta0_Rule),
-            notes=pool_note,
-        )
-    else:  # standardised wine features are negative in places
-        checks.compare(
-            "lrp",
-            case,
-            "alpha1beta0, bias-free model",
-            lambda: lrp("alpha1beta0", bias_free, captum_rule=Alpha1_Beta0_Rule),
-            documented=LRP_ALPHA_NEGATIVE,
-        )
+    # The digits are >= 0 already; standardised wine features are negative in places.
+    checks.compare(
+        "lrp",
+        case,
+        "alpha1beta0, bias-free model",
+        lambda: lrp("alpha1beta0", bias_free, captum_rule=Alpha1_Beta0_Rule),
+        **({"notes": pool_note} if cnn else {"documented": LRP_ALPHA_NEGATIVE}),
+    )
+    if not cnn:
         checks.compare(
             "lrp",
             case,
