@@ -453,18 +453,19 @@ def test_user_linen_model_with_direct_relu_calls_equals_zoo_model(method, rng):
 # What is refused, and why
 
 
-def test_text_classifier_is_refused_by_deeplift_and_lrp_but_not_guided_backprop(rng):
+def test_text_classifier_deeplift_sums_to_delta_and_guided_backprop_is_finite(rng):
+    # attention, LayerNorm and GELU have rules (tests/test_transformer_rules.py); guided
+    # backprop only changes ReLUs (any max(z, c), such as LayerNorm's clamp of the variance
+    # at zero) and takes the plain gradient through the rest
     module = models.TextClassifier(
         vocab_size=11, num_classes=2, max_length=5, embed_dim=8, num_heads=2, mlp_dim=8
     )
     variables = _init(module, (1, 5), dtype=jnp.int32)
     model = jaxplain.Model.from_linen(module, variables, method="logits_from_embeddings")
     embeddings = rng.normal(size=(2, 5, 8)).astype(np.float32)
-    for method in (rules.deeplift, rules.lrp):
-        with pytest.raises(ValueError, match=f"{method.__name__} cannot propagate through `\\w+`"):
-            method(model, embeddings, target=0)
-    # guided backprop only changes ReLUs (here: any max(z, c), such as LayerNorm's clamp of
-    # the variance at zero) and takes the plain gradient through attention and LayerNorm
+    lifted = rules.deeplift(model, embeddings, target=0)
+    np.testing.assert_allclose(_sums(lifted.values), lifted.output_difference, rtol=1e-4, atol=1e-5)
+    assert np.all(np.isfinite(rules.lrp(model, embeddings, target=0).values))
     guided = rules.guided_backprop(model, embeddings, target=0)
     assert guided.values.shape == embeddings.shape and np.all(np.isfinite(guided.values))
 
@@ -479,19 +480,29 @@ def test_guided_backprop_refuses_relus_inside_a_loop(rng):
         rules.guided_backprop(jaxplain.Model(looped, weights), np.ones((2, 4), np.float32), target=0)
 
 
-def test_product_of_inputs_is_refused_with_its_primitive_and_location():
-    model = jaxplain.Model.from_callable(lambda x: (x * x) @ jnp.ones((3, 2)))
+def test_an_elementwise_function_written_out_is_an_activation(rng):
+    # x * x and exp(x) are elementwise functions of one value: DeepLIFT takes their secant
+    # (x + x' and (e^x - e^x') / (x - x')), LRP passes f(z) / z
+    x = rng.normal(size=(2, 3)).astype(np.float32)
+    square = jaxplain.Model.from_callable(lambda x: (x * x) @ jnp.ones((3, 2)))
+    np.testing.assert_allclose(rules.deeplift(square, x, target=0).values, x * x, rtol=1e-6)
+    np.testing.assert_allclose(rules.lrp(square, x, target=0).values, x * x, rtol=1e-6)
+    exp = jaxplain.Model.from_callable(lambda x: jnp.exp(x) @ jnp.ones((3, 2)))
+    np.testing.assert_allclose(
+        rules.deeplift(exp, x, target=0, baseline=0.5).values, np.exp(x) - np.exp(0.5), rtol=1e-5
+    )
+
+
+def test_an_operation_without_a_rule_is_refused_with_its_primitive_and_location():
+    model = jaxplain.Model.from_callable(lambda x: jnp.max(x, axis=1, keepdims=True) * jnp.ones((1, 2)))
     x = np.ones((2, 3), np.float32)
     with pytest.raises(
         ValueError,
-        match=r"deeplift cannot propagate through `mul` of two x-dependent values \(.*test_rules.py",
+        match=r"deeplift cannot propagate through `reduce_max` of an x-dependent value \(.*test_rules.py",
     ):
         rules.deeplift(model, x, target=0)
-    with pytest.raises(ValueError, match="lrp cannot propagate through `mul`"):
+    with pytest.raises(ValueError, match="lrp cannot propagate through `reduce_max`"):
         rules.lrp(model, x, target=0)
-    exp_model = jaxplain.Model.from_callable(lambda x: jnp.exp(x) @ jnp.ones((3, 2)))
-    with pytest.raises(ValueError, match="`exp` of an x-dependent value outside an activation function"):
-        rules.deeplift(exp_model, x, target=0)
 
 
 @pytest.mark.parametrize(

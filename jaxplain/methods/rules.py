@@ -100,31 +100,18 @@ import jax.extend.core as jex
 import jax.numpy as jnp
 import numpy as np
 
-from jaxplain import _checks, engine
+from jaxplain import _checks, _jaxpr, engine
 from jaxplain.attribution import Attribution
 from jaxplain.methods.registry import register
 from jaxplain.model import Model, Targets
 
 LRP_RULES = ("epsilon", "gamma", "alpha1beta0", "zbox", "composite")
+ATTENTION_RULES = ("constant", "attnlrp")
 
 # The stabiliser of the LRP rules other than epsilon (Captum's default).
 _STABILIZER = 1e-9
 
-# Primitives that call a nested jaxpr once, with the same inputs: the interpreter recurses.
-_CALLS = frozenset(
-    {
-        "jit",
-        "pjit",
-        "closed_call",
-        "core_call",
-        "remat",
-        "remat2",
-        "checkpoint",
-        "custom_jvp_call",
-        "custom_vjp_call",
-        "custom_vjp_call_jaxpr",
-    }
-)
+_CALLS = _jaxpr.CALLS
 
 # Primitives that act element by element (with size-1 broadcasting of their operands).
 _ELEMENTWISE = frozenset(
@@ -278,6 +265,7 @@ class _Rules:
     rule: str = ""
     epsilon: float = 0.0
     gamma: float = 0.0
+    attention: str = "constant"  # LRP's softmax rule: "constant" (held) or "attnlrp"
 
     @property
     def rectifiers_only(self) -> bool:
@@ -294,6 +282,17 @@ class _Dependent:
     def __init__(self, value, companions=()):
         self.value = value
         self.companions = tuple(companions)
+
+
+class _Detached:
+    """An x-dependent value that the rules hold constant: a normalising factor (the
+    output of `rsqrt` or `sqrt` and what feeds only into it), or LRP's attention weights
+    under attention="constant". No gradient flows through it; DeepLIFT keeps the
+    reference's value as its companion."""
+
+    def __init__(self, value, companions=()):
+        self.value = jax.lax.stop_gradient(value)
+        self.companions = tuple(jax.lax.stop_gradient(c) for c in companions)
 
 
 @dataclasses.dataclass
@@ -336,21 +335,8 @@ class _State:
 # The interpreter
 
 
-def _bind(eqn, args) -> list:
-    params = eqn.primitive.get_bind_params(eqn.params)
-    out = eqn.primitive.bind(*args, **params)
-    return list(out) if eqn.primitive.multiple_results else [out]
-
-
-def _body(eqn):
-    """The nested jaxpr of a call primitive and its constants."""
-    for key in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
-        body = eqn.params.get(key)
-        if body is not None:
-            break
-    if isinstance(body, jex.ClosedJaxpr):
-        return body.jaxpr, body.consts
-    return body, ()
+_bind = _jaxpr.bind
+_body = _jaxpr.body
 
 
 def _where(eqn) -> str:
@@ -362,7 +348,9 @@ def _where(eqn) -> str:
     try:
         from jax._src import source_info_util
 
-        parts.append(f"at {source_info_util.summarize(eqn.source_info)}")
+        summary = source_info_util.summarize(eqn.source_info)
+        if summary:
+            parts.append(f"at {summary}")
     except Exception:  # the location is a courtesy; never fail on it
         pass
     return f" ({', '.join(parts)})" if parts else ""
@@ -372,31 +360,33 @@ def _unsupported(state: _State, eqn, why: str) -> ValueError:
     return ValueError(
         f"{state.rules.method} cannot propagate through `{eqn.primitive.name}` {why}"
         f"{_where(eqn)}. {state.rules.method} supports ReLU and other elementwise activation "
-        "functions, linear layers, BatchNorm in evaluation mode, residual additions and "
-        "pooling; see the table in jaxplain.methods.rules. Softmax, attention, LayerNorm "
-        "and products of two inputs have no rule."
+        "functions, linear layers, normalisation layers, softmax attention, products, "
+        "residual additions, pooling and lax.scan; see the table in jaxplain.methods.rules."
     )
 
 
 def _depends_on_x(value) -> bool:
-    return isinstance(value, (_Dependent, _Layer))
+    return isinstance(value, (_Dependent, _Layer, _Detached))
 
 
 def _values(args, index: int | None = None) -> list:
-    """The arguments with x-dependent ones replaced by their value (or companion `index`)."""
+    """The arguments with x-dependent ones replaced by their value (or companion `index`;
+    a held value without companions gives its value)."""
 
     def pick(arg):
-        if not isinstance(arg, _Dependent):
-            return arg
-        return arg.value if index is None else arg.companions[index]
+        if isinstance(arg, _Dependent):
+            return arg.value if index is None else arg.companions[index]
+        if isinstance(arg, _Detached):
+            return arg.value if index is None or not arg.companions else arg.companions[index]
+        return arg
 
     return [pick(arg) for arg in args]
 
 
 def _run(jaxpr, consts, args, state: _State) -> list:
-    """Evaluates `jaxpr` on `args` (some of them `_Dependent`), applying the method's rules."""
-    uses = collections.Counter(v for eqn in jaxpr.eqns for v in eqn.invars if isinstance(v, jex.Var))
-    uses.update(v for v in jaxpr.outvars if isinstance(v, jex.Var))
+    """Evaluates `jaxpr` on `args` (some of them x-dependent), applying the method's rules."""
+    uses = _jaxpr.uses(jaxpr)
+    plan = _Plan.of(jaxpr, [_depends_on_x(a) for a in args], state.rules)
     env = dict(zip(jaxpr.constvars, consts))
     env.update(zip(jaxpr.invars, args))
 
@@ -408,20 +398,222 @@ def _run(jaxpr, consts, args, state: _State) -> list:
             value = env[var] = _close_layer(value, state)
         return value
 
-    for eqn in jaxpr.eqns:
-        folded = _fold(eqn, env, uses, state)
-        if folded is not None:
-            outs = [folded]
+    for index, eqn in enumerate(jaxpr.eqns):
+        group = plan.groups.get(index)
+        if group is not None and isinstance(read(group.root), _Dependent):
+            if index != group.output:
+                continue  # evaluated with the group, at its output
+            outs = [group.apply(read(group.root), jaxpr, read, state)]
+        elif index in plan.held:
+            outs = _held(eqn, [read(v) for v in eqn.invars], state)
         else:
-            args = [read(v) for v in eqn.invars]
-            if any(_depends_on_x(a) for a in args):
-                outs = _apply(eqn, args, state)
+            folded = _fold(eqn, env, uses, state)
+            if folded is not None:
+                outs = [folded]
             else:
-                outs = _bind(eqn, args)
+                args = [read(v) for v in eqn.invars]
+                if any(_depends_on_x(a) for a in args):
+                    outs = _apply(eqn, args, state)
+                else:
+                    outs = _bind(eqn, args)
         for var, value in zip(eqn.outvars, outs):
             if not isinstance(var, jex.DropVar):
                 env[var] = value
     return [read(v) for v in jaxpr.outvars]
+
+
+# ---------------------------------------------------------------------------------------
+# Reading the jaxpr ahead: held values, softmax units, activation functions
+
+# Elementwise primitives that are linear in an x-dependent operand when every other
+# operand is x-independent (and, for select_n, the predicate too).
+_ELEMENTWISE_LINEAR = frozenset(
+    {"add", "sub", "neg", "mul", "div", "convert_element_type", "copy", "copy_p", "reduce_precision"}
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Group:
+    """Equations evaluated as one function of one x-dependent value `root`: a softmax
+    (`kind` "softmax") or an elementwise activation function written out in primitives
+    (`kind` "activation", e.g. `jax.nn.gelu`, which is not a call in the traced program)."""
+
+    kind: str
+    root: Any
+    output: int
+    eqns: tuple[int, ...]
+    axes: tuple[int, ...] = ()
+
+    def apply(self, root, jaxpr, read, state: _State):
+        if self.kind == "softmax":
+            return _softmax(root, self.axes, state)
+        eqns = [jaxpr.eqns[i] for i in self.eqns]
+        out_var = eqns[-1].outvars[0]
+        inner = {self.root} | {v for eqn in eqns for v in eqn.outvars}
+        external = list(
+            dict.fromkeys(v for eqn in eqns for v in eqn.invars if isinstance(v, jex.Var) and v not in inner)
+        )
+
+        def f(z, *consts):
+            local = {self.root: z, **dict(zip(external, consts))}
+            for eqn in eqns:
+                values = [v.val if isinstance(v, jex.Literal) else local[v] for v in eqn.invars]
+                local.update(zip(eqn.outvars, _bind(eqn, values)))
+            return local[out_var]
+
+        consts = [jnp.asarray(read(v)) for v in external]
+        return _activation_of(f, root, out_var.aval.shape, consts, state)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What the interpreter does with a jaxpr beyond one equation at a time.
+
+    held: equations whose x-dependent results are held constant (`_Detached`): every
+      `rsqrt` and `sqrt` of an x-dependent value (the normalising factor of LayerNorm,
+      RMSNorm, GroupNorm, ...), for LRP with attention="constant" every softmax, and
+      every equation whose results feed only into those.
+    groups: equation -> the softmax or activation group it belongs to.
+    """
+
+    held: frozenset[int]
+    groups: dict
+
+    @staticmethod
+    def of(jaxpr, dependent_args, rules: _Rules) -> _Plan:
+        if rules.rectifiers_only:
+            return _Plan(frozenset(), {})
+        eqns = jaxpr.eqns
+        dependent = {v for v, d in zip(jaxpr.invars, dependent_args) if d}
+        depends = []
+        for eqn in eqns:
+            flag = any(isinstance(v, jex.Var) and v in dependent for v in eqn.invars)
+            depends.append(flag)
+            if flag:
+                dependent.update(eqn.outvars)
+        units = {i: u for i, u in _jaxpr.softmax_units(jaxpr).items() if depends[i]}
+        seeds = {i for i, eqn in enumerate(eqns) if depends[i] and eqn.primitive.name in ("rsqrt", "sqrt")}
+        if rules.method == "lrp" and rules.attention == "constant":
+            seeds |= set(units)
+        readers = collections.defaultdict(list)
+        for i, eqn in enumerate(eqns):
+            for v in eqn.invars:
+                if isinstance(v, jex.Var):
+                    readers[v].append(i)
+        for v in jaxpr.outvars:
+            if isinstance(v, jex.Var):
+                readers[v].append(-1)
+        held = set()
+        for i in reversed(range(len(eqns))):
+            outs = [v for v in eqns[i].outvars if not isinstance(v, jex.DropVar)]
+            if i in seeds or (
+                depends[i] and outs and all(readers[v] and all(r in held for r in readers[v]) for v in outs)
+            ):
+                held.add(i)
+        groups = {}
+        for unit in units.values():
+            if unit.output not in held:
+                group = _Group("softmax", unit.logits, unit.output, tuple(sorted(unit.eqns)), unit.axes)
+                groups.update(dict.fromkeys(group.eqns, group))
+        taken = held | set(groups)
+        for group in _activation_groups(jaxpr, dependent, depends, readers, taken):
+            groups.update(dict.fromkeys(group.eqns, group))
+            taken |= set(group.eqns)
+        return _Plan(frozenset(held), groups)
+
+
+def _needs_group(eqn, dependent) -> bool:
+    """Whether an elementwise equation is beyond the one-equation rules: a nonlinear
+    function other than the recognised activations, or one of several x-dependent values."""
+    flags = [isinstance(v, jex.Var) and v in dependent for v in eqn.invars]
+    name = eqn.primitive.name
+    if sum(flags) > 1 or (name == "select_n" and flags[0]):
+        return True
+    return name not in _ELEMENTWISE_LINEAR and name not in _ACTIVATIONS
+
+
+def _activation_groups(jaxpr, dependent, depends, readers, taken):
+    """Elementwise functions of one x-dependent value written out in primitives.
+
+    From a value v that an equation beyond the one-equation rules reads, the group grows
+    forward over elementwise equations of v's shape whose x-dependent operands are v or
+    the group's own results; its output is the last result that everything before it
+    feeds into and that nothing outside reads before it, trimmed of trailing affine maps.
+    """
+    eqns = jaxpr.eqns
+    producer = {v: i for i, eqn in enumerate(eqns) for v in eqn.outvars}
+    for start, eqn in enumerate(eqns):
+        if start in taken or eqn.primitive.name not in _ELEMENTWISE or not depends[start]:
+            continue
+        if not _needs_group(eqn, dependent):
+            continue
+        roots = [v for v in eqn.invars if isinstance(v, jex.Var) and v in dependent]
+        for root in dict.fromkeys(roots):
+            group = _grow(eqns, root, producer.get(root, -1), dependent, readers, taken)
+            if group is not None:
+                taken = taken | set(group.eqns)
+                yield group
+                break
+
+
+def _grow(eqns, root, after: int, dependent, readers, taken) -> _Group | None:
+    shape = root.aval.shape
+    if not jnp.issubdtype(root.aval.dtype, jnp.floating):
+        return None
+    members, produced = [], {root}
+    for i in range(after + 1, len(eqns)):
+        eqn = eqns[i]
+        if i in taken or eqn.primitive.name not in _ELEMENTWISE:
+            continue
+        operands = [v for v in eqn.invars if isinstance(v, jex.Var) and v in dependent]
+        if not operands or any(v not in produced for v in operands):
+            continue
+        if any(v.aval.shape != shape for v in eqn.outvars):
+            continue
+        members.append(i)
+        produced.update(eqn.outvars)
+    # the output: the last member whose ancestors within the group are all the members
+    # before it, whose intermediate values nothing outside reads, and that contains an
+    # equation the one-equation rules cannot do
+    for end in reversed(range(len(members))):
+        chosen = members[: end + 1]
+        out = eqns[chosen[-1]].outvars[0]
+        if len(eqns[chosen[-1]].outvars) != 1:
+            continue
+        inner = {v for i in chosen for v in eqns[i].outvars} - {out}
+        if any(r not in chosen for v in inner for r in readers[v]):
+            continue
+        if not _ancestors_cover(eqns, chosen, root):
+            continue
+        if not any(_needs_group(eqns[i], dependent) for i in chosen):
+            return None
+        while len(chosen) > 1 and _trailing_affine(eqns[chosen[-1]], dependent):
+            shorter = chosen[:-1]
+            last = eqns[shorter[-1]].outvars[0]
+            if readers[last] != [chosen[-1]] or not any(_needs_group(eqns[i], dependent) for i in shorter):
+                break
+            chosen = shorter
+        return _Group("activation", root, chosen[-1], tuple(chosen))
+    return None
+
+
+def _ancestors_cover(eqns, chosen, root) -> bool:
+    """Whether every chosen equation feeds (through the others) into the last one."""
+
+    def variables(eqn):
+        return {v for v in eqn.invars if isinstance(v, jex.Var)}
+
+    needed = variables(eqns[chosen[-1]])
+    for i in reversed(chosen[:-1]):
+        if not any(v in needed for v in eqns[i].outvars):
+            return False
+        needed |= variables(eqns[i])
+    return root in needed
+
+
+def _trailing_affine(eqn, dependent) -> bool:
+    flags = [isinstance(v, jex.Var) and v in dependent for v in eqn.invars]
+    return eqn.primitive.name in _FOLDABLE and sum(flags) == 1
 
 
 def _fold(eqn, env, uses, state: _State) -> _Layer | None:
@@ -435,7 +627,7 @@ def _fold(eqn, env, uses, state: _State) -> _Layer | None:
     (position,) = open_layers
     if uses[eqn.invars[position]] != 1 or (eqn.primitive.name == "div" and position != 0):
         return None
-    other = args[1 - position] if len(args) == 2 else None
+    other = _values(args)[1 - position] if len(args) == 2 else None
     return args[position].fold(eqn.primitive.name, position, other)
 
 
@@ -444,6 +636,9 @@ def _apply(eqn, args, state: _State) -> list:
     name = eqn.primitive.name
     rules = state.rules
     dep = [isinstance(a, _Dependent) for a in args]
+    held = [isinstance(a, _Detached) for a in args]
+    if not any(dep):
+        return _held(eqn, args, state)
     if name in _CALLS:
         body, consts = _body(eqn)
         if rules.rectifiers_only:
@@ -458,6 +653,12 @@ def _apply(eqn, args, state: _State) -> list:
         if any(_uses_primitive(getattr(j, "jaxpr", j), "max") for j in jex.jaxprs_in_params(eqn.params)):
             raise _unsupported(state, eqn, "holding ReLUs (a loop or branch body is not rewritten)")
         return _plain(eqn, args)
+    if name == "scan":
+        return _scan(eqn, args, state)
+    if rules.method == "deeplift" and any(held) and (name == "mul" or (name == "div" and dep[0])):
+        return [_gate(eqn, args)]
+    if name in _BILINEAR and sum(dep) + sum(held) == 2 and not (rules.method == "lrp" and any(held)):
+        return [_product(eqn, args, state)]
     if name in _LINEAR:
         _check_linear(eqn, dep, state)
         if rules.method == "lrp" and name in _LAYERS:
@@ -479,7 +680,175 @@ def _apply(eqn, args, state: _State) -> list:
             "activation is recognised when it is a jitted, custom_jvp or custom_vjp "
             "function, e.g. from jax.nn, or one of max, min, tanh, logistic)",
         )
+    if name in ("while", "cond"):
+        raise _unsupported(
+            state,
+            eqn,
+            "of an x-dependent value (a while loop, whose number of steps may depend on the "
+            "values, or a branch chosen at run time, is not interpreted; lax.scan and fori_loop "
+            "with fixed bounds are)",
+        )
     raise _unsupported(state, eqn, "of an x-dependent value")
+
+
+def _held(eqn, args, state: _State) -> list:
+    """An operation whose x-dependent result the rules hold constant (`_Detached`)."""
+    if not any(_depends_on_x(a) for a in args):
+        return _bind(eqn, args)
+    outs = _bind(eqn, _values(args))
+    if state.rules.method != "deeplift":
+        return [_Detached(out) for out in outs]
+    references = _bind(eqn, _values(args, 0))
+    return [_Detached(out, (reference,)) for out, reference in zip(outs, references)]
+
+
+def _softmax(source: _Dependent, axes, state: _State) -> _Dependent:
+    """A softmax of x-dependent logits (see the module docstring).
+
+    LRP with attention="attnlrp": the softmax's own gradient, so that the relevance of
+    the logits, logits * G, is AttnLRP's rule. DeepLIFT: exact multipliers, from the
+    secant of exp and the quotient rule Δ(e / S) = Δe · S̄ / (S S') - ΔS · ē / (S S'),
+    with ē, S̄ the means of the values at x and at the reference, so that the output
+    differences are carried exactly.
+    """
+    if state.rules.method != "deeplift":
+        return _Dependent(jax.nn.softmax(source.value, axis=axes))
+
+    def exponentials(z, reference):
+        shift = jax.lax.stop_gradient(
+            jnp.maximum(jnp.max(z, axis=axes, keepdims=True), jnp.max(reference, axis=axes, keepdims=True))
+        )
+        e, e_reference = jnp.exp(z - shift), jnp.exp(reference - shift)
+        return e, e_reference, e.sum(axes, keepdims=True), e_reference.sum(axes, keepdims=True)
+
+    def forward(z, reference):
+        e, e_reference, total, total_reference = exponentials(z, reference)
+        return e / total, e_reference / total_reference
+
+    def backward(z, reference, outputs, cotangents):
+        g, _ = cotangents
+        e, e_reference, total, total_reference = exponentials(z, reference)
+        product = total * total_reference
+        g_e = g * (total + total_reference) / (2 * product)
+        g_e = g_e - jnp.sum(g * (e + e_reference) / (2 * product), axis=axes, keepdims=True)
+        near = _too_close(z, reference)
+        slope = jnp.where(near, e, (e - e_reference) / jnp.where(near, 1, z - reference))
+        return g_e * slope, None
+
+    out, out_reference = _custom(forward, backward)(source.value, source.companions[0])
+    return _Dependent(out, (out_reference,))
+
+
+def _gate(eqn, args) -> _Dependent:
+    """DeepLIFT through z * r or z / r with r held (a normalising factor): the secant
+    (f(z, r) - f(z', r')) / (z - z') elementwise, which carries the difference exactly."""
+    position = next(i for i, a in enumerate(args) if isinstance(a, _Dependent))
+    shape = eqn.outvars[0].aval.shape
+    source = args[position]
+    z = jnp.broadcast_to(source.value, shape)
+    reference = jnp.broadcast_to(source.companions[0], shape)
+    others, other_references = _values(args), _values(args, 0)
+
+    def f(v, operands):
+        operands = list(operands)
+        operands[position] = v
+        return _bind(eqn, operands)[0]
+
+    def forward(z, reference):
+        return f(z, others), f(reference, other_references)
+
+    def backward(z, reference, outputs, cotangents):
+        (out, out_reference), (g, _) = outputs, cotangents
+        near = _too_close(z, reference)
+        derivative = jax.jvp(lambda v: f(v, others), (z,), (jnp.ones_like(z),))[1]
+        secant = (out - out_reference) / jnp.where(near, 1, z - reference)
+        return g * jnp.where(near, derivative, secant), None
+
+    out, out_reference = _custom(forward, backward)(z, reference)
+    return _Dependent(out, (out_reference,))
+
+
+def _product(eqn, args, state: _State) -> _Dependent:
+    """A product (mul or dot_general) of two x-dependent values.
+
+    LRP: AttnLRP's uniform rule: each factor receives half of the relevance of every
+    term a_i b_i, i.e. half of the (epsilon-stabilised) gradient. DeepLIFT: the exact
+    split f(a, b) - f(a', b') = f(a - a', b̄) + f(ā, b - b') with ā, b̄ the means of the
+    values at x and at the reference. A held factor (`_Detached`) gets no share.
+    """
+    a, b = args
+    grads = [isinstance(v, _Dependent) for v in args]
+
+    def f(u, v):
+        return _bind(eqn, [u, v])[0]
+
+    if state.rules.method == "deeplift":
+        a_ref, b_ref = _values(args, 0)
+
+        def forward(a, b, a_ref, b_ref):
+            return f(a, b), f(a_ref, b_ref)
+
+        def backward(a, b, a_ref, b_ref, outputs, cotangents):
+            g, _ = cotangents
+            a_mid, b_mid = (a + a_ref) / 2, (b + b_ref) / 2
+            grad_a = jax.vjp(lambda u: f(u, b_mid), a)[1](g)[0] if grads[0] else None
+            grad_b = jax.vjp(lambda v: f(a_mid, v), b)[1](g)[0] if grads[1] else None
+            return grad_a, grad_b, None, None
+
+        a_value, b_value = _values(args)
+        out, out_reference = _custom(forward, backward)(a_value, b_value, a_ref, b_ref)
+        return _Dependent(out, (out_reference,))
+
+    epsilon = state.rules.epsilon if state.rules.rule == "epsilon" else _STABILIZER
+
+    def backward(a, b, out, g):
+        c = _share(out * g, out, epsilon)
+        grad_a = jax.vjp(lambda u: f(u, b), a)[1](c)[0] / 2
+        grad_b = jax.vjp(lambda v: f(a, v), b)[1](c)[0] / 2
+        return grad_a, grad_b
+
+    return _Dependent(_custom(f, backward)(*_values(args)))
+
+
+def _scan(eqn, args, state: _State) -> list:
+    """`lax.scan` (an RNN, `nn.scan`-stacked layers): the body interpreted once per step,
+    unrolled, so every rule reaches inside it."""
+    params = eqn.params
+    body, body_consts = params["jaxpr"].jaxpr, params["jaxpr"].consts
+    num_consts, num_carry, length = params["num_consts"], params["num_carry"], params["length"]
+    consts, carry, xs = (
+        args[:num_consts],
+        args[num_consts : num_consts + num_carry],
+        args[num_consts + num_carry :],
+    )
+    steps = range(length - 1, -1, -1) if params["reverse"] else range(length)
+    ys = {}
+    for step in steps:
+        outs = _run(body, body_consts, [*consts, *carry, *(_index(x, step) for x in xs)], state)
+        carry, ys[step] = outs[:num_carry], outs[num_carry:]
+    stacked = [_stack([ys[step][k] for step in range(length)]) for k in range(len(eqn.outvars) - num_carry)]
+    return [*carry, *stacked]
+
+
+def _index(value, step: int):
+    if isinstance(value, _Dependent):
+        return _Dependent(value.value[step], [c[step] for c in value.companions])
+    if isinstance(value, _Detached):
+        return _Detached(value.value[step], [c[step] for c in value.companions])
+    return value[step]
+
+
+def _stack(items):
+    if not any(_depends_on_x(v) for v in items):
+        return jnp.stack(items)
+    if all(isinstance(v, _Detached) or not _depends_on_x(v) for v in items):
+        counts = {len(v.companions) for v in items if isinstance(v, _Detached)}
+        n = counts.pop() if len(counts) == 1 else 0
+        values = _values(items)
+        return _Detached(jnp.stack(values), [jnp.stack(_values(items, j)) for j in range(n)])
+    counts = {len(v.companions) for v in items if isinstance(v, _Dependent)}
+    n = counts.pop() if len(counts) == 1 else 0
+    return _Dependent(jnp.stack(_values(items)), [jnp.stack(_values(items, j)) for j in range(n)])
 
 
 def _plain(eqn, args) -> list:
@@ -586,7 +955,7 @@ def _too_close(z, reference):
 def _unary(eqn, args):
     """(f, z, consts): the operation as a function of its x-dependent operand."""
     position = next(i for i, a in enumerate(args) if isinstance(a, _Dependent))
-    consts = [jnp.asarray(a) for i, a in enumerate(args) if i != position]
+    consts = [jnp.asarray(a) for i, a in enumerate(_values(args)) if i != position]
     shape = eqn.outvars[0].aval.shape
 
     def f(z, *consts):
@@ -624,8 +993,19 @@ def _derivative(f, z, consts):
 def _activation(eqn, args, state: _State) -> _Dependent:
     """An activation function f: DeepLIFT's secant, or LRP's f(z) / z."""
     f, z, companions, consts = _unary(eqn, args)
+    return _activation_of(f, _Dependent(z, companions), eqn.outvars[0].aval.shape, consts, state)
+
+
+def _activation_of(f, source: _Dependent, shape, consts, state: _State) -> _Dependent:
+    """f(z, *consts), elementwise in z (broadcast to `shape`), with DeepLIFT's secant or
+    LRP's f(z) / z as its derivative."""
+
+    def broadcast(z):
+        return jnp.broadcast_to(z, shape)  # size-1 broadcasting made explicit (linear)
+
+    z = broadcast(source.value)
     if state.rules.method == "deeplift":
-        (reference,) = companions
+        reference = broadcast(source.companions[0])
 
         def forward(z, reference, *consts):
             return f(z, *consts), f(reference, *consts)
@@ -678,7 +1058,7 @@ def _deeplift_max_pool(eqn, source: _Dependent):
 
 def _open_layer(eqn, args, state: _State) -> _Layer:
     position = 0 if isinstance(args[0], _Dependent) else 1
-    weight = args[1 - position]
+    weight = _values(args)[1 - position]
     one = jnp.ones((), eqn.outvars[0].aval.dtype)
     return _Layer(eqn, position, args[position], weight, one, jnp.zeros_like(one))
 
@@ -799,6 +1179,8 @@ class _Modified:
                 f"lrp(rule={self.rules.rule!r}) found no linear layer reading x through "
                 "reshapes and affine maps only, so the bounds low/high reach no first layer"
             )
+        if isinstance(out, _Detached):
+            out = out.value
         if not isinstance(out, _Dependent):
             return out - out if self.rules.method == "deeplift" else out
         if self.rules.method == "deeplift":
@@ -1049,6 +1431,7 @@ def lrp(
     gamma: float = 0.25,
     low=None,
     high=None,
+    attention: str = "constant",
 ) -> Attribution:
     """Layer-wise Relevance Propagation, from the target output down to the input.
 
@@ -1101,7 +1484,9 @@ def lrp(
     if rule not in LRP_RULES:
         raise ValueError(f"rule must be one of {LRP_RULES}, got {rule!r}")
     epsilon, gamma = _checks.number("epsilon", epsilon), _checks.number("gamma", gamma)
-    rules = _Rules("lrp", rule, epsilon, gamma)
+    if attention not in ATTENTION_RULES:
+        raise ValueError(f"attention must be one of {ATTENTION_RULES}, got {attention!r}")
+    rules = _Rules("lrp", rule, epsilon, gamma, attention)
     slots = [jnp.asarray(x)]
     if rule in ("zbox", "composite"):
         low, high = _checks.input_bound("low", low, x), _checks.input_bound("high", high, x)
@@ -1116,4 +1501,4 @@ def lrp(
     return _propagate(model, jnp.stack(slots, axis=1), targets, rules=rules)
 
 
-__all__ = ["LRP_RULES", "deconvnet", "deeplift", "deeplift_shap", "guided_backprop", "lrp"]
+__all__ = ["ATTENTION_RULES", "LRP_RULES", "deconvnet", "deeplift", "deeplift_shap", "guided_backprop", "lrp"]
