@@ -108,24 +108,33 @@ def _through(var, producers, eqns, names=_RESHAPES):
 
 
 def _shift_of(var, logits, producers, eqns) -> list | None:
-    """The equations of a stopped shift computed from `logits` alone (max-subtraction)."""
+    """The equations of a stopped shift computed from `logits` alone (max-subtraction),
+    the maximum taken of the logits or of the value they are a transpose or reshape of."""
+    sources = {logits}
+    source = logits
+    while isinstance(source, jex.Var) and source in producers:
+        eqn = eqns[producers[source]]
+        if eqn.primitive.name not in _RESHAPES | {"transpose"}:
+            break
+        source = eqn.invars[0]
+        sources.add(source)
     passed = []
     frontier = [var]
     while frontier:
         v = frontier.pop()
         if isinstance(v, jex.Literal):
             continue
-        if v is logits:
+        if v in sources:
             return None  # the shift must be a function of the logits, not the logits
         if v not in producers:
             return None
         index = producers[v]
         eqn = eqns[index]
-        if eqn.primitive.name not in _RESHAPES | {"stop_gradient", "reduce_max", "max"}:
+        if eqn.primitive.name not in _RESHAPES | {"stop_gradient", "reduce_max", "max", "transpose"}:
             return None
         passed.append(index)
         for operand in eqn.invars:
-            if operand is logits and eqn.primitive.name == "reduce_max":
+            if isinstance(operand, jex.Var) and operand in sources and eqn.primitive.name == "reduce_max":
                 continue
             if isinstance(operand, jex.Var):
                 frontier.append(operand)

@@ -22,19 +22,56 @@ g the incoming gradient, z' the reference's value of z in DeepLIFT):
 | operation on x-dependent values | guided_backprop / deconvnet | deeplift / deeplift_shap | lrp |
 |---|---|---|---|
 | ReLU: `max(z, c)`, c independent of x (`jax.nn.relu`, `nn.relu`, `jnp.maximum(z, 0)`, also inside `relu6` and `jnp.clip`) | g * (z > c) * (g > 0) / relu(g) | Rescale: (f(z) - f(z')) / (z - z') | relevance passes: f(z) / z |
-| other activations: `tanh`, `logistic`, `min(z, c)`, and any `jit`, `custom_jvp` or `custom_vjp` function that is elementwise in one x-dependent array (`jax.nn.leaky_relu`, `elu`, `selu`, `celu`, `silu`, `softplus`, `relu6`, `hard_tanh`, `mish`, ...) | gradient | Rescale of the whole function | relevance passes |
+| other activations: `tanh`, `logistic`, `min(z, c)`, any `jit`, `custom_jvp` or `custom_vjp` function that is elementwise in one x-dependent array (`jax.nn.leaky_relu`, `elu`, `selu`, `silu`, `softplus`, `mish`, ...), and any elementwise function of one x-dependent value written out in primitives (`jax.nn.gelu`, both forms, `x * jax.nn.sigmoid(x)`, `x * x`, `exp`) | gradient | Rescale of the whole function | relevance passes |
 | `dot_general` / `conv_general_dilated` whose other operand does not depend on x (dense and convolution layers) | gradient | gradient | the layer rule (below) |
 | other linear operations: add / sub, mul / div by x-independent values (biases, eval-mode BatchNorm), residual adds, reshape, transpose, broadcast, slice, concatenate, pad, gather at x-independent indices, select with an x-independent condition, reduce_sum, mean, average pooling (`reduce_window_sum`), cumsum, stop_gradient | gradient | gradient | gradient (LRP-0: relevance split in proportion to the contributions) |
+| normalisation: `rsqrt` / `sqrt` of an x-dependent value and everything that feeds only into it (LayerNorm, RMSNorm, GroupNorm, train-mode BatchNorm, L2 normalisation) | gradient | the factor r held; z * r and z / r by their secant (below) | the factor r held (a constant) |
+| softmax (`jax.nn.softmax`, or exp(z - stop_gradient(max z)) / sum written out), e.g. attention weights | gradient | exact multipliers (below) | attention="constant": the weights held, and what feeds only into them; "attnlrp": the softmax's gradient |
+| products of two x-dependent values: `mul`, `dot_general` (q.k and weights.v in attention, gated units, LSTM gates) | gradient | the exact split f(a - a', b̄) + f(ā, b - b') | half of each term's relevance to each factor (AttnLRP's uniform rule) |
 | max pooling (`reduce_window_max`) | gradient | Captum's max-pool rule (below) | winner takes all (gradient) |
-| anything else: products or quotients of two x-dependent values, exp / log / rsqrt / square of x-dependent values outside an activation function, `reduce_max`, `argmax`, comparisons and selects on x outside an activation function, `sort`, `scan` / `while` / `cond` | gradient | ValueError | ValueError |
+| `lax.scan` (RNNs, `nn.scan`, `nn.RNN`) | ReLUs inside: ValueError | the body interpreted, unrolled | the body interpreted, unrolled |
+| anything else: quotients of two x-dependent values outside a softmax, `reduce_max`, `argmax`, comparisons and selects on x outside an elementwise function, `sort`, `while` / `cond` | gradient | ValueError | ValueError |
 
-So softmax attention, LayerNorm, `jax.nn.gelu` (not wrapped in `jit`) and probability
-outputs are refused by DeepLIFT and LRP; guided backprop and deconvnet only change ReLUs
-and take the plain gradient through everything else. Every `max(z, c)` with c independent
-of x counts as a ReLU, so clamps such as LayerNorm's max(variance, 0) are rectified too;
-ReLUs inside `scan`, `while` or `cond` bodies are not reached and raise an error. A custom `jvp` or `vjp` of the
-user's own is ignored wherever the interpreter recurses into a function (it evaluates the
-function's primal computation).
+Guided backprop and deconvnet only change ReLUs and take the plain gradient through
+everything else. Every `max(z, c)` with c independent of x counts as a ReLU. ReLUs inside
+`scan`, `while` or `cond` bodies are not reached by guided backprop and deconvnet and
+raise an error; DeepLIFT and LRP unroll a `scan` (a fixed number of steps: the program
+grows with it) and refuse `while` and `cond`. A custom `jvp` or `vjp` of the user's own is
+ignored wherever the interpreter recurses into a function (it evaluates the function's
+primal computation).
+
+Transformers. The rules for normalisation and attention follow Ali et al. 2022
+(arXiv:2202.07304): a LayerNorm y = (z - mean z) * r, r = 1 / sqrt(var z + eps), is linear
+in z once r is held constant (their LN rule), and attention out = A v is linear in v once
+the weights A are held (their AH rule). jaxplain finds these factors in the function, not
+in modules: a *held* value is the output of an `rsqrt` or `sqrt` of an x-dependent value
+(and under LRP with attention="constant", of a softmax), together with every x-dependent
+value that feeds only into held values (the variance; the queries, keys and their
+product). Held values are evaluated and then stop-gradiented. With attention="attnlrp",
+LRP follows Achtibat et al. 2024 (AttnLRP, arXiv:2402.05602) instead: relevance flows into
+the softmax's logits by its own gradient (their softmax rule, R = z * dF/dz, which does not
+conserve: it leaves a bias-like term), and every product of two x-dependent values gives
+each factor half of each term's relevance (their uniform rule for q.k and A.v). GELU and
+SiLU pass relevance (the identity rule both papers use).
+
+What is conserved, tested in tests/test_transformer_rules.py:
+* DeepLIFT: sum(values) = F(x) - F(x') exactly on any model these rules reach, with biases,
+  class tokens and position embeddings: the secant of an activation, the split of a
+  product f(a, b) - f(a', b') = f(a - a', (b + b') / 2) + f((a + a') / 2, b - b') and the
+  softmax's multipliers (exp by its secant, then the quotient
+  e / S - e' / S' = (e - e') (S + S') / (2 S S') - (S - S') (e + e') / (2 S S')) each carry
+  the difference exactly. Through a held factor r, z * r - z' * r' is assigned to z - z'
+  elementwise (the multiplier is that difference divided by z - z', r where z = z'), so
+  the difference of the normalised value is carried exactly too. DeepLIFT has one
+  attention rule: exact.
+* LRP-epsilon with attention="constant", epsilon -> 0: sum(values) = F(x) when the model
+  has no constant terms (biases, LayerNorm offsets, a non-zero class token, position
+  embeddings); otherwise `delta` is the relevance those terms absorb. It equals gradient x
+  input of the model with the held values stop-gradiented and every activation f(z)
+  written as z * stop_gradient(f(z) / z).
+* LRP with attention="attnlrp": equals gradient x input of the same model with, in
+  addition, every product u * v of two x-dependent values written
+  (u * sg(v) + sg(u) * v) / 2; it does not sum to F(x) (the softmax rule's term).
 
 DeepLIFT (Rescale) is computed as a modified gradient times (x - x') (Ancona et al.
 2018): the model is evaluated on x and on the reference x' side by side, every activation's
@@ -398,12 +435,26 @@ def _run(jaxpr, consts, args, state: _State) -> list:
             value = env[var] = _close_layer(value, state)
         return value
 
+    def store(eqn, outs):
+        for var, value in zip(eqn.outvars, outs):
+            if not isinstance(var, jex.DropVar):
+                env[var] = value
+
     for index, eqn in enumerate(jaxpr.eqns):
         group = plan.groups.get(index)
-        if group is not None and isinstance(read(group.root), _Dependent):
+        if group is not None:
+            # the group's equations are evaluated together at its output (the root may
+            # come after some of them: a softmax's maximum is taken before a transpose)
             if index != group.output:
-                continue  # evaluated with the group, at its output
-            outs = [group.apply(read(group.root), jaxpr, read, state)]
+                continue
+            root = read(group.root)
+            if isinstance(root, _Dependent):
+                outs = [group.apply(root, jaxpr, read, state)]
+            else:
+                for member in group.eqns[:-1]:
+                    inner = jaxpr.eqns[member]
+                    store(inner, _held(inner, [read(v) for v in inner.invars], state))
+                outs = _held(eqn, [read(v) for v in eqn.invars], state)
         elif index in plan.held:
             outs = _held(eqn, [read(v) for v in eqn.invars], state)
         else:
@@ -416,9 +467,7 @@ def _run(jaxpr, consts, args, state: _State) -> list:
                     outs = _apply(eqn, args, state)
                 else:
                     outs = _bind(eqn, args)
-        for var, value in zip(eqn.outvars, outs):
-            if not isinstance(var, jex.DropVar):
-                env[var] = value
+        store(eqn, outs)
     return [read(v) for v in jaxpr.outvars]
 
 
@@ -1335,7 +1384,10 @@ def deeplift(model: Model, x, *, target, baseline=0.0) -> Attribution:
     by Captum's rule, and linear layers (dense, convolution, eval-mode BatchNorm, residual
     adds, reshapes, average pools) keeping their gradients. Summation-to-delta holds:
     sum_i phi_i = F_t(x) - F_t(x'); `delta` is the signed gap, zero up to rounding.
-    See the module docstring for what a model may contain.
+    Transformers are covered: normalising factors (LayerNorm, RMSNorm, GroupNorm) are held
+    and their products assigned by secant, softmax attention and products of two inputs
+    get exact multipliers, so summation-to-delta holds through them too. See the module
+    docstring for what a model may contain.
 
     Args:
       model: a `jaxplain.Model` with `output="logits"`.
@@ -1463,6 +1515,11 @@ def lrp(
       gamma: the gamma rule's weight on positive contributions.
       low, high: bounds of the input (a scalar, one example or one per example) for the
         z-box rule, e.g. 0.0 and 1.0 for images in [0, 1]; x must lie within them.
+      attention: the rule for softmax attention: "constant" holds the attention weights
+        (Ali et al.'s AH rule: relevance flows through the values only, and the relevance
+        is conserved), "attnlrp" takes AttnLRP's softmax and uniform product rules
+        (relevance flows through queries and keys too). LayerNorm and other normalising
+        factors are held under both (see the module docstring).
 
     Returns:
       An `Attribution` with `values`, `target`, `delta` = sum(values) - F_t(x) (relevance
@@ -1478,6 +1535,10 @@ def lrp(
       decisions with deep Taylor decomposition. arXiv:1512.02479, 2015.
       Kohlbrenner, Bauer, Nakajima, Binder, Samek, Lapuschkin. Towards Best Practice in
       Explaining Neural Network Decisions with LRP. arXiv:1910.09840, 2020.
+      Ali, Schnake, Eberle, Montavon, Mueller, Wolf. XAI for Transformers: Better
+      Explanations through Conservative Propagation. arXiv:2202.07304, 2022.
+      Achtibat, Hatefi, Dreyer, Jain, Wiegand, Lapuschkin, Samek. AttnLRP: Attention-Aware
+      Layer-Wise Relevance Propagation for Transformers. arXiv:2402.05602, 2024.
     """
     x, targets = _checks.prepare(model, x, target)
     _logits_only("lrp", model)
