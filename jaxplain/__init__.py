@@ -1,7 +1,8 @@
 """jaxplain: attribution methods for JAX and Flax models, each compiled to one XLA program."""
 
-from jaxplain import amortized, data, engine, io, metrics, models, runs, schedules, training
+from jaxplain import amortized, data, engine, generation, io, metrics, models, runs, schedules, training
 from jaxplain.attribution import Attribution
+from jaxplain.generation import GenerationAttribution, generation_attributions
 from jaxplain.io import load_model
 from jaxplain.methods.gradients import input_x_gradient, saliency
 from jaxplain.methods.integrated import blur_ig, expected_gradients, guided_ig, idgi, integrated_gradients
@@ -39,6 +40,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Attribution",
+    "GenerationAttribution",
     "METHODS",
     "Model",
     "Output",
@@ -56,6 +58,8 @@ __all__ = [
     "explain_dataset",
     "feature_ablation",
     "fullgrad",
+    "generation",
+    "generation_attributions",
     "grad_cam",
     "guided_backprop",
     "guided_ig",
