@@ -4,6 +4,7 @@ from jaxplain import amortized, data, engine, generation, io, metrics, models, r
 from jaxplain.attribution import Attribution
 from jaxplain.generation import GenerationAttribution, generation_attributions
 from jaxplain.io import load_model
+from jaxplain.methods.attention import attention_flow, attention_rollout, gradient_weighted_attention
 from jaxplain.methods.gradients import input_x_gradient, saliency
 from jaxplain.methods.integrated import blur_ig, expected_gradients, guided_ig, idgi, integrated_gradients
 from jaxplain.methods.layers import (
@@ -46,6 +47,8 @@ __all__ = [
     "Output",
     "TrainConfig",
     "amortized",
+    "attention_flow",
+    "attention_rollout",
     "blur_ig",
     "data",
     "deconvnet",
@@ -61,6 +64,7 @@ __all__ = [
     "generation",
     "generation_attributions",
     "grad_cam",
+    "gradient_weighted_attention",
     "guided_backprop",
     "guided_ig",
     "idgi",

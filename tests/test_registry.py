@@ -45,6 +45,20 @@ class Tokens(nn.Module):
         return nn.Dense(2, name="head")(jnp.tanh(embedded).mean(axis=1))
 
 
+class Attention(nn.Module):
+    """2 x 2 patches, a class token, one pre-LN self-attention block, a head on the class token."""
+
+    @nn.compact
+    def __call__(self, images):
+        TRACES.append(1)
+        x = nn.Conv(8, (2, 2), strides=(2, 2), name="patches")(images)
+        x = x.reshape(x.shape[0], -1, 8)
+        cls = jnp.broadcast_to(self.param("cls", nn.initializers.normal(1.0), (1, 1, 8)), (x.shape[0], 1, 8))
+        x = jnp.concatenate([cls, x], axis=1)
+        x = x + nn.MultiHeadDotProductAttention(num_heads=4, name="attention")(nn.LayerNorm()(x))
+        return nn.Dense(3, name="head")(x[:, 0])
+
+
 def _model(module, x, seed):
     variables = module.init(jax.random.PRNGKey(seed), x[:1])
     return jaxplain.Model.from_linen(module, variables)
@@ -88,7 +102,12 @@ CALLS = {
     "kernel_shap": (IMAGES, {"feature_mask": GROUPS, "samples": 16}),
     "lime": (IMAGES, {"feature_mask": GROUPS, "samples": 16}),
     "banzhaf": (IMAGES, {"feature_mask": GROUPS, "samples": 16}),
+    "attention_rollout": (IMAGES, {}),
+    "attention_flow": (IMAGES, {}),
+    "gradient_weighted_attention": (IMAGES, {}),
 }
+# Methods that read attention maps: they explain the Attention model.
+ATTENTION = {"attention_rollout", "attention_flow", "gradient_weighted_attention"}
 # Settings that take a program path of their own: case -> (method, settings).
 VARIANTS = {
     "integrated_gradients[nonuniform]": ("integrated_gradients", {"steps": 16, "schedule": "nonuniform"}),
@@ -138,8 +157,9 @@ def explain(case, model, x, *, key=KEY, **overrides):
 
 
 def models(case, seed=0):
-    x = CASES[case][1]
-    return _model(Tokens() if x is TOKENS else ConvNet(), x, seed), x
+    name, x, _ = CASES[case]
+    module = Tokens() if x is TOKENS else Attention() if name in ATTENTION else ConvNet()
+    return _model(module, x, seed), x
 
 
 def traces(case, model, x, **settings):

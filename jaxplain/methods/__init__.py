@@ -5,7 +5,15 @@ Every public method is registered in `METHODS` (see `registry.py`) by the decora
 """
 
 # Importing the family modules registers their methods.
-from jaxplain.methods import gradients, integrated, layers, perturbation, rules, smoothing  # noqa: F401
+from jaxplain.methods import (  # noqa: F401
+    attention,
+    gradients,
+    integrated,
+    layers,
+    perturbation,
+    rules,
+    smoothing,
+)
 from jaxplain.methods.registry import FAMILIES, METHODS, MethodInfo, register
 
 __all__ = ["FAMILIES", "METHODS", "MethodInfo", "register"]
