@@ -19,8 +19,12 @@ SHIPPED = {  # name: (dataset, minimum test accuracy the issue asks for)
     "wine_mlp": ("wine", 0.95),
     "synthetic_text": ("synthetic_text", 0.95),
     "digits_resnet18": ("digits", 0.95),  # the larger image model of the schedule study
+    "digits_vit": ("digits", 0.95),
 }
-BIG = {"digits_resnet18"}  # re-measured in the slow tier
+# Language models, re-measured (greedy accuracy on held-out prompts) in test_transformer_models.py.
+LANGUAGE_MODELS = ("copy_lm",)
+# Re-measured in the slow tier (digits_vit in the default tier by test_transformer_models.py).
+BIG = {"digits_resnet18", "digits_vit"}
 # Amortized explainers (benchmarks/amortized.py --train-and-save MODEL): name -> model.
 EXPLAINERS = {
     f"{name}_explainer_supervised": name
@@ -62,7 +66,12 @@ def test_checkpoints_are_small_and_listed_with_their_command():
         metadata = jaxplain.io.read_metadata(str(ROOT / name))
         assert metadata["command"] in readme, f"checkpoints/README.md lacks the command for {name}"
         assert f"{metadata['fidelity']['spearman']:.3f}" in readme
-    assert sorted(p.name for p in ROOT.iterdir() if p.is_dir()) == sorted([*SHIPPED, *EXPLAINERS])
+    for name in LANGUAGE_MODELS:
+        metadata = jaxplain.io.read_metadata(str(ROOT / name))
+        assert metadata["command"] in readme, f"checkpoints/README.md lacks the command for {name}"
+        assert f"{metadata['greedy_token_accuracy']:.4f}" in readme
+    folders = sorted(p.name for p in ROOT.iterdir() if p.is_dir())
+    assert folders == sorted([*SHIPPED, *EXPLAINERS, *LANGUAGE_MODELS])
 
 
 # The two cheapest teachers (exact Shapley on wine, 32-step IG on digits) are re-measured
@@ -111,7 +120,7 @@ def test_shipped_checkpoints_are_orbax_checkpoints_inside_the_package():
     import orbax.checkpoint as ocp
 
     assert ROOT.resolve() == PACKAGE.resolve()  # the checkout's checkpoints/ is the package's
-    assert jaxplain.io.packaged_checkpoints() == sorted([*SHIPPED, *EXPLAINERS])
+    assert jaxplain.io.packaged_checkpoints() == sorted([*SHIPPED, *EXPLAINERS, *LANGUAGE_MODELS])
     for name in jaxplain.io.packaged_checkpoints():
         metadata = jaxplain.io.read_metadata(name)
         assert metadata["format_version"] == jaxplain.io.FORMAT_VERSION

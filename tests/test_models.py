@@ -319,6 +319,8 @@ def test_build_by_name():
         "resnet50",
         "inception_v3",
         "text_classifier",
+        "vit",
+        "causal_lm",
     }
 
 

@@ -1,8 +1,10 @@
-"""Flax Linen classifiers for NHWC images and token sequences, to train and explain.
+"""Flax Linen classifiers for NHWC images and token sequences, and a causal language model.
 
-Every model has `num_classes` and an `activation` field through which all of its
-nonlinearities pass, and every `__call__` takes `train: bool = False` (running
-BatchNorm statistics and no dropout when False).
+Every model has an `activation` field through which all of its nonlinearities pass,
+and every `__call__` takes `train: bool = False` (running BatchNorm statistics and no
+dropout when False). The classifiers have `num_classes` and return `(batch,
+num_classes)` logits; `CausalLM` (lm.py) returns next-token logits `(batch, length,
+vocab_size)`.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from jaxplain import _checks
 from jaxplain.models.cnn import SmallCNN
 from jaxplain.models.conv import Conv, conv_general_dilated
 from jaxplain.models.inception import InceptionV3
+from jaxplain.models.lm import CausalLM
 from jaxplain.models.mlp import MLP
 from jaxplain.models.pooling import max_pool
 from jaxplain.models.resnet import ResNet, ResNet18, ResNet50
 from jaxplain.models.text import TextClassifier
+from jaxplain.models.vit import ViT
 
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP,
@@ -28,6 +32,8 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "resnet50": ResNet50,
     "inception_v3": InceptionV3,
     "text_classifier": TextClassifier,
+    "vit": ViT,
+    "causal_lm": CausalLM,
 }
 
 
@@ -58,6 +64,7 @@ __all__ = [
     "Conv",
     "conv_general_dilated",
     "ARCHITECTURES",
+    "CausalLM",
     "InceptionV3",
     "MLP",
     "ResNet",
@@ -65,6 +72,7 @@ __all__ = [
     "ResNet50",
     "SmallCNN",
     "TextClassifier",
+    "ViT",
     "build",
     "max_pool",
 ]
