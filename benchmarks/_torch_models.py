@@ -605,3 +605,103 @@ def from_checkpoint(checkpoint, variables=None, **options) -> nn.Module:
     if architecture == "inception_v3":
         return inception_from_flax(checkpoint.module, variables, **options)
     raise ValueError(f"no torch twin for architecture {architecture!r}")
+
+
+# ---------------------------------------------------------------------------------------
+# The causal language model (jaxplain.models.CausalLM)
+
+
+class _LogitsOutput:
+    """What a Hugging Face causal LM returns, as far as Captum's LLM attribution reads it."""
+
+    def __init__(self, logits):
+        self.logits = logits
+
+
+class TorchCausalBlock(nn.Module):
+    """Flax's pre-LN EncoderBlock: x + attention(norm(x)), then x + mlp(norm(x)); flax's
+    LayerNorm epsilon (1e-6), multi-head attention with the query scaled by
+    1/sqrt(head_dim), GELU in its tanh form (flax's `nn.gelu` default)."""
+
+    def __init__(self, hidden: int, heads: int, mlp_dim: int, dtype):
+        super().__init__()
+        self.heads, self.head_dim = heads, hidden // heads
+        self.norm1 = nn.LayerNorm(hidden, eps=1e-6, dtype=dtype)
+        self.query, self.key, self.value = (nn.Linear(hidden, hidden, dtype=dtype) for _ in range(3))
+        self.out = nn.Linear(hidden, hidden, dtype=dtype)
+        self.norm2 = nn.LayerNorm(hidden, eps=1e-6, dtype=dtype)
+        self.up = nn.Linear(hidden, mlp_dim, dtype=dtype)
+        self.gelu = nn.GELU(approximate="tanh")
+        self.down = nn.Linear(mlp_dim, hidden, dtype=dtype)
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        h = self.norm1(x)
+
+        def split(layer):
+            return layer(h).view(b, t, self.heads, self.head_dim).transpose(1, 2)
+
+        q, k, v = split(self.query), split(self.key), split(self.value)
+        scores = (q / self.head_dim**0.5) @ k.transpose(-1, -2)
+        causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+        scores = scores.masked_fill(~causal, torch.finfo(scores.dtype).min)
+        attended = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, t, -1)
+        x = x + self.out(attended)
+        return x + self.down(self.gelu(self.up(self.norm2(x))))
+
+
+class TorchCausalLM(nn.Module):
+    """Token ids (batch, length) -> an object with `.logits` (batch, length, vocab)."""
+
+    def __init__(self, vocab_size, max_length, hidden, depth, heads, mlp_dim, dtype):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, hidden, dtype=dtype)
+        self.position = nn.Parameter(torch.zeros(max_length, hidden, dtype=dtype))
+        self.blocks = nn.ModuleList(TorchCausalBlock(hidden, heads, mlp_dim, dtype) for _ in range(depth))
+        self.final_norm = nn.LayerNorm(hidden, eps=1e-6, dtype=dtype)
+        self.head = nn.Linear(hidden, vocab_size, dtype=dtype)
+
+    def forward(self, input_ids, attention_mask=None, **unused):
+        x = self.embed(input_ids) + self.position[: input_ids.shape[1]]
+        for block in self.blocks:
+            x = block(x)
+        return _LogitsOutput(self.head(self.final_norm(x)))
+
+
+def _copy_attention(block: TorchCausalBlock, params: dict) -> None:
+    with torch.no_grad():
+        for name in ("query", "key", "value"):
+            kernel = _tensor(params[name]["kernel"], block.up.weight.dtype)  # (hidden, heads, head_dim)
+            getattr(block, name).weight.copy_(kernel.reshape(kernel.shape[0], -1).T)
+            getattr(block, name).bias.copy_(_tensor(params[name]["bias"], block.up.weight.dtype).reshape(-1))
+        kernel = _tensor(params["out"]["kernel"], block.up.weight.dtype)  # (heads, head_dim, hidden)
+        block.out.weight.copy_(kernel.reshape(-1, kernel.shape[-1]).T)
+        block.out.bias.copy_(_tensor(params["out"]["bias"], block.up.weight.dtype))
+
+
+def _copy_norm(norm: nn.LayerNorm, params: dict) -> None:
+    with torch.no_grad():
+        norm.weight.copy_(_tensor(params["scale"], norm.weight.dtype))
+        norm.bias.copy_(_tensor(params["bias"], norm.bias.dtype))
+
+
+def causal_lm_from_flax(module, variables, *, dtype=torch.float32) -> TorchCausalLM:
+    """The torch twin of a `jaxplain.models.CausalLM` with its Linen variables."""
+    if getattr(module.activation, "__name__", "") != "gelu":
+        raise ValueError("the torch twin of CausalLM has flax's tanh GELU only")
+    params = variables["params"]
+    twin = TorchCausalLM(
+        module.vocab_size, module.max_length, module.hidden, module.depth, module.heads, module.mlp_dim, dtype
+    )
+    with torch.no_grad():
+        twin.embed.weight.copy_(_tensor(params["token_embedding"]["embedding"], dtype))
+        twin.position.copy_(_tensor(params["position_embedding"], dtype))
+    for block, block_params in zip(twin.blocks, _numbered(params, "blocks")):
+        _copy_attention(block, block_params["MultiHeadDotProductAttention_0"])
+        _copy_norm(block.norm1, block_params["LayerNorm_0"])
+        _copy_norm(block.norm2, block_params["LayerNorm_1"])
+        _copy_dense(block.up, block_params["Dense_0"])
+        _copy_dense(block.down, block_params["Dense_1"])
+    _copy_norm(twin.final_norm, params["final_norm"])
+    _copy_dense(twin.head, params["head"])
+    return twin.eval()

@@ -273,7 +273,9 @@ def _attribute(model: Model, block, baseline, *, method, prompt_length, layer, s
                 target=target,
                 window=(1, options["window"]),
                 stride=(rows, 1),
-                baseline=baseline.astype(block.dtype),
+                baseline=block.at[:, 0].set(
+                    jnp.broadcast_to(baseline, block[:, 0].shape).astype(block.dtype)
+                ),
                 chunk_size=options["chunk_size"],
             )
         else:
@@ -284,7 +286,9 @@ def _attribute(model: Model, block, baseline, *, method, prompt_length, layer, s
                 on_ids,
                 block,
                 target=target,
-                baseline=block.at[:, 0].set(baseline.astype(block.dtype)),
+                baseline=block.at[:, 0].set(
+                    jnp.broadcast_to(baseline, block[:, 0].shape).astype(block.dtype)
+                ),
                 feature_mask=mask,
                 chunk_size=options["chunk_size"],
             )
@@ -509,7 +513,12 @@ def generation_attributions(
         P + G, features)`, may be named (e.g. a block: its outputs per position are
         attributed instead of the token embeddings).
       baseline: the id that replaces tokens (IG's baseline embeddings, occlusion,
-        ablation); by default the model's `pad_id` or 0. IG also takes "zero".
+        ablation); by default the model's `pad_id` or 0. IG also takes "zero". Or ids
+        per position `(P + G,)` or per example `(batch, P + G)`: a position whose
+        baseline id is its own token is never changed and gets 0 from IG, occlusion and
+        ablation; e.g. the prompt's positions set to the pad id and the generated ones
+        to the generated tokens attribute to the prompt only, as Captum's
+        LLMGradientAttribution and Inseq do.
       steps, schedule, chunk_size: IG's (defaults 50, "gauss_legendre"); chunk_size
         also for the perturbation methods.
       window: occlusion's window, in tokens (default 1).
@@ -605,11 +614,11 @@ def generation_attributions(
         raise ValueError(
             f"baseline must be a token id (or 'zero' for integrated_gradients), got {baseline!r}"
         )
-    baseline_id = 0 if zero else _baseline_id(model, baseline, vocabulary)
+    baseline_id = 0 if zero else _baseline_id(model, baseline, vocabulary, sequence.shape)
     if method == "integrated_gradients":
         options["zero_baseline"] = zero
         if not zero:
-            layers._check_ids(model, sequence, layer, ("baseline", np.full((1, 1), baseline_id)))
+            layers._check_ids(model, sequence, layer, ("baseline", np.reshape(baseline_id, (1, -1))))
     values, scores, delta, difference = _attribute(
         model,
         jnp.asarray(np.stack(rows, axis=1)),
@@ -620,7 +629,7 @@ def generation_attributions(
         settings=tuple(sorted(options.items())),
     )
     if "baseline" in METHOD_OPTIONS[method]:
-        options["baseline"] = "zero" if zero else baseline_id
+        options["baseline"] = "zero" if zero else _static(baseline_id)
     return GenerationAttribution(
         values=values,
         scores=scores,
@@ -650,14 +659,30 @@ def _embedding_layer(model: Model, sequence: np.ndarray) -> str:
     return found[0]
 
 
-def _baseline_id(model: Model, baseline, vocabulary: int) -> int:
-    """The baseline token id: the given one, else the model's `pad_id`, else 0."""
+def _static(ids):
+    """A baseline as the options record it: an int, or nested tuples of ids."""
+    ids = np.asarray(ids)
+    return int(ids) if ids.ndim == 0 else tuple(_static(row) for row in ids)
+
+
+def _baseline_id(model: Model, baseline, vocabulary: int, shape: tuple[int, int]):
+    """The baseline token id(s): the given id, or ids per position `(P + G,)` or per
+    example and position `(batch, P + G)`; else the model's `pad_id`, else 0."""
     if baseline is None:
         try:
             layers._check_named(model)
         except TypeError:
             return 0  # no Linen or NNX root to read a pad_id from
         baseline = layers._root_attribute(model, "pad_id", 0)
+    if not isinstance(baseline, (bool, int, np.integer)) and np.ndim(baseline) >= 1:
+        ids = np.asarray(baseline)
+        if not np.issubdtype(ids.dtype, np.integer) or ids.shape not in ((shape[1],), shape):
+            raise ValueError(
+                f"baseline must be one token id, ids per position {(shape[1],)} or per example and "
+                f"position {shape}, got {ids.dtype} {ids.shape}"
+            )
+        _check_range("baseline", ids, vocabulary)
+        return ids.astype(np.int32)
     if isinstance(baseline, bool) or not isinstance(baseline, (int, np.integer)):
         raise TypeError(f"baseline must be one token id (an int), got {type(baseline).__name__} {baseline!r}")
     _check_range("baseline", np.asarray([baseline]), vocabulary)

@@ -115,3 +115,15 @@ def test_model_kwargs_quick(tmp_path):
     }
     for row in payload["cases"]:  # both forms compute the same thing
         assert row["max_rel_diff"] < 1e-5 and row["ratio_model_kwargs_over_built_in"] > 0, row
+
+
+def test_generation_vs_captum_quick(tmp_path):
+    pytest.importorskip("captum")
+    run("generation_vs_captum.py", tmp_path)
+    payload = json.loads((tmp_path / "generation_vs_captum.json").read_text())
+    assert [row["generated_tokens"] for row in payload["cases"]] == [1, 4]
+    for row in payload["cases"]:
+        # the same prompt attributions as Captum's per-token loop, to float32 rounding
+        assert row["max_rel_diff"]["ig"] < 1e-4 and row["max_rel_diff"]["ixg"] < 1e-4, row
+        assert all(ratio > 0 for ratio in row["ratio_captum_over_jaxplain"].values())
+    assert "LayerNorm" in payload["captum_lrp_on_the_twin"]

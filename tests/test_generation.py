@@ -242,6 +242,27 @@ def test_feature_ablation_groups_tokens(linen):
             np.testing.assert_allclose(result.values[:, :, t], expected, atol=1e-5)
 
 
+def test_a_baseline_per_position_keeps_the_generated_tokens_as_they_are(linen):
+    # Captum's LLMGradientAttribution and Inseq attribute to the prompt only: the prompt's
+    # positions move to the baseline, the generated tokens stay
+    baseline = np.concatenate([np.zeros(P, int), GENERATED[0]])
+    per_example = np.concatenate([np.zeros((2, P), int), GENERATED], axis=1)
+    for method, expected in (
+        ("occlusion", reference_occlusion(linen, 0, GENERATED)),
+        ("integrated_gradients", None),
+    ):
+        result = attribute(linen, method, baseline=tuple(baseline))
+        values = np.asarray(result.values)
+        assert np.abs(values[0, :, P:]).max() < 1e-5  # example 0's generated tokens unchanged
+        if expected is not None:
+            np.testing.assert_allclose(values[0, :, :P], expected[0, :, :P], atol=1e-5)
+        both = attribute(linen, method, baseline=per_example)
+        assert np.abs(np.asarray(both.values)[:, :, P:]).max() < 1e-5
+        np.testing.assert_allclose(both.values[0], result.values[0], atol=1e-6)
+    with pytest.raises(ValueError, match=r"baseline must be one token id, ids per position \(7,\)"):
+        generation_attributions(linen.model, PROMPT, GENERATED, baseline=np.zeros(3, int))
+
+
 # --- the causal mask, contrast, NNX ------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_registry import BACKGROUND, CASES, GROUPS
+from test_registry import ATTENTION, BACKGROUND, CASES, GROUPS
 
 import jaxplain
 
@@ -46,8 +46,23 @@ class PaddedTokens(nn.Module):
         return nn.Dense(3, name="head")(pooled)
 
 
-def _setup(x):
-    if np.issubdtype(x.dtype, np.integer):
+class ScaledAttention(nn.Module):
+    """The registry tests' Attention model, its attention output scaled per example."""
+
+    @nn.compact
+    def __call__(self, images, scale):
+        x = nn.Conv(8, (2, 2), strides=(2, 2), name="patches")(images)
+        x = x.reshape(x.shape[0], -1, 8)
+        cls = jnp.broadcast_to(self.param("cls", nn.initializers.normal(1.0), (1, 1, 8)), (x.shape[0], 1, 8))
+        x = jnp.concatenate([cls, x], axis=1)
+        attended = nn.MultiHeadDotProductAttention(num_heads=4, name="attention")(nn.LayerNorm()(x))
+        return nn.Dense(3, name="head")((x + attended * scale[:, None, None])[:, 0])
+
+
+def _setup(x, method=None):
+    if method in ATTENTION:
+        module, name, values = ScaledAttention(), "scale", SCALES
+    elif np.issubdtype(x.dtype, np.integer):
         module, name, values = PaddedTokens(), "lengths", LENGTHS
     else:
         module, name, values = ScaledConvNet(), "scale", SCALES
@@ -76,7 +91,7 @@ def _call(method, model, x, settings, *, index=None, **extra):
 
 def _check_case(case):
     method, x, settings = CASES[case]
-    module, variables, name, values = _setup(x)
+    module, variables, name, values = _setup(x, method)
     model = jaxplain.Model.from_linen(module, variables)
     got = _call(method, model, x, settings, model_kwargs={name: values})
     for i in range(len(x)):
