@@ -362,3 +362,13 @@ def test_a_while_loop_is_refused_with_the_reason(rng):
     model = jaxplain.Model(looped, jnp.eye(3))
     with pytest.raises(ValueError, match="deeplift cannot propagate through `while`.*not interpreted"):
         rules.deeplift(model, np.ones((2, 3), np.float32), target=0)
+
+
+def test_the_shipped_vit():
+    digits = jaxplain.load_model("digits_vit")
+    x = np.asarray(jaxplain.data.load("digits").x_test[:3], np.float32)
+    lifted = rules.deeplift(digits, x, target="predicted")
+    np.testing.assert_allclose(_sums(lifted.values), lifted.output_difference, rtol=1e-3, atol=1e-4)
+    for attention in ("constant", "attnlrp"):
+        relevance = rules.lrp(digits, x, target="predicted", attention=attention)
+        assert np.all(np.isfinite(relevance.values)) and float(np.abs(relevance.values).max()) > 0
