@@ -22,7 +22,7 @@ SHIPPED = {  # name: (dataset, minimum test accuracy the issue asks for)
     "digits_vit": ("digits", 0.95),
 }
 # Language models, re-measured (greedy accuracy on held-out prompts) in test_transformer_models.py.
-LANGUAGE_MODELS = ("copy_lm",)
+LANGUAGE_MODELS = ("copy_lm", "key_value_lm")
 # Re-measured in the slow tier (digits_vit in the default tier by test_transformer_models.py).
 BIG = {"digits_resnet18", "digits_vit"}
 # Amortized explainers (benchmarks/amortized.py --train-and-save MODEL): name -> model.

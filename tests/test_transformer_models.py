@@ -237,13 +237,20 @@ def test_shipped_digits_vit_reproduces_its_recorded_accuracy():
     assert accuracy >= 0.95
 
 
-def copy_lm_held_out():
-    checkpoint = jaxplain.io.load_checkpoint("copy_lm")
+HELD_OUT = {  # shipped language model: (task, the task's settings)
+    "copy_lm": (jaxplain.data.copy_task, {"length": 8, "vocab_size": 16}),
+    "key_value_lm": (jaxplain.data.key_value_task, {"pairs": 4, "vocab_size": 16}),
+}
+
+
+def shipped_lm(name):
+    """The checkpoint and its held-out examples, drawn again as its metadata records."""
+    checkpoint = jaxplain.io.load_checkpoint(name)
     metadata = checkpoint.metadata
-    assert metadata["task"] == "copy" and metadata["held_out"]["seed"] == 1
-    assert metadata["task_config"] == {"length": 8, "vocab_size": 16}
-    held_out = jaxplain.data.copy_task(metadata["held_out"]["examples"], seed=1, **metadata["task_config"])
-    return checkpoint, held_out
+    make, settings = HELD_OUT[name]
+    assert make is lm.TASKS[metadata["task"]] and metadata["held_out"]["seed"] == 1
+    assert metadata["task_config"] == settings
+    return checkpoint, make(metadata["held_out"]["examples"], seed=1, **settings)
 
 
 @jax.jit
@@ -252,7 +259,7 @@ def forward(model, x):
 
 
 def test_shipped_copy_lm_answers_its_held_out_prompts_and_copies_from_its_sources():
-    checkpoint, held_out = copy_lm_held_out()
+    checkpoint, held_out = shipped_lm("copy_lm")
     metadata = checkpoint.metadata
     prompt_length, answer = metadata["prompt_length"], metadata["generated_length"]
     assert held_out.generated.shape[1] == answer and metadata["greedy_token_accuracy"] >= 0.99
@@ -281,14 +288,42 @@ def test_shipped_copy_lm_answers_its_held_out_prompts_and_copies_from_its_source
 
 
 @pytest.mark.slow
-def test_shipped_copy_lm_reproduces_its_greedy_accuracy():
-    checkpoint, held_out = copy_lm_held_out()
+@pytest.mark.parametrize("name", sorted(HELD_OUT))
+def test_shipped_lm_reproduces_its_greedy_accuracy(name):
+    checkpoint, held_out = shipped_lm(name)
     measured = lm.greedy_accuracy(checkpoint.module, checkpoint.variables, held_out)
     assert measured["token_accuracy"] == pytest.approx(checkpoint.metadata["greedy_token_accuracy"], abs=1e-6)
     assert measured["sequence_accuracy"] == pytest.approx(
         checkpoint.metadata["greedy_sequence_accuracy"], abs=1e-6
     )
     assert measured["token_accuracy"] >= 0.99
+
+
+def test_shipped_key_value_lm_answers_with_the_queried_keys_value():
+    checkpoint, held_out = shipped_lm("key_value_lm")
+    model = jaxplain.load_model("key_value_lm", output=lambda logits: logits[:, -1])
+    prompts, rows = held_out.prompts, np.arange(len(held_out.prompts))
+    # one answer token: greedy generation is the argmax after the prompt
+    answers = np.asarray(forward(model, prompts)).argmax(-1)
+    accuracy = np.mean(answers == held_out.generated[:, 0])
+    assert accuracy == pytest.approx(checkpoint.metadata["greedy_token_accuracy"], abs=1e-6)
+    assert accuracy >= 0.99
+
+    # The known answer: the value at `sources` decides it; the other values do not.
+    source = held_out.sources[:, 0]
+    other = 2 * ((source // 2 + 1) % 4) + 1  # the next pair's value
+    symbols = 16 - sequences.FIRST_CONTENT
+    for position, moves in ((source, True), (other, False)):
+        changed = prompts.copy()
+        changed[rows, position] = (
+            sequences.FIRST_CONTENT + (prompts[rows, position] - sequences.FIRST_CONTENT + 1) % symbols
+        )
+        after = np.asarray(forward(model, changed)).argmax(-1)
+        assert np.mean(after == (changed[rows, source] if moves else answers)) >= 0.99
+    # asking for the next pair's key gives the next pair's value
+    changed = prompts.copy()
+    changed[:, -1] = prompts[rows, other - 1]
+    assert np.mean(np.asarray(forward(model, changed)).argmax(-1) == prompts[rows, other]) >= 0.99
 
 
 def test_shipped_copy_lm_loads_as_a_model_on_ids_and_on_embeddings():

@@ -5,7 +5,7 @@ vocab_size)`: the logits at position t are a function of the tokens at positions
 only. `train_causal_lm` fits one to a `jaxplain.data.sequences` task by next-token
 cross-entropy on the answer tokens, `generate` continues prompts greedily, and
 `train_checkpoint` is what `jaxplain train --model causal_lm --data copy --out DIR`
-runs (the command behind the shipped `copy_lm`).
+runs (the command behind the shipped `copy_lm`; `--data key_value`: `key_value_lm`).
 """
 
 from __future__ import annotations
