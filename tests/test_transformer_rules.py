@@ -191,8 +191,8 @@ def test_lrp_holding_attention_and_norms_conserves_without_constant_terms(name, 
 
 
 def test_deeplift_from_a_zero_baseline_through_norms_of_a_zero_input(images):
-    # LayerNorm of the zero reference divides by sqrt(eps): the held factor is huge there,
-    # the multipliers are still exact
+    # LayerNorm of the zero reference divides by sqrt(eps): its factor is huge there, the
+    # multipliers are still exact
     model = _model(TinyViT(bias=True), images)
     result = rules.deeplift(model, images, target=2)
     np.testing.assert_allclose(_sums(result.values), result.output_difference, rtol=2e-4, atol=2e-5)
@@ -223,9 +223,8 @@ def test_lrp_attention_option_is_checked(images):
 def _hand_transformer(params, x, mode=None):
     """A one-block pre-LN transformer on (batch, tokens, width) with biases, written out.
 
-    mode None: the model. "norms": LayerNorm's 1/std stop-gradiented (the limit of
-    DeepLIFT's multipliers as the reference approaches x). "constant": LayerNorm's 1/std
-    and the attention weights stop-gradiented, GELU as z * sg(gelu(z) / z). "attnlrp": the same for the norms and
+    mode None: the model. "constant": LayerNorm's 1/std and the attention weights
+    stop-gradiented, GELU as z * sg(gelu(z) / z). "attnlrp": the same for the norms and
     GELU, the softmax kept, and the two products q.k and a.v split in halves.
     """
     sg = jax.lax.stop_gradient
@@ -236,7 +235,7 @@ def _hand_transformer(params, x, mode=None):
         return centred * (factor if mode is None else sg(factor)) * scale
 
     def gelu(z):
-        return jax.nn.gelu(z) if mode in (None, "norms") else z * sg(jax.nn.gelu(z) / z)
+        return jax.nn.gelu(z) if mode is None else z * sg(jax.nn.gelu(z) / z)
 
     def product(spec, u, v):
         if mode == "attnlrp":
