@@ -371,7 +371,6 @@ def _ids(name: str, value, rank: int = 2) -> np.ndarray:
 
 def _vocabulary(model: Model, sequence: np.ndarray) -> int:
     """The model's vocabulary size, checking that it maps ids (B, T) to logits (B, T, V)."""
-    select = model.output.select if isinstance(model.output, Output) else ()
     transform = model.output.transform if isinstance(model.output, Output) else model.output
     if transform not in ("logits", "log_probs") or getattr(model.output, "region", None) is not None:
         raise ValueError(
@@ -379,11 +378,7 @@ def _vocabulary(model: Model, sequence: np.ndarray) -> int:
             f"got output={model.output!r}. Use model.with_output('logits')"
         )
     try:
-        out = jax.eval_shape(
-            lambda params, ids: _select(model.apply_fn(params, ids), select),
-            model.params,
-            jax.ShapeDtypeStruct(sequence.shape, sequence.dtype),
-        )
+        out = engine.output_struct(model, sequence)  # cached: traced once per shape
     except Exception as error:
         raise ValueError(
             f"model cannot be applied to the sequence (prompt, then generated) of shape {sequence.shape}: "
