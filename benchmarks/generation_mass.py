@@ -3,7 +3,9 @@
 The shipped `copy_lm` (jaxplain/checkpoints/copy_lm) was trained on the copy task of
 `jaxplain.data.sequences`: the prompt is 8 content tokens and a separator, and generated
 token j repeats prompt token j, so its one source is prompt position j
-(`task.sources[:, j]`). For each method this script explains every generated token of
+(`task.sources[:, j]`). The shipped `key_value_lm` was trained on the key-value task: the
+prompt lists 4 (key, value) pairs and then a queried key, and the one generated token is
+the queried key's value, whose source is that value's position. For each method this script explains every generated token of
 held-out examples in one call and reports, with |values| normalised over the P + j
 sources each generated token can see,
 
@@ -40,6 +42,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import RESULTS, machine, write  # noqa: E402
 
 METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "lrp", "occlusion")
+# each method with its defaults, and LRP with AttnLRP's attention rules as well
+VARIANTS = tuple((method, {}) for method in METHODS) + (("lrp", {"attention": "attnlrp"}),)
 # Held-out prompts: the checkpoint's metadata records its own held-out seed (1); 7 is
 # neither it nor the training seed.
 SEED = 7
@@ -75,55 +79,58 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     examples, steps = (4, 8) if args.quick else (args.examples, 50)
 
-    model = jaxplain.load_model("copy_lm")
-    task = sequences.copy_task(examples, seed=SEED)
-    prompt = task.prompts.shape[1]
-    foils = runner_up(model, task)
-    rows = []
-    scores = (("plain", None),) if args.quick else (("plain", None), ("contrast", foils))
-    for score, contrast in scores:
-        for method in METHODS:
-            options = {"steps": steps} if method == "integrated_gradients" else {}
-            start = time.perf_counter()
-            result = jaxplain.generation_attributions(
-                model, task.prompts, task.generated, method=method, contrast=contrast, **options
-            )
-            values = np.asarray(jax.block_until_ready(result.values), np.float64)
-            seconds = time.perf_counter() - start
-            rows.append(
-                {
-                    "method": method,
-                    "score": score,
-                    "first_call_s": seconds,
-                    **mass(values, task.sources, prompt),
-                }
-            )
+    rows, tasks = [], {}
+    for checkpoint, make in (("copy_lm", sequences.copy_task), ("key_value_lm", sequences.key_value_task)):
+        model = jaxplain.load_model(checkpoint)
+        task = tasks[checkpoint] = make(examples, seed=SEED)
+        prompt = task.prompts.shape[1]
+        foils = runner_up(model, task)
+        scores = (("plain", None),) if args.quick else (("plain", None), ("contrast", foils))
+        for score, contrast in scores:
+            for method, options in VARIANTS:
+                options = {"steps": steps} if method == "integrated_gradients" else dict(options)
+                start = time.perf_counter()
+                result = jaxplain.generation_attributions(
+                    model, task.prompts, task.generated, method=method, contrast=contrast, **options
+                )
+                values = np.asarray(jax.block_until_ready(result.values), np.float64)
+                seconds = time.perf_counter() - start
+                rows.append(
+                    {
+                        "checkpoint": checkpoint,
+                        "method": method,
+                        "options": options,
+                        "score": score,
+                        "first_call_s": seconds,
+                        **mass(values, task.sources, prompt),
+                    }
+                )
 
     payload = {
         "machine": machine(),
-        "checkpoint": "copy_lm",
-        "task": {
-            "name": "copy",
-            "examples": examples,
-            "seed": SEED,
-            "prompt_length": prompt,
-            "generated_length": int(task.generated.shape[1]),
+        "tasks": {
+            checkpoint: {
+                "examples": examples,
+                "seed": SEED,
+                "prompt_length": int(task.prompts.shape[1]),
+                "generated_length": int(task.generated.shape[1]),
+            }
+            for checkpoint, task in tasks.items()
         },
         "integrated_gradients_steps": steps,
         "quick": args.quick,
         "rows": rows,
     }
     path = write("generation_mass.json", payload, args.out)
-    print(
-        f"copy_lm, {examples} held-out examples, P = {prompt}, G = {task.generated.shape[1]}; "
-        f"chance = {rows[0]['chance']:.3f}"
-    )
-    print("| method | score | mass on source | min | top-1 | x chance |")
-    print("|---|---|---|---|---|---|")
+    print(f"{examples} held-out examples of each task")
+    print("| checkpoint | method | score | mass on source | min | top-1 | chance | x chance |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(
-            f"| {row['method']} | {row['score']} | {row['mass_on_source']:.3f} | "
-            f"{row['min_mass_on_source']:.3f} | {row['top1']:.3f} | {row['over_chance']:.1f} |"
+            f"| {row['checkpoint']} | {row['method']}{' (attnlrp)' if row['options'].get('attention') else ''} | "
+            f"{row['score']} | {row['mass_on_source']:.3f} | "
+            f"{row['min_mass_on_source']:.3f} | {row['top1']:.3f} | {row['chance']:.3f} | "
+            f"{row['over_chance']:.1f} |"
         )
     print(f"wrote {path}")
     return 0

@@ -36,7 +36,7 @@ from jaxplain.methods import layers
 from jaxplain.methods.gradients import input_x_gradient, saliency
 from jaxplain.methods.integrated import straight_path
 from jaxplain.methods.perturbation import feature_ablation, occlusion
-from jaxplain.methods.rules import lrp
+from jaxplain.methods.rules import ATTENTION_RULES, lrp
 from jaxplain.model import Model, Output, _select
 
 Array = jax.Array
@@ -46,7 +46,7 @@ METHOD_OPTIONS = {
     "saliency": (),
     "input_x_gradient": (),
     "integrated_gradients": ("baseline", "steps", "schedule", "chunk_size"),
-    "lrp": ("rule", "epsilon", "gamma"),
+    "lrp": ("rule", "epsilon", "gamma", "attention"),
     "occlusion": ("baseline", "window", "chunk_size"),
     "feature_ablation": ("baseline", "feature_mask", "chunk_size"),
 }
@@ -59,6 +59,7 @@ _DEFAULTS = {
     "rule": "epsilon",
     "epsilon": 1e-9,
     "gamma": 0.25,
+    "attention": "constant",
 }
 # The lrp rules that need no bounds on the input (z-box would need them for embeddings).
 _LRP_RULES = ("epsilon", "gamma", "alpha1beta0")
@@ -308,6 +309,7 @@ def _attribute(model: Model, block, baseline, *, method, prompt_length, layer, s
                 rule=options["rule"],
                 epsilon=options["epsilon"],
                 gamma=options["gamma"],
+                attention=options["attention"],
             )
             values, difference = result.values.sum(axis=-1), result.output_difference
             scores = difference
@@ -427,6 +429,7 @@ def _settings(method: str, given: dict, length: int) -> dict:
         options["rule"] = _checks.choice("rule", options["rule"], _LRP_RULES)
         options["epsilon"] = _checks.number("epsilon", options["epsilon"])
         options["gamma"] = _checks.number("gamma", options["gamma"])
+        options["attention"] = _checks.choice("attention", options["attention"], ATTENTION_RULES)
     if "feature_mask" in options:
         groups = np.arange(length) if options["feature_mask"] is None else options["feature_mask"]
         mask, _ = _checks.feature_mask(np.asarray(groups), np.zeros((1, length), np.int32))
@@ -451,6 +454,7 @@ def generation_attributions(
     rule: str | None = None,
     epsilon: float | None = None,
     gamma: float | None = None,
+    attention: str | None = None,
 ) -> GenerationAttribution:
     """Attributes every generated token's score to the prompt and the tokens before it.
 
@@ -518,7 +522,8 @@ def generation_attributions(
         also for the perturbation methods.
       window: occlusion's window, in tokens (default 1).
       feature_mask: feature_ablation's group id per position `(P + G,)`, 0..n-1.
-      rule, epsilon, gamma: lrp's ("epsilon", "gamma" or "alpha1beta0"; 1e-9; 0.25).
+      rule, epsilon, gamma, attention: lrp's ("epsilon", "gamma" or "alpha1beta0"; 1e-9;
+        0.25; "constant", the attention weights held, or "attnlrp").
 
     Returns:
       A `GenerationAttribution`: `values (batch, G, P + G)`, `scores (batch, G)`,
@@ -583,6 +588,7 @@ def generation_attributions(
             "rule": rule,
             "epsilon": epsilon,
             "gamma": gamma,
+            "attention": attention,
         },
         length,
     )

@@ -221,7 +221,7 @@ def test_lrp_attention_option_is_checked(images):
 
 
 def _hand_transformer(params, x, mode=None):
-    """A one-block pre-LN transformer on (batch, tokens, width) with biases, written out.
+    """A one-block pre-LN causal transformer on (batch, tokens, width) with biases, written out.
 
     mode None: the model. "constant": LayerNorm's 1/std and the attention weights
     stop-gradiented, GELU as z * sg(gelu(z) / z). "attnlrp": the same for the norms and
@@ -244,7 +244,9 @@ def _hand_transformer(params, x, mode=None):
 
     h = norm(x, params["scale1"])
     q, k, v = (jnp.einsum("btd,dhe->bthe", h, params[n]) + params[n + "_bias"] for n in "qkv")
-    weights = jax.nn.softmax(product("bqhe,bkhe->bhqk", q, k) / np.sqrt(q.shape[-1]), axis=-1)
+    logits = product("bqhe,bkhe->bhqk", q, k) / np.sqrt(q.shape[-1])
+    causal = jnp.tril(jnp.ones((x.shape[1], x.shape[1]), bool))  # masked as flax masks
+    weights = jax.nn.softmax(jnp.where(causal, logits, jnp.finfo(logits.dtype).min), axis=-1)
     if mode == "constant":
         weights = sg(weights)
     attended = product("bhqk,bkhe->bqhe", weights, v)

@@ -584,9 +584,13 @@ def _needs_group(eqn, dependent) -> bool:
     function other than the recognised activations, or one of several x-dependent values."""
     flags = [isinstance(v, jex.Var) and v in dependent for v in eqn.invars]
     name = eqn.primitive.name
-    if sum(flags) > 1 or (name == "select_n" and flags[0]):
+    if name in ("add", "sub"):
+        return False  # linear in any number of x-dependent operands
+    if name == "select_n":
+        return flags[0]  # linear unless the condition depends on x (masking is linear)
+    if sum(flags) > 1:
         return True
-    return name not in _ELEMENTWISE_LINEAR and name not in _ACTIVATIONS
+    return name not in _ELEMENTWISE_LINEAR and name not in _ACTIVATIONS and name != "stop_gradient"
 
 
 def _activation_groups(jaxpr, dependent, depends, readers, taken):
@@ -927,10 +931,16 @@ def _is_activation_call(eqn, body, dep) -> bool:
     if sum(dep) != 1 or len(eqn.outvars) != 1:
         return False
     shape = eqn.invars[dep.index(True)].aval.shape
-    return eqn.outvars[0].aval.shape == shape and _elementwise_body(body, dep, shape)
+    nonlinear = []
+    return (
+        eqn.outvars[0].aval.shape == shape
+        and _elementwise_body(body, dep, shape, nonlinear)
+        # a linear function (`jnp.where(mask, z, c)`, a scaling) is interpreted op by op
+        and any(nonlinear)
+    )
 
 
-def _elementwise_body(jaxpr, dep, shape) -> bool:
+def _elementwise_body(jaxpr, dep, shape, nonlinear: list) -> bool:
     dependent = {v for v, d in zip(jaxpr.invars, dep) if d}
     for eqn in jaxpr.eqns:
         flags = [isinstance(v, jex.Var) and v in dependent for v in eqn.invars]
@@ -938,10 +948,12 @@ def _elementwise_body(jaxpr, dep, shape) -> bool:
             continue
         name = eqn.primitive.name
         if name in _CALLS:
-            if not _elementwise_body(_body(eqn)[0], flags, shape):
+            if not _elementwise_body(_body(eqn)[0], flags, shape, nonlinear):
                 return False
         elif name not in _ELEMENTWISE:
             return False
+        else:
+            nonlinear.append(name in _ACTIVATIONS or _needs_group(eqn, dependent))
         if any(v.aval.shape != shape for v in eqn.outvars):
             return False
         dependent.update(eqn.outvars)
