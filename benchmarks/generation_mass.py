@@ -87,8 +87,8 @@ def main(argv=None) -> int:
         foils = runner_up(model, task)
         scores = (("plain", None),) if args.quick else (("plain", None), ("contrast", foils))
         for score, contrast in scores:
-            for method, options in VARIANTS:
-                options = {"steps": steps} if method == "integrated_gradients" else dict(options)
+            for method, variant in VARIANTS:
+                options = {"steps": steps} if method == "integrated_gradients" else dict(variant)
                 start = time.perf_counter()
                 result = jaxplain.generation_attributions(
                     model, task.prompts, task.generated, method=method, contrast=contrast, **options
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
                     {
                         "checkpoint": checkpoint,
                         "method": method,
-                        "options": options,
+                        "options": variant,
                         "score": score,
                         "first_call_s": seconds,
                         **mass(values, task.sources, prompt),
