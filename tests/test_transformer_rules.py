@@ -68,12 +68,13 @@ class Block(nn.Module):
 
 
 class TinyViT(nn.Module):
-    """Patch embedding, class token, position embeddings, two blocks, head on the class token."""
+    """Patch embedding, class token, position embeddings, `depth` blocks, head on the class token."""
 
     pre_norm: bool = True
     bias: bool = True
     norm: str = "layer"
     num_classes: int = 3
+    depth: int = 1
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -84,7 +85,7 @@ class TinyViT(nn.Module):
         tokens = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, 8)), tokens], axis=1)
         if self.bias:
             tokens = tokens + self.param("position", nn.initializers.normal(0.5), (1, tokens.shape[1], 8))
-        for _ in range(2):
+        for _ in range(self.depth):
             tokens = Block(self.pre_norm, self.bias, self.norm)(tokens)
         out = nn.LayerNorm(use_bias=self.bias)(tokens[:, 0]) if self.norm == "layer" else tokens[:, 0]
         return nn.Dense(self.num_classes, use_bias=self.bias)(out)
@@ -104,12 +105,13 @@ class MixerBlock(nn.Module):
 
 class TinyMixer(nn.Module):
     bias: bool = True
+    depth: int = 1
 
     @nn.compact
     def __call__(self, x):
         b = x.shape[0]
         x = nn.Conv(8, (2, 2), strides=(2, 2), use_bias=self.bias)(x).reshape(b, -1, 8)
-        for _ in range(2):
+        for _ in range(self.depth):
             x = MixerBlock(self.bias)(x)
         x = nn.LayerNorm(use_bias=self.bias)(x).mean(axis=1)
         return nn.Dense(3, use_bias=self.bias)(x)
@@ -157,6 +159,7 @@ IMAGES = {
     "vit_pre_norm": lambda bias: TinyViT(pre_norm=True, bias=bias),
     "vit_post_norm": lambda bias: TinyViT(pre_norm=False, bias=bias),
     "vit_rms_norm": lambda bias: TinyViT(norm="rms", bias=bias),
+    "vit_two_blocks": lambda bias: TinyViT(bias=bias, depth=2),
     "mixer": lambda bias: TinyMixer(bias=bias),
     "groupnorm_cnn": lambda bias: GroupNormCNN(bias=bias),
 }
@@ -190,6 +193,7 @@ def test_lrp_holding_attention_and_norms_conserves_without_constant_terms(name, 
     np.testing.assert_allclose(result.delta, 0.0, atol=5e-5)
 
 
+@pytest.mark.slow  # a second DeepLIFT program on the ViT
 def test_deeplift_from_a_zero_baseline_through_norms_of_a_zero_input(images):
     # LayerNorm of the zero reference divides by sqrt(eps): its factor is huge there, the
     # multipliers are still exact
@@ -198,6 +202,7 @@ def test_deeplift_from_a_zero_baseline_through_norms_of_a_zero_input(images):
     np.testing.assert_allclose(_sums(result.values), result.output_difference, rtol=2e-4, atol=2e-5)
 
 
+@pytest.mark.slow  # four LRP programs on the ViT; the conservation tests run the default rule
 def test_lrp_runs_every_rule_on_a_transformer(images):
     model = _model(TinyViT(bias=True), images)
     for options in (
