@@ -14,7 +14,7 @@ from jaxplain.methods import auto_steps
 
 PILOTS = sorted(schedules.PILOT_SCHEDULES)
 # In a program, as integrated_gradients calls it (op by op it compiled dozens of small programs).
-pilot_schedule = jax.jit(schedules.pilot_schedule, static_argnums=(0, 2))
+pilot_schedule = jax.jit(schedules.pilot_schedule, static_argnums=(0, 2, 3))
 
 
 def random_pilots(rng, rows=5, intervals=6):
@@ -118,8 +118,8 @@ def test_pilot_schedules_match_a_slow_float64_transcription(name, rng):
         def score(z):
             return model(z[None])[0, 1]
 
-        pilot = jnp.asarray([[float(score(j / pilot_steps * x[b])) for j in range(pilot_steps + 1)]])
-        alphas, weights = map(np.asarray, pilot_schedule(name, pilot, steps))
+        pilot = jnp.asarray([[float(score(alpha * x[b])) for alpha in schedules.pilot_alphas(pilot_steps)]])
+        alphas, weights = map(np.asarray, pilot_schedule(name, pilot, steps, pilot_steps))
         total = sum(
             w * np.asarray(jax.grad(score)(alpha * x[b]), np.float64)
             for alpha, w in zip(alphas[0], weights[0])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -66,14 +68,18 @@ def _pilot_integrated_gradients(
         alpha = jnp.broadcast_to(alpha, x.shape[:1]).reshape((-1,) + (1,) * (x.ndim - 1))
         return rows_baseline + alpha.astype(x.dtype) * (x - rows_baseline)
 
-    # Forward-only pilot at the interior alphas j / N; the ends are already known.
-    pilot = [ends.at_reference.reshape(-1, 1), ends.at_x.reshape(-1, 1)]
-    if pilot_steps > 1:
-        interior = jnp.arange(1, pilot_steps, dtype=x.dtype) / pilot_steps
-        outputs = engine.path_outputs(model, rows_x, row_targets, point, interior, chunk_size=chunk_size)
-        pilot.insert(1, outputs[:, :, 0].astype(pilot[0].dtype))
-    pilot = jnp.concatenate(pilot, axis=1)
-    at = schedules.pilot_points(schedule, pilot, steps)  # each chunk's alphas and weights
+    # Forward-only pilot at the interior pilot alphas; the ends are already known.
+    interior = jnp.asarray(schedules.pilot_alphas(pilot_steps)[1:-1], x.dtype)
+    outputs = engine.path_outputs(model, rows_x, row_targets, point, interior, chunk_size=chunk_size)
+    pilot = jnp.concatenate(
+        [
+            ends.at_reference.reshape(-1, 1),
+            outputs[:, :, 0].astype(ends.at_x.dtype),
+            ends.at_x.reshape(-1, 1),
+        ],
+        axis=1,
+    )
+    at = schedules.pilot_points(schedule, pilot, steps, pilot_steps)  # each chunk's alphas and weights
 
     def params_at(indices):  # (size, rows) alphas and weights
         return jax.tree_util.tree_map(jnp.transpose, at(indices))
@@ -98,7 +104,7 @@ def _auto_integrated_gradients(model, x, baseline, targets: Targets, tolerance, 
     baseline = jnp.broadcast_to(baseline, x.shape).astype(x.dtype)
     ends = engine.endpoints(model, x, targets, baseline)
     rows_x, rows_baseline, row_targets = _one_target_per_row(ends.x, baseline, ends.targets)
-    gradient_sum, steps, forward_steps, converged = auto_steps.integrate(
+    gradient_sum, steps, forward_steps, local_gaps = auto_steps.integrate(
         model,
         rows_x,
         rows_baseline,
@@ -111,8 +117,17 @@ def _auto_integrated_gradients(model, x, baseline, targets: Targets, tolerance, 
     )
     shape = (batch, targets.count)
     values = gradient_sum.reshape(shape + x.shape[1:]) * (x - baseline)[:, None]
-    extras = {"steps": steps, "forward_steps": forward_steps, "converged": converged}
-    return _path_attribution(targets, values, ends, {k: v.reshape(shape) for k, v in extras.items()})
+    scale = jnp.abs(ends.at_x - ends.at_reference)
+    local_gaps = local_gaps.reshape(shape) / jnp.maximum(scale, jnp.finfo(scale.dtype).tiny)
+    extras = {
+        "steps": steps.reshape(shape),
+        "forward_steps": forward_steps.reshape(shape),
+        "local_gaps": local_gaps,
+    }
+    attribution = _path_attribution(targets, values, ends, extras)
+    # converged: the tolerance as the user reads it, on the very numbers they get back
+    converged = attribution.relative_delta <= tolerance
+    return dataclasses.replace(attribution, extras={**attribution.extras, "converged": converged})
 
 
 @register("path")
@@ -146,15 +161,17 @@ def integrated_gradients(
     Schedules (see `jaxplain.schedules` and docs/schedules.md for which to use when):
     the fixed rules "gauss_legendre", "riemann_middle", "riemann_left",
     "riemann_right" and "trapezoid" place the same points for every example. The pilot
-    schedules first evaluate F_t, forward only, at `pilot_steps` + 1 uniform alphas
-    (the two ends come from the pass that computes `delta`), then place the `steps`
-    gradient points of each example (and target) where its output changes:
-    "nonuniform" shares them among the pilot intervals in proportion to the change
-    (the pre-processing idea of arXiv:2302.11107), "pilot_gauss" cuts the path into
-    panels of equal probability under a density that is half uniform and half the
-    pilot's changes, with a 4-point Gauss-Legendre rule in each. `steps="auto"`
-    refines each example's path until its completeness gap is within `tolerance` (see
-    `jaxplain.methods.auto_steps`).
+    schedules first evaluate F_t, forward only, at `pilot_steps` + 1 uniform alphas and
+    at geometric ones towards the baseline (10^-k / N down to 1e-6, which find a change
+    within alpha < 1e-3, as a normalised network's from a zero baseline; see
+    `jaxplain.schedules.pilot_alphas`; the two ends come from the pass that computes
+    `delta`), then place the `steps` gradient points of each example (and target) where
+    its output changes: "nonuniform" shares them among the uniform pilot intervals in
+    proportion to the change (the pre-processing idea of arXiv:2302.11107),
+    "pilot_gauss" cuts the path into panels of equal probability under a density that is
+    half uniform and half the pilot's changes, with a 4-point Gauss-Legendre rule in
+    each. `steps="auto"` refines each example's path until its completeness gap is
+    within `tolerance` (see `jaxplain.methods.auto_steps`).
 
     Args:
       model: a `jaxplain.Model`.
@@ -167,12 +184,15 @@ def integrated_gradients(
       schedule: "gauss_legendre" (default; exact for polynomial paths of degree
         <= 2 steps - 1), "riemann_middle", "riemann_left", "riemann_right",
         "trapezoid", "nonuniform" or "pilot_gauss".
-      pilot_steps: pilot intervals N of the pilot schedules (N - 1 forward-only
-        evaluations, N <= steps); by default steps // 4.
-      tolerance: with steps="auto", the bound on the sum of the path intervals'
-        completeness gaps relative to |F_t(x) - F_t(b)|; it implies
-        `relative_delta <= tolerance`. Values below about 1e-4 can be out of float32's
-        reach, and then end at the cap.
+      pilot_steps: uniform pilot intervals N of the pilot schedules (N <= steps;
+        `len(jaxplain.schedules.pilot_alphas(N)) - 2` forward-only evaluations, N - 1
+        uniform and about log10(1e6 / N) towards the baseline); by default steps // 4.
+      tolerance: with steps="auto", the bound on `relative_delta` that
+        `extras["converged"]` reports. The path is refined until the sum of its
+        intervals' |completeness gaps| is within tolerance * |F_t(x) - F_t(b)| (which
+        implies it, and which gaps of opposite signs cannot meet by cancelling) or
+        `max_steps` is reached. Values below about 1e-4 can be out of float32's reach,
+        and then end at the cap.
       max_steps: with steps="auto", the cap on gradient evaluations per example (at
         most `jaxplain.methods.auto_steps.MAX_STEPS`, 65536).
       chunk_size: points evaluated at once; by default the largest chunk whose saved
@@ -182,8 +202,10 @@ def integrated_gradients(
     Returns:
       An `Attribution` with `values` shaped like `x` (or `(batch, k, ...)`), `target`,
       `delta` and `output_difference`; with steps="auto" also
-      `extras["steps"]` (gradient evaluations used), `extras["forward_steps"]` and
-      `extras["converged"]` (False where the cap stopped it) per example.
+      `extras["steps"]` (gradient evaluations used), `extras["forward_steps"]`,
+      `extras["converged"]` (exactly `relative_delta <= tolerance`) and
+      `extras["local_gaps"]` (the sum of the intervals' |gaps| / |F_t(x) - F_t(b)|,
+      within tolerance unless the example stopped at `max_steps`) per example.
 
     Example:
       >>> import jax.numpy as jnp
@@ -210,7 +232,7 @@ def integrated_gradients(
     if isinstance(steps, str) and steps == "auto":
         if schedule != "gauss_legendre" or pilot_steps is not None or chunk_size is not None:
             raise ValueError(
-                "steps='auto' chooses its own points (adaptive Gauss-Legendre intervals, see "
+                "steps='auto' chooses its own points (nested midpoint intervals, see "
                 "jaxplain.methods.auto_steps): leave schedule, pilot_steps and chunk_size unset"
             )
         tolerance = _checks.fraction("tolerance", tolerance)
