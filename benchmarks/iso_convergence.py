@@ -142,7 +142,8 @@ def study(model, x, baseline, grid, tolerances, ratio, reference_steps):
                 model, x, target=target, baseline=baseline, steps=n, schedule=name
             )
             delta, l2 = errors(a, reference)
-            pilot = (schedules.default_pilot_steps(n) - 1) if name in PILOT else 0
+            forward = len(schedules.pilot_alphas(schedules.default_pilot_steps(n))) - 2
+            pilot = forward if name in PILOT else 0
             costs.append(np.full(batch, n + ratio * pilot))
             deltas.append(delta)
             l2s.append(l2)
