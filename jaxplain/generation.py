@@ -295,42 +295,77 @@ def _attribute(model: Model, block, baseline, *, method, prompt_length, layer, s
             )
         values, difference = result.values[:, :, 0], result.output_difference
     else:
-        _, embeddings = layers._run(model.apply_fn, model.params, block[:, 0], layer)
-        on_embeddings = scores_model("embeddings", (model.params, block), logits=method == "lrp")
-        if method == "saliency":
-            values = jnp.linalg.norm(saliency(on_embeddings, embeddings, target=target).values, axis=-1)
-        elif method == "input_x_gradient":
-            values = input_x_gradient(on_embeddings, embeddings, target=target).values.sum(axis=-1)
-        elif method == "lrp":
-            result = lrp(
-                on_embeddings,
-                embeddings,
-                target=target,
-                rule=options["rule"],
-                epsilon=options["epsilon"],
-                gamma=options["gamma"],
-                attention=options["attention"],
-            )
-            values, difference = result.values.sum(axis=-1), result.output_difference
-            scores = difference
-        else:
-            if options["zero_baseline"]:
-                reference = jnp.zeros_like(embeddings)
-            else:
-                ids = jnp.broadcast_to(baseline, block[:, 0].shape).astype(block.dtype)
-                reference = layers._run(model.apply_fn, model.params, ids, layer)[1]
-            values, difference = _integrated(
-                scores_model("embeddings_and_ids", model.params),
-                embeddings,
-                reference,
-                block,
-                target,
+        parts = [
+            _gradient_part(
+                model,
+                block[:, :, : prompt_length + end],
+                baseline,
+                np.arange(start, end)[None],
+                method,
+                prompt_length,
+                layer,
                 options,
+                scores_model,
             )
+            for start, end in _buckets(length - prompt_length)
+        ]
+        values = jnp.concatenate(
+            [jnp.pad(v, ((0, 0), (0, 0), (0, length - v.shape[-1]))) for v, _ in parts], axis=1
+        )
+        if parts[0][1] is not None:
+            difference = jnp.concatenate([d for _, d in parts], axis=1)
+        if method == "lrp":
+            scores = difference
     values = jnp.where(_causal(prompt_length, length), values, 0.0)
     if method in ("integrated_gradients", "lrp"):
         delta = values.sum(axis=-1) - difference
     return values, scores, delta, difference
+
+
+# Generated tokens are attributed in groups of consecutive positions, each group on the
+# prefix it can see (a causal model's scores do not depend on later positions): with G
+# tokens in at most this many groups, the gradient methods process about
+# sum_j (P + j) positions instead of G (P + G), as a per-token loop does, in one program.
+PREFIX_GROUPS = 8
+
+
+def _buckets(generated: int) -> list[tuple[int, int]]:
+    """[start, end) ranges of generated positions, at most PREFIX_GROUPS of them."""
+    edges = np.unique(np.linspace(0, generated, min(generated, PREFIX_GROUPS) + 1).round().astype(int))
+    return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+
+
+def _gradient_part(model, block, baseline, target, method, prompt_length, layer, options, scores_model):
+    """(values (B, k, T'), output difference (B, k) or None) of the gradient methods for the
+    k generated positions `target` on the prefix `block` (B, rows, T')."""
+    _, embeddings = layers._run(model.apply_fn, model.params, block[:, 0], layer)
+    on_embeddings = scores_model("embeddings", (model.params, block), logits=method == "lrp")
+    if method == "saliency":
+        return jnp.linalg.norm(saliency(on_embeddings, embeddings, target=target).values, axis=-1), None
+    if method == "input_x_gradient":
+        return input_x_gradient(on_embeddings, embeddings, target=target).values.sum(axis=-1), None
+    if method == "lrp":
+        result = lrp(
+            on_embeddings,
+            embeddings,
+            target=target,
+            rule=options["rule"],
+            epsilon=options["epsilon"],
+            gamma=options["gamma"],
+            attention=options["attention"],
+        )
+        return result.values.sum(axis=-1), result.output_difference
+    if options["zero_baseline"]:
+        reference = jnp.zeros_like(embeddings)
+    else:
+        ids = jnp.broadcast_to(
+            baseline, (block.shape[0], baseline.shape[-1] if baseline.ndim else block.shape[-1])
+        )
+        ids = ids[:, : block.shape[-1]].astype(block.dtype)
+        reference = layers._run(model.apply_fn, model.params, ids, layer)[1]
+    return _integrated(
+        scores_model("embeddings_and_ids", model.params), embeddings, reference, block, target, options
+    )
 
 
 def _integrated(on_both: Model, embeddings, baseline, block, target, options):
@@ -340,7 +375,7 @@ def _integrated(on_both: Model, embeddings, baseline, block, target, options):
     ends = on_both((jnp.concatenate([embeddings, baseline]), jnp.concatenate([block, block])))
     acc_dtype = engine.accumulation_dtype(embeddings)
     at_x, at_baseline = ends[:batch].astype(acc_dtype), ends[batch:].astype(acc_dtype)
-    chosen = jnp.broadcast_to(jnp.asarray(target, jnp.int32), at_x.shape)
+    chosen = jnp.broadcast_to(jnp.asarray(target, jnp.int32), (batch, np.shape(target)[-1]))
     values = straight_path(  # the path waits for the endpoint pass (`engine.tie`)
         on_both,
         engine.tie(embeddings, at_x),
@@ -351,7 +386,7 @@ def _integrated(on_both: Model, embeddings, baseline, block, target, options):
         chunk_size=options["chunk_size"],
         context=block,
     )
-    return values.sum(axis=-1), at_x - at_baseline
+    return values.sum(axis=-1), jnp.take_along_axis(at_x - at_baseline, chosen, axis=1)
 
 
 # --- the public function ----------------------------------------------------------------
