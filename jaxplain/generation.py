@@ -43,10 +43,10 @@ Array = jax.Array
 
 # Each method and the options it takes (the others must be left unset).
 METHOD_OPTIONS = {
-    "saliency": (),
-    "input_x_gradient": (),
-    "integrated_gradients": ("baseline", "steps", "schedule", "chunk_size"),
-    "lrp": ("rule", "epsilon", "gamma", "attention"),
+    "saliency": ("prefix_groups",),
+    "input_x_gradient": ("prefix_groups",),
+    "integrated_gradients": ("baseline", "steps", "schedule", "chunk_size", "prefix_groups"),
+    "lrp": ("rule", "epsilon", "gamma", "attention", "prefix_groups"),
     "occlusion": ("baseline", "window", "chunk_size"),
     "feature_ablation": ("baseline", "feature_mask", "chunk_size"),
 }
@@ -307,7 +307,7 @@ def _attribute(model: Model, block, baseline, *, method, prompt_length, layer, s
                 options,
                 scores_model,
             )
-            for start, end in _buckets(length - prompt_length)
+            for start, end in _buckets(length - prompt_length, options["prefix_groups"])
         ]
         values = jnp.concatenate(
             [jnp.pad(v, ((0, 0), (0, 0), (0, length - v.shape[-1]))) for v, _ in parts], axis=1
@@ -322,16 +322,21 @@ def _attribute(model: Model, block, baseline, *, method, prompt_length, layer, s
     return values, scores, delta, difference
 
 
-# Generated tokens are attributed in groups of consecutive positions, each group on the
-# prefix it can see (a causal model's scores do not depend on later positions): with G
-# tokens in at most this many groups, the gradient methods process about
-# sum_j (P + j) positions instead of G (P + G), as a per-token loop does, in one program.
+# The gradient methods attribute the generated tokens in groups of consecutive positions,
+# each group on the prefix it can see (a causal model's scores do not depend on later
+# positions): with G tokens in enough groups they process about sum_j (P + j) positions
+# instead of G (P + G), as a per-token loop does, in one program. By default one group per
+# TOKENS_PER_GROUP tokens, at most PREFIX_GROUPS (each group is its own part of the program).
 PREFIX_GROUPS = 8
+TOKENS_PER_GROUP = 4
 
 
-def _buckets(generated: int) -> list[tuple[int, int]]:
-    """[start, end) ranges of generated positions, at most PREFIX_GROUPS of them."""
-    edges = np.unique(np.linspace(0, generated, min(generated, PREFIX_GROUPS) + 1).round().astype(int))
+def _buckets(generated: int, groups: int | None) -> list[tuple[int, int]]:
+    """[start, end) ranges of generated positions: `groups` of them (by default one per
+    TOKENS_PER_GROUP tokens, at most PREFIX_GROUPS)."""
+    if groups is None:
+        groups = min(PREFIX_GROUPS, -(-generated // TOKENS_PER_GROUP))
+    edges = np.unique(np.linspace(0, generated, min(generated, groups) + 1).round().astype(int))
     return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
 
 
@@ -465,6 +470,8 @@ def _settings(method: str, given: dict, length: int) -> dict:
         options["epsilon"] = _checks.number("epsilon", options["epsilon"])
         options["gamma"] = _checks.number("gamma", options["gamma"])
         options["attention"] = _checks.choice("attention", options["attention"], ATTENTION_RULES)
+    if options.get("prefix_groups") is not None:
+        options["prefix_groups"] = _checks.positive_int("prefix_groups", options["prefix_groups"])
     if "feature_mask" in options:
         groups = np.arange(length) if options["feature_mask"] is None else options["feature_mask"]
         mask, _ = _checks.feature_mask(np.asarray(groups), np.zeros((1, length), np.int32))
@@ -490,6 +497,7 @@ def generation_attributions(
     epsilon: float | None = None,
     gamma: float | None = None,
     attention: str | None = None,
+    prefix_groups: int | None = None,
 ) -> GenerationAttribution:
     """Attributes every generated token's score to the prompt and the tokens before it.
 
@@ -559,6 +567,10 @@ def generation_attributions(
       feature_mask: feature_ablation's group id per position `(P + G,)`, 0..n-1.
       rule, epsilon, gamma, attention: lrp's ("epsilon", "gamma" or "alpha1beta0"; 1e-9;
         0.25; "constant", the attention weights held, or "attnlrp").
+      prefix_groups: the gradient methods run the generated tokens in this many groups of
+        consecutive positions, each on the prefix its last token sees (fewer positions
+        processed, more parts in the program); by default one per 4 tokens, at most 8.
+        The values do not depend on it.
 
     Returns:
       A `GenerationAttribution`: `values (batch, G, P + G)`, `scores (batch, G)`,
@@ -624,6 +636,7 @@ def generation_attributions(
             "epsilon": epsilon,
             "gamma": gamma,
             "attention": attention,
+            "prefix_groups": prefix_groups,
         },
         length,
     )

@@ -270,6 +270,7 @@ def test_max_flows_equal_minimum_cuts_and_networkx():
     np.testing.assert_allclose(attention.max_flows(capacities, query=2), expected, atol=1e-6)
 
 
+@pytest.mark.slow  # the default tier keeps rollout, Chefer's rule and max flows on small graphs
 def test_attention_flow_is_the_max_flow_through_the_models_attention():
     """A 2-layer ViT's flow from its class token equals the minimum cut of the float64
     layers built from Flax's sown weights; a flow is bounded by the query's first cut
@@ -321,6 +322,7 @@ def test_gradient_weighted_attention_on_images_leaves_out_the_class_token():
     assert (tokens >= 0).all()  # sums and products of non-negative maps
 
 
+@pytest.mark.slow  # the default tier keeps rollout, Chefer's rule and max flows on small graphs
 def test_a_model_without_class_token_maps_every_token_to_its_patch():
     """Global-average pooling, 6 patch tokens: the mean row of a min-fused rollout equals
     the reference and spreads all six tokens; query='cls' is refused."""
@@ -333,6 +335,7 @@ def test_a_model_without_class_token_maps_every_token_to_its_patch():
         jaxplain.attention_rollout(model, IMAGES)
 
 
+@pytest.mark.slow  # the default tier keeps rollout, Chefer's rule and max flows on small graphs
 def test_model_kwargs_give_each_example_its_own_arguments():
     """With model_kwargs (per-example lengths), each example gets what the method gives
     it alone, for a model with its length built in."""

@@ -242,6 +242,19 @@ def test_feature_ablation_groups_tokens(linen):
             np.testing.assert_allclose(result.values[:, :, t], expected, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "method", ["input_x_gradient", pytest.param("integrated_gradients", marks=pytest.mark.slow)]
+)
+def test_the_prefix_groups_do_not_change_the_values(linen, method):
+    # G = 3 runs as one group by default; one group per token runs each on its own prefix
+    grouped = generation_attributions(linen.model, PROMPT, GENERATED, method=method, prefix_groups=3)
+    np.testing.assert_allclose(grouped.values, attribute(linen, method).values, atol=1e-6)
+    if grouped.output_difference is not None:
+        np.testing.assert_allclose(
+            grouped.output_difference, attribute(linen, method).output_difference, atol=1e-6
+        )
+
+
 @pytest.mark.parametrize("with_integrated_gradients", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_a_baseline_per_position_keeps_the_generated_tokens_as_they_are(linen, with_integrated_gradients):
     # Captum's LLMGradientAttribution and Inseq attribute to the prompt only: the prompt's

@@ -227,6 +227,7 @@ def test_tasks_name_the_bad_argument(call, message):
         call()
 
 
+@pytest.mark.slow  # a shipped checkpoint re-measured
 def test_shipped_digits_vit_reproduces_its_recorded_accuracy():
     metadata = jaxplain.io.read_metadata("digits_vit")
     assert metadata["architecture"] == "vit" and metadata["dataset"] == "digits"
@@ -258,6 +259,7 @@ def forward(model, x):
     return model(x)
 
 
+@pytest.mark.slow  # a shipped checkpoint re-measured
 def test_shipped_copy_lm_answers_its_held_out_prompts_and_copies_from_its_sources():
     checkpoint, held_out = shipped_lm("copy_lm")
     metadata = checkpoint.metadata
@@ -299,6 +301,7 @@ def test_shipped_lm_reproduces_its_greedy_accuracy(name):
     assert measured["token_accuracy"] >= 0.99
 
 
+@pytest.mark.slow  # a shipped checkpoint re-measured
 def test_shipped_key_value_lm_answers_with_the_queried_keys_value():
     checkpoint, held_out = shipped_lm("key_value_lm")
     model = jaxplain.load_model("key_value_lm", output=lambda logits: logits[:, -1])
