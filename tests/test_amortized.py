@@ -67,7 +67,15 @@ def untrained(explainer):
 # --- the recipes learn --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("recipe", ["supervised", "fastshap", "cortx"])
+@pytest.mark.parametrize(
+    "recipe",
+    # one recipe in the default tier; the other two train the same loop end to end
+    [
+        "supervised",
+        pytest.param("fastshap", marks=pytest.mark.slow),
+        pytest.param("cortx", marks=pytest.mark.slow),
+    ],
+)
 def test_training_loss_falls_and_fidelity_beats_an_untrained_network(
     recipe, supervised, train_labels, test_labels
 ):
@@ -172,6 +180,7 @@ def test_shapley_coalitions_follow_the_kernel_and_come_with_their_complements():
     np.testing.assert_allclose(z.mean(axis=(0, 1)), 0.5, atol=0.02)
 
 
+@pytest.mark.slow  # trains an explainer end to end
 def test_fastshap_with_a_surrogate_learns_the_surrogates_game(test_labels):
     surrogate = amortized.train_surrogate(
         jaxplain.models.MLP(CLASSES, features=(32, 32)), MODEL, X_TRAIN, **{**QUICK, "epochs": 20}
@@ -419,6 +428,7 @@ def test_networks_give_one_map_per_class_shaped_like_the_input():
     assert out.shape == (1, 3, 4) and np.all(out[..., [0, 2]] == 0)
 
 
+@pytest.mark.slow  # trains an explainer end to end
 def test_token_explainer_starts_from_the_classifiers_encoder():
     module = jaxplain.models.TextClassifier(
         vocab_size=12, num_classes=2, max_length=5, embed_dim=8, mlp_dim=16

@@ -170,7 +170,8 @@ def images():
     return np.random.default_rng(0).normal(size=(2, 4, 4, 1)).astype(np.float32)
 
 
-@pytest.mark.parametrize("name", _tiered(IMAGES, {"vit_pre_norm"}))
+# the default tier checks DeepLIFT's exactness on the hand-written transformer below
+@pytest.mark.parametrize("name", _tiered(IMAGES, set()))
 def test_deeplift_sums_to_the_output_difference(name, images):
     # in float64: in float32 the secants of nearly equal values fall back to derivatives,
     # which leaves gaps of ~1e-4 relative
