@@ -134,6 +134,15 @@ CASES = {
 CASE_NAMES = sorted(CASES)
 
 
+def _tiered(cases):
+    """The cases, the settings variants (their own program paths, tested in their own
+    files too) and attention_flow (a host max flow) in the slow tier."""
+    return [
+        pytest.param(case, marks=pytest.mark.slow) if case in VARIANTS or case == "attention_flow" else case
+        for case in cases
+    ]
+
+
 def _info(case):
     return jaxplain.METHODS[CASES[case][0]]
 
@@ -184,7 +193,7 @@ def test_every_method_is_covered():
     assert set(CALLS) == set(jaxplain.METHODS)
 
 
-@pytest.mark.parametrize("case", CASE_NAMES)
+@pytest.mark.parametrize("case", _tiered(CASE_NAMES))
 def test_new_params_inputs_keys_and_targets_reuse_the_program(case):
     """A new Model of an equal module (new params), new inputs, a new key and a new
     target: the model is not traced again."""
@@ -212,7 +221,7 @@ CHUNKED = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(CHUNKED))
+@pytest.mark.parametrize("case", _tiered(sorted(CHUNKED)))
 def test_chunk_size_does_not_change_the_answer(case):
     model, x = models(case)
     option, size = CHUNKED[case]
@@ -232,7 +241,7 @@ def test_same_key_same_result_other_key_other_result(case):
     assert not np.allclose(first, explain(case, model, x, key=jax.random.key(4)).values)
 
 
-@pytest.mark.parametrize("case", [case for case in CASE_NAMES if _explains_a_class(case)])
+@pytest.mark.parametrize("case", _tiered([case for case in CASE_NAMES if _explains_a_class(case)]))
 def test_several_targets_in_one_pass_equal_separate_calls(case):
     """target (batch, k) explains k classes per example with one trace of the model, and
     column j equals a call with column j: values, delta and extras."""
@@ -257,7 +266,7 @@ def test_several_targets_in_one_pass_equal_separate_calls(case):
         )
 
 
-@pytest.mark.parametrize("case", CASE_NAMES)
+@pytest.mark.parametrize("case", _tiered(CASE_NAMES))
 def test_runs_inside_a_callers_jit(case):
     model, x = models(case)
     eager = explain(case, model, x).values
