@@ -984,7 +984,10 @@ def _user_models(folder, name):
     return path, source
 
 
-@pytest.mark.parametrize("form", [pytest.param("package", marks=pytest.mark.slow), "file", "nnx"])
+@pytest.mark.parametrize(
+    "form",
+    [pytest.param("package", marks=pytest.mark.slow), pytest.param("file", marks=pytest.mark.slow), "nnx"],
+)
 def test_explain_a_users_own_module_from_an_orbax_checkpoint(tmp_path, monkeypatch, form):
     """--model PATH --module PKG.MOD:FACTORY --config JSON: the user's module, its variables
     saved by orbax's StandardCheckpointer, explained as the library explains the unported model."""

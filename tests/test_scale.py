@@ -102,7 +102,18 @@ METRICS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(COUNTED) + sorted(METRICS))
+# the engine's two folds (path gradients, sampled outputs) and a metric in the default
+# tier; the other methods and metrics run on the same folds
+DEFAULT_TIER = {"integrated_gradients", "kernel_shap", "infidelity"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        n if n in DEFAULT_TIER else pytest.param(n, marks=pytest.mark.slow)
+        for n in sorted(COUNTED) + sorted(METRICS)
+    ],
+)
 def test_memory_does_not_grow_with_samples_or_steps(name):
     """A million steps or samples take the memory of 16k (one chunk's): before, smoothgrad,
     kernel_shap, lime and shapley_sampling held ~1 GiB of draws at 1e6, expected_gradients

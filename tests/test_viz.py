@@ -289,6 +289,7 @@ def test_curves_renders_metric_curves(tmp_path, rng):
         viz.curves({}, str(tmp_path / "empty.png"))
 
 
+@pytest.mark.slow  # draws the whole stored study
 def test_convergence_draws_the_stored_study(tmp_path):
     data = json.loads(STUDY.read_text())
     curves_by_case = {case: result["curves"] for case, result in data["cases"].items()}
