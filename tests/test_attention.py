@@ -212,7 +212,10 @@ def _spread(tokens, class_token, patch, shape):
 # --- rollout ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("settings", [{}, {"head_fusion": "max", "residual": 0.3, "query": 4}])
+@pytest.mark.parametrize(
+    "settings",
+    [{}, pytest.param({"head_fusion": "max", "residual": 0.3, "query": 4}, marks=pytest.mark.slow)],
+)
 def test_rollout_equals_a_hand_computed_rollout_of_flax_attention_weights(settings):
     """The acceptance check: a 2-layer ViT's rollout equals the float64 rollout of the
     attention weights Flax sows, and spreads each patch's value over its 2 x 2 pixels."""

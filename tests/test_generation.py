@@ -280,7 +280,16 @@ def test_a_baseline_per_position_keeps_the_generated_tokens_as_they_are(linen, w
 # --- the causal mask, contrast, NNX ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["input_x_gradient", "integrated_gradients", "occlusion", "lrp"])
+@pytest.mark.parametrize(
+    "method",
+    # the mask is one line for every method: two of them in the default tier
+    [
+        "input_x_gradient",
+        pytest.param("integrated_gradients", marks=pytest.mark.slow),
+        "occlusion",
+        pytest.param("lrp", marks=pytest.mark.slow),
+    ],
+)
 def test_sources_at_or_after_the_scored_token_are_zero(linen, method):
     values = np.asarray(attribute(linen, method).values)
     visible = generation._causal(P, P + G)
