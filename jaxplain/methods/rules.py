@@ -328,12 +328,10 @@ class _Dependent:
 class _Detached:
     """An x-dependent value that the rules hold constant: a normalising factor (the
     output of `rsqrt` or `sqrt` and what feeds only into it), or LRP's attention weights
-    under attention="constant". No gradient flows through it; DeepLIFT keeps the
-    reference's value as its companion."""
+    under attention="constant". Only LRP holds values; no gradient flows through them."""
 
-    def __init__(self, value, companions=()):
+    def __init__(self, value):
         self.value = jax.lax.stop_gradient(value)
-        self.companions = tuple(jax.lax.stop_gradient(c) for c in companions)
 
 
 @dataclasses.dataclass
@@ -412,13 +410,13 @@ def _depends_on_x(value) -> bool:
 
 def _values(args, index: int | None = None) -> list:
     """The arguments with x-dependent ones replaced by their value (or companion `index`;
-    a held value without companions gives its value)."""
+    a held value is the same for every companion)."""
 
     def pick(arg):
         if isinstance(arg, _Dependent):
             return arg.value if index is None else arg.companions[index]
         if isinstance(arg, _Detached):
-            return arg.value if index is None or not arg.companions else arg.companions[index]
+            return arg.value
         return arg
 
     return [pick(arg) for arg in args]
@@ -457,10 +455,10 @@ def _run(jaxpr, consts, args, state: _State) -> list:
             else:
                 for member in group.eqns[:-1]:
                     inner = jaxpr.eqns[member]
-                    store(inner, _held(inner, [read(v) for v in inner.invars], state))
-                outs = _held(eqn, [read(v) for v in eqn.invars], state)
+                    store(inner, _held(inner, [read(v) for v in inner.invars]))
+                outs = _held(eqn, [read(v) for v in eqn.invars])
         elif index in plan.held:
-            outs = _held(eqn, [read(v) for v in eqn.invars], state)
+            outs = _held(eqn, [read(v) for v in eqn.invars])
         else:
             folded = _fold(eqn, env, uses, state)
             if folded is not None:
@@ -697,9 +695,8 @@ def _apply(eqn, args, state: _State) -> list:
     name = eqn.primitive.name
     rules = state.rules
     dep = [isinstance(a, _Dependent) for a in args]
-    held = [isinstance(a, _Detached) for a in args]
     if not any(dep):
-        return _held(eqn, args, state)
+        return _held(eqn, args)
     if name in _CALLS:
         body, consts = _body(eqn)
         if rules.rectifiers_only:
@@ -716,7 +713,7 @@ def _apply(eqn, args, state: _State) -> list:
         return _plain(eqn, args)
     if name == "scan":
         return _scan(eqn, args, state)
-    if name in _BILINEAR and sum(dep) + sum(held) == 2 and not (rules.method == "lrp" and any(held)):
+    if name in _BILINEAR and sum(dep) == 2:
         return [_product(eqn, args, state)]
     if name in _LINEAR:
         _check_linear(eqn, dep, state)
@@ -750,15 +747,11 @@ def _apply(eqn, args, state: _State) -> list:
     raise _unsupported(state, eqn, "of an x-dependent value")
 
 
-def _held(eqn, args, state: _State) -> list:
+def _held(eqn, args) -> list:
     """An operation whose x-dependent result the rules hold constant (`_Detached`)."""
     if not any(_depends_on_x(a) for a in args):
         return _bind(eqn, args)
-    outs = _bind(eqn, _values(args))
-    if state.rules.method != "deeplift":
-        return [_Detached(out) for out in outs]
-    references = _bind(eqn, _values(args, 0))
-    return [_Detached(out, (reference,)) for out, reference in zip(outs, references)]
+    return [_Detached(out) for out in _bind(eqn, _values(args))]
 
 
 def _softmax(source: _Dependent, axes, state: _State) -> _Dependent:
@@ -804,10 +797,8 @@ def _product(eqn, args, state: _State) -> _Dependent:
     LRP: AttnLRP's uniform rule: each factor receives half of the relevance of every
     term a_i b_i, i.e. half of the (epsilon-stabilised) gradient. DeepLIFT: the exact
     split f(a, b) - f(a', b') = f(a - a', b̄) + f(ā, b - b') with ā, b̄ the means of the
-    values at x and at the reference. A held factor (`_Detached`) gets no share.
+    values at x and at the reference.
     """
-    a, b = args
-    grads = [isinstance(v, _Dependent) for v in args]
 
     def f(u, v):
         return _bind(eqn, [u, v])[0]
@@ -821,8 +812,8 @@ def _product(eqn, args, state: _State) -> _Dependent:
         def backward(a, b, a_ref, b_ref, outputs, cotangents):
             g, _ = cotangents
             a_mid, b_mid = (a + a_ref) / 2, (b + b_ref) / 2
-            grad_a = jax.vjp(lambda u: f(u, b_mid), a)[1](g)[0] if grads[0] else None
-            grad_b = jax.vjp(lambda v: f(a_mid, v), b)[1](g)[0] if grads[1] else None
+            grad_a = jax.vjp(lambda u: f(u, b_mid), a)[1](g)[0]
+            grad_b = jax.vjp(lambda v: f(a_mid, v), b)[1](g)[0]
             return grad_a, grad_b, None, None
 
         a_value, b_value = _values(args)
@@ -864,7 +855,7 @@ def _index(value, step: int):
     if isinstance(value, _Dependent):
         return _Dependent(value.value[step], [c[step] for c in value.companions])
     if isinstance(value, _Detached):
-        return _Detached(value.value[step], [c[step] for c in value.companions])
+        return _Detached(value.value[step])
     return value[step]
 
 
@@ -872,10 +863,7 @@ def _stack(items):
     if not any(_depends_on_x(v) for v in items):
         return jnp.stack(items)
     if all(isinstance(v, _Detached) or not _depends_on_x(v) for v in items):
-        counts = {len(v.companions) for v in items if isinstance(v, _Detached)}
-        n = counts.pop() if len(counts) == 1 else 0
-        values = _values(items)
-        return _Detached(jnp.stack(values), [jnp.stack(_values(items, j)) for j in range(n)])
+        return _Detached(jnp.stack(_values(items)))
     counts = {len(v.companions) for v in items if isinstance(v, _Dependent)}
     n = counts.pop() if len(counts) == 1 else 0
     return _Dependent(jnp.stack(_values(items)), [jnp.stack(_values(items, j)) for j in range(n)])
