@@ -233,3 +233,140 @@ def synthetic_text(*, rng: np.random.Generator, test_fraction: float) -> Dataset
         f"planted_{part}": planted[dataset.extras[f"{part}_indices"]] for part in ("train", "test")
     }
     return dataclasses.replace(dataset, extras={**dataset.extras, **planted_by_split})
+
+
+OBJECT_SHAPES = ("square", "disc", "cross", "diamond")
+OBJECT_COLOUR = (1.0, 0.2, 0.2)
+DISTRACTOR_COLOURS = ((0.2, 0.2, 1.0), (0.2, 1.0, 0.2))
+_OBJECT_BLOCK = 4096
+
+
+def object_templates(size: int) -> np.ndarray:
+    """The pixels of each shape of `OBJECT_SHAPES` in a `size` x `size` box, bool `(4, size, size)`."""
+    centre = np.arange(size) - (size - 1) / 2
+    rows, cols = centre[:, None], centre[None, :]
+    half, arm = size / 2, max(size / 6, 0.5)
+    square = np.ones((size, size), bool)
+    disc = rows**2 + cols**2 <= half**2
+    cross = (np.abs(rows) <= arm) | (np.abs(cols) <= arm)
+    diamond = np.abs(rows) + np.abs(cols) <= half
+    return np.stack([square, disc, cross, diamond])
+
+
+def _draw_objects(rng, labels, image_size, object_size, distractors, noise, templates):
+    count = labels.size
+    room = image_size - object_size + 1
+    corner = rng.integers(0, room, size=(count, 2))
+    extra = rng.random(count) < 0.5 if distractors else np.zeros(count, bool)
+    other = rng.integers(0, room, size=(count, 2))
+    # Redraw the distractors whose box touches the object's (a 1-pixel gap), all at once.
+    while True:
+        clash = extra & (np.abs(other - corner) <= object_size).all(axis=1)
+        if not clash.any():
+            break
+        other[clash] = rng.integers(0, room, size=(int(clash.sum()), 2))
+    other_shape = rng.integers(0, len(OBJECT_SHAPES), size=count)
+    other_colour = rng.integers(0, len(DISTRACTOR_COLOURS), size=count)
+
+    def pixels(shape, top_left):
+        rows = np.arange(image_size)[None, :, None] - top_left[:, 0, None, None]
+        cols = np.arange(image_size)[None, None, :] - top_left[:, 1, None, None]
+        inside = (rows >= 0) & (rows < object_size) & (cols >= 0) & (cols < object_size)
+        last = object_size - 1
+        return inside & templates[shape[:, None, None], rows.clip(0, last), cols.clip(0, last)]
+
+    mask = pixels(labels, corner)
+    distractor = pixels(other_shape, other) & extra[:, None, None]
+    colours = np.asarray(DISTRACTOR_COLOURS, np.float32)[other_colour][:, None, None, :]
+    images = noise * rng.standard_normal((count, image_size, image_size, 3), dtype=np.float32)
+    images += np.where(distractor[..., None], colours, np.float32(0))
+    images += np.where(mask[..., None], np.asarray(OBJECT_COLOUR, np.float32), np.float32(0))
+    return images, mask
+
+
+def synthetic_objects(
+    size: int,
+    *,
+    image_size: int = 32,
+    object_size: int | None = None,
+    distractors: bool = True,
+    noise: float = 0.1,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+) -> Dataset:
+    """Images with an object at a known position: ground truth for the localisation metrics.
+
+    The 4 classes are exactly balanced (in turn, then shuffled). Each RGB image, float32 `(image_size, image_size, 3)`, holds one red object
+    (colour `OBJECT_COLOUR`) whose shape is the label: 0 square, 1 disc, 2 cross,
+    3 diamond (`OBJECT_SHAPES`, drawn in an `object_size` box, `object_templates`), at
+    a uniformly random position. With `distractors`, half of the images (at random)
+    also hold a second object of a random shape in blue or green, which says nothing
+    about the label, placed so that the two boxes neither overlap nor touch. Gaussian
+    noise of standard deviation `noise` covers every pixel. So only the red object's
+    pixels carry the label, and a faithful explanation should lie on them.
+
+    `extras`: "masks_train" and "masks_test", bool `(n, image_size, image_size)`, the
+    red object's pixels (the ground truth for `jaxplain.metrics.localisation`), and
+    "class_names" (`OBJECT_SHAPES`). Everything is drawn, in vectorised blocks of 4,096
+    images, from `numpy.random.default_rng(seed)`: same arguments, same data.
+
+    Args:
+      size: the number of images, train and test together (>= 8).
+      image_size: height and width in pixels.
+      object_size: the side of an object's box, >= 5 (default image_size // 4, at least 5).
+      distractors: add a distractor to half the images.
+      noise: the standard deviation of the pixel noise, >= 0.
+      seed: the seed.
+      test_fraction: the share of each class held out for the test split.
+
+    Returns:
+      A `jaxplain.data.Dataset` with 4 classes.
+
+    Example:
+      >>> data = synthetic_objects(64, image_size=16)
+      >>> data.x_train.shape[1:], data.extras["masks_train"].shape[1:]
+      ((16, 16, 3), (16, 16))
+    """
+    from jaxplain import _checks
+
+    size = _checks.positive_int("size", size)
+    if size < 8:
+        raise ValueError(f"size must be >= 8 (two images of each of the 4 classes), got {size}")
+    image_size = _checks.positive_int("image_size", image_size)
+    object_size = (
+        max(image_size // 4, 5) if object_size is None else _checks.positive_int("object_size", object_size)
+    )
+    distractors = _checks.flag("distractors", distractors)
+    if object_size < 5 or object_size > image_size:
+        # below 5 pixels the disc, the cross and the diamond cannot all be told apart
+        raise ValueError(f"object_size must be in [5, image_size={image_size}], got {object_size}")
+    if distractors and 2 * object_size + 1 > image_size:
+        raise ValueError(
+            f"image_size {image_size} is too small for an object and a distractor of size {object_size} "
+            f"side by side: it must be >= {2 * object_size + 1} (or pass distractors=False)"
+        )
+    noise = _checks.number("noise", noise)
+    rng = np.random.default_rng(_checks.seed(seed))
+    test_fraction = _checks.number("test_fraction", test_fraction, low=0.0, above=True, high=1.0)
+
+    templates = object_templates(object_size)
+    images = np.empty((size, image_size, image_size, 3), np.float32)
+    # Classes in turn, then shuffled: exactly balanced, so both splits hold every class.
+    labels = rng.permutation(np.arange(size) % len(OBJECT_SHAPES)).astype(np.int32)
+    masks = np.empty((size, image_size, image_size), bool)
+    for start in range(0, size, _OBJECT_BLOCK):
+        block = slice(start, min(start + _OBJECT_BLOCK, size))
+        images[block], masks[block] = _draw_objects(
+            rng, labels[block], image_size, object_size, distractors, np.float32(noise), templates
+        )
+    dataset = split_dataset(
+        "synthetic_objects",
+        images,
+        labels,
+        rng=rng,
+        test_fraction=test_fraction,
+        num_classes=len(OBJECT_SHAPES),
+        extras={"class_names": OBJECT_SHAPES},
+    )
+    masks_by_split = {f"masks_{part}": masks[dataset.extras[f"{part}_indices"]] for part in ("train", "test")}
+    return dataclasses.replace(dataset, extras={**dataset.extras, **masks_by_split})
