@@ -582,6 +582,23 @@ def inception_from_flax(
     return twin.eval()
 
 
+class ChannelsFirst(nn.Module):
+    """A twin that takes NHWC input (the MLP and CNN twins) made to take NCHW input, as
+    Quantus requires of torch models: `forward(x_nchw) = inner(x_nchw.permute(0, 2, 3, 1))`.
+
+    The inner twin's modules are this module's submodules (`inner.convs.0`, ...), in the
+    inner twin's order, so whatever walks `named_modules()` (Quantus's layer
+    randomisation) finds the same layers in the same order.
+    """
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x.permute(0, 2, 3, 1) if x.ndim == 4 else x)
+
+
 def from_checkpoint(checkpoint, variables=None, **options) -> nn.Module:
     """The torch twin of a loaded `jaxplain.io.Checkpoint` (architectures "mlp", "small_cnn",
     "resnet", "resnet18", "resnet50", "inception_v3").
