@@ -465,12 +465,13 @@ def xrai(
         if targets.count != 1:
             raise ValueError("target: one class per example with base_attribution (it explains one)")
     else:
-        function, arrays, static, randomized = registry.bind(method, options, caller="xrai")
+        randomized = "key" in options or registry.takes_key(registry.resolve(method))
         if randomized:
             raise TypeError(
                 "method: xrai takes a deterministic base method; compute a randomized one yourself "
                 "and pass its values as base_attribution"
             )
+        function, arrays, static, _ = registry.bind(method, options, caller="xrai")
         takes_baseline = _takes_baseline(function)
         if baselines is None:
             runs = "min_max" if takes_baseline and "baseline" not in options else None
