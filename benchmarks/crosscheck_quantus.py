@@ -675,118 +675,518 @@ def check_completeness(checks: Checks) -> None:
 # --- robustness -------------------------------------------------------------------------
 
 
-def check_max_sensitivity(checks: Checks) -> None:
-    case, sizes = checks.case, checks.sizes
-    radius = 0.02
-    rng = np.random.default_rng(1)
-    shifts = rng.uniform(-radius, radius, size=(sizes.samples,) + case.x.shape)
-    replay = Replay(shifts.reshape(sizes.samples, len(case.x), -1))  # C = 1: NHWC flat == NCHW flat
-    a = case.a("saliency")
-    explain = jaxplain_explain_func(jaxplain.saliency, case)
+def _replayed_robustness(
+    checks: Checks,
+    metric: str,
+    quantus_name: str,
+    setting: str,
+    shifts: np.ndarray,
+    options: dict,
+    quantus_options: dict,
+    *,
+    tolerance: float = TOLERANCE,
+    note: str | None = None,
+    difference: str | None = None,
+    method: Callable = jaxplain.saliency,
+    nan_to: float | None = None,
+) -> None:
+    """A robustness metric on the same perturbations: `shifts` (S, B, ...) NHWC are given to
+    jaxplain (`perturbations=`) and replayed to Quantus (its perturb_func adds shift s at its
+    s-th call); the clean explanation is Quantus's `a_batch`, the perturbed ones come from
+    `explain_func`, the same jaxplain explainer."""
+    case = checks.case
+    function = metric_function(metric)
+    samples = len(shifts)
+    replay = Replay(np.stack([nchw(s_).reshape(len(case.x), -1) for s_ in shifts]))
+    a = np.asarray(method(case.model, jnp.asarray(case.x), target=case.y).values)
+    explain = jaxplain_explain_func(method, case)
 
     def theirs():
-        metric = quantus.MaxSensitivity(
-            nr_samples=sizes.samples, perturb_func=replay.reset(), disable_warnings=True
+        found = getattr(quantus, quantus_name)(
+            nr_samples=samples, perturb_func=replay.reset(), disable_warnings=True, **quantus_options
         )
-        return quantus_call(metric, case, a, explain_func=explain)
+        return quantus_call(found, case, a, explain_func=explain)
 
     def ours():
-        return jaxplain.metrics.sensitivity_max(
-            jaxplain.saliency, case.model, jnp.asarray(case.x), target=case.y, key=None, perturbations=shifts
+        values = function(
+            method, case.model, jnp.asarray(case.x), target=case.y, key=None, perturbations=shifts, **options
         )
+        values = np.asarray(values, np.float64)
+        return values if nan_to is None else np.where(np.isnan(values), nan_to, values)
+
+    row = Row(metric, quantus_name, setting, "", difference=difference)
+    if note:
+        row.details["note"] = note
+    checks.deterministic(row, ours, theirs, tolerance=tolerance)
+
+
+def _uniform(case: Case, samples: int, low: float, high: float, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(low, high, size=(samples,) + case.x.shape)
+
+
+def check_max_sensitivity(checks: Checks) -> None:
+    case, sizes = checks.case, checks.sizes
+    name = "max_sensitivity" if metric_function("max_sensitivity") is not None else "sensitivity_max"
+    for radius in (0.02, 0.2):
+        _replayed_robustness(
+            checks,
+            name,
+            "MaxSensitivity",
+            f"saliency, uniform radius {radius}, {sizes.samples} draws, same draws",
+            _uniform(case, sizes.samples, -radius, radius, 1),
+            {},
+            {},
+            note="defaults differ: Quantus draws uniform noise in [-0.2, 0.2] (lower_bound=0.2), 200 "
+            "samples; jaxplain (as Captum and Yeh et al.'s code) radius 0.02, 10 samples. Quantus "
+            "skips (nanmax) no sample by default (return_nan_when_prediction_changes=False)",
+        )
+
+
+def check_avg_sensitivity(checks: Checks) -> None:
+    case, sizes = checks.case, checks.sizes
+    _replayed_robustness(
+        checks,
+        "avg_sensitivity",
+        "AvgSensitivity",
+        f"saliency, uniform radius 0.2, {sizes.samples} draws, same draws",
+        _uniform(case, sizes.samples, -0.2, 0.2, 2),
+        {},
+        {},
+    )
+
+
+def check_local_lipschitz_estimate(checks: Checks) -> None:
+    case, sizes = checks.case, checks.sizes
+    noise = np.random.default_rng(4).normal(0.0, 0.1, size=(sizes.samples,) + case.x.shape)
+    _replayed_robustness(
+        checks,
+        "local_lipschitz_estimate",
+        "LocalLipschitzEstimate",
+        f"saliency, gaussian sigma 0.1, {sizes.samples} draws, same draws",
+        noise,
+        {},
+        {"normalise": False},
+        note="Quantus adds 1e-10 to the denominator",
+        tolerance=1e-6,
+    )
+    _replayed_robustness(
+        checks,
+        "local_lipschitz_estimate",
+        "LocalLipschitzEstimate",
+        "saliency, Quantus's default normalise=True (batch max)",
+        noise,
+        {},
+        {},
+        difference=(
+            "Quantus's default normalise=True divides the clean explanations by the largest |phi| of "
+            "the batch and each batch of perturbed explanations by ITS largest |phi|, so the ratio mixes "
+            "two scales; jaxplain compares the explanations as they are, as Alvarez-Melis & Jaakkola "
+            "define the estimate (jaxplain follows the paper)."
+        ),
+    )
+
+
+def _relative_stability(checks: Checks, metric: str, quantus_name: str, options: dict, quantus_options: dict):
+    case, sizes = checks.case, checks.sizes
+    # Quantus's default draws: uniform in [0.02, 0.2], a positive shift of every feature
+    shifts = _uniform(case, sizes.samples, 0.02, 0.2, 5)
+    _replayed_robustness(
+        checks,
+        metric,
+        quantus_name,
+        f"saliency, uniform [0.02, 0.2] (Quantus's), {sizes.samples} draws, same draws",
+        shifts,
+        options,
+        quantus_options,
+        tolerance=1e-6,
+        note="Quantus puts NaN into a sample where the prediction changes and then takes np.max, "
+        "so one changed sample makes the example NaN; jaxplain takes the maximum over the samples "
+        "that keep the prediction, as Agarwal et al. define it (NaN only when none does). On these "
+        "draws the prediction never changed, or the rows would show NaN mismatches",
+    )
+
+
+def check_relative_input_stability(checks: Checks) -> None:
+    _relative_stability(checks, "relative_input_stability", "RelativeInputStability", {}, {})
+
+
+def check_relative_output_stability(checks: Checks) -> None:
+    _relative_stability(checks, "relative_output_stability", "RelativeOutputStability", {}, {})
+
+
+def check_relative_representation_stability(checks: Checks) -> None:
+    _relative_stability(
+        checks,
+        "relative_representation_stability",
+        "RelativeRepresentationStability",
+        {"layer": "Dense_0"},
+        {"layer_names": ["inner.hidden"]},
+    )
+
+
+def check_continuity(checks: Checks) -> None:
+    case = checks.case
+    function = metric_function("continuity")
+    explain = jaxplain_explain_func(jaxplain.saliency, case)
+    width = case.x.shape[2]
+    for steps, explicit in ((8, False), (5, False), (5, True)):
+        dx = (2 * width + 1) // steps
+        shifts = tuple(-width + k * dx for k in range(1, steps + 1))  # Quantus's translations
+
+        def theirs(steps=steps):
+            metric = quantus.Continuity(nr_steps=steps, abs=False, normalise=False, disable_warnings=True)
+            return quantus_call(metric, case, None, explain_func=explain)
+
+        def ours(steps=steps, shifts=shifts, explicit=explicit):
+            options = {"shifts": shifts} if explicit else {"steps": steps}
+            return function(jaxplain.saliency, case.model, jnp.asarray(case.x), target=case.y, **options)
+
+        given = "jaxplain given Quantus's shifts" if explicit else "jaxplain's own steps="
+        checks.deterministic(
+            Row(
+                "continuity",
+                "Continuity",
+                f"saliency, {steps} steps, {given}",
+                "",
+                details={
+                    "quantus_shifts": list(shifts),
+                    "note": "Quantus translates by -W + k floor((2W + 1) / steps), k = 1..steps (a shift "
+                    "beyond W raises an IndexError in Quantus, e.g. 17 steps on 8 pixels), adds 1e-9 to "
+                    "the denominator; its abs and normalise (both True by default) are off here",
+                },
+            ),
+            ours,
+            theirs,
+        )
+
+
+def check_consistency(checks: Checks) -> None:
+    """Explanations discretised to their top-1 feature (jaxplain "top_k", k = 1); Quantus gets
+    the same discretisation as its `discretise_func`."""
+    case = checks.case
+    function = metric_function("consistency")
+    a = case.a("saliency")
+
+    def top_1(a, **kwargs):
+        return int(np.argmax(np.abs(a)))
+
+    def theirs():
+        metric = quantus.Consistency(discretise_func=top_1, abs=False, normalise=False, disable_warnings=True)
+        return quantus_call(metric, case, a)
+
+    def ours():
+        values = np.asarray(function(case.model, jnp.asarray(case.x), a, discretisation="top_k", k=1))
+        return np.where(np.isnan(values), 0.0, values)
 
     checks.deterministic(
         Row(
-            "max_sensitivity",
-            "MaxSensitivity",
-            f"saliency, uniform radius {radius}, {sizes.samples} draws, same draws",
+            "consistency",
+            "Consistency",
+            "saliency, top-1 feature as the discrete explanation",
             "",
             details={
-                "jaxplain_name": "sensitivity_max",
-                "note": "defaults differ: Quantus draws uniform noise in [-0.2, 0.2] (lower_bound=0.2), "
-                "200 samples; jaxplain (as Captum and Yeh et al.'s code) radius 0.02, 10 samples",
+                "note": "Quantus scores 0 where no other example shares the explanation (it divides by "
+                "count + 1e-9), jaxplain NaN; jaxplain's NaNs are read as 0 here. Quantus's default "
+                "discretisation top_n_sign takes the signs of the FIRST n = 5 features in index order "
+                "(not the top-ranked ones); jaxplain offers the top-k set and the sign of every "
+                "feature (Dasgupta et al. leave the discretisation open)"
             },
         ),
         ours,
         theirs,
+        tolerance=1e-6,
     )
 
 
 # --- randomisation ------------------------------------------------------------------------
 
 
-def check_mprt(checks: Checks) -> None:
-    """MPRT with jaxplain's redrawn parameters on both sides: the twin's layers, when
-    Quantus resets them (`reset_parameters`), load the values jaxplain drew."""
+def jaxplain_randomised(case: Case, key):
+    """The parameters `model_parameter_randomisation` draws for `key` (its own split and
+    draw: `redraw_key, method_key = split(key)`, every floating leaf redrawn once from a
+    normal with the leaf's mean and standard deviation), as a torch twin."""
     from jaxplain.metrics import randomisation as module
 
-    case = checks.case
-    key = jax.random.key(0)
-    a = case.a("saliency")
-    # the values randomisation_check draws for `key` (the same split and draw as its own)
-    leaves, treedef, names, stored = module._layers(case.model.params)
+    leaves, treedef, names, _ = module._layers(case.model.params)
     redraw_key, _ = jax.random.split(key)
     floating = [i for i, n in enumerate(names) if n is not None]
     redrawn = dict(zip(floating, module._redrawn([leaves[i] for i in floating], redraw_key)))
-    random_params = jax.tree_util.tree_unflatten(
-        treedef, [redrawn.get(i, leaf) for i, leaf in enumerate(leaves)]
-    )
-    random_twin = case.twin(random_params)
+    params = jax.tree_util.tree_unflatten(treedef, [redrawn.get(i, leaf) for i, leaf in enumerate(leaves)])
+    return case.twin(params)
 
-    def load_redrawn(self):
-        with torch.no_grad():
-            for name, value in self._redrawn.items():
-                getattr(self, name).copy_(value)
 
-    def hooked_twin():
-        twin = case.twin(fresh=True)
-        sources = dict(random_twin.named_modules())
-        for name, layer in twin.named_modules():
-            if hasattr(layer, "reset_parameters"):
-                layer._redrawn = {k: v.detach().clone() for k, v in sources[name].named_parameters()}
-                layer.reset_parameters = types.MethodType(load_redrawn, layer)
-        return twin
+def _load_redrawn(self):
+    with torch.no_grad():
+        for name, value in self._redrawn.items():
+            getattr(self, name).copy_(value)
 
-    layer_names = stored[::-1]
+
+def hooked_twin(case: Case, random_twin) -> torch.nn.Module:
+    """A fresh twin whose layers, when Quantus redraws them (`reset_parameters()`), load the
+    values jaxplain drew (`random_twin`'s); a bound method, so Quantus's deepcopy of the
+    model rebinds it to the copy's layers."""
+    twin = case.twin(fresh=True)
+    sources = dict(random_twin.named_modules())
+    for name, layer in twin.named_modules():
+        if hasattr(layer, "reset_parameters"):
+            layer._redrawn = {k: v.detach().clone() for k, v in sources[name].named_parameters()}
+            layer.reset_parameters = types.MethodType(_load_redrawn, layer)
+    return twin
+
+
+def _stored_layers(case: Case) -> list:
+    from jaxplain.metrics import randomisation as module
+
+    return module._layers(case.model.params)[3]
+
+
+MPRT_NOTE = (
+    "Quantus redraws a layer by its reset_parameters() (torch's default initialisation, "
+    "Kaiming-uniform), jaxplain from a normal with the layer's own mean and standard deviation; "
+    "here Quantus's resets load jaxplain's draws (a hook on reset_parameters), so both see the same "
+    "randomised models. Adebayo et al. re-initialise from the initialisation distribution: "
+    "Quantus is closer to the paper on the draw; the cascade, similarity and |phi| agree"
+)
+
+
+def check_model_parameter_randomisation(checks: Checks) -> None:
+    case = checks.case
+    key = jax.random.key(0)
+    a = case.a("saliency")
+    random_twin = jaxplain_randomised(case, key)
+    stored = _stored_layers(case)
+    function = metric_function("model_parameter_randomisation")
+    for order in ("top_down", "bottom_up", "independent"):
+        layers = stored[::-1] if order == "top_down" else stored
+
+        def theirs(order=order):
+            metric = quantus.MPRT(layer_order=order, disable_warnings=True)  # Spearman, abs=True
+            scores = metric(
+                model=hooked_twin(case, random_twin),
+                x_batch=case.xq,
+                y_batch=case.y,
+                a_batch=nchw(a),
+                channel_first=True,
+                explain_func=torch_saliency,
+                device="cpu",
+            )
+            return np.stack([scores[k] for k in scores if k != "original"])  # (layers, B)
+
+        def ours(order=order, layers=layers):
+            if function is not None:
+                found = function(
+                    jaxplain.saliency,
+                    case.model,
+                    jnp.asarray(case.x),
+                    target=case.y,
+                    key=key,
+                    layer_order=order,
+                )
+            else:  # older releases: the top-down cascade only
+                found = jaxplain.metrics.randomisation_check(
+                    jaxplain.saliency, case.model, jnp.asarray(case.x), target=case.y, key=key, absolute=True
+                )
+            return np.stack([np.asarray(found[k]) for k in layers])
+
+        if function is None and order != "top_down":
+            continue
+        checks.deterministic(
+            Row(
+                "model_parameter_randomisation" if function is not None else "randomisation_check",
+                "MPRT",
+                f"saliency, |phi|, {order}, jaxplain's redrawn weights",
+                "",
+                details={"layers": list(layers), "note": MPRT_NOTE},
+            ),
+            ours,
+            theirs,
+        )
+
+
+def check_efficient_mprt(checks: Checks) -> None:
+    case = checks.case
+    key = jax.random.key(0)
+    random_twin = jaxplain_randomised(case, key)
+    function = metric_function("efficient_mprt")
 
     def theirs():
-        metric = quantus.MPRT(disable_warnings=True)  # top_down, Spearman, abs=True
-        scores = metric(
-            model=hooked_twin(),
+        metric = quantus.EfficientMPRT(disable_warnings=True)  # discrete entropy, 100 bins, bottom_up
+        return metric(
+            model=hooked_twin(case, random_twin),
             x_batch=case.xq,
             y_batch=case.y,
-            a_batch=nchw(a),
+            a_batch=nchw(case.a("saliency")),
             channel_first=True,
             explain_func=torch_saliency,
             device="cpu",
         )
-        return np.stack([scores[k] for k in scores if k != "original"])  # (layers, B)
 
     def ours():
-        found = jaxplain.metrics.randomisation_check(
-            jaxplain.saliency, case.model, jnp.asarray(case.x), target=case.y, key=key, absolute=True
-        )
-        return np.stack([np.asarray(found[k]) for k in layer_names])
+        return function(jaxplain.saliency, case.model, jnp.asarray(case.x), target=case.y, key=key)
 
     checks.deterministic(
         Row(
-            "model_parameter_randomisation",
-            "MPRT",
-            "saliency, |phi|, cascade top-down, jaxplain's redrawn weights",
+            "efficient_mprt",
+            "EfficientMPRT",
+            "saliency, discrete entropy (100 bins), all layers redrawn",
             "",
             details={
-                "jaxplain_name": "randomisation_check",
-                "layers": list(layer_names),
-                "note": "Quantus redraws a layer by its reset_parameters() (torch's default "
-                "initialisation, Kaiming-uniform), jaxplain from a normal with the layer's own mean "
-                "and standard deviation; here Quantus's resets load jaxplain's draws so both see the "
-                "same randomised models. Adebayo et al. re-initialise from the initialisation "
-                "distribution (Quantus is closer to the paper on this point; the similarity measure, "
-                "cascade order and |phi| agree)",
+                "note": "the same fully randomised model on both sides (Quantus's resets load "
+                "jaxplain's draws); Quantus scores the original explanation it recomputes with "
+                "explain_func, not a_batch. " + MPRT_NOTE
             },
         ),
         ours,
         theirs,
+    )
+
+
+def check_smooth_mprt(checks: Checks) -> None:
+    """Same randomised weights; the noise differs (Quantus: numpy's generator, fresh draws for
+    every model; jaxplain: `key`, the same draws for every model): a paired test per layer."""
+    case, sizes = checks.case, checks.sizes
+    key = jax.random.key(0)
+    random_twin = jaxplain_randomised(case, key)
+    stored = _stored_layers(case)
+    function = metric_function("smooth_mprt")
+    samples = max(2, sizes.runs // 2)
+
+    def saliency_explain(model, inputs, targets, **unused):
+        return torch_saliency(model, inputs, targets)
+
+    def theirs(seed=0):
+        np.random.seed(seed)
+        original = quantus.explain
+        quantus.explain = saliency_explain  # sMPRT calls quantus.explain, not explain_func
+        try:
+            metric = quantus.SmoothMPRT(nr_samples=samples, disable_warnings=True)  # bottom_up, abs
+            scores = metric(
+                model=hooked_twin(case, random_twin),
+                x_batch=case.xq,
+                y_batch=case.y,
+                a_batch=None,
+                channel_first=True,
+                explain_func=saliency_explain,
+                device="cpu",
+            )
+        finally:
+            quantus.explain = original
+        return np.asarray(scores[list(scores)[-1]])  # every layer redrawn
+
+    def ours(seed=0):
+        found = function(
+            jaxplain.saliency,
+            case.model,
+            jnp.asarray(case.x),
+            target=case.y,
+            key=key,
+            samples=samples,
+            noise_scale=0.1,
+        )
+        return np.asarray(found[stored[-1]])
+
+    def ours_again():
+        found = function(
+            jaxplain.saliency,
+            case.model,
+            jnp.asarray(case.x),
+            target=case.y,
+            key=jax.random.key(1),
+            samples=samples,
+            noise_scale=0.1,
+        )
+        return np.asarray(found[stored[-1]])
+
+    checks.statistical(
+        Row(
+            "smooth_mprt",
+            "SmoothMPRT",
+            f"saliency, {samples} noisy copies, last layer of the bottom-up cascade",
+            "statistical",
+            difference=(
+                "Quantus averages N - 1 noisy copies and the clean input (its last sample has no noise) "
+                "and draws fresh noise for the original and every randomised model; jaxplain averages N "
+                "noisy copies with the same draws for every model (so the similarity measures the "
+                "model's change alone). Hedstroem et al. 2024 average N noisy copies (jaxplain follows "
+                "the paper's estimator)."
+            ),
+            details={
+                "note": "the other-key control uses another key for the weights too, so it is wider",
+                "layer": stored[-1],
+            },
+        ),
+        ours,
+        theirs,
+        ours_again,
+    )
+
+
+def check_random_logit(checks: Checks) -> None:
+    case = checks.case
+    a = case.a("saliency")
+    function = metric_function("random_logit")
+    seen: list[np.ndarray] = []
+    explain = jaxplain_explain_func(jaxplain.saliency, case)
+
+    def recording(model, inputs, targets, **kwargs):
+        seen.append(np.asarray(targets))
+        return explain(model, inputs, targets)
+
+    for similarity, quantus_similarity in (
+        ("ssim", quantus.functions.similarity_func.ssim),
+        ("spearman", quantus.functions.similarity_func.correlation_spearman),
+    ):
+
+        def theirs(similarity=quantus_similarity, normalise=False):
+            seen.clear()
+            metric = quantus.RandomLogit(
+                num_classes=10, similarity_func=similarity, normalise=normalise, disable_warnings=True
+            )
+            return quantus_call(metric, case, a, explain_func=recording)
+
+        def ours(similarity=similarity, normalise=False):
+            if not seen:
+                theirs()
+            return function(
+                jaxplain.saliency,
+                case.model,
+                jnp.asarray(case.x),
+                target=case.y,
+                key=None,
+                similarity=similarity,
+                normalise=normalise,
+                other_target=seen[-1],
+            )
+
+        checks.deterministic(
+            Row(
+                "random_logit",
+                "RandomLogit",
+                f"saliency, {similarity}, Quantus's other classes, no normalisation",
+                "",
+                details={
+                    "note": "Quantus's other class (np.random.seed(42)) recorded from its "
+                    "explain_func call and given to jaxplain as other_target"
+                },
+            ),
+            ours,
+            theirs,
+        )
+    checks.deterministic(
+        Row(
+            "random_logit",
+            "RandomLogit",
+            "saliency, ssim, default normalise (batch max vs per example)",
+            "",
+            difference=(
+                "normalise=True: Quantus divides by the largest |phi| of the whole batch (for the "
+                "other-class explanations: of their batch), jaxplain by each example's own; SSIM "
+                "depends on the scale, so the scores differ. Sixt et al. do not normalise; jaxplain's "
+                "per-example form makes an example's score independent of the batch."
+            ),
+        ),
+        lambda: ours("ssim", normalise=True),
+        lambda: theirs(quantus.functions.similarity_func.ssim, normalise=True),
     )
 
 
@@ -1075,7 +1475,20 @@ CHECKS: dict[str, tuple[str, Callable]] = {
     "road": ("ROAD", check_road),
     "completeness": ("Completeness", check_completeness),
     "max_sensitivity": ("MaxSensitivity", check_max_sensitivity),
-    "model_parameter_randomisation": ("MPRT", check_mprt),
+    "avg_sensitivity": ("AvgSensitivity", check_avg_sensitivity),
+    "local_lipschitz_estimate": ("LocalLipschitzEstimate", check_local_lipschitz_estimate),
+    "relative_input_stability": ("RelativeInputStability", check_relative_input_stability),
+    "relative_output_stability": ("RelativeOutputStability", check_relative_output_stability),
+    "relative_representation_stability": (
+        "RelativeRepresentationStability",
+        check_relative_representation_stability,
+    ),
+    "continuity": ("Continuity", check_continuity),
+    "consistency": ("Consistency", check_consistency),
+    "model_parameter_randomisation": ("MPRT", check_model_parameter_randomisation),
+    "efficient_mprt": ("EfficientMPRT", check_efficient_mprt),
+    "smooth_mprt": ("SmoothMPRT", check_smooth_mprt),
+    "random_logit": ("RandomLogit", check_random_logit),
     "pointing_game": ("PointingGame", check_pointing_game),
     "attribution_localisation": ("AttributionLocalisation", check_attribution_localisation),
     "top_k_intersection": ("TopKIntersection", check_top_k_intersection),
@@ -1090,8 +1503,8 @@ CHECKS: dict[str, tuple[str, Callable]] = {
 
 # checks whose jaxplain function has another name
 JAXPLAIN_NAMES = {
-    "max_sensitivity": "sensitivity_max",
     "model_parameter_randomisation": "randomisation_check",
+    "max_sensitivity": "sensitivity_max",
 }
 
 
@@ -1194,7 +1607,7 @@ def main(argv=None) -> int:
     checks = Checks(case, sizes)
     for name in selected:
         quantus_name, check = CHECKS[name]
-        if metric_function(JAXPLAIN_NAMES.get(name, name)) is None:
+        if metric_function(name) is None and metric_function(JAXPLAIN_NAMES.get(name, name)) is None:
             checks.missing(name, quantus_name)
             continue
         try:
