@@ -43,8 +43,8 @@ DILATION_RADIUS = 5
 # Gains closer than this fraction of the largest |attribution| are a tie: the first
 # segment wins, as in PAIR (whose float32 means cannot order them either).
 _TIE = 1e-9
-# Pixels whose masks are converted to floats at once, in the merge.
-_BLOCK = 4096
+# Pixels whose masks the merge weighs at once.
+_BLOCK = 1024
 
 
 def _segment_image(image, *, scales, sigma, min_size, shape, dilation_radius) -> np.ndarray:
@@ -147,14 +147,16 @@ def xrai_segments(
     return _padded([segment(image) for image in images])
 
 
-def _column_sums(masks, attribution, columns):
-    """Every segment's pixel count and attribution sum over the pixels `columns`,
-    a block of pixels at a time (the masks are converted to floats one block at a time)."""
-    counts, sums = np.zeros(len(masks), np.int64), np.zeros(len(masks))
-    for start in range(0, len(columns), _BLOCK):
-        block = masks[:, columns[start : start + _BLOCK]]
-        counts += block.sum(axis=1)
-        sums += block @ attribution[columns[start : start + _BLOCK]]
+def _pixel_sums(by_pixel, attribution, pixels):
+    """Every segment's count of the pixels `pixels` and its attribution sum over them, from
+    the masks by pixel (P, S), a block of pixels at a time. Elementwise sums, not a matrix
+    product: BLAS threads would gain nothing on these thin products and fight any other
+    work for the cores."""
+    counts, sums = np.zeros(by_pixel.shape[1], np.int64), np.zeros(by_pixel.shape[1])
+    for start in range(0, len(pixels), _BLOCK):
+        block = by_pixel[pixels[start : start + _BLOCK]]
+        counts += block.sum(axis=0)
+        sums += (block * attribution[pixels[start : start + _BLOCK], None]).sum(axis=0)
     return counts, sums
 
 
@@ -166,8 +168,9 @@ def _merge(attribution, masks, *, area_threshold, min_pixel_diff, algorithm):
     """
     attribution = np.asarray(attribution, np.float64).reshape(-1)
     masks = np.asarray(masks, bool).reshape(len(masks), -1)
+    by_pixel = np.ascontiguousarray(masks.T)
     # every segment's count and sum over the pixels not yet covered
-    counts, sums = _column_sums(masks, attribution, np.arange(attribution.size))
+    counts, sums = _pixel_sums(by_pixel, attribution, np.arange(attribution.size))
     tie = _TIE * float(np.abs(attribution).max(initial=0.0))
     covered = np.zeros(attribution.size, bool)
     region = np.zeros(attribution.size, np.int64)
@@ -178,7 +181,7 @@ def _merge(attribution, masks, *, area_threshold, min_pixel_diff, algorithm):
         region[new] = len(gains)
         gains.append(gain)
         covered[new] = True
-        taken, taken_sums = _column_sums(masks, attribution, new)
+        taken, taken_sums = _pixel_sums(by_pixel, attribution, new)
         counts[:] -= taken
         sums[:] -= taken_sums
 
