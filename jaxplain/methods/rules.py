@@ -133,8 +133,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Callable
-from typing import Any
+import fnmatch
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.extend.core as jex
@@ -303,10 +304,10 @@ class _Rules:
     """What the interpreter replaces: static configuration, hashable."""
 
     method: str  # "guided_backprop", "deconvnet", "deeplift" or "lrp"
-    rule: str = ""
-    epsilon: float = 0.0
-    gamma: float = 0.0
+    composite: Composite | None = None  # LRP's layer rules (bounds of z-box taken out)
+    product_epsilon: float = _STABILIZER  # the stabiliser of LRP's products of two x-dependent values
     attention: str = "constant"  # LRP's softmax rule: "constant" (held) or "attnlrp"
+    rule_name: str = ""  # the rule as the user named it, for error messages
 
     @property
     def rectifiers_only(self) -> bool:
@@ -320,9 +321,10 @@ class _Dependent:
     and upper bounds of the value until they reach the first layer.
     """
 
-    def __init__(self, value, companions=()):
+    def __init__(self, value, companions=(), first=False):
         self.value = value
         self.companions = tuple(companions)
+        self.first = first  # LRP: x itself, or x through operations that carry bounds
 
 
 class _Detached:
@@ -344,6 +346,7 @@ class _Layer:
     weight: Any
     scale: Any
     shift: Any
+    name: str = ""
 
     def fold(self, name: str, position: int, other) -> _Layer:
         scale, shift = self.scale, self.shift
@@ -367,7 +370,364 @@ class _State:
 
     def __init__(self, rules: _Rules):
         self.rules = rules
-        self.first_layers = 0
+        self.first_layers = 0  # layers given a rule that reads the bounds
+        self.names = {}  # the current jaxpr's variables -> the parameter path they hold
+        self.layers = []  # LayerInfo of every layer, in the order the model computes them
+
+
+# ---------------------------------------------------------------------------------------
+# LRP layer rules and composites
+
+
+class LayerInfo(NamedTuple):
+    """A layer as LRP sees it (see `lrp_layers`).
+
+    name: the path of its weights in the model's parameters without the leaf's own key and
+      without Linen's "params" collection: "Conv_0", "Block_0/Dense_1" (Linen), "conv",
+      "layers/1" (NNX attribute paths), "w1" (a dict of arrays); the weights' scope in
+      the traced program where they are computed rather than read.
+    kind: "conv" (`conv_general_dilated`) or "dense" (`dot_general`).
+    first: whether it reads x through reshapes and affine maps only (z-box's layers).
+    """
+
+    name: str
+    kind: str
+    first: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerView:
+    """What a rule sees of a layer y = scale * op(a, W) + shift (bias and eval-mode
+    BatchNorm folded in): W' = scale * W are its effective weights.
+
+    Attributes:
+      operation: op(v, w), the layer's dot_general or convolution.
+      weight, scale, shift: W, and scale and shift broadcastable to y.
+    """
+
+    operation: Callable
+    weight: Any
+    scale: Any
+    shift: Any
+
+    def linear(self, v, weight=None):
+        """scale * op(v, weight), by default W' v."""
+        return self.scale * self.operation(v, self.weight if weight is None else weight)
+
+    def positive(self, v):
+        """W'+ v, the positive part of the effective weights."""
+        plus, minus = jnp.maximum(self.weight, 0), jnp.minimum(self.weight, 0)
+        return jnp.maximum(self.scale, 0) * self.operation(v, plus) + jnp.minimum(
+            self.scale, 0
+        ) * self.operation(v, minus)
+
+    def negative(self, v):
+        """W'- v, the negative part of the effective weights."""
+        plus, minus = jnp.maximum(self.weight, 0), jnp.minimum(self.weight, 0)
+        return jnp.maximum(self.scale, 0) * self.operation(v, minus) + jnp.minimum(
+            self.scale, 0
+        ) * self.operation(v, plus)
+
+
+class Rule:
+    """An LRP layer rule: a modified forward pass z(a) whose gradient carries relevance.
+
+    With R_y the relevance of the layer's outputs, a rule's relevance of the inputs is
+
+    .. math::
+
+        R_a = a \\odot J_z(a)^\\top \\big(R_y / \\mathrm{stab}(z(a))\\big),
+        \\quad \\mathrm{stab}(z) = z + \\varepsilon\\,\\mathrm{sign}(z)
+
+    (sign(0) = 1, `stabilizer` as epsilon). `forward` may return a tuple of such z's,
+    normalised one by one, whose relevances add with the weights `coefficients()`
+    (alpha-beta). A rule with `uses_bounds = True` (z-box) is called as
+    `forward(layer, a, low, high)` on first layers only, and the relevance of the bound
+    terms low * J_low^T (...) and high * J_high^T (...) is added to the attribution. A rule
+    is a frozen dataclass: composites and compiled programs hash it.
+
+    Only relevance of the form a * (...) can be expressed: rules whose z does not depend
+    on a (flat, w^2) are beyond this protocol.
+
+    Example (LRP-0 with the bias left out, which conserves relevance exactly):
+      >>> import dataclasses
+      >>> import jax.numpy as jnp
+      >>> import jaxplain
+      >>> from jaxplain.methods import rules
+      >>> @dataclasses.dataclass(frozen=True)
+      ... class NoBias(rules.Rule):
+      ...     def forward(self, layer, a):
+      ...         return layer.linear(a)
+      >>> model = jaxplain.Model(lambda p, x: x @ p["w"] + 1.0, {"w": jnp.array([[1.0], [3.0]])})
+      >>> rules.lrp(model, jnp.array([[1.0, 1.0]]), target=0, rule=NoBias()).values
+      Array([[1.25, 3.75]], dtype=float32)
+    """
+
+    stabilizer = _STABILIZER
+    uses_bounds = False
+
+    def forward(self, layer: LayerView, a, *bounds):
+        raise NotImplementedError(f"{type(self).__name__} must define forward(layer, a)")
+
+    def coefficients(self) -> tuple[float, ...]:
+        return ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Epsilon(Rule):
+    """LRP-epsilon: z = W' a + t, stabilised by epsilon (epsilon -> 0 is LRP-0)."""
+
+    epsilon: float = 1e-9
+
+    def __post_init__(self):
+        object.__setattr__(self, "epsilon", _checks.number("epsilon", self.epsilon))
+
+    @property
+    def stabilizer(self) -> float:
+        return self.epsilon
+
+    def forward(self, layer, a):
+        return layer.linear(a) + layer.shift
+
+
+@dataclasses.dataclass(frozen=True)
+class Gamma(Rule):
+    """LRP-gamma: z = (W' + gamma W'+) a + t + gamma t+ (Montavon et al. 2019)."""
+
+    gamma: float = 0.25
+
+    def __post_init__(self):
+        object.__setattr__(self, "gamma", _checks.number("gamma", self.gamma))
+
+    def forward(self, layer, a):
+        gamma = self.gamma
+        return layer.linear(a) + gamma * layer.positive(a) + layer.shift + gamma * jnp.maximum(layer.shift, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class AlphaBeta(Rule):
+    """LRP-alpha-beta (Bach et al. 2015): R = alpha R+ - beta R-, with R+ from the positive
+    contributions z+ = W'+ a+ + W'- a- + t+ and R- from the negative ones
+    z- = W'- a+ + W'+ a- + t-, each normalised by itself. AlphaBeta(1, 0) is z+."""
+
+    alpha: float = 1.0
+    beta: float = 0.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "alpha", _checks.number("alpha", self.alpha))
+        object.__setattr__(self, "beta", _checks.number("beta", self.beta))
+
+    def forward(self, layer, a):
+        a_plus, a_minus = jnp.where(a > 0, a, 0), jnp.where(a > 0, 0, a)
+        z_plus = layer.positive(a_plus) + layer.negative(a_minus) + jnp.maximum(layer.shift, 0)
+        if self.beta == 0:
+            return (z_plus,)
+        z_minus = layer.negative(a_plus) + layer.positive(a_minus) + jnp.minimum(layer.shift, 0)
+        return z_plus, z_minus
+
+    def coefficients(self):
+        return (self.alpha,) if self.beta == 0 else (self.alpha, -self.beta)
+
+
+@dataclasses.dataclass(frozen=True)
+class ZBox(Rule):
+    """z-box for a first layer with inputs low <= a <= high (Montavon et al. 2017):
+    z = W' a - W'+ low - W'- high, bias left out; the bound terms' relevance is part of
+    the attribution. low and high: scalars, one example or one per example; they bound x
+    (every z-box layer of a composite shares them) and do not take part in comparisons."""
+
+    low: Any = dataclasses.field(default=None, compare=False)
+    high: Any = dataclasses.field(default=None, compare=False)
+    uses_bounds = True
+
+    def forward(self, layer, a, low, high):
+        return layer.linear(a) - layer.positive(low) - layer.negative(high)
+
+
+_KINDS = {"conv_general_dilated": "conv", "dot_general": "dense"}
+
+
+def _layer_kind(key) -> str:
+    """A type map's key as the primitive's kind: "conv", "dense" or a Flax layer class."""
+    if isinstance(key, str):
+        if key not in ("conv", "dense"):
+            raise ValueError(f'type_map keys must be "conv", "dense" or Flax layer classes, got {key!r}')
+        return key
+    if isinstance(key, type):
+        import flax.linen as nn
+        from flax import nnx
+
+        kinds = {
+            "conv": (nn.Conv, nn.ConvTranspose, nnx.Conv, nnx.ConvTranspose),
+            "dense": (nn.Dense, nn.DenseGeneral, nn.Einsum, nnx.Linear, nnx.LinearGeneral, nnx.Einsum),
+        }
+        for kind, classes in kinds.items():
+            if issubclass(key, classes):
+                return kind
+    raise ValueError(
+        'type_map keys must be "conv", "dense" or Flax layer classes (nn.Conv, nn.Dense, nnx.Conv, '
+        f"nnx.Linear, ...), got {key!r}"
+    )
+
+
+def _check_rule(name: str, rule) -> Rule:
+    if not isinstance(rule, Rule):
+        raise TypeError(f"{name} must be an LRP Rule (Epsilon(), Gamma(), ...), got {type(rule).__name__}")
+    try:
+        hash(rule)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be hashable: define {type(rule).__name__} as a frozen dataclass"
+        ) from None
+    return rule
+
+
+def _pairs(name: str, mapping) -> tuple:
+    if isinstance(mapping, tuple):
+        return mapping
+    if not isinstance(mapping, Mapping):
+        raise TypeError(f"{name} must be a dict, got {type(mapping).__name__}")
+    return tuple(mapping.items())
+
+
+@dataclasses.dataclass(frozen=True)
+class Composite:
+    """Rules per layer (Zennit's name-map and type-map composites, Anders et al. 2021).
+
+    A layer's rule is, in this order: the first entry of `name_map` whose glob pattern
+    (`fnmatch`, e.g. "Conv_0", "Block_*/Dense_1", "layers/0"; a leading "params/" is
+    ignored) matches its name (see `lrp_layers`); `first` on layers that read x through
+    reshapes and affine maps only; its kind's rule in `type_map`; `default`. A pattern that
+    matches no layer is an error that lists the model's layer names. Products of two
+    x-dependent values (attention) are stabilised by `default`'s stabiliser.
+
+    Args:
+      name_map: {pattern: Rule}.
+      type_map: {kind: Rule}, kind "conv", "dense" or a Flax class standing for its
+        primitive (nn.Conv, nnx.Conv -> convolutions; nn.Dense, nn.DenseGeneral,
+        nn.Einsum, nnx.Linear, ... -> every dot_general with weights).
+      first: the rule of first layers, or None.
+      default: the rule of all other layers.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import jaxplain
+      >>> from jaxplain.methods import rules
+      >>> model = jaxplain.Model(lambda p, x: x @ p["w"], {"w": jnp.array([[1.0], [-2.0]])})
+      >>> composite = rules.Composite(name_map={"w": rules.AlphaBeta(1, 0)})
+      >>> rules.lrp(model, jnp.array([[1.0, 1.0]]), target=0, rule=composite).values
+      Array([[-1.,  0.]], dtype=float32)
+    """
+
+    name_map: Any = ()
+    type_map: Any = ()
+    first: Rule | None = None
+    default: Rule = Epsilon()
+
+    def __post_init__(self):
+        names = tuple(
+            (_pattern(pattern), _check_rule(f"name_map[{pattern!r}]", rule))
+            for pattern, rule in _pairs("name_map", self.name_map)
+        )
+        for pattern, _ in names:
+            if not isinstance(pattern, str):
+                raise TypeError(f"name_map keys must be layer names or glob patterns, got {pattern!r}")
+        kinds = {}
+        for key, rule in _pairs("type_map", self.type_map):
+            kind = _layer_kind(key)
+            rule = _check_rule(f"type_map[{key!r}]", rule)
+            if kinds.get(kind, rule) != rule:
+                raise ValueError(f"type_map gives {kind} layers two rules: {kinds[kind]} and {rule}")
+            kinds[kind] = rule
+        object.__setattr__(self, "name_map", names)
+        object.__setattr__(self, "type_map", tuple(kinds.items()))
+        if self.first is not None:
+            _check_rule("first", self.first)
+        _check_rule("default", self.default)
+
+    def rule_for(self, layer: LayerInfo) -> Rule:
+        """The rule of one layer."""
+        for pattern, rule in self.name_map:
+            if fnmatch.fnmatchcase(layer.name, pattern):
+                return rule
+        if layer.first and self.first is not None:
+            return self.first
+        return dict(self.type_map).get(layer.kind, self.default)
+
+    def rules(self) -> list[Rule]:
+        """Every rule the composite names."""
+        named = [rule for _, rule in self.name_map] + [rule for _, rule in self.type_map]
+        return named + [r for r in (self.first, self.default) if r is not None]
+
+
+def _pattern(pattern):
+    return (
+        pattern[len("params/") :] if isinstance(pattern, str) and pattern.startswith("params/") else pattern
+    )
+
+
+def epsilon_gamma_box(low, high, *, epsilon: float = 1e-6, gamma: float = 0.25) -> Composite:
+    """z-box on first layers, gamma on convolutions, epsilon on dense layers (Zennit's
+    EpsilonGammaBox; Kohlbrenner et al. 2020). With jaxplain's defaults epsilon=1e-9 it
+    is `lrp(rule="composite")`."""
+    return Composite(type_map={"conv": Gamma(gamma)}, first=ZBox(low, high), default=Epsilon(epsilon))
+
+
+def epsilon_plus(*, epsilon: float = 1e-6) -> Composite:
+    """z+ (AlphaBeta(1, 0)) on convolutions, epsilon on dense layers (Zennit's EpsilonPlus)."""
+    return Composite(type_map={"conv": AlphaBeta(1.0, 0.0)}, default=Epsilon(epsilon))
+
+
+def epsilon_alpha2_beta1(*, epsilon: float = 1e-6) -> Composite:
+    """alpha = 2, beta = 1 on convolutions, epsilon on dense layers (Zennit's
+    EpsilonAlpha2Beta1)."""
+    return Composite(type_map={"conv": AlphaBeta(2.0, 1.0)}, default=Epsilon(epsilon))
+
+
+def _string_composite(rule: str, epsilon: float, gamma: float, low, high) -> Composite:
+    """The composite a rule string stands for."""
+    if rule == "epsilon":
+        return Composite(default=Epsilon(epsilon))
+    if rule == "gamma":
+        return Composite(default=Gamma(gamma))
+    if rule == "alpha1beta0":
+        return Composite(default=AlphaBeta(1.0, 0.0))
+    if rule == "zbox":
+        return Composite(first=ZBox(low, high), default=Epsilon(epsilon))
+    return Composite(type_map={"conv": Gamma(gamma)}, first=ZBox(low, high), default=Epsilon(epsilon))
+
+
+def _bounds_of(composite: Composite):
+    """(low, high) of the composite's z-box rules, which must agree, or None."""
+    boxes = [rule for rule in composite.rules() if rule.uses_bounds]
+    if not boxes:
+        return None
+    low, high = boxes[0].low, boxes[0].high
+    for box in boxes[1:]:
+        for mine, theirs in ((low, box.low), (high, box.high)):
+            if mine is not theirs and (
+                _checks.is_traced(mine) or _checks.is_traced(theirs) or not np.array_equal(mine, theirs)
+            ):
+                raise ValueError(
+                    "every ZBox of a composite bounds the same input x: give them the same low and high"
+                )
+    return low, high
+
+
+def _without_bounds(composite: Composite) -> Composite:
+    """The composite with the bounds taken out of its rules (they travel as inputs)."""
+
+    def strip(rule):
+        return (
+            dataclasses.replace(rule, low=None, high=None) if rule is not None and rule.uses_bounds else rule
+        )
+
+    return Composite(
+        name_map=tuple((p, strip(r)) for p, r in composite.name_map),
+        type_map=tuple((k, strip(r)) for k, r in composite.type_map),
+        first=strip(composite.first),
+        default=strip(composite.default),
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -422,12 +782,23 @@ def _values(args, index: int | None = None) -> list:
     return [pick(arg) for arg in args]
 
 
-def _run(jaxpr, consts, args, state: _State) -> list:
-    """Evaluates `jaxpr` on `args` (some of them x-dependent), applying the method's rules."""
+def _run(jaxpr, consts, args, state: _State, names=()) -> list:
+    """Evaluates `jaxpr` on `args` (some of them x-dependent), applying the method's rules.
+
+    `names` are the parameter paths that the arguments hold (None where none), which name
+    the layers whose weights they are."""
     uses = _jaxpr.uses(jaxpr)
     plan = _Plan.of(jaxpr, [_depends_on_x(a) for a in args], state.rules)
     env = dict(zip(jaxpr.constvars, consts))
     env.update(zip(jaxpr.invars, args))
+    outer, state.names = state.names, {v: n for v, n in zip(jaxpr.invars, names) if n}
+    try:
+        return _run_equations(jaxpr, env, uses, plan, state)
+    finally:
+        state.names = outer
+
+
+def _run_equations(jaxpr, env, uses, plan, state: _State) -> list:
 
     def read(var):
         if isinstance(var, jex.Literal):
@@ -469,8 +840,21 @@ def _run(jaxpr, consts, args, state: _State) -> list:
                     outs = _apply(eqn, args, state)
                 else:
                     outs = _bind(eqn, args)
+                    _pass_name(eqn, state.names)
         store(eqn, outs)
     return [read(v) for v in jaxpr.outvars]
+
+
+# Operations on a parameter that keep its name: the weights of a layer as the model reads them.
+_KEEPS_NAME = frozenset(
+    {"convert_element_type", "reshape", "transpose", "broadcast_in_dim", "squeeze", "expand_dims", "copy"}
+)
+
+
+def _pass_name(eqn, names: dict) -> None:
+    named = [names[v] for v in eqn.invars if isinstance(v, jex.Var) and v in names]
+    if eqn.primitive.name in _KEEPS_NAME and len(named) == 1 and len(eqn.outvars) == 1:
+        names[eqn.outvars[0]] = named[0]
 
 
 # ---------------------------------------------------------------------------------------
@@ -704,7 +1088,7 @@ def _apply(eqn, args, state: _State) -> list:
                 return _plain(eqn, args)
         elif _is_activation_call(eqn, body, dep):
             return [_activation(eqn, args, state)]
-        return _run(body, consts, args, state)
+        return _run(body, consts, args, state, _names_of(eqn.invars, state))
     if rules.rectifiers_only:
         if name == "max" and sum(dep) == 1:
             return [_rectifier(eqn, args, deconv=rules.method == "deconvnet")]
@@ -745,6 +1129,10 @@ def _apply(eqn, args, state: _State) -> list:
             "with fixed bounds are)",
         )
     raise _unsupported(state, eqn, "of an x-dependent value")
+
+
+def _names_of(variables, state: _State) -> list:
+    return [state.names.get(v) if isinstance(v, jex.Var) else None for v in variables]
 
 
 def _held(eqn, args) -> list:
@@ -820,7 +1208,7 @@ def _product(eqn, args, state: _State) -> _Dependent:
         out, out_reference = _custom(forward, backward)(a_value, b_value, a_ref, b_ref)
         return _Dependent(out, (out_reference,))
 
-    epsilon = state.rules.epsilon if state.rules.rule == "epsilon" else _STABILIZER
+    epsilon = state.rules.product_epsilon
 
     def backward(a, b, out, g):
         c = _share(out * g, out, epsilon)
@@ -843,9 +1231,10 @@ def _scan(eqn, args, state: _State) -> list:
         args[num_consts + num_carry :],
     )
     steps = range(length - 1, -1, -1) if params["reverse"] else range(length)
+    names = _names_of(eqn.invars[:num_consts], state)
     ys = {}
     for step in steps:
-        outs = _run(body, body_consts, [*consts, *carry, *(_index(x, step) for x in xs)], state)
+        outs = _run(body, body_consts, [*consts, *carry, *(_index(x, step) for x in xs)], state, names)
         carry, ys[step] = outs[:num_carry], outs[num_carry:]
     stacked = [_stack([ys[step][k] for step in range(length)]) for k in range(len(eqn.outvars) - num_carry)]
     return [*carry, *stacked]
@@ -853,7 +1242,7 @@ def _scan(eqn, args, state: _State) -> list:
 
 def _index(value, step: int):
     if isinstance(value, _Dependent):
-        return _Dependent(value.value[step], [c[step] for c in value.companions])
+        return _Dependent(value.value[step], [c[step] for c in value.companions], value.first)
     if isinstance(value, _Detached):
         return _Detached(value.value[step])
     return value[step]
@@ -864,9 +1253,11 @@ def _stack(items):
         return jnp.stack(items)
     if all(isinstance(v, _Detached) or not _depends_on_x(v) for v in items):
         return _Detached(jnp.stack(_values(items)))
-    counts = {len(v.companions) for v in items if isinstance(v, _Dependent)}
+    dependent = [v for v in items if isinstance(v, _Dependent)]
+    counts = {len(v.companions) for v in dependent}
     n = counts.pop() if len(counts) == 1 else 0
-    return _Dependent(jnp.stack(_values(items)), [jnp.stack(_values(items, j)) for j in range(n)])
+    first = len(dependent) == len(items) and all(v.first for v in dependent)
+    return _Dependent(jnp.stack(_values(items)), [jnp.stack(_values(items, j)) for j in range(n)], first)
 
 
 def _plain(eqn, args) -> list:
@@ -895,12 +1286,14 @@ def _linear(eqn, args, state: _State) -> list:
     deps = [a for a in args if isinstance(a, _Dependent)]
     counts = {len(d.companions) for d in deps}
     carries = len(counts) == 1 and 0 not in counts
-    if carries and state.rules.method == "lrp":
-        carries = eqn.primitive.name in _CARRY_BOUNDS and len(deps) == 1
+    first = False
+    if state.rules.method == "lrp":
+        first = eqn.primitive.name in _CARRY_BOUNDS and len(deps) == 1 and deps[0].first
+        carries = carries and first
     if not carries:
-        return [_Dependent(out) for out in outs]
+        return [_Dependent(out, first=first) for out in outs]
     companions = [_bind(eqn, _values(args, j)) for j in range(counts.pop())]
-    return [_Dependent(out, [c[i] for c in companions]) for i, out in enumerate(outs)]
+    return [_Dependent(out, [c[i] for c in companions], first) for i, out in enumerate(outs)]
 
 
 def _uses_primitive(jaxpr, name: str) -> bool:
@@ -1086,17 +1479,14 @@ def _open_layer(eqn, args, state: _State) -> _Layer:
     position = 0 if isinstance(args[0], _Dependent) else 1
     weight = _values(args)[1 - position]
     one = jnp.ones((), eqn.outvars[0].aval.dtype)
-    return _Layer(eqn, position, args[position], weight, one, jnp.zeros_like(one))
-
-
-def _layer_rule(layer: _Layer, state: _State) -> str:
-    rule = state.rules.rule
-    first = bool(layer.source.companions)
-    if rule in ("zbox", "composite") and first:
-        return "zbox"
-    if rule == "composite":
-        return "gamma" if layer.eqn.primitive.name == "conv_general_dilated" else "epsilon"
-    return "epsilon" if rule == "zbox" else rule
+    kind = _KINDS[eqn.primitive.name]
+    name = (
+        state.names.get(eqn.invars[1 - position])
+        or str(eqn.source_info.name_stack)
+        or f"{kind}_{len(state.layers)}"
+    )
+    state.layers.append(LayerInfo(name, kind, args[position].first))
+    return _Layer(eqn, position, args[position], weight, one, jnp.zeros_like(one), name)
 
 
 def _share(relevance, z, epsilon: float):
@@ -1108,59 +1498,54 @@ def _share(relevance, z, epsilon: float):
 
 def _close_layer(layer: _Layer, state: _State) -> _Dependent:
     """The layer y = scale * linear(a) + shift with its LRP rule as the backward pass."""
-    rule = _layer_rule(layer, state)
     eqn, position = layer.eqn, layer.position
-    bounds = layer.source.companions if rule == "zbox" else ()
-    if rule == "zbox":
+    rule = state.rules.composite.rule_for(
+        LayerInfo(layer.name, _KINDS[eqn.primitive.name], layer.source.first)
+    )
+    bounds = ()
+    if rule.uses_bounds:
+        if not layer.source.first:
+            raise ValueError(
+                f"lrp: {type(rule).__name__} needs a first layer (one reading x through reshapes and affine "
+                f"maps only), but layer {layer.name!r} is not one{_where(eqn)}"
+            )
+        bounds = layer.source.companions
         state.first_layers += 1
 
-    def linear(a, w):
+    def operation(a, w):
         operands = [a, w] if position == 0 else [w, a]
         return _bind(eqn, operands)[0]
 
     def forward(a, w, scale, shift, *bounds):
-        return scale * linear(a, w) + shift
+        return scale * operation(a, w) + shift
 
     def backward(a, w, scale, shift, *rest):
         *bounds, y, g = rest
-        plus, minus = jnp.maximum(w, 0), jnp.minimum(w, 0)
-        scale_plus, scale_minus = jnp.maximum(scale, 0), jnp.minimum(scale, 0)
-
-        def positive(v):  # W'+ v, with W' = scale * W
-            return scale_plus * linear(v, plus) + scale_minus * linear(v, minus)
-
-        def negative(v):  # W'- v
-            return scale_plus * linear(v, minus) + scale_minus * linear(v, plus)
-
-        def transpose(function, c):
-            return jax.vjp(function, a)[1](c)[0]
-
+        view = LayerView(operation, w, scale, shift)
         relevance = y * g
-        if rule == "epsilon":
-            c = _share(relevance, y, state.rules.epsilon)
-            return (transpose(lambda v: scale * linear(v, w), c), None, None, None)
-        if rule == "gamma":
-            gamma = state.rules.gamma
-            z = scale * linear(a, w) + gamma * positive(a) + shift + gamma * jnp.maximum(shift, 0)
-            c = _share(relevance, z, _STABILIZER)
-            grad = transpose(lambda v: scale * linear(v, w) + gamma * positive(v), c)
-            return (grad, None, None, None)
-        if rule == "alpha1beta0":
-            a_plus, a_minus = jnp.maximum(a, 0), jnp.minimum(a, 0)
-            z = positive(a_plus) + negative(a_minus) + jnp.maximum(shift, 0)
-            c = _share(relevance, z, _STABILIZER)
-            grad = jnp.where(a > 0, transpose(positive, c), transpose(negative, c))
-            return (grad, None, None, None)
-        # z-box: inputs bounded elementwise by the two carried bounds, in either order
-        first, second = bounds
-        low, high = jnp.minimum(first, second), jnp.maximum(first, second)
-        z = scale * linear(a, w) - positive(low) - negative(high)
-        c = _share(relevance, z, _STABILIZER)
-        grad_low = -transpose(positive, c)
-        grad_high = -transpose(negative, c)
-        ordered = first <= second
+        if bounds:
+            # inputs bounded elementwise by the two carried bounds, in either order
+            first, second = bounds
+            ordered = first <= second
+            z, pullback = jax.vjp(
+                lambda a, low, high: rule.forward(view, a, low, high),
+                a,
+                jnp.minimum(first, second),
+                jnp.maximum(first, second),
+            )
+        else:
+            z, pullback = jax.vjp(lambda a: rule.forward(view, a), a)
+        if isinstance(z, tuple):
+            weights = rule.coefficients() or (1.0,) * len(z)
+            c = tuple(k * _share(relevance, part, rule.stabilizer) for k, part in zip(weights, z))
+        else:
+            c = _share(relevance, z, rule.stabilizer)
+        grads = pullback(c)
+        if not bounds:
+            return (grads[0], None, None, None)
+        grad, grad_low, grad_high = grads
         return (
-            transpose(lambda v: scale * linear(v, w), c),
+            grad,
             None,
             None,
             None,
@@ -1198,13 +1583,12 @@ class _Modified:
         )
         closed = jax.make_jaxpr(self.apply_fn)(*structs)
         state = _State(self.rules)
-        args = jax.tree_util.tree_leaves(params) + [_Dependent(x, companions)]
-        (out,) = _run(closed.jaxpr, closed.consts, args, state)
-        if self.rules.rule in ("zbox", "composite") and not state.first_layers:
-            raise ValueError(
-                f"lrp(rule={self.rules.rule!r}) found no linear layer reading x through "
-                "reshapes and affine maps only, so the bounds low/high reach no first layer"
-            )
+        flat = jax.tree_util.tree_flatten_with_path(params)[0]
+        args = [leaf for _, leaf in flat] + [_Dependent(x, companions, first=True)]
+        names = [_parameter_name(path) for path, _ in flat] + [None]
+        (out,) = _run(closed.jaxpr, closed.consts, args, state, names)
+        if self.rules.method == "lrp":
+            _check_layers(self.rules, state)
         if isinstance(out, _Detached):
             out = out.value
         if not isinstance(out, _Dependent):
@@ -1212,6 +1596,38 @@ class _Modified:
         if self.rules.method == "deeplift":
             return out.value - jax.lax.stop_gradient(out.companions[0])
         return out.value
+
+
+def _parameter_name(path) -> str:
+    """A parameter's path as a layer name: without Linen's "params" collection, NNX's
+    ".value" and the leaf's own key ("kernel"), e.g. "Block_0/Dense_1" or "layers/0"."""
+    keys = []
+    for key in path:
+        for field in ("key", "name", "idx"):
+            if hasattr(key, field):
+                keys.append(str(getattr(key, field)))
+                break
+    if keys and isinstance(path[-1], jax.tree_util.GetAttrKey) and keys[-1] == "value":
+        keys.pop()
+    if keys and keys[0] == "params":
+        keys.pop(0)
+    return "/".join(keys[:-1] if len(keys) > 1 else keys)
+
+
+def _check_layers(rules: _Rules, state: _State) -> None:
+    """Every name pattern must match a layer, and z-box must reach one."""
+    names = list(dict.fromkeys(layer.name for layer in state.layers))
+    for pattern, _ in rules.composite.name_map:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+            raise ValueError(
+                f"lrp: name_map pattern {pattern!r} matches no layer; the model's layers are {names} "
+                "(see jaxplain.methods.rules.lrp_layers)"
+            )
+    if any(rule.uses_bounds for rule in rules.composite.rules()) and not state.first_layers:
+        raise ValueError(
+            f"lrp(rule={rules.rule_name}) found no linear layer reading x through "
+            "reshapes and affine maps only, so the bounds low/high reach no first layer"
+        )
 
 
 def _modified(model: Model, rules: _Rules) -> Model:
@@ -1455,9 +1871,9 @@ def lrp(
     x,
     *,
     target,
-    rule: str = "epsilon",
-    epsilon: float = 1e-9,
-    gamma: float = 0.25,
+    rule: str | Rule | Composite = "epsilon",
+    epsilon: float | None = None,
+    gamma: float | None = None,
     low=None,
     high=None,
     attention: str = "constant",
@@ -1482,16 +1898,30 @@ def lrp(
       "zbox": z-box on the first layer (needs `low` and `high`), epsilon elsewhere.
       "composite": z-box on the first layer, gamma on the other convolutions, epsilon on
         dense layers (needs `low` and `high`).
+      A `Rule` (`Epsilon(epsilon)`, `Gamma(gamma)`, `AlphaBeta(alpha, beta)`,
+        `ZBox(low, high)` or one of the user's own): that rule on every layer.
+      A `Composite`: rules per layer, by name, kind and position (`epsilon_gamma_box`,
+        `epsilon_plus`, `epsilon_alpha2_beta1` are Zennit's presets); `lrp_layers` lists
+        the names. The strings are the composites `Composite(default=Epsilon(epsilon))`,
+        `Composite(default=Gamma(gamma))`, `Composite(default=AlphaBeta(1, 0))`,
+        `Composite(first=ZBox(low, high), default=Epsilon(epsilon))` and
+        `epsilon_gamma_box(low, high, epsilon=epsilon, gamma=gamma)`, except that products
+        of two x-dependent values are stabilised by `epsilon` under "epsilon" and by 1e-9
+        under the other strings.
 
     Args:
       model: a `jaxplain.Model` with `output="logits"`.
       x: a batch of inputs, `(batch, ...)`.
       target: as for `guided_backprop`.
-      rule: one of "epsilon", "gamma", "alpha1beta0", "zbox", "composite".
-      epsilon: the stabiliser of the epsilon rule (the other rules use 1e-9).
-      gamma: the gamma rule's weight on positive contributions.
-      low, high: bounds of the input (a scalar, one example or one per example) for the
-        z-box rule, e.g. 0.0 and 1.0 for images in [0, 1]; x must lie within them.
+      rule: one of "epsilon", "gamma", "alpha1beta0", "zbox", "composite", a `Rule` or a
+        `Composite`.
+      epsilon: with a rule string, the stabiliser of the epsilon rule (default 1e-9; the
+        other rules use 1e-9). A `Rule` or `Composite` carries its own.
+      gamma: with a rule string, the gamma rule's weight on positive contributions
+        (default 0.25).
+      low, high: with "zbox" or "composite", bounds of the input (a scalar, one example
+        or one per example) for the z-box rule, e.g. 0.0 and 1.0 for images in [0, 1];
+        x must lie within them. A `ZBox` carries its own.
       attention: the rule for softmax attention: "constant" holds the attention weights
         (Ali et al.'s AH rule: relevance flows through the values only, and the relevance
         is conserved), "attnlrp" takes AttnLRP's softmax and uniform product rules
@@ -1512,6 +1942,9 @@ def lrp(
       decisions with deep Taylor decomposition. arXiv:1512.02479, 2015.
       Kohlbrenner, Bauer, Nakajima, Binder, Samek, Lapuschkin. Towards Best Practice in
       Explaining Neural Network Decisions with LRP. arXiv:1910.09840, 2020.
+      Anders, Neumann, Samek, Mueller, Lapuschkin. Software for Dataset-wide XAI: From
+      Local Explanations to Global Insights with Zennit, CoRelAy, and ViRelAy.
+      arXiv:2106.13200, 2021.
       Ali, Schnake, Eberle, Montavon, Mueller, Wolf. XAI for Transformers: Better
       Explanations through Conservative Propagation. arXiv:2202.07304, 2022.
       Achtibat, Hatefi, Dreyer, Jain, Wiegand, Lapuschkin, Samek. AttnLRP: Attention-Aware
@@ -1519,24 +1952,114 @@ def lrp(
     """
     x, targets = _checks.prepare(model, x, target)
     _logits_only("lrp", model)
-    if rule not in LRP_RULES:
-        raise ValueError(f"rule must be one of {LRP_RULES}, got {rule!r}")
-    epsilon, gamma = _checks.number("epsilon", epsilon), _checks.number("gamma", gamma)
     if attention not in ATTENTION_RULES:
         raise ValueError(f"attention must be one of {ATTENTION_RULES}, got {attention!r}")
-    rules = _Rules("lrp", rule, epsilon, gamma, attention)
+    composite, product_epsilon = _lrp_composite(rule, epsilon, gamma, low, high)
+    bounds = _bounds_of(composite)
+    rules = _Rules("lrp", _without_bounds(composite), product_epsilon, attention, _rule_name(rule))
     slots = [jnp.asarray(x)]
-    if rule in ("zbox", "composite"):
-        low, high = _checks.input_bound("low", low, x), _checks.input_bound("high", high, x)
+    if bounds is not None:
+        low, high = _checks.input_bound("low", bounds[0], x), _checks.input_bound("high", bounds[1], x)
         if not any(_checks.is_traced(v) for v in (x, low, high)) and not (
             np.all(np.asarray(low) <= np.asarray(x)) and np.all(np.asarray(x) <= np.asarray(high))
         ):
             raise ValueError("x must lie within [low, high] for the z-box rule")
         slots += [jnp.broadcast_to(jnp.asarray(b, x.dtype), x.shape) for b in (low, high)]
-    elif low is not None or high is not None:
-        raise ValueError(f"low and high are used by the z-box rule only, not by rule={rule!r}")
     _check_supported(model, rules, x, len(slots))
     return _propagate(model, jnp.stack(slots, axis=1), targets, rules=rules)
 
 
-__all__ = ["ATTENTION_RULES", "LRP_RULES", "deconvnet", "deeplift", "deeplift_shap", "guided_backprop", "lrp"]
+def _rule_name(rule) -> str:
+    return repr(rule) if isinstance(rule, str) else type(rule).__name__
+
+
+def _lrp_composite(rule, epsilon, gamma, low, high) -> tuple[Composite, float]:
+    """lrp's `rule` and options as (composite, stabiliser of products)."""
+    if isinstance(rule, str):
+        if rule not in LRP_RULES:
+            raise ValueError(f"rule must be one of {LRP_RULES}, a Rule or a Composite, got {rule!r}")
+        epsilon = 1e-9 if epsilon is None else _checks.number("epsilon", epsilon)
+        gamma = 0.25 if gamma is None else _checks.number("gamma", gamma)
+        if rule not in ("zbox", "composite") and (low is not None or high is not None):
+            raise ValueError(f"low and high are used by the z-box rule only, not by rule={rule!r}")
+        product_epsilon = epsilon if rule == "epsilon" else _STABILIZER
+        return _string_composite(rule, epsilon, gamma, low, high), product_epsilon
+    if isinstance(rule, Rule):
+        rule = Composite(default=_check_rule("rule", rule))
+    if not isinstance(rule, Composite):
+        raise TypeError(f"rule must be one of {LRP_RULES}, a Rule or a Composite, got {type(rule).__name__}")
+    given = [
+        name
+        for name, value in (("epsilon", epsilon), ("gamma", gamma), ("low", low), ("high", high))
+        if value is not None
+    ]
+    if given:
+        raise ValueError(
+            f"{', '.join(given)} go with the rule strings; a Rule or Composite carries its own "
+            "(Epsilon(epsilon), Gamma(gamma), ZBox(low, high))"
+        )
+    return rule, rule.default.stabilizer
+
+
+def lrp_layers(model: Model, x) -> tuple[LayerInfo, ...]:
+    """The layers that LRP's rules apply to, in the order the model computes them: the
+    names a `Composite`'s `name_map` matches, their kinds and whether they are first
+    layers (see `LayerInfo`). A layer applied several times (shared weights, a scan) is
+    listed once.
+
+    Args:
+      model: a `jaxplain.Model`.
+      x: a batch of inputs, `(batch, ...)` (only its shape and dtype are used).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import jaxplain
+      >>> from jaxplain.methods import rules
+      >>> params = {"hidden": {"w": jnp.ones((2, 3))}, "out": {"w": jnp.ones((3, 1))}}
+      >>> model = jaxplain.Model(lambda p, x: jnp.tanh(x @ p["hidden"]["w"]) @ p["out"]["w"], params)
+      >>> [layer.name for layer in rules.lrp_layers(model, jnp.ones((1, 2)))]
+      ['hidden', 'out']
+    """
+    if not isinstance(model, Model):
+        raise TypeError(f"model must be a jaxplain.Model, got {type(model).__name__}")
+    x = _checks.as_float_array("x", x)
+    if x.ndim < 1:
+        raise ValueError(f"x must be a batch of inputs (batch, ...), got shape {x.shape}")
+    rules = _Rules("lrp", Composite(), _STABILIZER, "constant", "'epsilon'")
+    recorded = []
+
+    def interpret(params, slots):
+        state = _State(rules)
+        flat = jax.tree_util.tree_flatten_with_path(params)[0]
+        args = [leaf for _, leaf in flat] + [_Dependent(slots[:, 0], first=True)]
+        closed = jax.make_jaxpr(model.apply_fn)(params, slots[:, 0])
+        _run(closed.jaxpr, closed.consts, args, state, [_parameter_name(p) for p, _ in flat] + [None])
+        recorded.extend(state.layers)
+        return 0.0
+
+    struct = jax.ShapeDtypeStruct((x.shape[0], 1) + tuple(x.shape[1:]), x.dtype)
+    jax.eval_shape(interpret, model.params, struct)
+    return tuple(dict.fromkeys(recorded))
+
+
+__all__ = [
+    "ATTENTION_RULES",
+    "LRP_RULES",
+    "AlphaBeta",
+    "Composite",
+    "Epsilon",
+    "Gamma",
+    "LayerInfo",
+    "LayerView",
+    "Rule",
+    "ZBox",
+    "deconvnet",
+    "deeplift",
+    "deeplift_shap",
+    "epsilon_alpha2_beta1",
+    "epsilon_gamma_box",
+    "epsilon_plus",
+    "guided_backprop",
+    "lrp",
+    "lrp_layers",
+]
