@@ -374,3 +374,88 @@ def input_bound(name: str, value, x):
             "value each input feature can take, e.g. low=0.0, high=1.0 for images in [0, 1]"
         )
     return broadcastable(name, as_float_array(name, value), x)
+
+
+def feature_masks(value, x):
+    """`(masks, G)`: every example's feature groups, int32 `(B, *x.shape[1:])`, and G.
+
+    Example b numbers its groups 0..G_b-1, each id used at least once; G is the largest
+    G_b, and groups G_b..G-1 of example b are empty. `value` is read as follows:
+
+    - None: every feature its own group, the same for every example.
+    - One mask per example: an int array of x's rank whose leading axis is the batch
+      (or 1, the same mask for every example), broadcastable to x, e.g. `(B, H, W, 1)`
+      for NHWC images.
+    - For images and volumes (x of rank >= 4, channels last), an array of shape
+      `x.shape[:-1]`, e.g. `(B, H, W)` from `jaxplain.superpixels`: one mask per example,
+      broadcast over the channels.
+    - Anything of lower rank: one example's mask, broadcastable to `x.shape[1:]` and
+      shared by the batch (as `feature_mask`).
+
+    A `x.shape[:-1]` array that also broadcasts to one example (only when the batch,
+    height, width and channel sizes line up, e.g. x of shape (3, 3, 3, 3)) is refused
+    when the two readings differ: add the channel axis, `mask[..., None]`, for one mask
+    per example, or a leading axis, `mask[None]`, for one mask shared by the batch.
+    """
+    batch, feature_shape = int(x.shape[0]), tuple(x.shape[1:])
+    shape = (batch, *feature_shape)
+    if value is None:
+        mask, groups = feature_mask(None, x)
+        return np.ascontiguousarray(np.broadcast_to(mask, shape)), groups
+    if is_traced(value):
+        raise TypeError(
+            "feature_mask must be a concrete array, not a traced value: its number of "
+            "groups fixes the shapes of the compiled program"
+        )
+    mask = np.asarray(value)
+    if mask.dtype == bool or not np.issubdtype(mask.dtype, np.integer):
+        raise TypeError(f"feature_mask must hold integer group ids, got dtype {mask.dtype}")
+    if mask.ndim > x.ndim:
+        raise ValueError(
+            f"feature_mask of shape {tuple(mask.shape)} has more axes than x of shape {tuple(x.shape)}; "
+            f"pass one mask per example, shape {shape}, or one example's, shape {feature_shape}"
+        )
+    per_pixel = x.ndim >= 4 and mask.ndim == x.ndim - 1 and tuple(mask.shape) == tuple(x.shape[:-1])
+    if per_pixel:
+        per_example = np.broadcast_to(mask[..., None], shape)
+        try:
+            shared = np.broadcast_to(mask, feature_shape)
+        except ValueError:
+            shared = None
+        if shared is not None and not np.array_equal(per_example, np.broadcast_to(shared, shape)):
+            raise ValueError(
+                f"feature_mask of shape {tuple(mask.shape)} is ambiguous for x of shape {tuple(x.shape)}: "
+                "it is both one mask per example (broadcast over the channels) and one example's "
+                f"mask; pass mask[..., None] for one per example or mask[None] for one shared mask"
+            )
+        mask = per_example
+    elif mask.ndim < x.ndim:
+        mask, groups = feature_mask(mask, x)
+        return np.ascontiguousarray(np.broadcast_to(mask, shape)), groups
+    try:
+        broadcast = np.broadcast_shapes(mask.shape, shape)
+    except ValueError:
+        broadcast = None
+    if broadcast != shape:
+        raise ValueError(
+            f"feature_mask of shape {tuple(mask.shape)} (one mask per example: it has x's rank) "
+            f"cannot be broadcast to x of shape {shape}; its leading axis is the batch ({batch}, "
+            "or 1 for one shared mask)"
+        )
+    masks = np.ascontiguousarray(np.broadcast_to(mask, shape), dtype=np.int32)
+    flat = masks.reshape(batch, -1)
+    counts = flat.max(axis=1, initial=-1) + 1  # G_b
+    wrong = (flat < 0).any(axis=1) | (counts == 0)
+    if not wrong.any():
+        used = np.zeros((batch, int(counts.max())), bool)
+        used[np.arange(batch)[:, None], flat] = True
+        wrong = ~used.all(axis=1, where=np.arange(used.shape[1]) < counts[:, None])
+    if wrong.any():
+        example = int(np.argmax(wrong))
+        ids = np.unique(flat[example])
+        shown = ", ".join(map(str, ids[:8])) + (", ..." if ids.size > 8 else "")
+        raise ValueError(
+            "feature_mask must number each example's groups 0..G_b-1, each id used at least "
+            f"once; example {example} has the ids {shown}"
+        )
+    return masks, int(counts.max())

@@ -61,6 +61,32 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 # --- inside the compiled programs -------------------------------------------------------
 
 
+def _spread(group_values, mask):
+    """Each feature's value from its group's: (B, ..., G) values and the (B, *features)
+    group ids of every example -> (B, ..., *features)."""
+    batch = mask.shape[0]
+    ids = mask.reshape((batch,) + (1,) * (group_values.ndim - 2) + (-1,))
+    spread = jnp.take_along_axis(group_values, ids, axis=-1)
+    return spread.reshape(spread.shape[:-1] + mask.shape[1:])
+
+
+def _group_counts(mask):
+    """(B,) G_b: the groups example b's mask uses (its ids are 0..G_b-1)."""
+    return mask.reshape(mask.shape[0], -1).max(axis=1) + 1
+
+
+def _nonempty(mask, groups: int):
+    """(B, G) bool: which of the G groups hold features of each example."""
+    return jnp.arange(groups) < _group_counts(mask)[:, None]
+
+
+def _last_when_empty(words, nonempty):
+    """Random words (..., B, G) for `_random.random_ranks`, with the empty groups' set to
+    the largest word: they rank last, and the groups 0..G_b-1 get a uniformly random
+    ranking 0..G_b-1 (on a tie the lower index, a group with features, ranks first)."""
+    return jnp.where(nonempty, words, jnp.asarray(np.iinfo(np.uint32).max, words.dtype))
+
+
 def _coalition_point(mask, baseline, present):
     """The point function of a coalition game: x where the feature's group is present,
     the baseline elsewhere.
@@ -70,8 +96,9 @@ def _coalition_point(mask, baseline, present):
     """
 
     def point(param, x):
-        keep = jnp.take(present(param), mask, axis=-1)  # (*features) or (B, *features)
-        return jnp.where(keep, x, baseline)
+        coalition = present(param)
+        coalition = jnp.broadcast_to(coalition, mask.shape[:1] + coalition.shape[-1:])
+        return jnp.where(_spread(coalition, mask), x, baseline)
 
     return point
 
@@ -101,10 +128,12 @@ def _fold_coalitions(model, x, baseline, mask, chosen, draw, count, fold, init, 
 def _group_attribution(targets, chosen, group_values, mask, at_x, at_baseline, *, with_delta, extras=None):
     """The Attribution of per-group values (B, G, k), each broadcast onto its features.
 
-    With `with_delta`, delta = sum over groups - (F_t(x) - F_t(baseline)).
+    A group with no features in an example (beyond its G_b) gets 0. With `with_delta`,
+    delta = sum over groups - (F_t(x) - F_t(baseline)).
     """
     difference = at_x - at_baseline
-    values = jnp.take(jnp.swapaxes(group_values, 1, 2), mask, axis=2)  # (B, k, *features)
+    group_values = jnp.where(_nonempty(mask, group_values.shape[1])[..., None], group_values, 0.0)
+    values = _spread(jnp.swapaxes(group_values, 1, 2), mask)  # (B, k, *features)
     delta = group_values.sum(axis=1) - difference if with_delta else None
     return engine.attribution(targets, values, chosen, difference=difference, delta=delta, extras=extras)
 
@@ -223,6 +252,8 @@ def _shapley_sampling(
     # evaluated at their G + 1 prefixes. Chunks hold whole draws (`chunk_size` is a
     # multiple of `per_draw`), so each chunk's credits are complete.
     orders = 2 if antithetic else 1
+    nonempty = _nonempty(mask, groups)
+    counts = _group_counts(mask)[:, None]
     per_draw = orders * (groups + 1)
     chunk_size = engine.points_per_chunk(chunk_size, model, x, samples * (groups + 1))
     chunk_size = max(per_draw, chunk_size - chunk_size % per_draw)
@@ -232,9 +263,10 @@ def _shapley_sampling(
         first = indices[0] // per_draw
         draws = first + jnp.arange(size // per_draw, dtype=jnp.int32)
         words = _random.point_words(key, draws, (2, batch, groups))  # (draws, 2, B, G)
+        words = _last_when_empty(words, nonempty)
         ranks = _random.random_ranks(jnp.moveaxis(words, 1, 0))  # ranks[d, b, g]: g's place
-        if antithetic:
-            ranks = jnp.stack([ranks, groups - 1 - ranks], axis=1)  # each order, then its reverse
+        if antithetic:  # each order, then its reverse (the empty groups stay last)
+            ranks = jnp.stack([ranks, jnp.where(nonempty, counts - 1 - ranks, ranks)], axis=1)
         ranks = ranks.reshape(-1, batch, groups)  # (orders in the chunk, B, G)
         # Point (o, j): the first j groups of order o present (j = 0..G).
         prefix = jnp.arange(groups + 1, dtype=jnp.int32)
@@ -247,6 +279,7 @@ def _shapley_sampling(
         # The group of rank j is credited with v(first j + 1 groups) - v(first j groups).
         steps = jnp.diff(values, axis=2)
         credit = jnp.take_along_axis(steps, jnp.swapaxes(ranks, 0, 1)[..., None], axis=2)
+        credit = jnp.where(nonempty[:, None, :, None], credit, 0.0)  # an empty group changes nothing
         # (B, orders, G, k); an order and its reverse are dependent: the independent
         # draws are their averages.
         units = credit.reshape(batch, -1, orders, groups, credit.shape[-1]).mean(axis=2)
@@ -309,36 +342,56 @@ def _least_squares(gram, cross):
     return jax.lax.map(solve, (gram, cross))
 
 
+def _kernel_thresholds(counts, groups: int) -> np.ndarray:
+    """(B, G - 2) float32: where the uniform draw moves to the next coalition size.
+
+    The Shapley kernel picks size s in 1..G_b-1 with probability proportional to
+    (G_b - 1) / (s (G_b - s)); row b is the CDF of example b's sizes (computed in float64),
+    padded with 2 (never reached) past G_b - 2.
+    """
+    thresholds = np.full((len(counts), max(groups - 2, 0)), 2.0)
+    for count in np.unique(counts):
+        sizes = np.arange(1, count)
+        if sizes.size:
+            chance = 1.0 / (sizes * (count - sizes))
+            thresholds[counts == count, : count - 2] = np.cumsum(chance / chance.sum())[:-1]
+    return thresholds.astype(np.float32)
+
+
 @engine.program(static_argnames=("groups", "samples", "paired", "chunk_size"))
-def _kernel_shap(model, x, baseline, mask, targets: Targets, key, *, groups, samples, paired, chunk_size):
+def _kernel_shap(
+    model, x, baseline, mask, targets: Targets, key, thresholds, *, groups, samples, paired, chunk_size
+):
     batch = x.shape[0]
     baseline = _broadcast_baseline(baseline, x)
     chosen, at_x, at_baseline, tied_x = engine.endpoints(model, x, targets, baseline)
     acc = engine.accumulation_dtype(x)
     difference = at_x - at_baseline
-    # Shapley kernel: size s in 1..G-1 with probability proportional to (G-1) / (s (G-s))
-    # (by inverting its CDF), then a uniformly random subset of that size.
-    sizes = np.arange(1, groups)
-    chance = 1.0 / (sizes * (groups - sizes))
-    thresholds = jnp.asarray(np.cumsum(chance / chance.sum())[:-1], jnp.float32)
+    # Example b plays the game of its G_b groups: the empty ones are never drawn, never
+    # enter the fit and get 0.
+    nonempty = _nonempty(mask, groups)
+    counts = _group_counts(mask).astype(acc)[:, None]  # (B, 1)
 
+    # Shapley kernel: the size s by inverting its CDF (`thresholds`), then a uniformly
+    # random subset of that size of the groups with features.
     def draw(indices):  # with `paired`, points 2d and 2d + 1 are draw d and its complement
         words = _random.point_words(key, indices // 2 if paired else indices, (1 + 2 * groups, batch))
         size = 1 + (_random.uniform(words[:, 0])[..., None] >= thresholds).sum(axis=-1)  # (n, B)
         subset_words = jnp.moveaxis(words[:, 1:].reshape(-1, 2, groups, batch), (1, 2), (0, 3))
-        coalitions = _random.random_ranks(subset_words) < size[..., None]  # (n, B, G)
+        ranks = _random.random_ranks(_last_when_empty(subset_words, nonempty))
+        coalitions = ranks < size[..., None]  # (n, B, G)
         if paired:
-            coalitions = coalitions ^ (indices % 2 == 1)[:, None, None]
+            coalitions = coalitions ^ ((indices % 2 == 1)[:, None, None] & nonempty)
         return coalitions
 
     # Least squares of v(z) - v(0) on z subject to sum(phi) = difference: with
     # phi = difference / G + psi and sum(psi) = 0,
-    # z . phi = |z| difference / G + (z - |z| / G) . psi.
+    # z . phi = |z| difference / G + (z - |z| / G) . psi (G = G_b, sums over its groups).
     # The normal equations' sums, (design^T design, design^T response), compensated.
     def fold(sums, coalitions, values):
         z = jnp.swapaxes(coalitions, 0, 1).astype(acc)  # (B, n, G)
-        share = z.mean(axis=-1, keepdims=True)
-        design = z - share
+        share = z.sum(axis=-1, keepdims=True) / counts[:, None]
+        design = jnp.where(nonempty[:, None], z - share, 0.0)
         response = values - at_baseline[:, None] - share * difference[:, None]
         gram = jnp.einsum("bnp,bnq->bpq", design, design, precision=_HIGHEST)
         cross = jnp.einsum("bnp,bnk->bpk", design, response, precision=_HIGHEST)
@@ -348,14 +401,19 @@ def _kernel_shap(model, x, baseline, mask, targets: Targets, key, *, groups, sam
     (gram, cross), _ = _fold_coalitions(
         model, tied_x, baseline, mask, chosen, draw, samples, fold, (zeros, zeros), chunk_size
     )
-    # The centred design never moves along (1, ..., 1): adding the mean eigenvalue in
-    # that direction makes it a well-determined one, whose solution component is zero
-    # (its right-hand side is), instead of a rounding-level eigenvalue near the cutoff.
-    ones = jnp.full((groups, groups), 1.0 / groups, acc)
-    gram = gram + (jnp.trace(gram, axis1=1, axis2=2) / groups)[:, None, None] * ones
-    psi = _least_squares(gram, cross)  # (B, G, k)
-    psi = psi - psi.mean(axis=1, keepdims=True)  # removes rounding along (1, ..., 1)
-    phi = difference[:, None] / groups + psi
+    # The centred design never moves along (1, ..., 1) over the groups with features:
+    # adding the mean eigenvalue in that direction makes it a well-determined one, whose
+    # solution component is zero (its right-hand side is), instead of a rounding-level
+    # eigenvalue near the cutoff. Each empty group gets the same eigenvalue on its own
+    # axis, where the right-hand side is zero too.
+    scale = (jnp.trace(gram, axis1=1, axis2=2)[:, None] / counts)[..., None]  # (B, 1, 1)
+    filled = nonempty.astype(acc)
+    ones = filled[:, :, None] * filled[:, None, :] / counts[..., None]
+    gram = gram + scale * (ones + jax.vmap(jnp.diag)(1.0 - filled))
+    psi = jnp.where(nonempty[..., None], _least_squares(gram, cross), 0.0)  # (B, G, k)
+    # Removes rounding along (1, ..., 1).
+    psi = psi - filled[..., None] * psi.sum(axis=1, keepdims=True) / counts[..., None]
+    phi = jnp.where(nonempty[..., None], difference[:, None] / counts[..., None] + psi, 0.0)
     return _group_attribution(targets, chosen, phi, mask, at_x, at_baseline, with_delta=True)
 
 
@@ -366,14 +424,18 @@ def _lime(model, x, baseline, mask, targets: Targets, key, kernel_width, *, grou
     chosen, at_x, at_baseline, tied_x = engine.endpoints(model, x, targets, baseline)
     acc = engine.accumulation_dtype(x)
     count = chosen.shape[1]
+    # Example b's interpretable features are its G_b groups: the empty ones are never
+    # present, never enter the fit and get 0.
+    nonempty = _nonempty(mask, groups)
+    counts = _group_counts(mask).astype(acc)[:, None]  # (B, 1)
 
     def draw(indices):  # each group present with probability 1/2
-        return _random.uniform(_random.point_words(key, indices, (batch, groups))) < 0.5
+        return (_random.uniform(_random.point_words(key, indices, (batch, groups))) < 0.5) & nonempty
 
     def fold(state, coalitions, values):
         z = jnp.swapaxes(coalitions, 0, 1).astype(acc)  # (B, n, G)
         # Cosine distance between z and the all-ones vector: 1 - sqrt(|z| / G) (1 for z = 0).
-        distance = 1.0 - jnp.sqrt(z.mean(axis=-1))
+        distance = 1.0 - jnp.sqrt(z.sum(axis=-1) / counts)
         weight = jnp.exp(-(distance**2) / (2.0 * kernel_width**2))
         return engine.merge_comoments(state, jnp.concatenate([z, values], axis=-1), weight)
 
@@ -386,8 +448,13 @@ def _lime(model, x, baseline, mask, targets: Targets, key, kernel_width, *, grou
     _, mean, co = _fold_coalitions(
         model, tied_x, baseline, mask, chosen, draw, samples, fold, init, chunk_size
     )
-    # With the intercept c = mean(v) - mean(z) . phi, phi solves the centred system.
-    phi = _least_squares(co[:, :groups, :groups], co[:, :groups, groups:])  # (B, G, k)
+    # With the intercept c = mean(v) - mean(z) . phi, phi solves the centred system. An
+    # empty group's row and column are zero: a diagonal entry of the system's scale
+    # there keeps it apart from the directions the samples leave undetermined.
+    system = co[:, :groups, :groups]
+    scale = (jnp.trace(system, axis1=1, axis2=2)[:, None] / counts)[..., None]  # (B, 1, 1)
+    system = system + scale * jax.vmap(jnp.diag)(1.0 - nonempty.astype(acc))
+    phi = jnp.where(nonempty[..., None], _least_squares(system, co[:, :groups, groups:]), 0.0)  # (B, G, k)
     intercept = mean[:, groups:] - jnp.einsum("bg,bgk->bk", mean[:, :groups], phi, precision=_HIGHEST)
     return _group_attribution(
         targets,
@@ -407,9 +474,10 @@ def _banzhaf(model, x, baseline, mask, targets: Targets, key, *, groups, samples
     baseline = _broadcast_baseline(baseline, x)
     ends = engine.endpoints(model, x, targets, baseline)
     acc = engine.accumulation_dtype(x)
+    nonempty = _nonempty(mask, groups)  # an empty group is never present and gets 0
 
     def draw(indices):  # each group present with probability 1/2
-        return _random.uniform(_random.point_words(key, indices, (batch, groups))) < 0.5
+        return (_random.uniform(_random.point_words(key, indices, (batch, groups))) < 0.5) & nonempty
 
     def fold(sums, coalitions, values):  # sums over the draws with g present, and over all
         z = jnp.swapaxes(coalitions, 0, 1).astype(acc)  # (B, n, G)
@@ -427,7 +495,7 @@ def _banzhaf(model, x, baseline, mask, targets: Targets, key, *, groups, samples
     absent = samples - present
     # phi_g = mean v(z | g present) - mean v(z | g absent); NaN where either side is empty.
     phi = (with_g / present[..., None]) - (total[:, None] - with_g) / absent[..., None]
-    phi = jnp.where(((present > 0) & (absent > 0))[..., None], phi, jnp.nan)
+    phi = jnp.where(((present > 0) & (absent > 0) | ~nonempty)[..., None], phi, jnp.nan)
     return _group_attribution(
         targets, ends.targets, phi, mask, ends.at_x, ends.at_reference, with_delta=False
     )
@@ -439,7 +507,7 @@ def _banzhaf(model, x, baseline, mask, targets: Targets, key, *, groups, samples
 def _prepare(model, x, target, baseline, feature_mask):
     x, targets = _checks.prepare(model, x, target, integer_ids=True)
     baseline = _checks.baseline(baseline, x)
-    mask, groups = _checks.feature_mask(feature_mask, x)
+    mask, groups = _checks.feature_masks(feature_mask, x)
     return x, targets, baseline, mask, groups
 
 
@@ -833,6 +901,7 @@ def kernel_shap(
     samples = _checks.samples(samples, even_for="paired" if paired else "")
     key = _checks.key(key)
     chunk_size = _checks.chunk_size(chunk_size)
+    thresholds = _kernel_thresholds(mask.reshape(mask.shape[0], -1).max(axis=1) + 1, groups)
     return _kernel_shap(
         model,
         x,
@@ -840,6 +909,7 @@ def kernel_shap(
         mask,
         targets,
         key,
+        thresholds,
         groups=groups,
         samples=samples,
         paired=paired,
