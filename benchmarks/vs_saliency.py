@@ -31,7 +31,15 @@ the endpoint terms that turn the trapezoid rule into saliency's, so it compares 
 gradients at the same points. Saliency's path methods get batch_size = steps (all the
 points of one example in one callback), the fastest setting for them.
 
-    python benchmarks/vs_saliency.py [--n 32] [--repeats 5] [--quick] [--no-resnet] [--out DIR]
+    python benchmarks/vs_saliency.py [--n 32] [--repeats 5] [--quick] [--no-resnet] [--no-xrai]
+                                     [--xrai-n 8] [--out DIR]
+
+XRAI (`saliency.core.XRAI`, `jaxplain.methods.xrai.xrai`) runs on 64 x 64 x 3 synthetic images
+(a bright rectangle on noise) and a small randomly initialised CNN, N images: the heat maps
+of the two are compared on the same base attribution and the same segments (the merge, to
+1e-5 of the largest value, and the same region ranks), and three timings are reported per
+image: the whole method (IG from the min and max baselines, Felzenszwalb at six scales,
+merge), the merge alone and the segmentation alone (`--no-xrai` skips it).
 
 --quick (digits CNN only, N=2, 8 steps or samples, one timed round, no N=1 timing) checks
 that the script works in a few seconds; its timings mean nothing. Writes vs_saliency.json
@@ -43,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -130,6 +139,32 @@ DIFFERENCES = {
             "gradient at the mid-level times the exact change of the blurred image over the step "
             "(a midpoint rule whose changes telescope to x - blur(x, max_sigma))"
         ),
+    },
+    "xrai": {
+        "coincide": "the merge: same heat map and region ranks for the same base attribution and segments",
+        "segments": (
+            "the same Felzenszwalb settings (scales 50, 100, 150, 250, 500, 1200, sigma 0.8, min_size "
+            "150, on the image rescaled to [-1, 1] and resized to 224 x 224, masks dilated by a disk of "
+            "radius 5): the same masks; PAIR also lists the empty labels the resizing back leaves "
+            "(they never add a pixel); a constant image: PAIR divides by zero, jaxplain segments it "
+            "as one flat image"
+        ),
+        "gains": (
+            "PAIR: the float32 mean over each candidate's new pixels, recomputed for every segment at "
+            "every step (O(S^2 P)); jaxplain: every segment's count and float64 sum over the pixels "
+            "not yet covered, updated by the pixels each step adds (O(S P)); gains agree to float32 "
+            "rounding. Ties: PAIR takes the first segment of equal gain (strict >); jaxplain takes "
+            "the first whose gain is within 1e-9 of the largest |attribution| of the best, which "
+            "is the same choice for exact ties and differs only where PAIR's float32 means cannot "
+            "order the two either"
+        ),
+        "base_attribution": (
+            "both: IG averaged over two constant baselines at the image's minimum and maximum, "
+            "the channel maximum of it. PAIR's IG rule (weights 1 / m on linspace(0, 1, m)) "
+            "differs from jaxplain's gauss_legendre default (see integrated_gradients), so the "
+            "whole methods' heat maps differ as their IG does (full_correlation)"
+        ),
+        "output": "PAIR returns the (H, W) map; jaxplain the same map in every channel, shaped like x",
     },
     "guided_ig": {
         "coincide": "same algorithm (same steps, fraction, max_dist, zero baseline)",
@@ -530,6 +565,114 @@ def run_model(name, x_all, n, quick, repeats, warmup):
     return rows
 
 
+XRAI_SIZE = 64
+XRAI_TOLERANCE = 1e-5
+
+
+def xrai_images(n: int, size: int = XRAI_SIZE, seed: int = 0) -> np.ndarray:
+    """(n, size, size, 3) images in [0, 1]: a bright rectangle at a random place on noise."""
+    rng = np.random.default_rng(seed)
+    x = 0.3 * rng.uniform(size=(n, size, size, 3))
+    for image in x:
+        top, left = rng.integers(0, size // 2, 2)
+        image[top : top + size // 3, left : left + size // 2] += 0.6 * rng.uniform(size=3)
+    return x.astype(np.float32)
+
+
+def run_xrai(n: int, quick: bool, repeats: int, warmup: int) -> dict:
+    """XRAI: PAIR's GetMaskWithDetails in a loop over n images against one jaxplain call."""
+    import flax.linen as nn
+    import saliency.core as saliency
+    from saliency.core import xrai as pair_xrai
+
+    from jaxplain.methods.xrai import xrai, xrai_segments
+    from jaxplain.models.cnn import SmallCNN
+
+    n, steps = (2, 4) if quick else (n, 32)
+    x = xrai_images(n)
+    module = SmallCNN(num_classes=10, channels=(8, 16), dense=32, activation=nn.relu)
+    model = jaxplain.Model.from_linen(module, module.init(jax.random.PRNGKey(0), x[:1]))
+    targets = np.asarray(jnp.argmax(model(jnp.asarray(x)), axis=1), np.int32)
+    callback = gradient_callback(model)
+    parameters = saliency.XRAIParameters(steps=steps, return_xrai_segments=True)
+
+    def pair_full():
+        return [
+            saliency.XRAI().GetMaskWithDetails(
+                x[i], callback, {"target": int(targets[i])}, batch_size=steps, extra_parameters=parameters
+            )
+            for i in range(n)
+        ]
+
+    def ours_full():
+        return xrai(model, x, target=targets, steps=steps)
+
+    segments = xrai_segments(x)
+    base = np.asarray(ours_full().extras["base_attribution"])
+
+    def pair_merge():
+        return [
+            saliency.XRAI().GetMaskWithDetails(
+                x[i], None, base_attribution=base[i], segments=list(segments[i]), extra_parameters=parameters
+            )
+            for i in range(n)
+        ]
+
+    def ours_merge():
+        return xrai(model, x, target=targets, base_attribution=base, segments=segments)
+
+    theirs, ours = pair_merge(), ours_merge()
+    heat_pair = np.stack([t.attribution_mask for t in theirs])
+    ranks_equal = all(np.array_equal(t.segments, r) for t, r in zip(theirs, np.asarray(ours.extras["ranks"])))
+    full_pair, full_ours = pair_full(), ours_full()
+    row = {
+        "model": f"small_cnn_{XRAI_SIZE}x{XRAI_SIZE}x3",
+        "method": "xrai",
+        "n": n,
+        "settings": {
+            "steps": steps,
+            "saliency": f"XRAI.GetMaskWithDetails(XRAIParameters(steps={steps}), batch_size={steps}): IG from "
+            "the min and max baselines, Felzenszwalb segments, algorithm='full', area_threshold=1, "
+            "min_pixel_diff=50",
+            "jaxplain": f"xrai(steps={steps}): the same defaults, IG by gauss_legendre",
+        },
+        "kind": "deterministic",
+        "max_rel_diff": max_rel(np.asarray(ours.values)[..., 0], heat_pair),
+        "ranks_equal": ranks_equal,
+        "regions_per_image": float(np.mean([t.segments.max() for t in theirs])),
+        "segments_per_image": float(np.mean(segments.any(axis=(2, 3)).sum(axis=1))),
+        "full_correlation": correlation(
+            np.asarray(full_ours.values)[..., 0], np.stack([t.attribution_mask for t in full_pair])
+        ),
+        "tolerance": XRAI_TOLERANCE,
+    }
+    row["pass"] = row["max_rel_diff"] <= XRAI_TOLERANCE and ranks_equal
+    runs = {
+        "saliency": pair_full,
+        "jaxplain": ours_full,
+        "saliency_merge": pair_merge,
+        "jaxplain_merge": ours_merge,
+        "saliency_segments": lambda: [pair_xrai._get_segments_felzenszwalb(image) for image in x],
+        "jaxplain_segments": lambda: xrai_segments(x),
+    }
+    timings = interleaved_medians(runs, repeats=repeats, warmup=warmup)
+    median = {k: v["median_s"] for k, v in timings.items()}
+    row.update(
+        timings=timings,
+        ms_per_image={k: 1e3 * v / n for k, v in median.items()},
+        ratio=median["saliency"] / median["jaxplain"],
+        ratio_1=None,
+        ratio_merge=median["saliency_merge"] / median["jaxplain_merge"],
+        ratio_segments=median["saliency_segments"] / median["jaxplain_segments"],
+    )
+    print(
+        f"  xrai: ratio {row['ratio']:.2f} whole, {row['ratio_merge']:.2f} merge, "
+        f"{row['ratio_segments']:.2f} segments (N={n}), max_rel_diff {row['max_rel_diff']:.1e}",
+        flush=True,
+    )
+    return row
+
+
 def table(rows) -> str:
     lines = [
         "| model | method | N | steps / samples | saliency ms | jaxplain ms | ratio | "
@@ -557,6 +700,16 @@ def table(rows) -> str:
             f"{diff} | {note} |"
         )
     for r in rows:
+        if r["method"] == "xrai":
+            per = r["ms_per_image"]
+            lines.append(
+                f"\nxrai on {r['model']} (N={r['n']}), ms per image, saliency / jaxplain: whole method "
+                f"{per['saliency']:.0f} / {per['jaxplain']:.0f} ({r['ratio']:.2f}x), merge "
+                f"{per['saliency_merge']:.1f} / {per['jaxplain_merge']:.1f} ({r['ratio_merge']:.2f}x), "
+                f"segments {per['saliency_segments']:.0f} / {per['jaxplain_segments']:.0f} "
+                f"({r['ratio_segments']:.2f}x); same ranks: {r['ranks_equal']}; whole-method heat maps' "
+                f"correlation {r['full_correlation']:.3f} (the IG rules differ)"
+            )
         if "ratio_saliency_batch_size_1" in r:
             lines.append(
                 f"\n{r['model']} integrated_gradients: ratio {r['ratio_saliency_batch_size_1']:.2f} with "
@@ -571,6 +724,29 @@ def table(rows) -> str:
     return "\n".join(lines)
 
 
+def _xrai_only(args, repeats, warmup, saliency_version, start) -> int:
+    """XRAI's row measured alone (with its own machine and settings), put in place of the
+    one in the existing results; the other rows stay as they were measured."""
+    row = run_xrai(args.xrai_n, args.quick, repeats, warmup)
+    row.update(
+        machine=machine(),
+        repeats=repeats,
+        warmup=warmup,
+        versions={"saliency": saliency_version, "jaxplain": jaxplain.__version__},
+        wall_s=time.perf_counter() - start,
+    )
+    path = os.path.join(args.out, "vs_saliency.json")
+    payload = {"benchmark": "vs_saliency", "rows": [], "differences": {}}
+    if os.path.exists(path):
+        with open(path) as f:
+            payload = json.load(f)
+    payload["rows"] = [r for r in payload["rows"] if r["method"] != "xrai"] + [row]
+    payload["differences"]["xrai"] = DIFFERENCES["xrai"]
+    print(f"wrote {write('vs_saliency.json', payload, args.out)}")
+    print(table([row]))
+    return 0 if row["pass"] else 1
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=32, help="test digits explained per call")
@@ -582,6 +758,13 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--out", default=RESULTS, help="folder for vs_saliency.json")
     parser.add_argument("--no-resnet", action="store_true", help="skip the digits ResNet-18")
+    parser.add_argument("--no-xrai", action="store_true", help="skip XRAI (64 x 64 images)")
+    parser.add_argument("--xrai-n", type=int, default=8, help="images XRAI explains per call")
+    parser.add_argument(
+        "--xrai-only",
+        action="store_true",
+        help="run XRAI alone and replace its row in the existing vs_saliency.json (the other rows are kept)",
+    )
     args = parser.parse_args(argv)
 
     from importlib.metadata import version
@@ -597,9 +780,13 @@ def main(argv=None) -> int:
     ):
         names.append("digits_resnet18")
     start = time.perf_counter()
+    if args.xrai_only:
+        return _xrai_only(args, repeats, warmup, saliency_version, start)
     rows = []
     for name in names:
         rows.extend(run_model(name, x_test, args.n, args.quick, repeats, warmup))
+    if not args.no_xrai:
+        rows.append(run_xrai(args.xrai_n, args.quick, repeats, warmup))
     payload = {
         "benchmark": "vs_saliency",
         "machine": machine(),

@@ -59,3 +59,14 @@ def test_other_methods_are_compared(report):
     # different noise, same estimator: the cross-library gap is of the size of jaxplain's own
     assert smooth["mean_rel_diff"] < 3 * smooth["jaxplain_self_mean_rel_diff"]
     assert rows["blur_ig"]["kind"] == "differs" and rows["blur_ig"]["max_rel_diff"] > 0
+
+
+def test_xrai_same_heat_map_as_saliency_on_the_same_inputs(report):
+    """The merge of the same base attribution and segments: PAIR's XRAI and jaxplain's agree."""
+    (row,) = [row for row in report[1]["rows"] if row["method"] == "xrai"]
+    assert row["kind"] == "deterministic" and row["pass"] and row["ranks_equal"], row
+    assert row["max_rel_diff"] <= row["tolerance"] == 1e-5
+    assert row["regions_per_image"] > 5  # many regions merged: the check is not vacuous
+    for part in ("", "_merge", "_segments"):
+        assert row["ms_per_image"]["saliency" + part] > 0 and row["ms_per_image"]["jaxplain" + part] > 0
+    assert "xrai" in report[1]["differences"]
