@@ -29,6 +29,24 @@ squares fit), so memory does not grow with `samples`. Every example of the batch
 its own draws; the answer does not depend on `chunk_size` or on how many targets are
 explained at once, but an example's draws do depend on its position in the batch.
 
+Groups per example. `feature_mask` may also give every example its own groups (e.g.
+superpixels of each image, from `jaxplain.superpixels`): an int array of x's rank whose
+leading axis is the batch (or 1), or, for images and volumes (x of rank >= 4, channels
+last), an array of shape `x.shape[:-1]`, `(batch, H, W)`, broadcast over the channels;
+an array of lower rank is one example's mask, shared by the batch. Example b numbers
+its groups 0..G_b-1 and G is the largest G_b, so the program's shapes stay static and
+the masks are an array in it. Example b's groups G_b..G-1 are empty: every method
+plays the game of its G_b groups only. An empty group is never drawn into a coalition
+(LIME, Banzhaf), ranks after the others in every order (Shapley sampling), takes no
+part in Kernel SHAP's fit or LIME's (its sizes, kernel and constraint count G_b
+groups), and gets the value 0, so `delta` and the efficiency of the Shapley methods
+hold per example. A batch of masks gives each example what it gets alone with its own
+mask: exactly for `feature_ablation` and `exact_shapley`, and in distribution for the
+randomized methods (whose draws depend on an example's position in the batch and on
+G). A `(batch, H, W)` mask that also broadcasts to one example (only when the sizes
+line up, e.g. x of shape (3, 3, 3, 3)) is refused unless both readings agree: add the
+channel axis, `mask[..., None]`, or a leading one, `mask[None]`.
+
 Integer inputs. Nothing here differentiates x, so x may hold integers, such as token
 ids (batch, T). A removed feature takes the baseline's id (`baseline=` an int, e.g. the
 padding or [MASK] id, or an int array (T,) or (batch, T)), and every point is
@@ -637,9 +655,11 @@ def feature_ablation(
         `jaxplain.top_k(k)`.
       baseline: a scalar, one example (shape `x.shape[1:]`), or one per example;
         ids of x's kind for integer x, e.g. the padding or [MASK] id.
-      feature_mask: an int array broadcastable to one example, `x.shape[1:]`, giving
-        each feature a group id in 0..G-1 (every id used); None makes every feature
-        its own group.
+      feature_mask: group ids 0..G-1 (every id used): one example's int array,
+        broadcastable to `x.shape[1:]` and shared by the batch, or one per example
+        (`(batch, ...)` of x's rank, or `(batch, H, W)` for NHWC images, e.g. from
+        `jaxplain.superpixels`; see "Groups per example" in the module docstring); None makes
+        every feature its own group.
       chunk_size: points evaluated at once (`jaxplain.engine.default_chunk_size` by
         default). The answer does not depend on it.
 
@@ -695,9 +715,13 @@ def exact_shapley(
         `jaxplain.top_k(k)`.
       baseline: a scalar, one example (shape `x.shape[1:]`), or one per example;
         ids of x's kind for integer x, e.g. the padding or [MASK] id.
-      feature_mask: an int array broadcastable to one example giving each feature a
-        group id in 0..G-1 (every id used); None makes every feature its own group.
-        At most 16 groups (65,536 coalitions per example).
+      feature_mask: group ids 0..G-1 (every id used): one example's int array,
+        broadcastable to `x.shape[1:]` and shared by the batch, or one per example
+        (`(batch, ...)` of x's rank, or `(batch, H, W)` for NHWC images, e.g. from
+        `jaxplain.superpixels`; see "Groups per example" in the module docstring); None makes
+        every feature its own group.
+        At most 16 groups (65,536 coalitions per example; with one mask per
+        example, G is the largest example's count).
       chunk_size: points evaluated at once (`jaxplain.engine.default_chunk_size` by
         default). The answer does not depend on it.
 
@@ -775,8 +799,11 @@ def shapley_sampling(
         `jaxplain.top_k(k)`.
       baseline: a scalar, one example (shape `x.shape[1:]`), or one per example;
         ids of x's kind for integer x, e.g. the padding or [MASK] id.
-      feature_mask: an int array broadcastable to one example giving each feature a
-        group id in 0..G-1 (every id used); None makes every feature its own group.
+      feature_mask: group ids 0..G-1 (every id used): one example's int array,
+        broadcastable to `x.shape[1:]` and shared by the batch, or one per example
+        (`(batch, ...)` of x's rank, or `(batch, H, W)` for NHWC images, e.g. from
+        `jaxplain.superpixels`; see "Groups per example" in the module docstring); None makes
+        every feature its own group.
       samples: the number of orders M in all, reverses included (so even when
         `antithetic`; the default 26 is Captum's 25 rounded up to pairs).
       antithetic: pair every random order with its reverse.
@@ -867,9 +894,11 @@ def kernel_shap(
         `jaxplain.top_k(k)`.
       baseline: a scalar, one example (shape `x.shape[1:]`), or one per example;
         ids of x's kind for integer x, e.g. the padding or [MASK] id.
-      feature_mask: an int array broadcastable to one example giving each feature a
-        group id in 0..G-1 (every id used, G >= 2); None makes every feature its own
-        group.
+      feature_mask: group ids 0..G-1 (every id used, G >= 2): one example's int array,
+        broadcastable to `x.shape[1:]` and shared by the batch, or one per example
+        (`(batch, ...)` of x's rank, or `(batch, H, W)` for NHWC images, e.g. from
+        `jaxplain.superpixels`; see "Groups per example" in the module docstring); None makes
+        every feature its own group.
       samples: coalitions evaluated per example, complements included (even when
         `paired`); by default 2 G + 2048 (SHAP's "auto" budget). For G <= 11 groups
         `exact_shapley` needs fewer evaluations than that and is exact.
@@ -964,8 +993,11 @@ def lime(
         `jaxplain.top_k(k)`.
       baseline: a scalar, one example (shape `x.shape[1:]`), or one per example;
         ids of x's kind for integer x, e.g. the padding or [MASK] id.
-      feature_mask: an int array broadcastable to one example giving each feature a
-        group id in 0..G-1 (every id used); None makes every feature its own group.
+      feature_mask: group ids 0..G-1 (every id used): one example's int array,
+        broadcastable to `x.shape[1:]` and shared by the batch, or one per example
+        (`(batch, ...)` of x's rank, or `(batch, H, W)` for NHWC images, e.g. from
+        `jaxplain.superpixels`; see "Groups per example" in the module docstring); None makes
+        every feature its own group.
       samples: random coalitions per example.
       kernel_width: the kernel's width w (> 0) on the cosine distance in [0, 1].
       key: a `jax.random.key`; same key, same result.
@@ -1038,8 +1070,11 @@ def banzhaf(
         `jaxplain.top_k(k)`.
       baseline: a scalar, one example (shape `x.shape[1:]`), or one per example;
         ids of x's kind for integer x, e.g. the padding or [MASK] id.
-      feature_mask: an int array broadcastable to one example giving each feature a
-        group id in 0..G-1 (every id used); None makes every feature its own group.
+      feature_mask: group ids 0..G-1 (every id used): one example's int array,
+        broadcastable to `x.shape[1:]` and shared by the batch, or one per example
+        (`(batch, ...)` of x's rank, or `(batch, H, W)` for NHWC images, e.g. from
+        `jaxplain.superpixels`; see "Groups per example" in the module docstring); None makes
+        every feature its own group.
       samples: random coalitions per example.
       key: a `jax.random.key`; same key, same result.
       chunk_size: points evaluated at once (`jaxplain.engine.default_chunk_size` by
