@@ -259,11 +259,13 @@ def _draw_objects(rng, labels, image_size, object_size, distractors, noise, temp
     corner = rng.integers(0, room, size=(count, 2))
     extra = rng.random(count) < 0.5 if distractors else np.zeros(count, bool)
     other = rng.integers(0, room, size=(count, 2))
-    # Redraw the distractors whose box touches the object's (a 1-pixel gap), all at once.
+    # Redraw both boxes where they touch (a 1-pixel gap), all at once: uniform over the
+    # placements that keep them apart, and one exists whenever image_size >= 2 object_size + 1.
     while True:
         clash = extra & (np.abs(other - corner) <= object_size).all(axis=1)
         if not clash.any():
             break
+        corner[clash] = rng.integers(0, room, size=(int(clash.sum()), 2))
         other[clash] = rng.integers(0, room, size=(int(clash.sum()), 2))
     other_shape = rng.integers(0, len(OBJECT_SHAPES), size=count)
     other_colour = rng.integers(0, len(DISTRACTOR_COLOURS), size=count)
@@ -301,7 +303,8 @@ def synthetic_objects(
     3 diamond (`OBJECT_SHAPES`, drawn in an `object_size` box, `object_templates`), at
     a uniformly random position. With `distractors`, half of the images (at random)
     also hold a second object of a random shape in blue or green, which says nothing
-    about the label, placed so that the two boxes neither overlap nor touch. Gaussian
+    about the label; the two positions are then uniform over the placements where the
+    boxes neither overlap nor touch. Gaussian
     noise of standard deviation `noise` covers every pixel. So only the red object's
     pixels carry the label, and a faithful explanation should lie on them.
 

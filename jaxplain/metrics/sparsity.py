@@ -64,7 +64,7 @@ def _complexity(values):
     total = magnitudes.sum(-1, keepdims=True)
     # An all-zero attribution is taken as uniform.
     shares = jnp.where(total == 0, 1 / magnitudes.shape[-1], magnitudes / jnp.where(total == 0, 1, total))
-    return -(shares * jnp.log(jnp.where(shares > 0, shares, 1))).sum(-1)
+    return 0.0 - (shares * jnp.log(jnp.where(shares > 0, shares, 1))).sum(-1)
 
 
 def complexity(attribution) -> jax.Array:
