@@ -127,6 +127,20 @@ z-box on first layers, gamma on the other convolutions and epsilon on dense laye
 composite of Kohlbrenner et al. 2020). With epsilon -> 0 on a ReLU network, LRP-epsilon is
 gradient x input (Ancona et al. 2018), biases or not. Captum's LRP with EpsilonRule gives the
 same numbers on networks without BatchNorm (Captum treats BatchNorm as its own layer).
+
+Rules and composites. Each layer rule is a small frozen dataclass (`Epsilon`, `Gamma`,
+`AlphaBeta`, `ZBox`, or a user's subclass of `Rule`) whose `forward(layer, a)` is the
+modified forward pass z(a) of the rules above: the layer's backward pass is
+R_a = a * J_z^T (R_y / stab(z)), with the rule's stabiliser, so a new rule is a few lines
+(see `Rule`). A `Composite` picks each layer's rule (Zennit's name-map and type-map
+composites): by the layer's name, the path of its weights in the parameters ("Conv_0",
+"Block_0/Dense_1" for Linen, "layers/0" for NNX; `lrp_layers` lists them), then by
+whether it is a first layer, then by its kind ("conv" or "dense"), then a default. The
+weights are named by following the parameter leaf through dtype conversions, reshapes,
+transposes and broadcasts; a layer whose weights are computed otherwise is named by the
+scope JAX recorded (Linen's module path), or "conv_3" / "dense_3" by its position.
+The rule strings are composites: the results are the same numbers as when they were
+branches.
 """
 
 from __future__ import annotations
