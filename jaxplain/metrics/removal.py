@@ -601,8 +601,9 @@ def region_perturbation(
         or `(batch, features)`.
       attribution: an `Attribution` or array shaped like x (one target per example).
       target: the class scored: an int, `(batch,)` ints or "predicted" (resolved at x).
-      key: a `jax.random.key` for baseline="uniform" (one draw per example, kept as
-        further patches are perturbed); None otherwise.
+      key: a `jax.random.key` for baseline="uniform": one draw of the batch's shape
+        (an example's noise depends on its position in the batch), kept as further
+        patches are perturbed; None otherwise.
       patch_size: an int p (p x p boxes of all channels on images, Samek et al.: 9),
         or a tuple with one size per non-batch axis, as `selectivity`'s.
       order: "most" (MoRF) or "least" (LeRF).
