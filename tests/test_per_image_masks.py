@@ -1,5 +1,7 @@
 """Per-example feature masks: every example plays the game of its own groups, in one program."""
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -191,3 +193,20 @@ def test_per_example_mask_errors_reach_the_methods():
     with pytest.raises(ValueError, match="at most 16 groups, but feature_mask has 17 groups"):
         masks = np.stack([np.arange(17), np.zeros(17, int)])
         P.exact_shapley(linear_model(np.ones((17, 1))), np.zeros((2, 17)), target=0, feature_mask=masks)
+
+
+@pytest.mark.slow
+def test_lime_batch_of_masks_converges_to_each_examples_weighted_fit():
+    # With interactions LIME is not exact: at many samples it approaches the weighted
+    # least-squares fit over all 2^G_b coalitions of each example's own groups (each
+    # drawn with probability 2^-G_b), computed here in float64.
+    masks = np.array([[0, 0, 1, 1, 2, 2], [0, 0, 0, 1, 1, 1]])
+    a = run("lime", X, masks, target=0, samples=20000, kernel_width=0.3)
+    for b, mask in enumerate(masks):
+        groups = mask.max() + 1
+        z = np.array(list(itertools.product([0, 1], repeat=groups)), float)
+        v = np.asarray(MODEL(jnp.asarray(np.where(z[:, mask] == 1, X[b], 0.0), jnp.float32)))[:, 0]
+        weight = np.exp(-((1 - np.sqrt(z.mean(axis=1))) ** 2) / (2 * 0.3**2))
+        design = np.concatenate([np.ones((len(z), 1)), z], axis=1)
+        fit = np.linalg.solve(design.T @ (weight[:, None] * design), design.T @ (weight * v))
+        np.testing.assert_allclose(a.values[b], fit[1:][mask], atol=0.01)
