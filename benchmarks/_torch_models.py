@@ -588,11 +588,16 @@ class ChannelsFirst(nn.Module):
 
     The inner twin's modules are this module's submodules (`inner.convs.0`, ...), in the
     inner twin's order, so whatever walks `named_modules()` (Quantus's layer
-    randomisation) finds the same layers in the same order.
+    randomisation) finds the same layers in the same order. With `first` (the inner
+    twin's first layer, e.g. `inner.convs[0]`), that layer is registered before `inner`
+    as well, so `named_modules()[1]` is it: Quantus's `add_mean_shift_to_first_layer`
+    takes the first module after the root as the first layer.
     """
 
-    def __init__(self, inner: nn.Module):
+    def __init__(self, inner: nn.Module, first: nn.Module | None = None):
         super().__init__()
+        if first is not None:
+            self.first = first
         self.inner = inner
 
     def forward(self, x):
