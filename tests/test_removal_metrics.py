@@ -299,7 +299,7 @@ def test_sufficiency_by_hand():
     # explanations (1, 0), (1, 0), (0, 1), (0, 1): distances 0 within a pair, sqrt 2 = the
     # largest across; with the labels (0, 0, 0, 1) the first pair agrees, the second does not
     x = np.zeros((4, 2), np.float32)
-    values = np.array([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0], [0.0, 3.0]], np.float32)
+    values = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]], np.float32)
     model = linear_model(np.eye(2, dtype=np.float32))
     got = sufficiency(model, x, values, target=np.array([0, 0, 0, 1]), standardize=False)
     np.testing.assert_allclose(got, [1.0, 1.0, 0.0, 0.0])
@@ -314,7 +314,7 @@ def test_sufficiency_matches_scipy_seuclidean_and_predicted_labels():
     rng = np.random.default_rng(6)
     x = rng.normal(size=(8, 4)).astype(np.float32)
     values = rng.normal(size=x.shape).astype(np.float32)
-    flat = np.abs(values) / np.abs(values).max(1, keepdims=True)
+    flat = np.abs(values)
     distances = scipy.spatial.distance.cdist(flat, flat, "seuclidean")
     similar = (distances / distances.max() <= 0.6) & ~np.eye(8, dtype=bool)
     labels = np.asarray(jax.jit(MLP)(jnp.asarray(x))).argmax(1)
@@ -322,6 +322,8 @@ def test_sufficiency_matches_scipy_seuclidean_and_predicted_labels():
     want = np.where(similar.sum(1) > 0, (similar & same).sum(1) / np.maximum(similar.sum(1), 1), 0.0)
     got = sufficiency(MLP, x, values)
     np.testing.assert_allclose(got, want, atol=1e-6)
+    # a common scale of the attributions changes nothing
+    np.testing.assert_allclose(sufficiency(MLP, x, 3.0 * values), got, atol=1e-6)
     # a batch property: permuting the batch permutes the scores
     order = rng.permutation(8)
     np.testing.assert_allclose(sufficiency(MLP, x[order], values[order]), got[order], atol=1e-6)

@@ -665,8 +665,6 @@ def _sufficiency(model, x, values, targets: Targets, threshold, *, absolute, sta
     flat = values.reshape(batch, -1).astype(acc)
     if absolute:
         flat = jnp.abs(flat)
-    largest = jnp.abs(flat).max(axis=1, keepdims=True)
-    flat = flat / jnp.where(largest > 0, largest, 1.0)
     if standardize:  # scipy's seuclidean: each feature over its variance across the batch
         variance = flat.var(axis=0, ddof=1) if batch > 1 else jnp.zeros(flat.shape[1], acc)
         flat = jnp.where(variance > 0, flat / jnp.sqrt(jnp.where(variance > 0, variance, 1.0)), 0.0)
@@ -693,11 +691,11 @@ def sufficiency(
     """Sufficiency: do the other examples whose explanation is close get the same label?
 
     A property of the batch, not of each example alone: example b's score depends on
-    the others. The attributions are made comparable (|phi| with `absolute`, each
-    divided by its largest |value|), their distances d_bc taken (Euclidean, or
-    standardized Euclidean with `standardize`: each feature divided by its standard
-    deviation over the batch, features that do not vary left out) and divided by the
-    largest over the batch; then with C_b = {c != b : d_bc <= threshold},
+    the others. The distances d_bc between the attributions (|phi| with `absolute`)
+    are taken (Euclidean, or standardized Euclidean with `standardize`: each feature
+    divided by its standard deviation over the batch, features that do not vary left
+    out) and divided by the largest over the batch, so that a common scale of the
+    attributions changes nothing; then with C_b = {c != b : d_bc <= threshold},
 
         sufficiency_b = |{c in C_b : y_c = y_b}| / |C_b|   (0 where C_b is empty),
 
