@@ -250,18 +250,6 @@ def test_mprt_errors_name_the_argument():
 # --- smooth_mprt ---------------------------------------------------------------------------
 
 
-def test_smooth_mprt_without_noise_is_mprt_and_ignores_a_model_free_explanation():
-    smooth = smooth_mprt(jaxplain.saliency, MLP, X, target=0, key=KEY, samples=1, noise_scale=0.0)
-    plain = model_parameter_randomisation(
-        jaxplain.saliency, MLP, X, target=0, key=KEY, layer_order="bottom_up"
-    )
-    assert list(smooth) == ["hidden", "out"]
-    for layer in plain:
-        close(smooth[layer], plain[layer], atol=1e-5)
-    for similarity in smooth_mprt(the_input, MLP, X, target=0, key=KEY, samples=4).values():
-        close(similarity, np.ones(5))
-
-
 def test_smooth_mprt_of_an_input_free_saliency_is_mprt_and_batch_equals_loop():
     # a two-layer linear model's saliency does not depend on x: smoothing leaves it as it is
     targets = np.array([0, 1, 2, 0, 1])
@@ -287,15 +275,23 @@ def test_smooth_mprt_of_an_input_free_saliency_is_mprt_and_batch_equals_loop():
             close(smooth[layer][i], alone[layer][0], atol=1e-5)
 
 
-def test_smooth_mprt_noise_matters_and_its_chunk_does_not():
+def test_smooth_mprt_without_noise_is_mprt_noise_matters_and_its_chunk_does_not():
+    plain = smooth_mprt(jaxplain.saliency, MLP, X, target=1, key=KEY, samples=1, noise_scale=0.0)
+    mprt = model_parameter_randomisation(
+        jaxplain.saliency, MLP, X, target=1, key=KEY, layer_order="bottom_up"
+    )
+    assert list(plain) == ["hidden", "out"]
+    for layer in mprt:
+        close(plain[layer], mprt[layer], atol=1e-5)
     chunked = [
         smooth_mprt(jaxplain.saliency, MLP, X, target=1, key=KEY, samples=4, noise_chunk_size=size)
         for size in (1, 4)
     ]
     for layer in chunked[0]:
         close(chunked[0][layer], chunked[1][layer], atol=1e-5)
-    plain = smooth_mprt(jaxplain.saliency, MLP, X, target=1, key=KEY, samples=1, noise_scale=0.0)
     assert not np.allclose(chunked[0]["hidden"], plain["hidden"])
+    for similarity in smooth_mprt(the_input, MLP, X, target=0, key=KEY, samples=4).values():
+        close(similarity, np.ones(5))
 
 
 def test_smooth_mprt_errors_name_the_argument():
@@ -313,7 +309,7 @@ def test_efficient_mprt_of_a_model_free_explanation_is_zero():
     close(efficient_mprt(the_input, MLP, X, target=0, key=KEY, complexity="entropy"), np.zeros(5))
 
 
-@pytest.mark.parametrize("complexity", ["discrete_entropy", "entropy"])
+@pytest.mark.parametrize("complexity", ["discrete_entropy", pytest.param("entropy", marks=pytest.mark.slow)])
 def test_efficient_mprt_is_the_relative_rise_in_entropy_after_full_randomisation(complexity):
     leaves, treedef, names, stored = _layers(MLP.params)
     redraw_key, _ = jax.random.split(KEY)

@@ -391,8 +391,10 @@ def smooth_mprt(
       is better).
 
     References:
-      Hedstroem, Weber, Lapuschkin, Hoehne. A Fresh Look at Sanity Checks for Saliency
-      Maps. World Conference on Explainable AI 2024, arXiv:2401.06465; Adebayo et al.
+      Hedstroem, Weber, Lapuschkin, Hoehne. Sanity Checks Revisited: An Exploration to
+      Repair the Model Parameter Randomisation Test. XAI in Action workshop, NeurIPS
+      2023, arXiv:2401.06465 (extended as A Fresh Look at Sanity Checks for Saliency
+      Maps, xAI 2024, arXiv:2405.02383); Adebayo et al.
       Sanity Checks for Saliency Maps. NeurIPS 2018, arXiv:1810.03292.
     """
     options = {
@@ -489,8 +491,10 @@ def efficient_mprt(
       explanation's complexity is 0 (e.g. a constant explanation).
 
     References:
-      Hedstroem, Weber, Lapuschkin, Hoehne. A Fresh Look at Sanity Checks for Saliency
-      Maps. World Conference on Explainable AI 2024, arXiv:2401.06465.
+      Hedstroem, Weber, Lapuschkin, Hoehne. Sanity Checks Revisited: An Exploration to
+      Repair the Model Parameter Randomisation Test. XAI in Action workshop, NeurIPS
+      2023, arXiv:2401.06465 (extended as A Fresh Look at Sanity Checks for Saliency
+      Maps, xAI 2024, arXiv:2405.02383).
     """
     method, arrays, static, takes_key = _common.bind(method, method_options)
     x, targets = _common.prepare(model, x, target)
