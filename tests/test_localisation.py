@@ -1,5 +1,7 @@
 """Localisation metrics: known answers on tiny inputs, batch equals loop, ties, errors."""
 
+import doctest
+
 import jax
 import numpy as np
 import pytest
@@ -223,3 +225,11 @@ def test_mosaics_errors():
         focus(np.zeros((1, 3, 4)), np.ones((1, 4)))
     with pytest.raises(ValueError, match=r"quadrants must have shape \(1, 4\)"):
         focus(np.zeros((1, 4, 4)), np.ones((1, 3)))
+
+
+@pytest.mark.parametrize("module", ["localisation", "sparsity"])
+def test_docstring_examples(module):
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(f"jaxplain.metrics.{module}"))
+    assert result.attempted > 0 and result.failed == 0

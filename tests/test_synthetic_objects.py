@@ -1,5 +1,7 @@
 """synthetic_objects: images whose label is carried by one object at a known position."""
 
+import doctest
+
 import numpy as np
 import pytest
 
@@ -126,3 +128,10 @@ def test_trained_cnn_explanations_find_the_object():
         assert hits > 4 * chance["pointing_game"], (name, hits, chance)
         assert near >= max(hits, 0.9), (name, near, hits)
         assert mass > 2 * chance["relevance_mass_accuracy"], (name, mass, chance)
+
+
+def test_docstring_example():
+    from jaxplain.data import synthetic
+
+    result = doctest.testmod(synthetic)
+    assert result.attempted > 0 and result.failed == 0

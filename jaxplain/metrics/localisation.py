@@ -187,6 +187,14 @@ def pointing_game(attribution, mask, *, tolerance: int = 0, weighted: bool = Fal
     Returns:
       `(batch,)` scores in [0, 1] (higher is better): 1 for a hit.
 
+    Example:
+      >>> import numpy as np
+      >>> mask = np.array([[True, True, False, False]])
+      >>> pointing_game(np.array([[0.1, 0.9, 0.3, 0.2]]), mask).tolist()
+      [1.0]
+      >>> pointing_game(np.zeros((1, 4)), mask).tolist()  # ties: the share of maxima that hit
+      [0.5]
+
     References:
       Zhang, Bargal, Lin, Brandt, Shen, Sclaroff. Top-Down Neural Attention by
       Excitation Backprop. International Journal of Computer Vision 126, 2018,
@@ -392,6 +400,11 @@ def auc(attribution, mask, *, abs: bool = False):
 
     Returns:
       `(batch,)` scores in [0, 1] (higher is better; 0.5 is chance).
+
+    Example:
+      >>> import numpy as np
+      >>> auc(np.array([[3.0, 1.0, 1.0, 0.0]]), np.array([[1, 1, 0, 0]])).tolist()
+      [0.875]
 
     References:
       Fawcett. An introduction to ROC analysis. Pattern Recognition Letters 27(8),

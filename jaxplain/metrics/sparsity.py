@@ -49,6 +49,11 @@ def sparseness(attribution) -> jax.Array:
     Returns:
       `(batch,)` scores in [0, 1) (higher is better: sparser, more concentrated).
 
+    Example:
+      >>> import numpy as np
+      >>> sparseness(np.array([[0.0, 0.0, 0.0, 2.0], [1.0, -1.0, 1.0, -1.0]])).tolist()
+      [0.75, 0.0]
+
     References:
       Chalasani, Chen, Chowdhury, Wu, Jha. Concise Explanations of Neural Networks using
       Adversarial Training. ICML 2020, arXiv:1810.06583.
