@@ -122,6 +122,15 @@ class _NnxNetwork(nnx.Module):
         return self.second(nnx.relu(self.first(x)))
 
 
+class _Backwards(nnx.Module):  # runs zeta first; the state stores alpha first
+    def __init__(self, rngs):
+        self.zeta = nnx.Linear(5, 4, rngs=rngs)
+        self.alpha = nnx.Linear(4, 2, rngs=rngs)
+
+    def __call__(self, x):
+        return self.alpha(nnx.relu(self.zeta(x)))
+
+
 def test_input_invariance_on_an_nnx_model_and_batch_equals_loop():
     model = jaxplain.Model.from_nnx(_NnxNetwork(nnx.Rngs(5)))
     close(shifted_first_layer(model, -1.0, layer="first")(X - 1.0), model(X), atol=1e-5)
@@ -160,6 +169,10 @@ def test_input_invariance_errors_name_the_argument():
     no_bias = jaxplain.Model(lambda p, x: x @ p["dense"]["kernel"], {"dense": {"kernel": WEIGHTS}})
     with pytest.raises(ValueError, match="must hold one 'kernel' and one 'bias'.*shifted_model"):
         input_invariance(jaxplain.saliency, no_bias, X, target=0)
+    backwards = jaxplain.Model.from_nnx(_Backwards(nnx.Rngs(6)))
+    with pytest.raises(ValueError, match="layer 'alpha' takes 4 input features.*pass layer="):
+        input_invariance(jaxplain.saliency, backwards, X, target=0)
+    close(input_invariance(jaxplain.saliency, backwards, X, target=0, layer="zeta"), [True] * 3)
     with pytest.raises(ValueError, match="layer must name one of"):
         input_invariance(jaxplain.saliency, AFFINE, X, target=0, layer="conv")
     with pytest.raises(TypeError, match="shifted_model must be a jaxplain.Model"):

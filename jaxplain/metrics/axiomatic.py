@@ -154,19 +154,21 @@ def non_sensitivity(
 # --- input invariance ---------------------------------------------------------------------
 
 
-def shifted_first_layer(model: Model, shift: float, *, layer: str | None = None) -> Model:
+def shifted_first_layer(model: Model, shift: float, *, layer: str | None = None, x=None) -> Model:
     """The model whose first layer's bias absorbs a constant input shift:
     `shifted(x + shift) == model(x)` for a dense or unpadded convolutional first layer.
 
     For a first layer z = W^T x + b, the bias becomes b - shift * W^T 1 (each output
     unit's weights summed over all its inputs), as Kindermans et al. build their shifted
-    networks. The layer is the first stored one (see
-    `jaxplain.metrics.model_parameter_randomisation`: for a Linen model the first module
-    defined, for an NNX model the first attribute of its state), or `layer`; it must hold
-    one leaf named "kernel" whose last axis is the outputs (Flax's Dense/Linear and Conv,
-    Linen and NNX) and one named "bias". A convolution with "SAME" padding sees zeros
-    beyond the border, which the shift does not reach, so its border outputs differ (as
-    in Quantus); for any other model build the shifted one yourself.
+    networks. The layer is `layer`, or by default the first stored one (see
+    `jaxplain.metrics.model_parameter_randomisation`): for a Linen model the first module
+    defined; an NNX model's state sorts its attributes by name, so name its first layer.
+    The layer must hold one leaf named "kernel" whose last axis is the outputs (Flax's
+    Dense/Linear and Conv, Linen and NNX) and one named "bias"; with `x` (a batch the
+    model takes), its kernel must take x's features (its input axis is x's last axis, or
+    it takes all of one example's features). A convolution with "SAME" padding sees
+    zeros beyond the border, which the shift does not reach, so its border outputs
+    differ (as in Quantus); for any other model build the shifted one yourself.
     """
     with_paths, treedef = jax.tree_util.tree_flatten_with_path(model.params)
     _, _, names, stored = _layers(model.params)
@@ -196,6 +198,18 @@ def shifted_first_layer(model: Model, shift: float, *, layer: str | None = None)
         raise ValueError(
             f"layer {layer!r}: a kernel of shape {tuple(kernel.shape)} and a bias of shape "
             f"{tuple(bias.shape)} do not form z = W^T x + b with the outputs on the kernel's last axis"
+        )
+    inputs = int(np.prod(kernel.shape[:-1]))
+    if (
+        x is not None
+        and kernel.ndim >= 2
+        and kernel.shape[-2] != x.shape[-1]
+        and inputs != x.size // x.shape[0]
+    ):
+        raise ValueError(
+            f"layer {layer!r} takes {kernel.shape[-2]} input features (kernel of shape "
+            f"{tuple(kernel.shape)}), not x's {x.shape[-1]}: it is not the first layer; pass layer= "
+            "(an NNX model's layers are stored by name, not in the order they run)"
         )
     leaves = [leaf for _, leaf in with_paths]
     absorbed = shift * kernel.reshape(-1, kernel.shape[-1]).sum(axis=0)
@@ -253,7 +267,8 @@ def input_invariance(
         explanations); None otherwise.
       shift: the constant added to every input feature (Quantus: -1).
       atol: the absolute tolerance (Quantus: 1e-4).
-      layer: the layer whose bias absorbs the shift (see `shifted_first_layer`).
+      layer: the layer whose bias absorbs the shift (see `shifted_first_layer`); by
+        default the first stored one. Name it for an NNX model.
       shifted_model: the shifted model, built by you, instead (then `layer` is unused).
       **method_options: passed to `method` for both explanations.
 
@@ -283,7 +298,7 @@ def input_invariance(
     atol = _checks.number("atol", atol)
     key = _checks.key(key) if takes_key else None
     if shifted_model is None:
-        shifted_model = shifted_first_layer(model, shift, layer=layer)
+        shifted_model = shifted_first_layer(model, shift, layer=layer, x=x)
     elif not isinstance(shifted_model, Model):
         raise TypeError(f"shifted_model must be a jaxplain.Model, got {type(shifted_model).__name__}")
     return _input_invariance(

@@ -231,7 +231,8 @@ def model_parameter_randomisation(
     `params["params"]` (batch statistics are kept), otherwise the top-level entries of
     `model.params` (for `Model.from_nnx`, the module's attributes); in the order they are
     stored, which for Linen is the order the modules were defined (first call) and is
-    kept by jaxplain checkpoints. `jax.tree_util.tree_map` re-sorts dict keys, so for
+    kept by jaxplain checkpoints, and for NNX the attributes' names sorted (pass
+    `layers` for the order they run). `jax.tree_util.tree_map` re-sorts dict keys, so for
     params that went through it, pass `layers` explicitly. Randomisation: each floating
     leaf of a layer is redrawn from a normal with the leaf's own mean and standard
     deviation (a zero bias stays zero), from `key`; a layer's new values are the same
