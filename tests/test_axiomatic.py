@@ -45,6 +45,10 @@ def test_non_sensitivity_groups_normalisation_and_baseline():
     # removing {2, 3} from the second example and {4} from the third changes nothing
     mask = jnp.array([0, 0, 1, 1, 2])
     close(non_sensitivity(LINEAR, X, saliency, target=0, feature_mask=mask), [0, 1, 1])
+    # one mask per example, the last two one group each: removing the second example's moves
+    # F = 0.5 - 4.5 to 0, removing the third's leaves F = 2 - 2 unchanged although it is attributed
+    masks = np.array([[0, 0, 1, 1, 2], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]])
+    close(non_sensitivity(LINEAR, X, saliency, target=0, feature_mask=masks), [0, 0, 1])
     # eps is relative to the largest |phi| with normalise, absolute without
     tiny = saliency * 1e-7
     close(non_sensitivity(LINEAR, X, tiny, target=0), [0, 1, 1])

@@ -22,14 +22,6 @@ from jaxplain.model import Model, Targets
 # --- non-sensitivity ----------------------------------------------------------------------
 
 
-def _masks(feature_mask, x):
-    """`(masks (B, *features) int32, G)`: per-example feature groups."""
-    if hasattr(_checks, "feature_masks"):
-        return _checks.feature_masks(feature_mask, x)
-    mask, groups = _checks.feature_mask(feature_mask, x)
-    return np.broadcast_to(np.asarray(mask), x.shape).astype(np.int32), groups
-
-
 @engine.program(static_argnames=("groups", "normalise", "chunk_size"))
 def _non_sensitivity(
     model, x, values, masks, baseline, targets: Targets, eps, *, groups, normalise, chunk_size
@@ -42,15 +34,14 @@ def _non_sensitivity(
         largest = magnitude.max(axis=1, keepdims=True)
         magnitude = magnitude / jnp.where(largest == 0, 1, largest)
     flat_masks = masks.reshape(batch, -1)
-    # a group is unattributed when every one of its features is; groups an example lacks count nowhere
+    # a group is unattributed when every one of its features is
     largest = jax.vmap(lambda m, ids: jax.ops.segment_max(m, ids, num_segments=groups))(magnitude, flat_masks)
-    unattributed = largest < eps
-    present = jax.vmap(lambda ids: jnp.zeros(groups, bool).at[ids].set(True))(flat_masks)
+    unattributed = largest < eps  # an empty group (beyond the example's own count) is too
 
     def fold(count, group, outputs):  # group (size,), outputs (B, size, 1): F_t(x with the group removed)
         insensitive = jnp.abs(outputs[..., 0] - at_x[:, None]) < eps
-        disagree = (insensitive ^ unattributed[:, group]) & present[:, group]
-        return count + disagree.sum(axis=1, dtype=jnp.int32)
+        # removing an empty group changes nothing: it agrees with itself and counts nowhere
+        return count + (insensitive ^ unattributed[:, group]).sum(axis=1, dtype=jnp.int32)
 
     return engine.fold_outputs(
         model,
@@ -104,8 +95,9 @@ def non_sensitivity(
         (Quantus: 1e-5).
       baseline: what a removed group is set to: a scalar, one example, or one per
         example (Quantus' default "black" is the example's minimum).
-      feature_mask: int group ids, one example's shape or one per example (see
-        `jaxplain.superpixels`); None makes every feature its own group.
+      feature_mask: int group ids: one example's mask shared by the batch, or one per
+        example, `(batch, ...)` (e.g. `jaxplain.superpixels`, `(batch, H, W)` for images);
+        None makes every feature its own group.
       per_pixel: group the channels of each pixel of images `(batch, H, W, C)`.
       normalise: divide |phi| by its largest value per example first.
       chunk_size: model evaluations at once; the answer does not depend on it.
@@ -136,7 +128,7 @@ def non_sensitivity(
     normalise = _checks.flag("normalise", normalise)
     if _checks.flag("per_pixel", per_pixel):
         feature_mask, _ = _common.groups(feature_mask, x, per_pixel=True)
-    masks, groups = _masks(feature_mask, x)
+    masks, groups = _checks.feature_masks(feature_mask, x)
     return _non_sensitivity(
         model,
         x,
