@@ -233,3 +233,43 @@ def test_docstring_examples(module):
 
     result = doctest.testmod(importlib.import_module(f"jaxplain.metrics.{module}"))
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.slow
+def test_agrees_with_quantus_without_ties():
+    quantus = pytest.importorskip("quantus")
+    from jaxplain.metrics import sparsity
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 1, 8, 8)).astype(np.float32)
+    a = rng.normal(size=(6, 1, 8, 8)).astype(np.float32)
+    s = (rng.random((6, 1, 8, 8)) < 0.3).astype(np.float32)
+
+    def run(metric):
+        scores = metric(model=None, x_batch=x, y_batch=np.zeros(6, int), a_batch=a.copy(), s_batch=s)
+        return np.asarray(scores, float)
+
+    ours, mask = a[:, 0], s[:, 0].astype(bool)
+    pairs = [
+        (quantus.PointingGame(disable_warnings=True), pointing_game(ours, mask), 0),
+        (
+            quantus.AttributionLocalisation(abs=False, positive_attributions=True, disable_warnings=True),
+            attribution_localisation(ours, mask),
+            1e-6,
+        ),
+        (quantus.TopKIntersection(k=10, disable_warnings=True), top_k_intersection(ours, mask, k=10), 1e-6),
+        # signed float32 sums whose totals come near 0
+        (quantus.RelevanceMassAccuracy(disable_warnings=True), relevance_mass_accuracy(ours, mask), 1e-3),
+        (quantus.RelevanceRankAccuracy(disable_warnings=True), relevance_rank_accuracy(ours, mask), 1e-6),
+        (quantus.AUC(disable_warnings=True), auc(ours, mask), 1e-6),
+        (quantus.Sparseness(disable_warnings=True), sparsity.sparseness(ours), 1e-6),
+        (quantus.Complexity(disable_warnings=True), sparsity.complexity(ours), 1e-5),
+        (quantus.EffectiveComplexity(disable_warnings=True), sparsity.effective_complexity(ours), 0),
+    ]
+    for metric, expected, tolerance in pairs:
+        np.testing.assert_allclose(run(metric), expected, atol=tolerance, err_msg=type(metric).__name__)
+    quadrants = rng.random((6, 4)) < 0.5
+    theirs = quantus.Focus(disable_warnings=True).evaluate_batch(
+        a_batch=a.copy(), c_batch=quadrants.astype(int)
+    )
+    np.testing.assert_allclose(theirs, focus(ours, quadrants), atol=1e-6)
