@@ -367,3 +367,13 @@ ERRORS = [
 def test_errors_name_the_argument(call, error, name):
     with pytest.raises(error, match=name):
         call()
+
+
+@pytest.mark.slow
+def test_docstring_examples():
+    import doctest
+
+    from jaxplain.metrics import robustness
+
+    result = doctest.testmod(robustness, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

@@ -195,7 +195,7 @@ def _robustness(
     values = flat(explain(x, chosen, arrays, method_key))
     layer = None if representation is None else flat(engine.forward(representation, x))
 
-    def copies_of(start, size):  # (size, B, ...)
+    def copies_of(start, size, x):  # (size, B, ...)
         indices = start + jnp.arange(size, dtype=jnp.int32)
         if noise == "translate":
             return jax.vmap(lambda shift: _translated(x, shift, axis))(given[indices])
@@ -203,10 +203,10 @@ def _robustness(
             return x[None] + jax.lax.dynamic_slice_in_dim(given, start, size)
         return x[None] + _draw(noise, noise_key, indices, x, scale)
 
-    def chunk(state, start, size, tied):
-        copies = copies_of(start, size)
+    def chunk(state, start, size, tied):  # tied: x, after the chunk before
+        copies = copies_of(start, size, tied)
         copy_values = engine.explain_copies(
-            explain, engine.after(copies, tied[None]), chosen, arrays, method_key if takes_key else None
+            explain, copies, chosen, arrays, method_key if takes_key else None
         )
         rows = copies.swapaxes(0, 1).reshape((batch * size,) + x.shape[1:])  # example-major
 
@@ -743,10 +743,17 @@ def relative_input_stability(
       `(batch,)` stabilities (>= 0; lower is better); NaN where every copy changes the
       predicted class.
 
+    Example:
+      >>> import jax.numpy as jnp, jaxplain
+      >>> model = jaxplain.Model.from_callable(lambda x: jnp.stack([x.sum(-1), 0 * x[:, 0]], -1))
+      >>> x, d = jnp.array([[1.0, 0.5]]), jnp.array([[[0.1, 0.0]], [[0.0, 0.05]]])
+      >>> relative_input_stability(jaxplain.input_x_gradient, model, x, target=0, key=None,
+      ...                          perturbations=d).tolist()  # phi = x moves as x does
+      [1.0]
+
     References:
       Agarwal, Johnson, Pawelczyk, Krishna, Saxena, Zitnik, Lakkaraju. Rethinking
-      Stability for Attribution-based Explanations. ICLR 2022 PAIR2Struct workshop,
-      arXiv:2203.06877.
+      Stability for Attribution-based Explanations. arXiv:2203.06877, 2022.
     """
     return _stabilities(
         method,
@@ -806,6 +813,15 @@ def relative_output_stability(
     Returns:
       `(batch,)` stabilities (>= 0; lower is better); NaN where every copy changes the
       predicted class.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxplain
+      >>> model = jaxplain.Model.from_callable(lambda x: jnp.stack([x.sum(-1), 0 * x[:, 0]], -1))
+      >>> x, d = jnp.array([[1.0, 0.5]]), jnp.array([[[0.05, 0.05]]])
+      >>> value = relative_output_stability(jaxplain.input_x_gradient, model, x, target=0, key=None,
+      ...                                   perturbations=d)  # ||(0.05, 0.1)|| / 0.1
+      >>> round(float(value[0]), 4)
+      1.118
 
     References:
       Agarwal, Johnson, Pawelczyk, Krishna, Saxena, Zitnik, Lakkaraju. Rethinking
@@ -873,6 +889,15 @@ def relative_representation_stability(
     Returns:
       `(batch,)` stabilities (>= 0; lower is better); NaN where every copy changes the
       predicted class.
+
+    Example:
+      >>> import flax.linen as nn, jax.numpy as jnp, jaxplain
+      >>> module = nn.Sequential([nn.Dense(2, use_bias=False), lambda h: jnp.stack([h.sum(-1), 0 * h[:, 0]], -1)])
+      >>> model = jaxplain.Model.from_linen(module, {"params": {"layers_0": {"kernel": jnp.eye(2)}}})
+      >>> x, d = jnp.array([[1.0, 0.5]]), jnp.array([[[0.1, 0.0]], [[0.0, 0.05]]])
+      >>> relative_representation_stability(jaxplain.input_x_gradient, model, x, target=0, key=None,
+      ...                                   layer="layers_0", perturbations=d).tolist()  # L(x) = x
+      [1.0]
 
     References:
       Agarwal, Johnson, Pawelczyk, Krishna, Saxena, Zitnik, Lakkaraju. Rethinking
