@@ -1,7 +1,5 @@
 """Removal metrics: known answers on linear models, references by hand, batch = loop, errors."""
 
-import importlib.util
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -212,9 +210,7 @@ def test_irof_on_images_with_per_example_segments():
     )
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("jaxplain.superpixels") is None, reason="no jaxplain.superpixels"
-)
+@pytest.mark.slow
 def test_irof_default_segments_are_slic():
     from jaxplain.superpixels import superpixels
 
@@ -235,8 +231,10 @@ def test_selectivity_by_hand():
     np.testing.assert_allclose(curve.fractions, [0.0, 0.5, 1.0])
     np.testing.assert_allclose(curve.scores, [[10.0, 3.0, 0.0]])
     np.testing.assert_allclose(curve.auc, [(10 + 3) / 4 + 3 / 4])
+    batch_equals_loop(lambda x, a: selectivity(ONES, x, a, target=1, patch_size=2), X, W * X)
 
 
+@pytest.mark.slow
 def test_selectivity_is_deletion_over_patches():
     rng = np.random.default_rng(4)
     x = rng.normal(size=(2, 5, 5, 2)).astype(np.float32)
