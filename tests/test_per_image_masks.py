@@ -104,7 +104,7 @@ def test_banzhaf_batch_of_masks_estimates_each_examples_groups():
 @pytest.mark.parametrize("name", ["shapley_sampling", "kernel_shap"])
 def test_one_mask_per_example_equal_to_a_shared_mask_gives_the_same_draws(name):
     # The same game everywhere: no group is empty, so the draws are the shared mask's.
-    options = {"samples": 6} if name != "kernel_shap" else {"samples": 8}
+    options = EXACT[name]  # the programs of the known-answer test, compiled once
     shared = run(name, X, MASKS[0], target=0, **options)
     per_example = run(name, X, np.stack([MASKS[0]] * len(X)), target=0, **options)
     np.testing.assert_array_equal(per_example.values, shared.values)
@@ -121,14 +121,14 @@ def test_empty_groups_get_zero():
     np.testing.assert_allclose(sampled.delta, 0.0, atol=2e-5)
     # One group: Kernel SHAP gives it F(x) - F(baseline) (efficiency, with nothing to fit).
     single = np.array([[0, 1, 2, 0, 1, 2], [0, 0, 0, 0, 0, 0]])
-    fitted = run("kernel_shap", X, single, target=0, samples=8)
+    fitted = run("kernel_shap", X, single, target=0, **EXACT["kernel_shap"])
     np.testing.assert_allclose(fitted.values[1], fitted.output_difference[1], rtol=1e-5)
     np.testing.assert_allclose(fitted.delta, 0.0, atol=2e-5)
 
 
 def test_per_example_masks_do_not_depend_on_the_chunk_size():
-    whole = run("kernel_shap", X, MASKS, target=0, samples=8)
-    chunked = run("kernel_shap", X, MASKS, target=0, samples=8, chunk_size=3)
+    whole = run("kernel_shap", X, MASKS, target=0, **EXACT["kernel_shap"])
+    chunked = run("kernel_shap", X, MASKS, target=0, chunk_size=5, **EXACT["kernel_shap"])
     np.testing.assert_allclose(chunked.values, whole.values, atol=1e-5)
 
 
