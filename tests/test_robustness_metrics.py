@@ -377,3 +377,39 @@ def test_docstring_examples():
 
     result = doctest.testmod(robustness, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.slow
+def test_one_copy_scores_as_quantus_objectives_do():
+    # With one copy the metric is that copy's score: the same numbers as Quantus 0.6.0's
+    # objectives on the same explanations, inputs, outputs and layer outputs.
+    robustness = pytest.importorskip("quantus.metrics.robustness")
+    similarity = pytest.importorskip("quantus.functions.similarity_func")
+    d = D[:1]
+    x, copy = X.astype(np.float64), (X + d[0]).astype(np.float64)
+    e_x, e_copy = _flat(_saliency(X, 1)), _flat(_saliency(X + d[0], 1))
+    assert (_flat(_outputs(X)).argmax(1) == _flat(_outputs(X + d[0])).argmax(1)).all()
+    quantus = {
+        "relative_input_stability": robustness.RelativeInputStability(
+            disable_warnings=True
+        ).relative_input_stability_objective(x, copy, e_x, e_copy),
+        "relative_output_stability": robustness.RelativeOutputStability(
+            disable_warnings=True
+        ).relative_output_stability_objective(_flat(_outputs(X)), _flat(_outputs(X + d[0])), e_x, e_copy),
+        "relative_representation_stability": robustness.RelativeRepresentationStability(
+            disable_warnings=True
+        ).relative_representation_stability_objective(_flat(_layer(X)), _flat(_layer(X + d[0])), e_x, e_copy),
+        "local_lipschitz_estimate": similarity.lipschitz_constant(
+            e_x,
+            e_copy,
+            x,
+            copy,
+            norm_numerator=similarity.distance_euclidean,
+            norm_denominator=similarity.distance_euclidean,
+        ),
+        "max_sensitivity": np.linalg.norm(e_copy - e_x, axis=1) / np.linalg.norm(e_x, axis=1),
+    }
+    for name, expected in quantus.items():
+        np.testing.assert_allclose(
+            RANDOM[name](x=X, target=1, key=None, perturbations=d), expected, rtol=2e-4
+        )
