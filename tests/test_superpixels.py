@@ -1,6 +1,7 @@
 """jaxplain.superpixels: per-image segments from scikit-image, numbered 0..G_b-1."""
 
 import doctest
+import importlib
 import sys
 
 import jax
@@ -8,8 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import jaxplain.superpixels
 from jaxplain.superpixels import superpixels
+
+# The module, not the function that jaxplain exports under the same name.
+MODULE = importlib.import_module("jaxplain.superpixels")
 
 pytest.importorskip("skimage")
 
@@ -113,13 +116,13 @@ def test_a_missing_scikit_image_says_how_to_install_it(monkeypatch):
 
 
 def test_docstring_example():
-    result = doctest.testmod(jaxplain.superpixels, optionflags=doctest.NORMALIZE_WHITESPACE)
+    result = doctest.testmod(MODULE, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
 
 
 def test_labels_are_renumbered_in_their_order(monkeypatch):
     # scikit-image may start at 1 (slic) or skip ids; each image is renumbered 0..G_b-1.
     labels = iter([np.array([[5, 5, 9], [2, 9, 9]]), np.array([[1, 1, 1], [1, 1, 1]])])
-    monkeypatch.setattr(jaxplain.superpixels, "_segmenter", lambda method: lambda image, **_: next(labels))
+    monkeypatch.setattr(MODULE, "_segmenter", lambda method: lambda image, **_: next(labels))
     masks = superpixels(np.zeros((2, 2, 3, 1)))
     np.testing.assert_array_equal(masks, [[[1, 1, 2], [0, 2, 2]], [[0, 0, 0], [0, 0, 0]]])
