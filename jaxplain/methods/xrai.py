@@ -411,7 +411,8 @@ def xrai(
       An `Attribution` whose values are the heat map, shaped like x (the same value in
       every channel), with `extras["ranks"]` (`(batch, H, W)`, int32: 1 for the region of
       the highest gain, then down, the left-out pixels last) and
-      `extras["base_attribution"]` (the base attribution, shaped like the values).
+      `extras["base_attribution"]` (the base attribution, shaped like the values); with k
+      targets per example each has a target axis after the batch axis.
 
     Example:
       >>> import jax.numpy as jnp, numpy as np
