@@ -6,8 +6,8 @@ requires of torch models; both in float64, and the script first checks that they
 the same logits. The attributions are computed once, by jaxplain, on the test digits
 (targets: each example's predicted class) and handed to Quantus as `a_batch` (NHWC ->
 NCHW; the digits have one channel, so both flatten in the same order). Where a metric
-re-runs the explainer, Quantus gets `explain_func`, a wrapper around the same jaxplain
-explainer (or, where Quantus changes the torch model, the same explainer in torch).
+re-runs the explainer, Quantus gets `explain_func`: the same explainer (saliency) in
+torch on the model Quantus passes, which is the twin or Quantus's changed copy of it.
 
 Each row is one of:
 
@@ -29,8 +29,11 @@ Each row is one of:
 
 Rows for metrics jaxplain does not have (yet) say so ("missing").
 
-Timing: every row also times one call of each library on the whole batch (interleaved,
-medians after a warm-up call, `_common.interleaved_medians`), reported per example.
+Timing: every row also times each library on the whole batch (`--repeats` interleaved
+calls, `_common.interleaved_medians`, after the agreement check's calls have compiled
+jaxplain's program; one call where Quantus takes over 5 s), reported per example. Where
+Quantus re-runs the explainer it gets the same saliency in torch (`torch_saliency`),
+so each library's time includes its own explainer.
 
     python benchmarks/crosscheck_quantus.py [--quick] [--n 32] [--metrics a,b] [--repeats 3]
                                             [--out benchmarks/results] [--markdown FILE]
@@ -316,9 +319,18 @@ class Checks:
         speed = f"{speed:6.1f}x" if speed else "      -"
         print(f"  {row.metric:28} {row.setting[:44]:44} {shown:>9} {speed}  {row.status[:60]}", flush=True)
 
-    def time(self, row: Row, ours: Callable, theirs: Callable) -> None:
+    def time(
+        self, row: Row, ours: Callable, theirs: Callable, *, warm: bool = True, slow: bool = False
+    ) -> None:
+        """Seconds per example of each library on the whole batch: interleaved calls, medians.
+        `warm`: both were just called with these arguments (jaxplain compiled), so no warm-up
+        call; `slow`: Quantus took over 5 s, one timed call each. --repeats 0 skips timing."""
+        if self.sizes.repeats <= 0:
+            return
         results = interleaved_medians(
-            {"jaxplain": ours, "quantus": theirs}, repeats=self.sizes.repeats, warmup=1
+            {"jaxplain": ours, "quantus": theirs},
+            repeats=1 if slow else self.sizes.repeats,
+            warmup=0 if warm else 1,
         )
         n = len(self.case.x)
         row.timing = {
@@ -343,7 +355,10 @@ class Checks:
         row.kind = row.kind or "deterministic"
         row.tolerance = tolerance
         try:
-            a, b = np.asarray(ours(), np.float64), np.asarray(theirs(), np.float64)
+            a = np.asarray(ours(), np.float64)
+            began = time.perf_counter()
+            b = np.asarray(theirs(), np.float64)
+            slow = time.perf_counter() - began > 5
             gap, rel = rel_diff(a, b)
             row.jaxplain, row.quantus_values = as_list(a), as_list(b)
             row.agreement = {"max_abs_diff": gap, "max_rel_diff": rel}
@@ -354,7 +369,7 @@ class Checks:
                 row.status = "differs (documented)"
             else:
                 row.status = "FAIL"
-            self.time(row, *(timed or (ours, theirs)))
+            self.time(row, *(timed or (ours, theirs)), warm=timed is None, slow=slow)
         except Exception as error:  # one broken metric must not hide the others
             traceback.print_exc()
             row.status, row.passed = f"FAIL: {type(error).__name__}: {error}", False
@@ -364,13 +379,17 @@ class Checks:
         """`ours()`, `theirs()` one value per example; `ours_again()` jaxplain under another key."""
         row.kind, row.tolerance = "statistical", ALPHA
         try:
-            a, b, again = (np.asarray(f(), np.float64) for f in (ours, theirs, ours_again))
+            a = np.asarray(ours(), np.float64)
+            began = time.perf_counter()
+            b = np.asarray(theirs(), np.float64)
+            slow = time.perf_counter() - began > 5
+            again = np.asarray(ours_again(), np.float64)
             row.jaxplain, row.quantus_values = as_list(a), as_list(b)
             row.agreement = paired_test(a, b)
             row.details["jaxplain_vs_jaxplain_other_key"] = paired_test(a, again)
             row.passed = row.agreement["p_value"] >= ALPHA
             row.status = "pass" if row.passed else "p < 0.01"
-            self.time(row, ours, theirs)
+            self.time(row, ours, theirs, slow=slow)
         except Exception as error:
             traceback.print_exc()
             row.status, row.passed = f"FAIL: {type(error).__name__}: {error}", False
@@ -380,9 +399,12 @@ class Checks:
         """Both values recorded, no pass/fail: the definitions differ (row.difference)."""
         row.kind = "differs"
         try:
-            row.jaxplain, row.quantus_values = as_list(ours()), as_list(theirs())
+            row.jaxplain = as_list(ours())
+            began = time.perf_counter()
+            row.quantus_values = as_list(theirs())
+            slow = time.perf_counter() - began > 5
             row.status = "differs (documented)"
-            self.time(row, ours, theirs)
+            self.time(row, ours, theirs, slow=slow)
         except Exception as error:
             traceback.print_exc()
             row.status, row.passed = f"FAIL: {type(error).__name__}: {error}", False
@@ -743,7 +765,7 @@ def check_monotonicity_correlation(checks: Checks) -> None:
     function = metric_function("monotonicity_correlation")
     probs = case.model.with_output("probs")
     a = np.abs(case.a("saliency"))
-    samples = max(4, sizes.runs // 2)
+    samples = max(4, sizes.runs // 10)  # Quantus predicts 64 x samples batches, one at a time
 
     def theirs():
         np.random.seed(0)
@@ -1066,7 +1088,7 @@ def _replayed_robustness(
     samples = len(shifts)
     replay = Replay(np.stack([nchw(s_).reshape(len(case.x), -1) for s_ in shifts]))
     a = np.asarray(method(case.model, jnp.asarray(case.x), target=case.y).values)
-    explain = jaxplain_explain_func(method, case)
+    explain = torch_saliency if method is jaxplain.saliency else jaxplain_explain_func(method, case)
 
     def theirs():
         found = getattr(quantus, quantus_name)(
@@ -1194,7 +1216,7 @@ def check_relative_representation_stability(checks: Checks) -> None:
 def check_continuity(checks: Checks) -> None:
     case = checks.case
     function = metric_function("continuity")
-    explain = jaxplain_explain_func(jaxplain.saliency, case)
+    explain = torch_saliency
     width = case.x.shape[2]
     for steps, explicit in ((8, False), (5, False)):
         dx = (2 * width + 1) // steps
@@ -1493,11 +1515,10 @@ def check_random_logit(checks: Checks) -> None:
     a = case.a("saliency")
     function = metric_function("random_logit")
     seen: list[np.ndarray] = []
-    explain = jaxplain_explain_func(jaxplain.saliency, case)
 
     def recording(model, inputs, targets, **kwargs):
         seen.append(np.asarray(targets))
-        return explain(model, inputs, targets)
+        return torch_saliency(model, inputs, targets)
 
     for similarity, quantus_similarity in (
         ("ssim", quantus.functions.similarity_func.ssim),
