@@ -1925,6 +1925,10 @@ def _tolerance(row: dict) -> str:
     return "-"
 
 
+def _cell(text) -> str:
+    return str(text).replace("|", "\\|")
+
+
 def markdown_tables(payload: dict) -> str:
     """The agreement table, the timing table and the definitional differences, as Markdown,
     from the JSON payload the script writes."""
@@ -1935,22 +1939,23 @@ def markdown_tables(payload: dict) -> str:
     ]
     for row in rows:
         lines.append(
-            f"| `{row['metric']}` | {row['quantus']} | {row['setting']} | {row['kind']} | "
-            f"{_measure(row)} | {_tolerance(row)} | {row['status']} |"
+            f"| `{row['metric']}` | {row['quantus']} | {_cell(row['setting'])} | {row['kind']} | "
+            f"{_cell(_measure(row))} | {_tolerance(row)} | {_cell(row['status'])} |"
         )
-    lines += [
-        "",
-        "| metric | Quantus | jaxplain ms/example | Quantus ms/example | Quantus / jaxplain |",
-        "|---|---|---|---|---|",
-    ]
-    for row in rows:
-        timing = row.get("timing") or {}
-        if not timing:
-            continue
-        lines.append(
-            f"| `{row['metric']}` | {row['quantus']} | {1e3 * timing['jaxplain_s_per_example']:.3g} | "
-            f"{1e3 * timing['quantus_s_per_example']:.3g} | {timing['speedup']:.1f}x |"
-        )
+    timed = [row for row in rows if row.get("timing")]
+    if timed:
+        lines += [
+            "",
+            "| metric | Quantus | setting | jaxplain ms/example | Quantus ms/example | Quantus / jaxplain |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in timed:
+            timing = row["timing"]
+            lines.append(
+                f"| `{row['metric']}` | {row['quantus']} | {_cell(row['setting'])} | "
+                f"{1e3 * timing['jaxplain_s_per_example']:.3g} | {1e3 * timing['quantus_s_per_example']:.3g} | "
+                f"{timing['speedup']:.1f}x |"
+            )
     differences = [row for row in rows if row.get("difference")]
     if differences:
         lines += ["", "Definitional differences:", ""]
@@ -1958,10 +1963,11 @@ def markdown_tables(payload: dict) -> str:
     machine_facts = payload.get("machine", {})
     lines += [
         "",
-        f"Digits CNN, {payload['sizes']['n']} test digits, float64; times are medians of "
-        f"{payload['sizes']['repeats']} interleaved calls on the whole batch after a warm-up call, "
-        f"divided by the batch ({machine_facts.get('cpu_count')} CPUs, jax {machine_facts.get('jax')}, "
-        f"torch {payload.get('torch')}, quantus {payload.get('quantus')}).",
+        f"Digits CNN (jaxplain) and its torch twin (Quantus), {payload['sizes']['n']} test digits, float64. "
+        f"Times: the whole batch per call, medians of {payload['sizes']['repeats']} interleaved calls after "
+        "the agreement check's calls (which compile jaxplain's program), one call where Quantus took over "
+        f"5 s, divided by the batch; {machine_facts.get('cpu_count')} CPUs, jax {machine_facts.get('jax')}, "
+        f"torch {payload.get('torch')}, quantus {payload.get('quantus')}, {machine_facts.get('date')}.",
     ]
     return "\n".join(lines) + "\n"
 
