@@ -37,6 +37,7 @@ so each library's time includes its own explainer.
 
     python benchmarks/crosscheck_quantus.py [--quick] [--n 32] [--metrics a,b] [--repeats 3]
                                             [--out benchmarks/results] [--markdown FILE]
+    python benchmarks/crosscheck_quantus.py --render results.json [--markdown FILE]
 
 Writes crosscheck_quantus.json into --out, prints the agreement and timing tables, and
 with --markdown writes them as Markdown (`markdown_tables`). Exits 1 if a
@@ -1988,7 +1989,21 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None, help="folder for the JSON (default: benchmarks/results)")
     parser.add_argument("--markdown", default=None, help="also write the Markdown tables to this file")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for the test suite")
+    parser.add_argument(
+        "--render", default=None, help="only render this results JSON as Markdown (to --markdown or stdout)"
+    )
     args = parser.parse_args(argv)
+    if args.render:
+        import json
+
+        with open(args.render) as f:
+            tables = markdown_tables(json.load(f))
+        if args.markdown:
+            with open(args.markdown, "w") as f:
+                f.write(tables)
+        else:
+            print(tables, end="")
+        return 0
 
     sizes = QUICK if args.quick else Sizes()
     if args.n is not None:
