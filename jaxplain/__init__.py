@@ -29,18 +29,42 @@ from jaxplain.methods.perturbation import (
     shapley_sampling,
 )
 from jaxplain.methods.registry import METHODS
-from jaxplain.methods.rules import deconvnet, deeplift, deeplift_shap, guided_backprop, lrp
+from jaxplain.methods.rules import (
+    AlphaBeta,
+    Composite,
+    Epsilon,
+    Gamma,
+    Rule,
+    ZBox,
+    deconvnet,
+    deeplift,
+    deeplift_shap,
+    epsilon_alpha2_beta1,
+    epsilon_gamma_box,
+    epsilon_plus,
+    guided_backprop,
+    lrp,
+    lrp_layers,
+)
 from jaxplain.methods.smoothing import smoothgrad, smoothgrad_sq, vargrad
+from jaxplain.methods.xrai import xrai, xrai_segments
 from jaxplain.metrics import evaluate
 from jaxplain.model import Model, Output, region, select, top_k
 from jaxplain.models.train import train
 from jaxplain.runs import explain_dataset, load_attributions
+from jaxplain.superpixels import superpixels
 from jaxplain.training import TrainConfig
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlphaBeta",
     "Attribution",
+    "Composite",
+    "Epsilon",
+    "Gamma",
+    "Rule",
+    "ZBox",
     "GenerationAttribution",
     "METHODS",
     "Model",
@@ -54,6 +78,9 @@ __all__ = [
     "deconvnet",
     "deeplift",
     "deeplift_shap",
+    "epsilon_alpha2_beta1",
+    "epsilon_gamma_box",
+    "epsilon_plus",
     "engine",
     "evaluate",
     "exact_shapley",
@@ -80,6 +107,7 @@ __all__ = [
     "load_attributions",
     "load_model",
     "lrp",
+    "lrp_layers",
     "metrics",
     "models",
     "runs",
@@ -99,5 +127,8 @@ __all__ = [
     "top_k",
     "train",
     "training",
+    "superpixels",
     "vargrad",
+    "xrai",
+    "xrai_segments",
 ]

@@ -111,6 +111,11 @@ def test_readme_main_job_is_the_tested_command():
         jaxplain.methods.layers,
         jaxplain.methods.rules,
         jaxplain.methods.smoothing,
+        jaxplain.methods.xrai,
+        jaxplain.metrics.axiomatic,
+        jaxplain.metrics.randomisation,
+        jaxplain.metrics.localisation,
+        jaxplain.metrics.sparsity,
     ],
 )
 def test_docstring_examples(module):

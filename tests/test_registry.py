@@ -105,6 +105,7 @@ CALLS = {
     "attention_rollout": (IMAGES, {}),
     "attention_flow": (IMAGES, {}),
     "gradient_weighted_attention": (IMAGES, {}),
+    "xrai": (IMAGES, {"steps": 16}),
 }
 # Methods that read attention maps: they explain the Attention model.
 ATTENTION = {"attention_rollout", "attention_flow", "gradient_weighted_attention"}

@@ -14,6 +14,7 @@ EXAMPLES = """examples:
   jaxplain evaluate --model checkpoints/digits_cnn --data digits --n 16 --out out/compare
   jaxplain evaluate --model checkpoints/digits_cnn --data digits --methods saliency,integrated_gradients,lrp --rule epsilon --out out/lrp
   jaxplain evaluate --model checkpoints/wine_mlp --data wine --methods integrated_gradients,kernel_shap --metrics infidelity,deletion_auc
+  jaxplain evaluate --model checkpoints/digits_cnn --data digits --methods saliency,xrai --metrics all --n 8
 
 Writes OUT/table.md and OUT/table.json (methods x metrics, see jaxplain.metrics) and the
 methods side by side on the first examples: OUT/grid.png (images, tables) or OUT/grid.html (text).
@@ -25,7 +26,7 @@ GRID = 6  # examples drawn in the comparison grid
 
 
 def add_parser(commands) -> None:
-    from jaxplain.metrics.evaluate import METRICS
+    from jaxplain.metrics.evaluate import DEFAULT_METRICS, METRICS
 
     parser = _common.add_command(
         commands,
@@ -46,8 +47,8 @@ def add_parser(commands) -> None:
     parser.add_argument(
         "--metrics",
         type=_common.names,
-        default=tuple(METRICS),
-        help=f"comma-separated metrics (default all: {','.join(METRICS)})",
+        default=DEFAULT_METRICS,
+        help=f"comma-separated metrics, or 'all' for all {len(METRICS)} (default {','.join(DEFAULT_METRICS)})",
     )
     parser.add_argument("--split", choices=("test", "train"), default="test")
     parser.add_argument("--n", type=_common.positive_int, default=16, help="examples (default 16)")
@@ -82,6 +83,8 @@ def evaluate(args) -> int:
             raise UsageError(
                 f"{name} explains a neuron, not a class: the metrics need a class (use jaxplain explain)"
             )
+    if tuple(args.metrics) == ("all",):
+        args.metrics = tuple(METRICS)
     unknown = [m for m in args.metrics if m not in METRICS]
     if unknown:
         raise UsageError(f"unknown metric {unknown[0]!r}; choose from: {', '.join(METRICS)}")

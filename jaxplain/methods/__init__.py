@@ -13,6 +13,7 @@ from jaxplain.methods import (  # noqa: F401
     perturbation,
     rules,
     smoothing,
+    xrai,
 )
 from jaxplain.methods.registry import FAMILIES, METHODS, MethodInfo, register
 
