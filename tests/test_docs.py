@@ -1,6 +1,7 @@
 """The README's example runs, its test command is what CI runs, and docstring examples hold."""
 
 import doctest
+import importlib
 import pathlib
 import re
 
@@ -116,6 +117,8 @@ def test_readme_main_job_is_the_tested_command():
         jaxplain.metrics.randomisation,
         jaxplain.metrics.localisation,
         jaxplain.metrics.sparsity,
+        jaxplain.metrics.robustness,
+        importlib.import_module("jaxplain.superpixels"),
     ],
 )
 def test_docstring_examples(module):

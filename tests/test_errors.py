@@ -340,7 +340,7 @@ SAL = np.ones((3, 4), np.float32)
         ),
         (
             TypeError,
-            "metrics must be a sequence of names",
+            "metrics must be 'all' or a sequence of names",
             lambda: jaxplain.evaluate(["saliency"], MODEL, X, target=0, key=KEY, metrics="infidelity"),
         ),
         (

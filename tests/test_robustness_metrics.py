@@ -370,16 +370,6 @@ def test_errors_name_the_argument(call, error, name):
 
 
 @pytest.mark.slow
-def test_docstring_examples():
-    import doctest
-
-    from jaxplain.metrics import robustness
-
-    result = doctest.testmod(robustness, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0
-
-
-@pytest.mark.slow
 def test_one_copy_scores_as_quantus_objectives_do():
     # With one copy the metric is that copy's score: the same numbers as Quantus 0.6.0's
     # objectives on the same explanations, inputs, outputs and layer outputs.

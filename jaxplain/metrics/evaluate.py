@@ -458,7 +458,9 @@ def evaluate(
     found = _methods(methods)
     if isinstance(metrics, str):
         if metrics != "all":
-            raise TypeError(f"metrics must be 'all' or a sequence of names from METRICS, got {metrics!r}")
+            raise TypeError(
+                f"metrics must be 'all' or a sequence of names from METRICS, got {metrics!r}; e.g. [{metrics!r}]"
+            )
         metrics = tuple(METRICS)
     if not hasattr(metrics, "__iter__"):
         raise TypeError(f"metrics must be 'all' or a sequence of names from METRICS, got {metrics!r}")
