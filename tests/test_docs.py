@@ -136,3 +136,26 @@ def test_ci_tests_the_lowest_flax_that_pyproject_allows():
 
     assert release(pinned) == release(floor)
     assert "make test-lowest-flax" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_every_metric_is_documented():
+    """Every metric evaluate offers and every metric function has its row in docs/metrics.md."""
+    text = (ROOT / "docs" / "metrics.md").read_text()
+    names = set(jaxplain.metrics.METRICS) - {"deletion_auc", "insertion_auc", "randomisation"}
+    functions = {
+        name
+        for name in jaxplain.metrics.__all__
+        if name[0].islower() and name not in ("evaluate", "mosaics", "shifted_first_layer")
+    }
+    missing = sorted(n for n in names | functions if f"`{n}`" not in text)
+    assert not missing, f"docs/metrics.md lacks {missing}"
+    assert "docs/metrics.md" in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.slow  # end to end: every method of two families by four metrics on the digits CNN
+def test_metrics_docs_example_runs():
+    text = (ROOT / "docs" / "metrics.md").read_text()
+    block = re.findall(r"```python\n(.*?)```", text, re.S)[0]
+    namespace = {}
+    exec(compile(block, "docs/metrics.md", "exec"), namespace)
+    assert set(namespace["table"].rows) == {"saliency", "integrated_gradients"}

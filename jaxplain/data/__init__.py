@@ -12,15 +12,19 @@ from jaxplain.data.loading import BUNDLED, load, names
 from jaxplain.data.sequences import Sequences, copy_task, key_value_task
 from jaxplain.data.synthetic import (
     ADDITIVE_TERMS,
+    OBJECT_SHAPES,
     additive_logit,
     additive_shapley,
     additive_terms,
+    object_templates,
+    synthetic_objects,
 )
 from jaxplain.data.text import Vocabulary
 
 __all__ = [
     "ADDITIVE_TERMS",
     "BUNDLED",
+    "OBJECT_SHAPES",
     "Dataset",
     "Sequences",
     "Vocabulary",
@@ -31,4 +35,6 @@ __all__ = [
     "key_value_task",
     "load",
     "names",
+    "object_templates",
+    "synthetic_objects",
 ]
