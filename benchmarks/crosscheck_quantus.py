@@ -548,7 +548,7 @@ def check_sensitivity_n(checks: Checks) -> None:
 
     def ours():
         values = jaxplain.metrics.sensitivity_n(
-            case.model,
+            case.model.with_output("probs"),  # Quantus's SensitivityN uses softmax by default
             jnp.asarray(case.x),
             a,
             target=case.y,
