@@ -60,8 +60,12 @@ from collections.abc import Callable
 import jax
 
 # Before any array exists: both libraries in float64, so the differences left are the
-# algorithms', not float32 rounding.
-jax.config.update("jax_enable_x64", True)
+# algorithms', not float32 rounding. `--float32` runs both in float32 instead, for the
+# timing table: XLA's CPU float64 convolutions are about 10x slower than its float32 ones,
+# which no user would run (agreement is then checked at float32's tolerance).
+FLOAT32 = "--float32" in sys.argv
+if not FLOAT32:
+    jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -80,7 +84,9 @@ from _common import interleaved_medians, machine, write  # noqa: E402
 from _torch_models import ChannelsFirst, from_checkpoint  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOLERANCE = 1e-6  # deterministic rows, float64 on both sides
+TOLERANCE = 1e-3 if FLOAT32 else 1e-6  # deterministic rows, both sides in the same precision
+DTYPE = np.float32 if FLOAT32 else np.float64  # of the model, the inputs and the attributions
+TORCH_DTYPE = torch.float32 if FLOAT32 else torch.float64
 ALPHA = 0.01  # statistical rows
 AGREEMENT = (
     "deterministic rows: max relative difference = max|jaxplain - quantus| / max|quantus| over "
@@ -135,12 +141,12 @@ class Row:
 
 
 def nchw(a) -> np.ndarray:
-    a = np.asarray(a, np.float64)
+    a = np.asarray(a, DTYPE)
     return np.ascontiguousarray(np.moveaxis(a, -1, 1)) if a.ndim == 4 else a
 
 
 def nhwc(a) -> np.ndarray:
-    a = np.asarray(a, np.float64)
+    a = np.asarray(a, DTYPE)
     return np.ascontiguousarray(np.moveaxis(a, 1, -1)) if a.ndim == 4 else a
 
 
@@ -168,7 +174,9 @@ class Case:
         (so that building it is not timed), unless `fresh`."""
         if variables is None and not fresh and getattr(self, "_twin", None) is not None:
             return self._twin
-        inner = from_checkpoint(self.checkpoint, self.variables if variables is None else variables)
+        inner = from_checkpoint(
+            self.checkpoint, self.variables if variables is None else variables, dtype=TORCH_DTYPE
+        )
         twin = ChannelsFirst(inner).eval()
         if variables is None and not fresh:
             self._twin = twin
@@ -180,10 +188,10 @@ class Case:
 
 def load_case(sizes: Sizes) -> Case:
     checkpoint = jaxplain.io.load_checkpoint(os.path.join(ROOT, "checkpoints", "digits_cnn"))
-    variables = jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf, jnp.float64), checkpoint.variables)
+    variables = jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf, DTYPE), checkpoint.variables)
     model = jaxplain.Model.from_linen(checkpoint.module, variables)
     data = jaxplain.data.load("digits")
-    x = np.asarray(data.x_test[: sizes.n], np.float64)
+    x = np.asarray(data.x_test[: sizes.n], DTYPE)
     y = np.asarray(np.argmax(np.asarray(model(jnp.asarray(x))), axis=-1), np.int64)
     # ground truth for localisation: each digit's ink (pixels above half the maximum)
     masks = x > 0.5
@@ -198,7 +206,7 @@ def load_case(sizes: Sizes) -> Case:
     with torch.no_grad():
         theirs = case.twin()(torch.as_tensor(case.xq)).numpy()
     gap = float(np.abs(np.asarray(model(xj)) - theirs).max())
-    if not gap <= 1e-9:
+    if not gap <= (1e-4 if FLOAT32 else 1e-9):
         raise AssertionError(f"the NCHW torch twin's logits differ from jaxplain's by {gap:.3e}")
     case.logits_gap = gap
     return case
@@ -220,7 +228,7 @@ def jaxplain_explain_func(method: Callable, case: Case, **options) -> Callable:
 
 def torch_saliency(model, inputs, targets, **unused) -> np.ndarray:
     """A Quantus `explain_func` on the torch model it is given: d logit_target / d input."""
-    inputs = torch.as_tensor(np.asarray(inputs, np.float64)).requires_grad_(True)
+    inputs = torch.as_tensor(np.asarray(inputs, DTYPE)).requires_grad_(True)
     outputs = model(inputs)
     chosen = outputs[torch.arange(len(inputs)), torch.as_tensor(np.asarray(targets), dtype=torch.long)]
     (gradient,) = torch.autograd.grad(chosen.sum(), inputs)
@@ -1025,7 +1033,7 @@ def check_input_invariance(checks: Checks) -> None:
     def ours():
         return function(jaxplain.saliency, case.model, jnp.asarray(case.x), target=case.y, shift=-1.0)
 
-    inner = from_checkpoint(case.checkpoint, case.variables)
+    inner = from_checkpoint(case.checkpoint, case.variables, dtype=TORCH_DTYPE)
     twin = ChannelsFirst(inner, first=inner.convs[0]).eval()  # Quantus shifts named_modules()[1]
 
     def theirs():
@@ -1157,7 +1165,7 @@ def check_local_lipschitz_estimate(checks: Checks) -> None:
         {},
         {"normalise": False},
         note="Quantus adds 1e-10 to the denominator",
-        tolerance=1e-6,
+        tolerance=TOLERANCE,
     )
     _replayed_robustness(
         checks,
@@ -1188,7 +1196,7 @@ def _relative_stability(checks: Checks, metric: str, quantus_name: str, options:
         shifts,
         options,
         quantus_options,
-        tolerance=1e-6,
+        tolerance=TOLERANCE,
         note="Quantus puts NaN into a sample where the prediction changes and then takes np.max, "
         "so one changed sample makes the example NaN; jaxplain takes the maximum over the samples "
         "that keep the prediction, as Agarwal et al. define it (NaN only when none does). On these "
@@ -1284,7 +1292,7 @@ def check_consistency(checks: Checks) -> None:
         ),
         ours,
         theirs,
-        tolerance=1e-6,
+        tolerance=TOLERANCE,
     )
 
 
@@ -1657,7 +1665,7 @@ def check_attribution_localisation(checks: Checks) -> None:
         "saliency, positive part (paper) = Quantus positive_attributions",
         {},
         {"abs": False, "normalise": False, "positive_attributions": True},
-        tolerance=1e-6,
+        tolerance=TOLERANCE,
         note="Quantus divides by total + 1e-9",
     )
     _model_free(
@@ -1667,7 +1675,7 @@ def check_attribution_localisation(checks: Checks) -> None:
         "saliency, |a| (Quantus's default abs=True)",
         {"abs": True},
         {"abs": True, "normalise": False},
-        tolerance=1e-6,
+        tolerance=TOLERANCE,
     )
     _model_free(
         checks,
@@ -1760,7 +1768,7 @@ def check_focus(checks: Checks) -> None:
     top = np.concatenate([tiles[:, 0], tiles[:, 1]], axis=2)
     bottom = np.concatenate([tiles[:, 2], tiles[:, 3]], axis=2)
     a = np.concatenate([top, bottom], axis=1)  # (M, 16, 16, 1)
-    images = np.asarray(mosaics.images, np.float64)
+    images = np.asarray(mosaics.images, DTYPE)
     quadrants = np.asarray(mosaics.quadrants)
 
     def ours():
@@ -1964,7 +1972,7 @@ def markdown_tables(payload: dict) -> str:
     machine_facts = payload.get("machine", {})
     lines += [
         "",
-        f"Digits CNN (jaxplain) and its torch twin (Quantus), {payload['sizes']['n']} test digits, float64. "
+        f"Digits CNN (jaxplain) and its torch twin (Quantus), {payload['sizes']['n']} test digits, {payload.get('dtype', 'float64').split(' ')[0]}. "
         f"Times: the whole batch per call, medians of {payload['sizes']['repeats']} interleaved calls after "
         "the agreement check's calls (which compile jaxplain's program), one call where Quantus took over "
         f"5 s, divided by the batch; {machine_facts.get('cpu_count')} CPUs, jax {machine_facts.get('jax')}, "
@@ -1989,6 +1997,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None, help="folder for the JSON (default: benchmarks/results)")
     parser.add_argument("--markdown", default=None, help="also write the Markdown tables to this file")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for the test suite")
+    parser.add_argument(
+        "--float32",
+        action="store_true",
+        help="both libraries in float32 (for the timing table; writes crosscheck_quantus_float32.json)",
+    )
     parser.add_argument(
         "--render", default=None, help="only render this results JSON as Markdown (to --markdown or stdout)"
     )
@@ -2016,7 +2029,8 @@ def main(argv=None) -> int:
     unknown = [m for m in selected if m not in CHECKS]
     if unknown:
         parser.error(f"unknown metrics {unknown}; known: {', '.join(CHECKS)}")
-    torch.set_default_dtype(torch.float64)  # Quantus builds tensors with torch.Tensor(x)
+    # Quantus builds tensors with torch.Tensor(x)
+    torch.set_default_dtype(torch.float32 if FLOAT32 else torch.float64)
     warnings.filterwarnings("ignore")  # Quantus's parameterisation and perturbation chatter
     start = time.perf_counter()
 
@@ -2043,7 +2057,7 @@ def main(argv=None) -> int:
         "machine": machine(),
         "torch": torch.__version__,
         "quantus": quantus.__version__,
-        "dtype": "float64 (jax_enable_x64; torch float64)",
+        "dtype": "float32 (both)" if FLOAT32 else "float64 (jax_enable_x64; torch float64)",
         "model": "digits_cnn (jaxplain NHWC; torch twin NCHW)",
         "quick": bool(args.quick),
         "sizes": dataclasses.asdict(sizes),
@@ -2063,7 +2077,8 @@ def main(argv=None) -> int:
         },
         "rows": [row.as_json() for row in checks.rows],
     }
-    path = write("crosscheck_quantus.json", payload, *([args.out] if args.out else []))
+    name = "crosscheck_quantus_float32.json" if FLOAT32 else "crosscheck_quantus.json"
+    path = write(name, payload, *([args.out] if args.out else []))
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(markdown_tables(payload))
