@@ -234,6 +234,7 @@ def test_info_nce_prefers_matching_pairs_and_matches_a_hand_computation():
     assert float(swapped) > float(matched)
 
 
+@pytest.mark.slow  # a training or labelling run; the recipes are checked in the default tier by their objectives
 def test_cortx_reads_only_the_labelled_rows(train_labels):
     encoder = amortized.pretrain_encoder(network(), MODEL, X_TRAIN, epochs=2, progress=False)
     rows = amortized.labelled_rows(len(X_TRAIN), 0.1)
@@ -296,6 +297,7 @@ def test_selective_needs_a_teacher_or_a_method(supervised):
 # --- teacher labels -----------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a training or labelling run; the recipes are checked in the default tier by their objectives
 def test_make_labels_caches_resumes_and_keys_on_its_settings(tmp_path, monkeypatch):
     key = jax.random.key(3)
     x = X_TRAIN[:40]
@@ -414,6 +416,7 @@ def test_explainer_is_a_pytree_that_jit_accepts(supervised):
 # --- networks -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a training or labelling run; the recipes are checked in the default tier by their objectives
 def test_networks_give_one_map_per_class_shaped_like_the_input():
     images = np.random.default_rng(0).random((2, 8, 8, 1)).astype(np.float32)
     for patch in (1, 2):

@@ -215,6 +215,7 @@ def test_explain_a_text_model_on_its_embeddings(tmp_path):
     assert planted[np.arange(8), layer.values.argmax(axis=1)].all()
 
 
+@pytest.mark.slow  # a CLI run end to end; the option plumbing has default-tier tests
 def test_train_writes_a_checkpoint_that_records_its_command(tmp_path):
     out = str(tmp_path / "wine_small")
     assert (
@@ -738,6 +739,7 @@ def _run_options(tmp_path, method, *argv):
     return got.run["settings"]["options"], got
 
 
+@pytest.mark.slow  # a CLI run end to end; the option plumbing has default-tier tests
 def test_steps_auto_with_tolerance_runs_adaptive_integrated_gradients(tmp_path):
     """--steps auto --tolerance: integrated_gradients' adaptive steps, the library call's values,
     each example's completeness gap within the tolerance."""
@@ -778,6 +780,7 @@ def test_option_reaches_the_methods_own_options(tmp_path, method, argv, expected
     np.testing.assert_allclose(got.values, reference.values, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow  # a CLI run end to end; the option plumbing has default-tier tests
 def test_option_for_the_wrapped_method_and_method_options(tmp_path):
     """A noise method takes its wrapped method's options by --option, and method_options
     (a JSON object) for a name both take."""

@@ -105,12 +105,10 @@ def _check_case(case):
                 np.testing.assert_allclose(a[i], b[0], rtol=2e-4, atol=2e-5, err_msg=f"{case} {field} {i}")
 
 
-# One method of each family and each way of drawing points, in the default tier; every
-# registered method and variant in the slow tier.
+# One path method, one sampled method, the rules and a layer method in the default tier;
+# every registered method and variant in the slow tier.
 FAST = (
     "integrated_gradients",
-    "expected_gradients",
-    "smoothgrad",
     "kernel_shap",
     "lrp",
     "layer_integrated_gradients",

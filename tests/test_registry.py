@@ -137,9 +137,12 @@ CASE_NAMES = sorted(CASES)
 
 def _tiered(cases):
     """The cases, the settings variants (their own program paths, tested in their own
-    files too) and attention_flow (a host max flow) in the slow tier."""
+    files too), attention_flow (a host max flow) and xrai (host segmentation; its own
+    file tests it in the default tier) in the slow tier."""
     return [
-        pytest.param(case, marks=pytest.mark.slow) if case in VARIANTS or case == "attention_flow" else case
+        pytest.param(case, marks=pytest.mark.slow)
+        if case in VARIANTS or case in ("attention_flow", "xrai")
+        else case
         for case in cases
     ]
 

@@ -137,7 +137,7 @@ def test_the_method_first_still_works_and_warns(wrapper, rng):
         wrapper(jaxplain.saliency, model, x, method=jaxplain.saliency, target=0, key=KEY)
 
 
-@pytest.mark.parametrize("wrapper", [smoothgrad, vargrad])
+@pytest.mark.parametrize("wrapper", [pytest.param(smoothgrad, marks=pytest.mark.slow), vargrad])
 def test_a_randomized_method_gets_its_own_key_per_copy_and_its_own_options(wrapper, rng):
     """Around kernel_shap: its own `samples` through method_options, a key per noisy copy
     split from the wrapper's (the copies' sampling differs, so even without noise the
