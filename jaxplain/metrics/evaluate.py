@@ -407,6 +407,7 @@ def evaluate(
     score_output: str = "probs",
     masks=None,
     representation_layer: str | None = None,
+    free_programs: bool = True,
     progress: bool = False,
 ) -> Table:
     """Runs every method on the same inputs and judges it by every metric.
@@ -445,6 +446,11 @@ def evaluate(
       representation_layer: the layer whose output `relative_representation_stability`
         compares (see `jaxplain.layer_names`); by default the last layer before the
         output layer.
+      free_programs: drop each method's compiled programs once its row is done
+        (`jax.clear_caches()`, which drops the process's other compiled programs too). A
+        table of many methods by many metrics compiles thousands of programs, and a
+        process that keeps them all runs out of memory maps (Linux's vm.max_map_count,
+        65530 by default: XLA fails with "Cannot allocate memory"). False keeps them.
       progress: show a progress bar over the methods.
 
     Returns:
@@ -478,6 +484,8 @@ def evaluate(
         raise ValueError(f"score_output must be one of {OUTPUTS}, got {score_output!r}")
     if masks is not None:
         masks = _ground_truth(masks, x)
+    if not isinstance(free_programs, bool):
+        raise TypeError(f"free_programs must be a bool, got {type(free_programs).__name__}")
     if representation_layer is not None and not isinstance(representation_layer, str):
         raise TypeError(f"representation_layer must be a layer name, got {representation_layer!r}")
     classes = targets.resolve(model(x))[:, 0]
@@ -542,6 +550,8 @@ def evaluate(
                 )
         rows[label] = row
         kept[label] = np.asarray(attribution.values)
+        if free_programs:
+            jax.clear_caches()
         bar.update(1)
     bar.close()
     return Table(rows, metrics, notes, kept, {m: round(t, 3) for m, t in seconds.items()})
