@@ -407,7 +407,7 @@ def evaluate(
     score_output: str = "probs",
     masks=None,
     representation_layer: str | None = None,
-    free_programs: bool = True,
+    free_programs: bool | None = None,
     progress: bool = False,
 ) -> Table:
     """Runs every method on the same inputs and judges it by every metric.
@@ -450,7 +450,8 @@ def evaluate(
         (`jax.clear_caches()`, which drops the process's other compiled programs too). A
         table of many methods by many metrics compiles thousands of programs, and a
         process that keeps them all runs out of memory maps (Linux's vm.max_map_count,
-        65530 by default: XLA fails with "Cannot allocate memory"). False keeps them.
+        65530 by default: XLA fails with "Cannot allocate memory"). By default (None)
+        only for tables of more than 100 method-metric cells; True or False always.
       progress: show a progress bar over the methods.
 
     Returns:
@@ -484,8 +485,8 @@ def evaluate(
         raise ValueError(f"score_output must be one of {OUTPUTS}, got {score_output!r}")
     if masks is not None:
         masks = _ground_truth(masks, x)
-    if not isinstance(free_programs, bool):
-        raise TypeError(f"free_programs must be a bool, got {type(free_programs).__name__}")
+    if free_programs is not None and not isinstance(free_programs, bool):
+        raise TypeError(f"free_programs must be None or a bool, got {type(free_programs).__name__}")
     if representation_layer is not None and not isinstance(representation_layer, str):
         raise TypeError(f"representation_layer must be a layer name, got {representation_layer!r}")
     classes = targets.resolve(model(x))[:, 0]
@@ -550,7 +551,7 @@ def evaluate(
                 )
         rows[label] = row
         kept[label] = np.asarray(attribution.values)
-        if free_programs:
+        if free_programs or (free_programs is None and len(found) * len(metrics) > 100):
             jax.clear_caches()
         bar.update(1)
     bar.close()
