@@ -46,8 +46,10 @@ def settings(data, image: bool, quick: bool, vit: bool = False, regions: bool = 
     """Per-method options: the same budgets on both models (steps 32, samples 32, ...)."""
     steps, samples = (4, 4) if quick else (32, 32)
     background = data.x_train[:64]
-    groups = jaxplain.patch_mask(data.x_train.shape[1:], (2, 2, 1) if image else (1,))
-    few_groups = jaxplain.patch_mask(data.x_train.shape[1:], (4, 4, 1)) if image else None
+    channels = data.x_train.shape[-1]  # a pixel's channels are one feature of its group
+    low, high = float(data.x_train.min()), float(data.x_train.max())  # z-box's bounds
+    groups = jaxplain.patch_mask(data.x_train.shape[1:], (2, 2, channels) if image else (1,))
+    few_groups = jaxplain.patch_mask(data.x_train.shape[1:], (4, 4, channels)) if image else None
     table = {
         "saliency": {},
         "input_x_gradient": {},
@@ -73,7 +75,7 @@ def settings(data, image: bool, quick: bool, vit: bool = False, regions: bool = 
         table.update(
             {
                 "blur_ig": {"steps": steps, "max_sigma": 4.0},
-                "lrp composite": ("lrp", {"rule": "composite", "low": 0.0, "high": 1.0}),
+                "lrp composite": ("lrp", {"rule": "composite", "low": low, "high": high}),
             }
         )
         if vit:  # Grad-CAM's layer is a convolution's; the attention methods read the ViT's maps
