@@ -32,10 +32,9 @@ def pytest_configure(config):
 
     Most of a run is XLA compiling small programs: a later run compiles only the programs
     that changed (README.md, "Tests"). JAX keys each program by its HLO, compile options
-    and versions, so a cached program is the one a fresh compile would give; even a cold
-    run gains (about 7% on the metrics' tests), as the test processes and later tests
-    reuse programs compiled once. `--cache-clear` starts cold; `-p no:cacheprovider`
-    turns the cache off. JAX's own size limit is not used:
+    and versions, so a cached program is the one a fresh compile would give; a cold run
+    pays a little for writing them. `--cache-clear` starts cold; `-p no:cacheprovider`
+    turns the cache off (CI does, on a clean clone). JAX's own size limit is not used:
     it locks a file around every read and write, which slowed a cold run by a quarter.
     The test processes of a parallel run (pytest-xdist) share the folder; only the main
     process starts it afresh, before they start.
