@@ -295,6 +295,19 @@ def key(value):
     )
 
 
+def _concrete_group_ids(value) -> np.ndarray:
+    """A feature mask as a numpy array of integer group ids, refused while traced."""
+    if is_traced(value):
+        raise TypeError(
+            "feature_mask must be a concrete array, not a traced value: its number of "
+            "groups fixes the shapes of the compiled program"
+        )
+    mask = np.asarray(value)
+    if mask.dtype == bool or not np.issubdtype(mask.dtype, np.integer):
+        raise TypeError(f"feature_mask must hold integer group ids, got dtype {mask.dtype}")
+    return mask
+
+
 def feature_mask(value, x):
     """`(mask, G)`: the feature groups as int32 of one example's shape, and their number.
 
@@ -305,14 +318,7 @@ def feature_mask(value, x):
     if value is None:
         size = int(np.prod(feature_shape, dtype=np.int64))
         return np.arange(size, dtype=np.int32).reshape(feature_shape), size
-    if is_traced(value):
-        raise TypeError(
-            "feature_mask must be a concrete array, not a traced value: its number of "
-            "groups fixes the shapes of the compiled program"
-        )
-    mask = np.asarray(value)
-    if mask.dtype == bool or not np.issubdtype(mask.dtype, np.integer):
-        raise TypeError(f"feature_mask must hold integer group ids, got dtype {mask.dtype}")
+    mask = _concrete_group_ids(value)
     try:
         shape = np.broadcast_shapes(mask.shape, feature_shape)
     except ValueError:
@@ -402,14 +408,7 @@ def feature_masks(value, x):
     if value is None:
         mask, groups = feature_mask(None, x)
         return np.ascontiguousarray(np.broadcast_to(mask, shape)), groups
-    if is_traced(value):
-        raise TypeError(
-            "feature_mask must be a concrete array, not a traced value: its number of "
-            "groups fixes the shapes of the compiled program"
-        )
-    mask = np.asarray(value)
-    if mask.dtype == bool or not np.issubdtype(mask.dtype, np.integer):
-        raise TypeError(f"feature_mask must hold integer group ids, got dtype {mask.dtype}")
+    mask = _concrete_group_ids(value)
     if mask.ndim > x.ndim:
         raise ValueError(
             f"feature_mask of shape {tuple(mask.shape)} has more axes than x of shape {tuple(x.shape)}; "
