@@ -1,5 +1,6 @@
 """Small models shared by the tests, and a compilation cache kept between runs."""
 
+import gc
 import os
 import shutil
 
@@ -92,3 +93,27 @@ def linear_model(weights, bias=None):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+# Linux gives a process at most vm.max_map_count (65530 by default) memory maps, and each
+# program XLA compiles for the CPU holds about three while JAX caches it. One test process
+# of a full run compiles tens of thousands of programs: past the limit XLA cannot map the
+# next one and the process dies with a segmentation fault. Between modules, a process that
+# holds more maps than this drops JAX's caches (a module's programs are mostly its own).
+MAPS_BEFORE_CLEARING = 16384
+
+
+def _memory_maps():
+    try:
+        with open("/proc/self/maps", "rb") as maps:
+            return sum(1 for _ in maps)
+    except OSError:  # not Linux: no such limit to keep under
+        return 0
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _bounded_memory_maps():
+    yield
+    if _memory_maps() > MAPS_BEFORE_CLEARING:
+        jax.clear_caches()
+        gc.collect()
