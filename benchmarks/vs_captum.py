@@ -556,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     memory = []
     if not args.skip_memory:
-        steps_list = (4, 8) if args.quick else (32, 128, 512, 1024)
+        steps_list = (4,) if args.quick else (32, 128, 512, 1024)  # quick: one child per contender
         log("memory: IG on the digits CNN, 64 inputs, Gauss-Legendre (each in its own process)")
         memory = memory_study(steps_list, 4 if args.quick else 64, 256 if args.quick else 512, log)
     payload = {

@@ -1,5 +1,6 @@
 """Small models shared by the tests, and a compilation cache kept between runs."""
 
+import collections
 import gc
 import os
 import shutil
@@ -50,6 +51,38 @@ def pytest_configure(config):
         folder.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+# The files that took longest in a full run (each a minute or more on two cores), longest
+# first. Each file runs in one test process (--dist loadfile, without pytest-xdist's own
+# reordering by test count, which would leave these few-test files to the end): handing
+# out the long ones first keeps one process from running alone at the end.
+LONG_FILES = (
+    "test_registry.py",
+    "test_cli.py",
+    "test_model_kwargs.py",
+    "test_amortized.py",
+    "test_benchmarks.py",
+    "test_crosscheck_quantus.py",
+    "test_transformer_rules.py",
+    "test_generation.py",
+    "test_vs_captum.py",
+    "test_porting.py",
+    "test_docs.py",
+    "test_scale.py",
+    "test_models.py",
+    "test_crosscheck_captum.py",
+    "test_evaluate.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Long files first, then the others by their number of tests (stable within a file)."""
+    counts = collections.Counter(item.path.name for item in items)
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(
+        key=lambda item: (rank.get(item.path.name, len(LONG_FILES)), -counts[item.path.name], item.path.name)
+    )
 
 
 class TinyMLP(nn.Module):
