@@ -127,3 +127,22 @@ def test_generation_vs_captum_quick(tmp_path):
         assert row["max_rel_diff"]["ig"] < 1e-4 and row["max_rel_diff"]["ixg"] < 1e-4, row
         assert all(ratio > 0 for ratio in row["ratio_captum_over_jaxplain"].values())
     assert "LayerNorm" in payload["captum_lrp_on_the_twin"]
+
+
+def test_method_table_notes_say_a_shared_note_once():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        from method_table import note_lines
+    finally:
+        sys.path.remove(os.path.join(ROOT, "benchmarks"))
+    notes = {
+        "lrp focus": "no mosaics",
+        "lrp composite focus": "no mosaics",
+        "lrp composite consistency": "undefined",
+    }
+    assert note_lines(notes, ["lrp", "lrp composite"]) == [
+        "- focus (every method): no mosaics",
+        "- consistency (lrp composite): undefined",
+        "",
+    ]
+    assert note_lines({}, ["lrp"]) == []
