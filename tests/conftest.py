@@ -53,10 +53,11 @@ def pytest_configure(config):
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
-# The files that took longest in a full run (each a minute or more on two cores), longest
-# first. Each file runs in one test process (--dist loadfile, without pytest-xdist's own
-# reordering by test count, which would leave these few-test files to the end): handing
-# out the long ones first keeps one process from running alone at the end.
+# The files that took longest in a full run (each a minute or more on two cores, most of
+# it in their slow tests), longest first. Each file runs in one test process (--dist
+# loadfile): pytest-xdist's own order, by number of tests, would leave the few-test
+# benchmark files to the end, one process running alone. When slow tests are selected
+# these files go first; the rest (and the whole default tier) go by number of tests.
 LONG_FILES = (
     "test_registry.py",
     "test_cli.py",
@@ -76,12 +77,14 @@ LONG_FILES = (
 )
 
 
+@pytest.hookimpl(trylast=True)  # after -m and -k have deselected
 def pytest_collection_modifyitems(config, items):
-    """Long files first, then the others by their number of tests (stable within a file)."""
+    """Long files with slow tests first, then by number of tests (stable within a file)."""
     counts = collections.Counter(item.path.name for item in items)
-    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    with_slow = {item.path.name for item in items if item.get_closest_marker("slow")}
+    rank = {name: i for i, name in enumerate(LONG_FILES) if name in with_slow}
     items.sort(
-        key=lambda item: (rank.get(item.path.name, len(LONG_FILES)), -counts[item.path.name], item.path.name)
+        key=lambda item: (rank.get(item.path.name, len(rank)), -counts[item.path.name], item.path.name)
     )
 
 
