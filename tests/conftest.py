@@ -84,7 +84,7 @@ def pytest_collection_modifyitems(config, items):
     with_slow = {item.path.name for item in items if item.get_closest_marker("slow")}
     rank = {name: i for i, name in enumerate(LONG_FILES) if name in with_slow}
     items.sort(
-        key=lambda item: (rank.get(item.path.name, len(rank)), -counts[item.path.name], item.path.name)
+        key=lambda item: (rank.get(item.path.name, len(LONG_FILES)), -counts[item.path.name], item.path.name)
     )
 
 
